@@ -1,0 +1,174 @@
+"""Typed configuration: frozen dataclasses built from plain dicts, strictly.
+
+Why this exists: the original TWilBERT read JSON configs with ``config["model"]["x"]`` lookups, so a
+typo'd key was silently ignored and a wrong type failed deep inside Keras (inventory §11, §13). Here a
+config *is* a tree of frozen dataclasses, and ``from_dict`` refuses anything it does not understand:
+
+* unknown keys -> ``ConfigError("model.n_encoder: unknown key (did you mean 'n_encoders'?)")``;
+* wrong types  -> ``ConfigError("training.batch_size: expected int, got float 1.5")``;
+* impossible values are checked by each dataclass's ``__post_init__``, which raises
+  ``ConfigError`` via :func:`check` naming the field; ``from_dict`` prefixes the full key path.
+
+The core library (``twilbert/``) owns its own config dataclasses (model, masking, optimiser...);
+``pipeline/params.py`` composes them into the ``params.yaml`` tree. Nothing here knows about YAML,
+DVC or MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be accepted. The message starts with the dotted key path."""
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """Raise ``ConfigError("key: message")`` unless ``condition``; for use in ``__post_init__``."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert one value against a type hint. Only lossless conversions are made."""
+    origin = get_origin(tp)
+
+    if tp is Any:
+        return value
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: expected one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{key}: may not be null (expected {_type_name(tp)})")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        return from_dict(tp, value, prefix=key)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item_tp = args[0] if args else Any
+        items = [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items)  # frozen configs hold tuples, so they stay hashable
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        args = get_args(tp)
+        ktp, vtp = args if args else (Any, Any)
+        out = {}
+        for k, v in value.items():
+            ck = _convert(k, ktp, f"{key}.{k}") if ktp is not str else str(k)
+            out[ck] = _convert(v, vtp, f"{key}.{k}")
+        return types.MappingProxyType(out)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {type(value).__name__} {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected int, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: cannot read {type(value).__name__} {value!r} as {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; missing keys take the dataclass defaults.
+
+    Raises ConfigError naming the full dotted key for unknown keys, wrong types, missing required
+    keys, and for any ConfigError raised by ``__post_init__`` validation.
+    """
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or '<root>'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    path = (prefix + ".") if prefix else ""
+    for k in data:
+        if k not in fields:
+            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
+            raise ConfigError(f"{path}{k}: unknown key{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], f"{path}{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{path}{name}: required key is missing")
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        msg = str(exc)
+        # __post_init__ names fields relative to its own dataclass; make the path absolute.
+        raise ConfigError(f"{path}{msg}" if path and not msg.startswith(path) else msg) from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Inverse of ``from_dict``: plain dicts/lists, ready for YAML/JSON (and for MLflow params)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, (dict, types.MappingProxyType)):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"n_encoders": 6}}`` -> ``{"model.n_encoders": 6}`` (lists kept as values)."""
+    tree = to_dict(tree)
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and v:
+                out.update(flatten(v, key))
+            else:
+                out[key] = v
+    else:
+        out[prefix] = tree
+    return out
+
+
+__all__ = ["ConfigError", "check", "from_dict", "to_dict", "flatten", "typing"]
