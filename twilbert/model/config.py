@@ -124,6 +124,7 @@ class ModelConfig:
     input_dropout: float = 0.0  # on the embedding output
     output_dropout: float = 0.0  # on residual branches (attention and FFN outputs)
     attention_dropout: float = 0.0  # on attention probabilities (the original had none)
+    attention_bias: bool = True  # biases on Q/K/V/output projections (the original had none: false to reproduce)
     initializer_range: float = 0.02  # truncated normal(0, initializer_range) everywhere
     embedding_layer_norm: bool = True  # see module docstring: the original had none
     norm: Literal["post", "pre"] = "post"  # post-LN as the original; pre-LN is more stable when deep
