@@ -1,0 +1,322 @@
+"""Checkpoints: plain, portable, verified.
+
+A checkpoint is a directory::
+
+    model.safetensors   weights (no pickle; tied weights stored once)
+    config.json         the config dict the model was built from (resolved sizes included)
+    trainer_state.pt    optional: optimizer, scheduler, RNG states, extra (step, epoch, data cursor...)
+    checksums.json      sha256 of each file above, written last
+
+Every file is written atomically (temp file in the same directory, fsync, ``os.replace``, fsync of
+the directory), and ``checksums.json`` is removed first and written last, so a crash mid-save leaves
+a checkpoint that refuses to load (missing or mismatching checksums) instead of a silently torn one.
+``trainer_state.pt`` holds only tensors and plain Python types, so it loads with
+``torch.load(weights_only=True)``: loading a checkpoint never runs pickled code.
+
+The original saved whole Keras models (``.hdf5``) every epoch and every hour (inventory §7.1), and
+resuming needed the step passed by hand (``initial_batch``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TRAINER_FILE = "trainer_state.pt"
+CHECKSUMS_FILE = "checksums.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete, corrupted or does not match what the caller expects."""
+
+
+class ConfigMismatchError(CheckpointError):
+    """The stored config differs from the expected one; ``differences`` lists (key, stored, expected)."""
+
+    def __init__(self, directory: Path, differences: list[tuple[str, Any, Any]]) -> None:
+        self.differences = differences
+        lines = "\n".join(f"  {key}: stored {stored!r}, expected {expected!r}" for key, stored, expected in differences)
+        super().__init__(f"{directory / CONFIG_FILE}: config differs from the expected one in {len(differences)} key(s):\n{lines}")
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic files
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask is process-wide, so racy with threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a temp file next to ``path``, fsync it, then rename it over ``path``."""
+    # a unique name rather than tempfile.mkstemp, whose 0600 mode would survive the rename
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600 files; use the usual mode
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# RNG states as tensors / plain types (weights_only-loadable)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": np_kind,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+        "python": {"version": py_version, "internal": torch.tensor(py_internal, dtype=torch.int64), "gauss_next": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["internal"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+# --------------------------------------------------------------------------------------------------
+# config comparison
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping) and tree:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: tree}
+
+
+_MISSING = "<missing>"
+
+
+def config_differences(stored: Mapping, expected: Mapping) -> list[tuple[str, Any, Any]]:
+    """``[(dotted key, stored value, expected value)]`` for every key that differs; ``<missing>`` marks
+    a key present on one side only. Both sides are compared in their JSON form (tuples == lists)."""
+    a = _flatten(json.loads(json.dumps(stored)))
+    b = _flatten(json.loads(json.dumps(expected)))
+    return [(k, a.get(k, _MISSING), b.get(k, _MISSING)) for k in sorted(a.keys() | b.keys()) if a.get(k, _MISSING) != b.get(k, _MISSING)]
+
+
+# --------------------------------------------------------------------------------------------------
+# save / load
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    model: nn.Module,
+    config_dict: Mapping[str, Any],
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    rng: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint into ``directory`` (created if needed; an older checkpoint there is replaced).
+
+    ``config_dict`` must be JSON-serialisable (``twilbert.config.to_dict(cfg)``). ``extra`` must hold
+    tensors and plain Python values only (ints, floats, str, lists, dicts, None), as ``weights_only``
+    loading requires. ``trainer_state.pt`` is written when any of optimizer/scheduler/rng/extra is given.
+    Returns the directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CHECKSUMS_FILE).unlink(missing_ok=True)  # the checkpoint is incomplete until the end
+
+    written = [MODEL_FILE, CONFIG_FILE]
+    # save_model drops the duplicate names of tied (shared-storage) tensors, which safetensors'
+    # plain save_file refuses; load_model restores them.
+    _atomic_write(directory / MODEL_FILE, lambda tmp: save_model(model, str(tmp), metadata={"format": "pt"}))
+    config_text = json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
+    _atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(config_text, encoding="utf-8"))
+
+    trainer_path = directory / TRAINER_FILE
+    if optimizer is not None or scheduler is not None or rng or extra:
+        state = {
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": _rng_state() if rng else None,
+            "extra": dict(extra) if extra else {},
+        }
+        _atomic_write(trainer_path, lambda tmp: torch.save(state, tmp))
+        written.append(TRAINER_FILE)
+    else:
+        trainer_path.unlink(missing_ok=True)  # a stale one from an older save would not match
+
+    checksums = {name: _sha256(directory / name) for name in written}
+    _atomic_write(directory / CHECKSUMS_FILE, lambda tmp: tmp.write_text(json.dumps(checksums, indent=2) + "\n"))
+    return directory
+
+
+def verify_checkpoint(directory: str | os.PathLike, files: tuple[str, ...] = (MODEL_FILE, CONFIG_FILE)) -> None:
+    """Raise :class:`CheckpointError` unless every file in ``files`` exists and matches checksums.json."""
+    directory = Path(directory)
+    checksums_path = directory / CHECKSUMS_FILE
+    if not checksums_path.is_file():
+        raise CheckpointError(f"{directory}: no {CHECKSUMS_FILE}; not a checkpoint, or an interrupted save")
+    try:
+        checksums = json.loads(checksums_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{checksums_path}: unreadable ({exc})") from exc
+    for name in files:
+        path = directory / name
+        if name not in checksums:
+            raise CheckpointError(f"{path}: not listed in {CHECKSUMS_FILE} (not part of this checkpoint)")
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing")
+        actual = _sha256(path)
+        if actual != checksums[name]:
+            raise CheckpointError(f"{path}: sha256 {actual} does not match {CHECKSUMS_FILE} ({checksums[name]}); file corrupted")
+
+
+def read_config(directory: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
+    """The stored ``config.json`` (checksum-verified unless ``verify=False``)."""
+    directory = Path(directory)
+    if verify:
+        verify_checkpoint(directory, (CONFIG_FILE,))
+    return json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+
+
+def load_checkpoint(
+    directory: str | os.PathLike,
+    model: nn.Module,
+    expected_config: Mapping[str, Any] | None = None,
+    *,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Load weights into ``model`` after verifying checksums and (optionally) the config.
+
+    Raises :class:`CheckpointError` on missing/corrupted files or missing/unexpected weights (with
+    ``strict``), and :class:`ConfigMismatchError` listing every differing key (dotted path, stored vs
+    expected) when ``expected_config`` is given and differs. Returns the stored config dict.
+    """
+    directory = Path(directory)
+    verify_checkpoint(directory, (MODEL_FILE, CONFIG_FILE))
+    stored = read_config(directory, verify=False)
+    if expected_config is not None:
+        differences = config_differences(stored, expected_config)
+        if differences:
+            raise ConfigMismatchError(directory, differences)
+    try:
+        missing, unexpected = load_model(model, directory / MODEL_FILE, strict=False)
+    except Exception as exc:  # shape mismatches, bad header...
+        raise CheckpointError(f"{directory / MODEL_FILE}: cannot load into {type(model).__name__}: {exc}") from exc
+    if strict and (missing or unexpected):
+        raise CheckpointError(f"{directory / MODEL_FILE}: missing weights {sorted(missing)}, unexpected weights {sorted(unexpected)}")
+    return stored
+
+
+def load_trainer_state(
+    directory: str | os.PathLike,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    *,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Restore optimizer, scheduler and (by default) the torch/numpy/python RNGs; return ``extra``.
+
+    Loads with ``torch.load(weights_only=True)``; the optimizer state moves to its parameters' device.
+    Asking for a part the checkpoint does not hold raises :class:`CheckpointError`.
+    """
+    directory = Path(directory)
+    verify_checkpoint(directory, (TRAINER_FILE,))
+    try:
+        state = torch.load(directory / TRAINER_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{directory / TRAINER_FILE}: cannot load with weights_only=True: {exc}") from exc
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if obj is None:
+            continue
+        if state.get(name) is None:
+            raise CheckpointError(f"{directory / TRAINER_FILE}: holds no {name} state")
+        obj.load_state_dict(state[name])
+    if scheduler is not None and hasattr(scheduler, "get_last_lr"):
+        # The lr for the next update, whatever order the optimizer and scheduler were built/loaded in
+        # (building a LambdaLR after loading the optimizer would otherwise reset the lr to lambda(0)).
+        for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
+    if restore_rng and state.get("rng") is not None:
+        _set_rng_state(state["rng"])
+    return state.get("extra") or {}
+
+
+__all__ = [
+    "CHECKSUMS_FILE",
+    "CONFIG_FILE",
+    "CheckpointError",
+    "ConfigMismatchError",
+    "MODEL_FILE",
+    "TRAINER_FILE",
+    "config_differences",
+    "load_checkpoint",
+    "load_trainer_state",
+    "read_config",
+    "save_checkpoint",
+    "verify_checkpoint",
+]

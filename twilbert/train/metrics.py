@@ -1,0 +1,151 @@
+"""Pre-training metrics: MLM accuracy / perplexity, ROP accuracy / precision / recall / F1.
+
+Small functions for one batch, and :class:`PretrainMetrics`, a streaming accumulator for evaluation
+over many batches. The accumulator keeps *sums* (CE, counts, correct, confusion counts) as device
+tensors, so ``update`` never synchronises with the GPU; ``compute`` reads them once at the end. The
+results equal the same metric computed on the concatenated data (sklearn for accuracy/F1).
+
+Conventions (shared with the objective): -100 marks "no label" in MLM targets and ROP labels; ROP
+class 1 (original order) is the positive class. Perplexity is ``exp(mean CE over MLM targets)``, in
+nats, so it is comparable to the training loss (the original logged only ``acc_m`` and ``acc_r``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def _valid(targets: torch.Tensor) -> torch.Tensor:
+    return targets != IGNORE_INDEX
+
+
+def mlm_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Share of MLM targets whose argmax is right (the original's ``acc_m``). NaN with no targets."""
+    valid = _valid(targets)  # (N,)
+    n = int(valid.sum())
+    if n == 0:
+        return math.nan
+    return int(((logits.argmax(dim=-1) == targets) & valid).sum()) / n
+
+
+def mlm_perplexity(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """``exp(mean CE)`` over MLM targets (nats). NaN with no targets."""
+    valid = _valid(targets)
+    if not bool(valid.any()):
+        return math.nan
+    return math.exp(float(F.cross_entropy(logits.double(), targets, ignore_index=IGNORE_INDEX)))
+
+
+def binary_counts(preds: torch.Tensor, labels: torch.Tensor) -> tuple[int, int, int, int]:
+    """``(tp, fp, fn, tn)`` for class 1 over rows whose label is not -100."""
+    valid = _valid(labels)
+    p, y = preds[valid] == 1, labels[valid] == 1
+    return int((p & y).sum()), int((p & ~y).sum()), int((~p & y).sum()), int((~p & ~y).sum())
+
+
+def f1_from_counts(tp: int, fp: int, fn: int) -> float:
+    """F1 of the positive class; 0.0 when undefined (no positives at all), as sklearn's default."""
+    denom = 2 * tp + fp + fn
+    return 2 * tp / denom if denom else 0.0
+
+
+def rop_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of labelled rows with the right order (the original's ``acc_r``). NaN with no labels."""
+    tp, fp, fn, tn = binary_counts(logits.argmax(dim=-1), labels)
+    n = tp + fp + fn + tn
+    return (tp + tn) / n if n else math.nan
+
+
+def rop_f1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Binary F1 of ROP, class 1 (original order) positive."""
+    tp, fp, fn, _ = binary_counts(logits.argmax(dim=-1), labels)
+    return f1_from_counts(tp, fp, fn)
+
+
+class PretrainMetrics:
+    """Streaming sums for MLM and ROP over many batches; ``compute()`` gives the corpus-level values.
+
+    ``update(mlm_logits (N, V), mlm_targets (N,), rop_logits (B, 2) | None, rop_labels (B,) | None)``.
+    For data-parallel evaluation call ``all_reduce_()`` before ``compute()``.
+    """
+
+    _FIELDS = ("mlm_ce_sum", "mlm_count", "mlm_correct", "rop_ce_sum", "tp", "fp", "fn", "tn")
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.reset()
+
+    def reset(self) -> None:
+        # float64 sums: 1e8 targets summed in float32 would lose the CE's low digits.
+        self.sums = torch.zeros(len(self._FIELDS), dtype=torch.float64, device=self.device)
+
+    @torch.no_grad()
+    def update(
+        self,
+        mlm_logits: torch.Tensor | None,
+        mlm_targets: torch.Tensor | None,
+        rop_logits: torch.Tensor | None = None,
+        rop_labels: torch.Tensor | None = None,
+    ) -> None:
+        add = torch.zeros_like(self.sums)
+        if mlm_logits is not None and mlm_targets is not None and mlm_targets.numel() > 0:
+            valid = _valid(mlm_targets)  # (N,)
+            ce = F.cross_entropy(mlm_logits.float(), mlm_targets, ignore_index=IGNORE_INDEX, reduction="sum")
+            add[0] = ce.double()
+            add[1] = valid.sum()
+            add[2] = ((mlm_logits.argmax(dim=-1) == mlm_targets) & valid).sum()
+        if rop_logits is not None and rop_labels is not None and rop_labels.numel() > 0:
+            valid = _valid(rop_labels)  # (B,)
+            ce = F.cross_entropy(rop_logits.float(), rop_labels, ignore_index=IGNORE_INDEX, reduction="sum")
+            p = rop_logits.argmax(dim=-1) == 1
+            y = rop_labels == 1
+            add[3] = ce.double()
+            add[4] = (p & y & valid).sum()
+            add[5] = (p & ~y & valid).sum()
+            add[6] = (~p & y & valid).sum()
+            add[7] = (~p & ~y & valid).sum()
+        self.sums += add.to(self.sums.device)
+
+    def all_reduce_(self) -> None:
+        """Sum the counters over data-parallel ranks (no-op without an initialised process group)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.sums, op=dist.ReduceOp.SUM)
+
+    def compute(self) -> dict[str, float]:
+        """Corpus-level metrics; NaN for a head that saw no labels."""
+        s = dict(zip(self._FIELDS, self.sums.tolist()))
+        n_mlm = int(s["mlm_count"])
+        n_rop = int(s["tp"] + s["fp"] + s["fn"] + s["tn"])
+        tp, fp, fn, tn = (int(s[k]) for k in ("tp", "fp", "fn", "tn"))
+        nan = math.nan
+        mlm_loss = s["mlm_ce_sum"] / n_mlm if n_mlm else nan
+        return {
+            "mlm_loss": mlm_loss,
+            "mlm_perplexity": math.exp(mlm_loss) if n_mlm else nan,
+            "mlm_accuracy": s["mlm_correct"] / n_mlm if n_mlm else nan,
+            "mlm_targets": n_mlm,
+            "rop_loss": s["rop_ce_sum"] / n_rop if n_rop else nan,
+            "rop_accuracy": (tp + tn) / n_rop if n_rop else nan,
+            "rop_precision": tp / (tp + fp) if tp + fp else 0.0,
+            "rop_recall": tp / (tp + fn) if tp + fn else 0.0,
+            "rop_f1": f1_from_counts(tp, fp, fn) if n_rop else nan,
+            "rop_examples": n_rop,
+        }
+
+
+__all__ = [
+    "PretrainMetrics",
+    "binary_counts",
+    "f1_from_counts",
+    "mlm_accuracy",
+    "mlm_perplexity",
+    "rop_accuracy",
+    "rop_f1",
+]
