@@ -1,0 +1,82 @@
+"""Shared plumbing for stage commands: params loading, one-line errors, MLflow run per stage.
+
+Stages stay thin: parse options, ``load(...)``, call one core function inside ``tracked(...)``, write
+outputs. Errors the user can fix (bad params, bad input file) print one line naming the key or path
+and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import typer
+
+from twilbert.config import ConfigError
+
+PARAMS_OPTION = typer.Option("params.yaml", "--params", "-p", help="Path to params.yaml.", dir_okay=False)
+
+
+class StageError(Exception):
+    """A user-facing failure with a one-line message."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from twilbert.text.corpus import CorpusError
+
+    errs: list[type[BaseException]] = [ConfigError, StageError, CorpusError]
+    try:
+        from twilbert.train.checkpoint import CheckpointError
+
+        errs.append(CheckpointError)
+    except ImportError:  # pragma: no cover - core not built yet
+        pass
+    return tuple(errs)
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def load(params_path: Path):
+    """Load params; a bad config exits with a one-line message naming the key."""
+    from pipeline.params import load_params
+
+    try:
+        return load_params(params_path)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def progress_enabled(params) -> bool:
+    return bool(params.impl.progress) and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+@contextmanager
+def tracked(stage: str, params_path: Path, params, sections: tuple[str, ...], fallback: Path | None = None) -> Iterator:
+    """An MLflow child run for this stage, logging exactly the params sections it reads."""
+    from pipeline.params import flat_params
+    from pipeline.tracking import stage_run
+
+    with stage_run(
+        stage,
+        params_path,
+        flat_params(params, *sections),
+        all_params_flat=flat_params(params),
+        experiment=params.tracking.experiment,
+        enabled=params.tracking.enabled,
+        fallback=fallback,
+    ) as tracker:
+        yield tracker
+
+
+def run_guarded(fn, *args, **kwargs):
+    """Call a stage body, turning user-facing errors into one-line messages (exit 2)."""
+    try:
+        return fn(*args, **kwargs)
+    except user_errors() as exc:
+        fail(str(exc))

@@ -1,0 +1,254 @@
+"""``params.yaml`` <-> one tree of frozen dataclasses, validated on load.
+
+``params.yaml`` is only the serialised form of :class:`Params`. Loading refuses unknown keys (with a
+"did you mean" hint), wrong types and impossible values, always naming the dotted key, e.g.::
+
+    params.yaml: model.n_encoder: unknown key (did you mean 'n_encoders'?)
+    params.yaml: tasks.sentiment.train_file: no such file 'data/x.tsv'
+
+Recipe knobs (they change results) and implementation knobs (``impl``: device, precision, compile,
+attention backend, threads; they may only change speed) are separate sections, as in Cramming, so
+``impl`` can be left out of the ``params:`` of stages whose *results* must not depend on it.
+
+Key names follow the original TWilBERT configs wherever a key exists there (``representation.max_len``,
+``model.*``, ``training.batch_size/epochs/optimizer/warmup_steps/accum_iters/n_gpus/path_initial_weights``,
+``finetuning.*``, ``tasks.<name>.*`` with the original's ``dataset``/``task`` keys flattened). One rename:
+the original's ``noam_annealing: true`` is ``schedule: noam`` here, since we also offer linear and
+constant schedules and two keys for one choice could contradict each other.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from twilbert.config import ConfigError, check, flatten, from_dict, to_dict
+from twilbert.data.pairs import PairsConfig
+from twilbert.model.config import ModelConfig
+from twilbert.text.normalize import NormalizeConfig
+from twilbert.text.vocab import VocabConfig
+from twilbert.train.config import ImplConfig, TrainingConfig
+
+# Re-exported names (the schema's sections), kept for readability of type hints below.
+TrainingParams = TrainingConfig
+ImplParams = ImplConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataParams:
+    """Raw corpora. ``pairs``: TSV ``ORIG_ID ORIG_TEXT REPLY_ID REPLY_TEXT`` (the original's format);
+    ``tweets``: TSV ``ID TEXT`` single tweets, used for MLM only (no reply order)."""
+
+    pairs: tuple[str, ...] = ()
+    tweets: tuple[str, ...] = ()
+    header: bool = True  # first line of every file is a header (the original's sample files had none)
+    max_chars: int = 5000  # longer lines are quarantined as too_long (a tweet is <= 280 chars)
+
+    def __post_init__(self) -> None:
+        check(len(self.pairs) + len(self.tweets) > 0, "pairs", "no corpus given: set data.pairs and/or data.tweets")
+        check(self.max_chars >= 10, "max_chars", "must be >= 10")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepresentationParams:
+    max_len: int = 64  # tokens per segment; [CLS] a [SEP] b [SEP] has at most 2*max_len+3
+
+    def __post_init__(self) -> None:
+        check(4 <= self.max_len <= 1024, "max_len", f"must be in [4, 1024], got {self.max_len}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateParams:
+    batch_size: int = 64
+    pll_sentences: int = 50  # sentences scored by pseudo-log-likelihood (one forward per token)
+    report_examples: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.pll_sentences >= 0, "pll_sentences", "must be >= 0")
+        check(self.report_examples >= 0, "report_examples", "must be >= 0")
+
+
+LOSSES = (
+    "cross_entropy",
+    "bce",
+    "mse",
+    "macro_f1",
+    "f1_macro",
+    "micro_f1",
+    "macro_precision",
+    "macro_recall",
+    "micro_precision",
+    "micro_recall",
+    "jaccard",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuningParams:
+    """Defaults for every task (the original's ``finetuning`` section)."""
+
+    batch_size: int = 32
+    pred_batch_size: int = 64
+    epochs: int = 5
+    patience: int = 0  # early stopping after N epochs without dev improvement; 0 = off
+    max_len: int = 64  # tokens per segment
+    finetune_all: bool = True  # false freezes the encoder (the original never read this key)
+    collapse_mode: Literal["cls", "avg", "max", "concat"] = "avg"
+    use_special_tokens: bool = True  # include [CLS]/[SEP] in avg/max pooling (the original ignored it)
+    dropout: float = 0.1  # classifier-head dropout, off at evaluation
+    loss: Literal[LOSSES] = "cross_entropy"  # type: ignore[valid-type]
+    optimizer: Literal["adam", "adamw", "lamb"] = "adam"
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    schedule: Literal["noam", "linear", "constant"] = "linear"
+    warmup_steps: int = 10
+    accum_iters: int = 1
+    clip_grad_norm: float = 1.0
+    seed: int = 1234
+    path_load_weights: str | None = None  # null = the pipeline's pre-trained model; "random" = no pre-training
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "pred_batch_size", "epochs", "accum_iters"):
+            check(getattr(self, name) >= 1, name, "must be >= 1")
+        check(self.patience >= 0, "patience", "must be >= 0")
+        check(4 <= self.max_len <= 1024, "max_len", "must be in [4, 1024]")
+        check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        check(self.lr > 0, "lr", "must be > 0")
+        check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        check(self.schedule != "noam" or self.warmup_steps >= 1, "warmup_steps", "noam needs warmup_steps >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskParams:
+    """One downstream task (the original's ``dataset`` + ``task`` sections, flattened)."""
+
+    train_file: str
+    dev_file: str
+    test_file: str
+    id_header: str = "ID"
+    text_header: str = "TEXT"
+    aux_header: str | None = None  # second text for text-pair tasks
+    class_header: str = "CLASS"
+    delimiter: str = "\t"
+    categories: dict[str, int] = field(default_factory=dict)  # label -> index; empty for regression
+    class_weights: dict[str, float] | Literal["auto", "ones"] = "ones"
+    regression: bool = False
+    multi_label: bool = False
+    label_separator: str = "|"  # multi-label: labels within the class field
+    threshold: float = 0.5  # multi-label decision threshold
+    eval_metric: Literal["f1", "accuracy", "precision", "recall", "pearson"] = "f1"
+    average_metric: Literal["macro", "micro", "weighted", "none"] = "macro"
+    class_metric: int | None = None  # select on one class's metric (0 works: the original ignored it)
+    stance_f1: tuple[str, ...] = ()  # mean F1 over these labels, e.g. [AGAINST, FAVOR]
+
+    def __post_init__(self) -> None:
+        check(len(self.delimiter) == 1, "delimiter", "must be one character")
+        if self.regression:
+            check(not self.categories, "categories", "must be empty for a regression task")
+            check(not self.multi_label, "multi_label", "a regression task cannot be multi-label")
+        else:
+            check(len(self.categories) >= 2, "categories", "needs at least 2 labels")
+            idx = sorted(self.categories.values())
+            check(idx == list(range(len(idx))), "categories", f"indices must be 0..{len(idx) - 1}, got {idx}")
+        if isinstance(self.class_weights, dict) or not isinstance(self.class_weights, str):
+            unknown = set(self.class_weights) - set(self.categories)
+            check(not unknown, "class_weights", f"labels not in categories: {sorted(unknown)}")
+        if self.class_metric is not None:
+            check(0 <= self.class_metric < max(1, len(self.categories)), "class_metric", "not a category index")
+        unknown = set(self.stance_f1) - set(self.categories)
+        check(not unknown, "stance_f1", f"labels not in categories: {sorted(unknown)}")
+        check(0.0 < self.threshold < 1.0, "threshold", "must be in (0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingParams:
+    experiment: str = "twilbert"  # MLflow experiment name
+    enabled: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    data: DataParams = field(default_factory=lambda: DataParams(pairs=("data/sample/pairs.tsv",)))
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    representation: RepresentationParams = field(default_factory=RepresentationParams)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingParams = field(default_factory=TrainingParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    finetuning: FinetuningParams = field(default_factory=FinetuningParams)
+    tasks: dict[str, TaskParams] = field(default_factory=dict)
+    impl: ImplParams = field(default_factory=ImplParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+
+    def __post_init__(self) -> None:
+        check(
+            self.model.vocab_size is None or self.model.vocab_size == self.vocab.vocab_size,
+            "model.vocab_size",
+            "is derived from vocab.vocab_size; leave it null",
+        )
+        check(self.model.max_positions is None, "model.max_positions", "is derived from representation.max_len; leave it null")
+        for name in self.tasks:
+            check(name.replace("_", "").replace("-", "").isalnum(), f"tasks.{name}", "task names use letters, digits, _ and -")
+
+
+def _input_files(p: Params) -> dict[str, str]:
+    """Every raw input file named in params, by dotted key (checked for existence on load)."""
+    files = {f"data.pairs[{i}]": f for i, f in enumerate(p.data.pairs)}
+    files.update({f"data.tweets[{i}]": f for i, f in enumerate(p.data.tweets)})
+    for name, t in p.tasks.items():
+        for split in ("train_file", "dev_file", "test_file"):
+            files[f"tasks.{name}.{split}"] = getattr(t, split)
+    return files
+
+
+def load_params(path: str | Path = "params.yaml", *, check_files: bool = True) -> Params:
+    """Load and validate params.yaml. Raises ConfigError whose message starts with the file name."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        params = from_dict(Params, raw or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if check_files:
+        root = path.resolve().parent
+        for key, f in _input_files(params).items():
+            fp = Path(f) if os.path.isabs(f) else root / f
+            if not fp.is_file():
+                raise ConfigError(f"{path}: {key}: no such file '{f}'")
+            if not os.access(fp, os.R_OK):
+                raise ConfigError(f"{path}: {key}: file is not readable '{f}'")
+    return params
+
+
+def section_dict(params: Params, *sections: str) -> dict[str, Any]:
+    """The named sections as plain dicts (what a stage reads, e.g. for MLflow params)."""
+    out = {}
+    for s in sections:
+        obj = params
+        for part in s.split("."):
+            obj = obj[part] if isinstance(obj, dict) or hasattr(obj, "keys") and not hasattr(obj, part) else getattr(obj, part)
+        out[s] = to_dict(obj)
+    return out
+
+
+def flat_params(params: Params, *sections: str) -> dict[str, Any]:
+    """Flattened ``{"model.n_encoders": 6, ...}`` for the given sections (all when none given)."""
+    tree = to_dict(params) if not sections else section_dict(params, *sections)
+    if not sections:
+        return flatten(tree)
+    out = {}
+    for s, sub in tree.items():
+        out.update(flatten(sub, s) if isinstance(sub, dict) else {s: sub})
+    return out

@@ -1,0 +1,40 @@
+"""Stage `normalize`: raw TSV corpora -> normalised Parquet, rejects file and reconciled stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pipeline.common import PARAMS_OPTION, load, progress_enabled, run_guarded, tracked
+
+
+def main(
+    params: Path = PARAMS_OPTION,
+    out_dir: Path = typer.Option(Path("data/normalized"), help="Where pairs.parquet, tweets.parquet, rejects.tsv and stats.json go."),
+) -> None:
+    """Normalise tweets and replies (URLs, mentions, emoji, laughter...), quarantine malformed rows and
+    apply the drop rules. Counts reconcile: rows in = rows out + dropped (by rule) + rejected (by reason)."""
+    p = load(params)
+    from twilbert.text.corpus import normalize_corpora
+
+    root = params.parent  # params paths are relative to the params file (kept relative in stats)
+    with tracked("normalize", params, p, ("data", "normalize"), fallback=Path("logs/tracking/normalize.jsonl")) as t:
+        stats = run_guarded(
+            normalize_corpora,
+            pairs=[root / f for f in p.data.pairs],
+            tweets=[root / f for f in p.data.tweets],
+            cfg=p.normalize,
+            out_dir=out_dir,
+            header=p.data.header,
+            max_chars=p.data.max_chars,
+            progress=progress_enabled(p),
+        )
+        t.log_metrics({f"{k}.{m}": v for k in ("pairs", "tweets", "total") for m, v in stats[k].items() if isinstance(v, (int, float))})
+        t.log_params({"normalize.effective_rules": stats["effective_rules"]})
+        t.log_artifact(out_dir / "stats.json")
+    tot = stats["total"]
+    typer.echo(
+        f"normalize: {tot['rows_in']} rows in -> {tot['rows_out']} out, {tot['rows_dropped']} dropped, "
+        f"{tot['rows_rejected']} rejected (see {out_dir / 'rejects.tsv'})"
+    )

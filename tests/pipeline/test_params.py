@@ -1,0 +1,134 @@
+"""params.yaml loads into frozen dataclasses; bad configs fail with the dotted key named."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import Params, load_params
+from twilbert.config import ConfigError, from_dict, to_dict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, tree: dict) -> Path:
+    # Keep file references valid: params paths are relative to the params file's folder.
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "pairs.tsv").write_text("ORIG_ID\tORIG_TEXT\tREPLY_ID\tREPLY_TEXT\n")
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(tree, allow_unicode=True))
+    return p
+
+
+def _base() -> dict:
+    return {"data": {"pairs": ["data/pairs.tsv"]}}
+
+
+def test_repo_params_load_and_round_trip():
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params, Params)
+    assert dataclasses.is_dataclass(params) and params.__dataclass_params__.frozen
+    again = from_dict(Params, to_dict(params))
+    assert again == params
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.training.batch_size = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "patch, key, fragment",
+    [
+        ({"model": {"n_encoder": 3}}, "model.n_encoder", "did you mean 'n_encoders'"),
+        ({"trainin": {"epochs": 1}}, "trainin", "did you mean 'training'"),
+        ({"model": {"masked_lm": {"budget": 1.5}}}, "model.masked_lm.budget", "(0, 1)"),
+        ({"training": {"batch_size": 1.5}}, "training.batch_size", "expected int"),
+        ({"training": {"epochs": "two"}}, "training.epochs", "expected int"),
+        ({"model": {"cross_sharing": "yes"}}, "model.cross_sharing", "true/false"),
+        ({"model": {"hidden_size": 250, "embedding_size": 250, "n_heads": 4}}, "model.hidden_size", "divisible"),
+        ({"model": {"embedding_size": 128}}, "model.embedding_size", "factorize_embeddings"),
+        ({"model": {"pkm": True, "pkm_params": {"in_layers": [10]}}}, "model.pkm_params.in_layers", "do not exist"),
+        ({"model": {"masked_lm": {"type": "words"}}}, "model.masked_lm.type", "one of"),
+        ({"model": {"masked_lm": {"probs": {"mask": 0.8, "random": 0.1, "keep": 0.2}}}}, "model.masked_lm.probs.mask", "sum to 1"),
+        ({"training": {"optimizer": "sgd"}}, "training.optimizer", "one of"),
+        ({"representation": {"max_len": 2}}, "representation.max_len", "[4, 1024]"),
+        ({"model": {"vocab_size": 99}}, "model.vocab_size", "derived"),
+        ({"data": {"pairs": ["data/missing.tsv"]}}, "data.pairs[0]", "no such file"),
+    ],
+)
+def test_bad_params_name_the_key(tmp_path, patch, key, fragment):
+    tree = _base()
+    for section, value in patch.items():
+        if isinstance(value, dict) and isinstance(tree.get(section), dict):
+            tree[section] = {**tree[section], **value}
+        else:
+            tree[section] = value
+    path = _write(tmp_path, tree)
+    with pytest.raises(ConfigError) as exc:
+        load_params(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: {key}"), msg
+    assert fragment in msg, msg
+
+
+def test_task_file_missing_names_the_task_key(tmp_path):
+    tree = _base()
+    tree["tasks"] = {
+        "senti": {
+            "train_file": "data/pairs.tsv",
+            "dev_file": "data/pairs.tsv",
+            "test_file": "data/nope.tsv",
+            "categories": {"N": 0, "P": 1},
+        }
+    }
+    with pytest.raises(ConfigError, match=r"tasks\.senti\.test_file: no such file 'data/nope.tsv'"):
+        load_params(_write(tmp_path, tree))
+
+
+def test_task_categories_and_weights_validated(tmp_path):
+    base = {"train_file": "data/pairs.tsv", "dev_file": "data/pairs.tsv", "test_file": "data/pairs.tsv"}
+    tree = _base()
+    tree["tasks"] = {"t": {**base, "categories": {"A": 0, "B": 2}}}
+    with pytest.raises(ConfigError, match=r"tasks\.t\.categories: indices must be 0\.\.1"):
+        load_params(_write(tmp_path, tree))
+    tree["tasks"] = {"t": {**base, "categories": {"A": 0, "B": 1}, "class_weights": {"A": 1.0, "C": 2.0}}}
+    with pytest.raises(ConfigError, match=r"tasks\.t\.class_weights: labels not in categories: \['C'\]"):
+        load_params(_write(tmp_path, tree))
+    tree["tasks"] = {"t": {**base, "categories": {"A": 0, "B": 1}, "class_metric": 0, "stance_f1": ["A", "B"]}}
+    params = load_params(_write(tmp_path, tree))
+    assert params.tasks["t"].class_metric == 0  # class 0 is a real choice, not "unset"
+
+
+def test_invalid_yaml_and_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such params file"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_every_dvc_stage_param_exists_in_schema():
+    """dvc.yaml may only declare params keys that the schema knows (a typo there would silently
+    never invalidate the stage)."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    tree = to_dict(load_params(REPO / "params.yaml"))
+
+    def has(key: str) -> bool:
+        node = tree
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    stages = dvc["stages"]
+    seen = 0
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for key in body.get("params", []):
+            if isinstance(key, str) and "${" not in key:
+                seen += 1
+                assert has(key), f"dvc.yaml stage {name}: params key {key!r} is not in the schema"
+    assert seen > 0

@@ -1,0 +1,164 @@
+"""Tokenizer: a thin wrapper over the trained SentencePiece model (see ``twilbert.text.vocab``).
+
+The SentencePiece model is the whole tokenizer: no BERT ``FullTokenizer`` on top (the original's
+WordPiece-over-SentencePiece inversion, inventory §3 and bug §13.5, is gone). Input text must already
+be normalised by ``twilbert.text.normalize``; this class does not lower-case or clean anything.
+
+Input layout (as the original, inventory §4): ``[CLS] a [SEP] b [SEP]`` with token types 0 for
+``[CLS] a [SEP]`` and 1 for ``b [SEP]``; an MLM-only example (no ``b``) is ``[CLS] a [SEP]``, all type 0.
+Unlike the original there is no per-segment left padding here: padding is the collator's job, on the
+right, with an attention mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+
+from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
+from twilbert.text.vocab import WORD_START
+
+_USER_DEFINED = 4  # sentencepiece_model.proto: ModelProto.SentencePiece.Type.USER_DEFINED
+
+
+def resolve_threads(num_threads: int) -> int:
+    """``0`` means every core this process may use (cgroup/affinity aware, unlike hardware_concurrency)."""
+    if num_threads > 0:
+        return num_threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def build_input(
+    a_ids: Sequence[int] | np.ndarray, b_ids: Sequence[int] | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[CLS] a [SEP] b [SEP]`` (or ``[CLS] a [SEP]`` when ``b`` is empty) and its token types.
+
+    Returns int64 arrays ``ids`` (T,) and ``token_type_ids`` (T,), T = len(a) + len(b) + 3 (or + 2).
+    """
+    a = np.asarray(a_ids, dtype=np.int64)
+    b = np.asarray(b_ids if b_ids is not None else (), dtype=np.int64)
+    cls, sep = np.array([CLS_ID], np.int64), np.array([SEP_ID], np.int64)
+    if b.size == 0:
+        ids = np.concatenate([cls, a, sep])  # (La + 2,)
+        return ids, np.zeros_like(ids)
+    ids = np.concatenate([cls, a, sep, b, sep])  # (La + Lb + 3,)
+    types = np.zeros_like(ids)
+    types[a.size + 2 :] = 1
+    return ids, types
+
+
+class Tokenizer:
+    """SentencePiece with the project's fixed special ids and placeholder pieces."""
+
+    pad_id, unk_id, cls_id, sep_id, mask_id = PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID
+    special_ids = (PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID)
+
+    def __init__(self, model_bytes: bytes):
+        self._bytes = bytes(model_bytes)
+        self.sp = spm.SentencePieceProcessor(model_proto=self._bytes)
+        got = [self.sp.id_to_piece(i) for i in range(min(N_SPECIAL, self.sp.get_piece_size()))]
+        if got != list(SPECIAL_TOKENS):
+            raise ValueError(
+                f"this SentencePiece model has {got} at ids 0..{N_SPECIAL - 1}, expected {list(SPECIAL_TOKENS)}: "
+                "train it with twilbert.text.vocab.train_vocab"
+            )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Tokenizer":
+        return cls(Path(path).read_bytes())
+
+    # -- identity ---------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hash of the model file bytes: shards and checkpoints record it to catch a vocab mismatch."""
+        return hashlib.sha256(self._bytes).hexdigest()
+
+    @cached_property
+    def user_defined_ids(self) -> np.ndarray:
+        """Ids of the user-defined pieces (the placeholders, both ``▁p`` and ``p`` forms), ascending."""
+        from sentencepiece import sentencepiece_model_pb2  # needs `protobuf`; only read once
+
+        proto = sentencepiece_model_pb2.ModelProto()
+        proto.ParseFromString(self._bytes)
+        return np.array([i for i, p in enumerate(proto.pieces) if p.type == _USER_DEFINED], dtype=np.int64)
+
+    @cached_property
+    def placeholder_ids(self) -> dict[str, tuple[int, ...]]:
+        """``{"user": (id of "▁user", id of "user"), ...}``: every piece a placeholder can become."""
+        out: dict[str, list[int]] = {}
+        for i in self.user_defined_ids.tolist():
+            piece = self.sp.id_to_piece(i)
+            out.setdefault(piece.removeprefix(WORD_START), []).append(i)
+
+        def word_initial_first(i: int) -> bool:  # "▁user" before "user"
+            return not self.sp.id_to_piece(i).startswith(WORD_START)
+
+        return {p: tuple(sorted(ids, key=word_initial_first)) for p, ids in out.items()}
+
+    # -- encoding ---------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def encode_batch(self, texts: list[str], num_threads: int = 0) -> list[list[int]]:
+        """Encode many texts in SentencePiece's C++ thread pool (0 = all usable cores). Deterministic."""
+        return self.sp.encode(list(texts), num_threads=resolve_threads(num_threads))
+
+    def encode_flat(self, texts: list[str], num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Encode a batch into Arrow-style ``(values (N,) int32, offsets (n+1,) int64)``.
+
+        Text ``i`` is ``values[offsets[i]:offsets[i+1]]``. This is the form shards are built from, and
+        it avoids one Python list per text on the hot path.
+        """
+        lists = self.sp.encode(list(texts), num_threads=resolve_threads(num_threads))
+        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)), out=offsets[1:])
+        values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(offsets[-1]))
+        return values, offsets
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """Text of the ids; control pieces ([PAD] [CLS] [SEP] [MASK]) decode to nothing."""
+        return self.sp.decode([int(i) for i in ids])
+
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(int(i))
+
+    def piece_to_id(self, piece: str) -> int:
+        return self.sp.piece_to_id(piece)
+
+    # -- tables for masking and batching ----------------------------------------------------------
+    def word_start_table(self) -> np.ndarray:
+        """(V,) bool: True where a piece starts a word (``▁x``, the bare ``▁``, placeholders).
+
+        Used by whole-word masking: a word is a word-start piece plus the non-start pieces after it.
+        Specials are False (they are never masked). Punctuation glued to a word (``hola,``) is a
+        continuation, as in BERT/XLM-R whole-word masking over SentencePiece.
+        """
+        pieces = [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
+        table = np.fromiter((p.startswith(WORD_START) for p in pieces), dtype=bool, count=self.vocab_size)
+        table[self.user_defined_ids] = True
+        table[list(self.special_ids)] = False
+        return table
+
+    def build_input(self, a_ids, b_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """See :func:`build_input`."""
+        return build_input(a_ids, b_ids)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
+
+
+__all__ = ["Tokenizer", "build_input", "resolve_threads"]

@@ -1,0 +1,275 @@
+"""SentencePiece vocabulary training with fixed special-token ids.
+
+Deviations from the original TWilBERT (inventory §3), each deliberate:
+
+* The original trained SentencePiece BPE, then rewrote ``▁`` as ``##`` and fed the list to BERT's
+  WordPiece ``FullTokenizer`` with lower-casing and accent stripping. That inverted the meaning of
+  ``##`` (there it marked *word-initial* pieces) and left ~10.7k of 30k entries unreachable (bug §13.5).
+  Here the SentencePiece model *is* the tokenizer: what was trained is what encodes.
+* Special tokens have fixed ids ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4`` (``twilbert.model.config``)
+  inside the SentencePiece model itself, not prepended afterwards; ``<s>``/``</s>`` do not exist.
+  ``[CLS] [SEP] [MASK]`` are *control* symbols: the text "[MASK]" in a tweet can never produce them.
+* Normalisation inside SentencePiece is ``identity`` (not its default ``nmt_nfkc``): the text was
+  already normalised by ``twilbert.text.normalize``, which is the single place where text changes.
+  A second, hidden NFKC pass would make ``decode(encode(x)) != x`` and make the model see text the
+  normaliser never produced. SentencePiece still collapses runs of spaces (harmless: the normaliser
+  already did).
+* Placeholders emitted by the normaliser (``user``, ``url``, ...) are *user-defined symbols*, so each
+  is always one piece. Each placeholder ``p`` is registered twice: ``▁p`` (after a space, the usual
+  case, so ``"hola user"`` is ``▁hola ▁user``: one token, and it starts a word) and bare ``p`` (after
+  punctuation, as in ``"(user)"``). SentencePiece matches user-defined symbols greedily anywhere, so
+  ``"usernames"`` becomes ``▁user names``-like pieces: the normaliser should emit placeholders that
+  are not prefixes of common words (``user``/``url``/``hashtag``/``emoji`` are fine for Spanish).
+* Training is reproducible: SentencePiece's own sentence sampling (``input_sentence_size`` with
+  ``shuffle_input_sentence``) is *not* reproducible across processes in 0.2.3 even after
+  ``set_random_generator_seed`` (measured), so we sample ourselves (seeded reservoir sampling) and
+  give SentencePiece exactly the sample. The unigram EM sums per-thread partial counts, so the result
+  also depends on ``num_threads`` (measured: 90 of 2000 pieces differ between 1 and 2 threads), which
+  is therefore a recipe knob here, not a speed knob. The model bytes do not depend on the output path
+  (the model proto is taken from memory, so no file name is recorded in it).
+* ``vocab_size`` is a hard limit: a corpus too small for it is an error naming the key and the
+  largest size it supports, so ``model.vocab_size`` always equals ``vocab.vocab_size``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import sentencepiece as spm
+
+from twilbert.config import ConfigError, check, to_dict
+from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
+
+WORD_START = "\u2581"  # "▁", SentencePiece's word-boundary marker
+TEXT_COLUMNS = ("orig_text", "reply_text", "text")  # text columns of the normalised parquet files
+NORMALIZATION_RULE = "identity"  # see module docstring
+
+
+@dataclass(frozen=True, kw_only=True)
+class VocabConfig:
+    """The ``vocab:`` section of params.yaml. Every field changes the trained model."""
+
+    model_type: Literal["bpe", "unigram"] = "unigram"
+    vocab_size: int = 8000  # total pieces, the 5 specials and the placeholders included
+    character_coverage: float = 0.9995  # rarer characters become [UNK]
+    input_sentence_size: int = 2_000_000  # texts sampled for training (seeded reservoir); 0 = all
+    seed: int = 42  # sampling seed
+    num_threads: int = 4  # SentencePiece trainer threads; the unigram result depends on it
+
+    def __post_init__(self) -> None:
+        check(self.vocab_size >= N_SPECIAL + 1, "vocab_size", f"must be >= {N_SPECIAL + 1}, got {self.vocab_size}")
+        check(self.vocab_size <= 2**31 - 1, "vocab_size", "is too large")
+        check(
+            0.0 < self.character_coverage <= 1.0,
+            "character_coverage",
+            f"must be in (0, 1], got {self.character_coverage}",
+        )
+        check(self.input_sentence_size >= 0, "input_sentence_size", "must be >= 0 (0 = use every text)")
+        check(self.seed >= 0, "seed", "must be >= 0")
+        check(1 <= self.num_threads <= 1024, "num_threads", f"must be in [1, 1024], got {self.num_threads}")
+
+
+def placeholder_pieces(placeholders: Sequence[str]) -> list[str]:
+    """User-defined pieces for the placeholders: every ``▁p`` first, then every bare ``p``."""
+    for p in placeholders:
+        if not p or re.search(r"\s", p) or WORD_START in p:
+            raise ConfigError(f"vocab: placeholder {p!r} must be non-empty, without spaces or '{WORD_START}'")
+        if p in SPECIAL_TOKENS:
+            raise ConfigError(f"vocab: placeholder {p!r} clashes with a special token")
+    if len(set(placeholders)) != len(placeholders):
+        raise ConfigError(f"vocab: duplicate placeholders in {list(placeholders)}")
+    return [WORD_START + p for p in placeholders] + list(placeholders)
+
+
+def parquet_texts(paths: Sequence[Path], batch_rows: int = 65_536) -> Iterator[str]:
+    """Stream the non-empty texts of normalised parquet files (``orig_text``/``reply_text``/``text``).
+
+    Missing files are skipped (a corpus may have only pairs or only tweets). No deduplication: a tweet
+    with k replies is seen k times, as in the original's ``create_vocab.py``.
+    """
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            continue
+        pf = pq.ParquetFile(path)
+        cols = [c for c in TEXT_COLUMNS if c in pf.schema_arrow.names]
+        if not cols:
+            raise ConfigError(f"vocab: {path} has none of the text columns {TEXT_COLUMNS}")
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=cols):
+            for col in batch.columns:
+                yield from (t for t in col.to_pylist() if t)
+
+
+def reservoir_sample(texts: Iterable[str], k: int, seed: int, batch: int = 65_536) -> tuple[list[str], int]:
+    """Uniform sample of ``k`` texts from a stream of unknown length (Algorithm R), and the count seen.
+
+    Deterministic given ``seed``. The random draws are vectorised per batch; only the (ever rarer)
+    accepted items are placed one by one, in stream order, so it equals the sequential algorithm.
+    """
+    rng = np.random.default_rng(seed)
+    sample: list[str] = []
+    seen = 0
+    buf: list[str] = []
+
+    def flush() -> None:
+        nonlocal seen
+        start = 0
+        if len(sample) < k:  # fill phase
+            start = min(k - len(sample), len(buf))
+            sample.extend(buf[:start])
+        if start < len(buf):
+            idx = np.arange(seen + start, seen + len(buf), dtype=np.int64)  # 0-based stream positions
+            j = rng.integers(0, idx + 1)  # item at position i replaces slot j if j < k
+            for pos in np.flatnonzero(j < k):
+                sample[j[pos]] = buf[start + pos]
+        seen += len(buf)
+        buf.clear()
+
+    for t in texts:
+        buf.append(t)
+        if len(buf) >= batch:
+            flush()
+    flush()
+    return sample, seen
+
+
+class _Counted:
+    """Iterator wrapper that counts what SentencePiece consumed (when no sampling is done)."""
+
+    def __init__(self, it: Iterable[str]):
+        self._it, self.n = iter(it), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        t = next(self._it)
+        self.n += 1
+        return t
+
+
+def _is_path_list(corpus) -> bool:
+    return isinstance(corpus, (list, tuple)) and len(corpus) > 0 and all(isinstance(x, os.PathLike) for x in corpus)
+
+
+def train_vocab(
+    corpus: Sequence[Path] | Iterable[str],
+    cfg: VocabConfig,
+    out_prefix: Path,
+    placeholders: Sequence[str] = (),
+) -> Path:
+    """Train SentencePiece and write ``<out_prefix>.model``, ``<out_prefix>.vocab`` and ``vocab.json``.
+
+    ``corpus``: a list of ``Path`` objects (normalised parquet files; missing ones skipped) or any
+    iterable of already-normalised texts. Returns the path of the ``.model`` file.
+    """
+    out_prefix = Path(out_prefix)
+    user_pieces = placeholder_pieces(list(placeholders))
+    n_reserved = N_SPECIAL + len(user_pieces)
+    if cfg.vocab_size <= n_reserved:
+        raise ConfigError(
+            f"vocab.vocab_size: {cfg.vocab_size} must exceed the {N_SPECIAL} specials + "
+            f"{len(user_pieces)} placeholder pieces = {n_reserved}"
+        )
+    from_files = _is_path_list(corpus)
+    texts = iter(parquet_texts(corpus) if from_files else (t for t in corpus if t))
+    first = next(texts, None)
+    if first is None:
+        where = f" (files: {', '.join(map(str, corpus))})" if from_files else ""
+        raise ConfigError(f"vocab: no text to train on: the corpus is empty{where}")
+    texts = itertools.chain([first], texts)
+
+    if cfg.input_sentence_size > 0:
+        sample, seen = reservoir_sample(texts, cfg.input_sentence_size, cfg.seed)
+        model_bytes = _train_spm(sample, cfg, user_pieces)
+        used = len(sample)
+    else:
+        counted = _Counted(texts)
+        model_bytes = _train_spm(counted, cfg, user_pieces)
+        seen = used = counted.n
+
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    model_path = out_prefix.with_name(out_prefix.name + ".model")
+    model_path.write_bytes(model_bytes)
+    sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+    _check_specials(sp)
+    vocab_lines = [f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size())]
+    out_prefix.with_name(out_prefix.name + ".vocab").write_text("".join(vocab_lines), encoding="utf-8")
+    summary = {
+        "model_file": model_path.name,
+        "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "vocab_size": sp.get_piece_size(),
+        "model_type": cfg.model_type,
+        "normalization_rule_name": NORMALIZATION_RULE,
+        "specials": {tok: i for i, tok in enumerate(SPECIAL_TOKENS)},
+        "placeholders": {p: [sp.piece_to_id(WORD_START + p), sp.piece_to_id(p)] for p in placeholders},
+        "texts_seen": seen,
+        "texts_used": used,
+        "config": to_dict(cfg),
+    }
+    (out_prefix.parent / "vocab.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return model_path
+
+
+def _train_spm(sentences: Iterable[str], cfg: VocabConfig, user_pieces: list[str]) -> bytes:
+    """Run the SentencePiece trainer in memory; turn its size errors into errors naming the key."""
+    writer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=writer,
+            model_type=cfg.model_type,
+            vocab_size=cfg.vocab_size,
+            character_coverage=cfg.character_coverage,
+            input_sentence_size=0,  # we sampled already (reproducibly)
+            shuffle_input_sentence=False,
+            num_threads=cfg.num_threads,
+            normalization_rule_name=NORMALIZATION_RULE,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=-1,
+            eos_id=-1,
+            pad_piece=SPECIAL_TOKENS[PAD_ID],
+            unk_piece=SPECIAL_TOKENS[UNK_ID],
+            control_symbols=[SPECIAL_TOKENS[i] for i in (CLS_ID, SEP_ID, MASK_ID)],
+            user_defined_symbols=user_pieces,
+            hard_vocab_limit=True,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:
+        msg = str(exc)
+        if m := re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", msg):
+            raise ConfigError(
+                f"vocab.vocab_size: {m.group(1)} is more than this corpus supports (at most {m.group(2)} pieces, "
+                f"specials and placeholders included); lower vocab_size or train on more text"
+            ) from None
+        if m := re.search(r"smaller than required_chars\. (\d+) vs (\d+)", msg):
+            raise ConfigError(
+                f"vocab.vocab_size: {m.group(1)} is too small: the {m.group(2)} distinct characters kept by "
+                f"character_coverage={cfg.character_coverage} (plus specials) each need a piece; raise "
+                f"vocab_size or lower character_coverage"
+            ) from None
+        raise
+    return writer.getvalue()
+
+
+def _check_specials(sp: spm.SentencePieceProcessor) -> None:
+    """The fixed ids are a contract with masking, data and the model: fail loudly if they moved."""
+    got = [sp.id_to_piece(i) for i in range(N_SPECIAL)]
+    if got != list(SPECIAL_TOKENS):
+        raise RuntimeError(f"special tokens are {got}, expected {list(SPECIAL_TOKENS)} at ids 0..{N_SPECIAL - 1}")
+
+
+__all__ = ["VocabConfig", "train_vocab", "parquet_texts", "reservoir_sample", "placeholder_pieces", "WORD_START"]

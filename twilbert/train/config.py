@@ -1,0 +1,70 @@
+"""Training and implementation configs owned by the core (sections ``training`` and ``impl``).
+
+``TrainingConfig`` is recipe: it changes results. ``ImplConfig`` is implementation: device, precision,
+compile, attention backend, threads and workers may only change speed (up to float rounding), as in
+Cramming's ``impl`` group, and is deliberately left out of DVC stage params.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from twilbert.config import check
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig:
+    """Pre-training recipe (the original's ``training`` section)."""
+
+    batch_size: int = 32  # sequences per micro-batch (per process under DDP)
+    epochs: int = 1
+    max_steps: int = 0  # optimizer-step budget; 0 = run `epochs` full epochs
+    optimizer: Literal["adam", "adamw", "lamb"] = "adam"
+    lr: float = 1e-3  # peak lr for linear/constant; a multiplier on the Noam formula for noam
+    betas: tuple[float, float] = (0.9, 0.98)  # the original's Adam betas
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+    schedule: Literal["noam", "linear", "constant"] = "noam"
+    warmup_steps: int = 100
+    accum_iters: int = 1  # micro-batches per optimizer step
+    clip_grad_norm: float = 1.0  # 0 = off
+    n_gpus: int = 1  # >1 means "launch with torchrun"; the stage prints the exact command
+    path_initial_weights: str | None = None  # continue from these weights (a checkpoint dir)
+    seed: int = 1234
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = only at epoch ends
+    log_every: int = 10  # optimizer steps between logged metrics
+    bucket_width: int = 8  # length-bucket width in tokens (batches mix lengths within one bucket only)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "accum_iters", "n_gpus", "log_every", "bucket_width"):
+            check(getattr(self, name) >= 1, name, "must be >= 1")
+        check(self.epochs >= 1 or self.max_steps >= 1, "epochs", "need epochs >= 1 or max_steps >= 1")
+        check(self.max_steps >= 0, "max_steps", "must be >= 0")
+        check(self.lr > 0, "lr", "must be > 0")
+        check(all(0.0 <= b < 1.0 for b in self.betas), "betas", "each must be in [0, 1)")
+        check(self.eps > 0, "eps", "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        check(self.schedule != "noam" or self.warmup_steps >= 1, "warmup_steps", "noam needs warmup_steps >= 1")
+        check(self.clip_grad_norm >= 0, "clip_grad_norm", "must be >= 0")
+        check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImplConfig:
+    """Implementation knobs: they must change speed only, never results (up to float rounding)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA with bf16 support
+    compile: bool = False
+    attention: Literal["sdpa", "eager"] = "sdpa"
+    num_threads: int = 0  # torch intra-op threads; 0 = torch's default
+    tokenizer_threads: int = 0  # sentencepiece threads; 0 = all cores
+    num_workers: int = 0  # data-loader worker processes
+    progress: bool = True  # progress bars (also off when stderr is not a terminal)
+
+    def __post_init__(self) -> None:
+        for name in ("num_threads", "tokenizer_threads", "num_workers"):
+            check(getattr(self, name) >= 0, name, "must be >= 0")
