@@ -31,11 +31,14 @@ from twilbert.data.pairs import PairsConfig
 from twilbert.model.config import ModelConfig
 from twilbert.text.normalize import NormalizeConfig
 from twilbert.text.vocab import VocabConfig
+from twilbert.finetune.config import FinetuningConfig, TaskConfig
 from twilbert.train.config import ImplConfig, TrainingConfig
 
 # Re-exported names (the schema's sections), kept for readability of type hints below.
 TrainingParams = TrainingConfig
 ImplParams = ImplConfig
+FinetuningParams = FinetuningConfig
+TaskParams = TaskConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,98 +75,6 @@ class EvaluateParams:
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.pll_sentences >= 0, "pll_sentences", "must be >= 0")
         check(self.report_examples >= 0, "report_examples", "must be >= 0")
-
-
-LOSSES = (
-    "cross_entropy",
-    "bce",
-    "mse",
-    "macro_f1",
-    "f1_macro",
-    "micro_f1",
-    "macro_precision",
-    "macro_recall",
-    "micro_precision",
-    "micro_recall",
-    "jaccard",
-)
-
-
-@dataclass(frozen=True, kw_only=True)
-class FinetuningParams:
-    """Defaults for every task (the original's ``finetuning`` section)."""
-
-    batch_size: int = 32
-    pred_batch_size: int = 64
-    epochs: int = 5
-    patience: int = 0  # early stopping after N epochs without dev improvement; 0 = off
-    max_len: int = 64  # tokens per segment
-    finetune_all: bool = True  # false freezes the encoder (the original never read this key)
-    collapse_mode: Literal["cls", "avg", "max", "concat"] = "avg"
-    use_special_tokens: bool = True  # include [CLS]/[SEP] in avg/max pooling (the original ignored it)
-    dropout: float = 0.1  # classifier-head dropout, off at evaluation
-    loss: Literal[LOSSES] = "cross_entropy"  # type: ignore[valid-type]
-    optimizer: Literal["adam", "adamw", "lamb"] = "adam"
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    schedule: Literal["noam", "linear", "constant"] = "linear"
-    warmup_steps: int = 10
-    accum_iters: int = 1
-    clip_grad_norm: float = 1.0
-    seed: int = 1234
-    path_load_weights: str | None = None  # null = the pipeline's pre-trained model; "random" = no pre-training
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "pred_batch_size", "epochs", "accum_iters"):
-            check(getattr(self, name) >= 1, name, "must be >= 1")
-        check(self.patience >= 0, "patience", "must be >= 0")
-        check(4 <= self.max_len <= 1024, "max_len", "must be in [4, 1024]")
-        check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
-        check(self.lr > 0, "lr", "must be > 0")
-        check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        check(self.schedule != "noam" or self.warmup_steps >= 1, "warmup_steps", "noam needs warmup_steps >= 1")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TaskParams:
-    """One downstream task (the original's ``dataset`` + ``task`` sections, flattened)."""
-
-    train_file: str
-    dev_file: str
-    test_file: str
-    id_header: str = "ID"
-    text_header: str = "TEXT"
-    aux_header: str | None = None  # second text for text-pair tasks
-    class_header: str = "CLASS"
-    delimiter: str = "\t"
-    categories: dict[str, int] = field(default_factory=dict)  # label -> index; empty for regression
-    class_weights: dict[str, float] | Literal["auto", "ones"] = "ones"
-    regression: bool = False
-    multi_label: bool = False
-    label_separator: str = "|"  # multi-label: labels within the class field
-    threshold: float = 0.5  # multi-label decision threshold
-    eval_metric: Literal["f1", "accuracy", "precision", "recall", "pearson"] = "f1"
-    average_metric: Literal["macro", "micro", "weighted", "none"] = "macro"
-    class_metric: int | None = None  # select on one class's metric (0 works: the original ignored it)
-    stance_f1: tuple[str, ...] = ()  # mean F1 over these labels, e.g. [AGAINST, FAVOR]
-
-    def __post_init__(self) -> None:
-        check(len(self.delimiter) == 1, "delimiter", "must be one character")
-        if self.regression:
-            check(not self.categories, "categories", "must be empty for a regression task")
-            check(not self.multi_label, "multi_label", "a regression task cannot be multi-label")
-        else:
-            check(len(self.categories) >= 2, "categories", "needs at least 2 labels")
-            idx = sorted(self.categories.values())
-            check(idx == list(range(len(idx))), "categories", f"indices must be 0..{len(idx) - 1}, got {idx}")
-        if isinstance(self.class_weights, dict) or not isinstance(self.class_weights, str):
-            unknown = set(self.class_weights) - set(self.categories)
-            check(not unknown, "class_weights", f"labels not in categories: {sorted(unknown)}")
-        if self.class_metric is not None:
-            check(0 <= self.class_metric < max(1, len(self.categories)), "class_metric", "not a category index")
-        unknown = set(self.stance_f1) - set(self.categories)
-        check(not unknown, "stance_f1", f"labels not in categories: {sorted(unknown)}")
-        check(0.0 < self.threshold < 1.0, "threshold", "must be in (0, 1)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,54 @@
+"""Stage `evaluate`: MLM / ROP / pseudo-log-likelihood evaluation of the pre-trained model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from pipeline.common import PARAMS_OPTION, fail, load, run_guarded, tracked
+
+
+def main(
+    params: Path = PARAMS_OPTION,
+    model_dir: Path = typer.Option(Path("models/pretrain/final"), help="Pre-trained model (safetensors + config.json)."),
+    shards_dir: Path = typer.Option(Path("data/pairs"), help="Output of the pairs stage."),
+    vocab_model: Path = typer.Option(Path("models/vocab/spm.model"), help="Output of the vocab stage."),
+    split: str = typer.Option("test", help="Held-out split to evaluate (test or valid)."),
+    out_dir: Path = typer.Option(Path("reports/evaluate"), help="metrics.json (DVC metrics) and report.md."),
+) -> None:
+    """Evaluate the pre-trained model on held-out pairs: MLM accuracy and perplexity on masked tokens
+    (beside a unigram-frequency guesser on the same tokens), ROP accuracy and F1, and pseudo-log-likelihood;
+    writes a human-readable report of a few examples."""
+    p = load(params)
+    import torch
+
+    from twilbert.model import TWilBERT
+    from twilbert.model.config import ModelConfig
+    from twilbert.config import from_dict
+    from twilbert.text.tokenizer import Tokenizer
+    from twilbert.train.checkpoint import load_checkpoint, read_config
+    from twilbert.train.evaluate import evaluate_pretrained
+
+    if not (model_dir / "config.json").is_file():
+        fail(f"{model_dir}: no pre-trained model (run the pretrain stage first)")
+    cfg = from_dict(ModelConfig, read_config(model_dir)["model"], "model")
+    model = TWilBERT(cfg, attention=p.impl.attention)
+    run_guarded(load_checkpoint, model_dir, model)
+    if p.impl.num_threads:
+        torch.set_num_threads(p.impl.num_threads)
+    device = "cuda" if p.impl.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    tok = Tokenizer.from_file(vocab_model)
+    with tracked("evaluate", params, p, ("evaluate",), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
+        result = evaluate_pretrained(
+            model.to(device), shards_dir, split, tok,
+            batch_size=p.evaluate.batch_size, seed=p.evaluate.seed,
+            pll_sentences=p.evaluate.pll_sentences, report_examples=p.evaluate.report_examples, device=device,
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+        (out_dir / "report.md").write_text(result.report_md, encoding="utf-8")
+        t.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+        t.log_artifact(out_dir / "report.md")
+    typer.echo(f"evaluate: {json.dumps(result.metrics)}")

@@ -1,0 +1,93 @@
+"""Stage `pretrain`: MLM + Reply Order Prediction pre-training over the Arrow pair shards."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
+
+CURVE_FIELDS = ("step", "epoch", "loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "lr", "tokens_per_s")
+
+
+class CurveWriter:
+    """Training curves for `dvc plots` (CSV, one row per logging interval), written as they come."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._f = open(path, "w", newline="", encoding="utf-8")
+        self._w = csv.DictWriter(self._f, fieldnames=CURVE_FIELDS, extrasaction="ignore")
+        self._w.writeheader()
+
+    def __call__(self, metrics: dict, step: int) -> None:
+        self._w.writerow({"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}})
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def main(
+    params: Path = PARAMS_OPTION,
+    shards_dir: Path = typer.Option(Path("data/pairs"), help="Output of the pairs stage."),
+    vocab_model: Path = typer.Option(Path("models/vocab/spm.model"), help="Output of the vocab stage."),
+    out_dir: Path = typer.Option(Path("models/pretrain"), help="Checkpoints, final weights and summary."),
+    reports_dir: Path = typer.Option(Path("reports/pretrain"), help="metrics.json (DVC metrics) and curves.csv (DVC plots)."),
+    max_steps: int = typer.Option(0, help="Override training.max_steps (0 = use params); for quick trials."),
+) -> None:
+    """Pre-train TWilBERT (masked LM + Reply Order Prediction) with length-bucketed batches, gradient
+    accumulation, bf16 autocast where supported, optional torch.compile, checkpoints every epoch and every
+    training.checkpoint_every steps, and exact resumption after an interruption. With training.n_gpus > 1
+    the command relaunches itself under torchrun (DDP); under torchrun it joins the process group."""
+    p = load(params)
+    from twilbert.train.distributed import torchrun_command
+
+    if p.training.n_gpus > 1 and "LOCAL_RANK" not in os.environ:
+        cmd = torchrun_command(p.training.n_gpus, [sys.argv[0], *sys.argv[1:]])
+        typer.echo("pretrain: launching " + " ".join(cmd), err=True)
+        os.execvp(cmd[0], cmd)
+    from dataclasses import replace
+
+    from twilbert.config import to_dict
+    from twilbert.text.tokenizer import Tokenizer
+    from twilbert.train.pretrain import pretrain
+
+    if not vocab_model.is_file():
+        fail(f"{vocab_model}: no vocabulary model (run the vocab stage first)")
+    tok = Tokenizer.from_file(vocab_model)
+    model_cfg = p.model.resolved(vocab_size=tok.vocab_size, max_len=p.representation.max_len)
+    training = replace(p.training, max_steps=max_steps) if max_steps else p.training
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    curves = CurveWriter(reports_dir / "curves.csv") if rank0 else None
+    with tracked("pretrain", params, p, ("model", "training", "representation"), fallback=Path("logs/tracking/pretrain.jsonl")) as t:
+
+        def log_fn(metrics: dict, step: int) -> None:
+            if rank0:
+                t.log_metrics(metrics, step)
+                curves(metrics, step)
+
+        summary = run_guarded(
+            pretrain,
+            model_cfg=model_cfg,
+            training=training,
+            impl=p.impl,
+            shards_dir=shards_dir,
+            tokenizer_path=vocab_model,
+            out_dir=out_dir,
+            log_fn=log_fn,
+            progress=progress_enabled(p),
+        )
+        if rank0:
+            curves.close()
+            final = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
+            (reports_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+            t.log_metrics({f"final.{k}": v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            t.log_params({"model.resolved": json.dumps(to_dict(model_cfg))})
+    if rank0:
+        typer.echo(f"pretrain: {json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float))})}")

@@ -1,0 +1,218 @@
+"""evaluate_pretrained: every number re-computed here by a different route (full-vocabulary logits and
+F.cross_entropy, sklearn, collections.Counter, a slow one-position-at-a-time PLL loop)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from twilbert.data.masking import mask_tokens, maskable_positions
+from twilbert.data.pairs import PairsConfig, build_pair_shards
+from twilbert.data.shards import ShardDataset, iter_rows
+from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, SEP_ID, ModelConfig
+from twilbert.model.twilbert import TWilBERT
+from twilbert.text.tokenizer import Tokenizer
+from twilbert.text.vocab import VocabConfig, train_vocab
+from twilbert.train.evaluate import evaluate_pretrained
+from twilbert.train.objectives import pretraining_loss
+
+SYLLABLES = "ca sa pe lo mi tu ra no que bien ja je ma ña ción des pa ri to lu go ve fi cho lla gue rá té so ta ba en al es".split()
+MAX_LEN = 12
+BATCH = 8
+SEED = 7
+
+
+def _lines(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    lexicon = ["".join(rng.choice(SYLLABLES, rng.integers(1, 4))) for _ in range(120)]
+    zipf = 1.0 / np.arange(1, len(lexicon) + 1)  # skewed word frequencies: a real majority token
+    return [" ".join(rng.choice(lexicon, rng.integers(2, 10), p=zipf / zipf.sum())) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    texts = _lines(260, 0)
+    pq.write_table(
+        pa.table({"orig_id": [f"o{i}" for i in range(110)], "orig_text": texts[:110],
+                  "reply_id": [f"r{i}" for i in range(110)], "reply_text": texts[110:220]}),
+        root / "pairs.parquet",
+    )
+    pq.write_table(pa.table({"id": [f"t{i}" for i in range(40)], "text": texts[220:]}), root / "tweets.parquet")
+    tok = Tokenizer.from_file(train_vocab(texts, VocabConfig(vocab_size=120, input_sentence_size=0), root / "v" / "spm"))
+    cfg = PairsConfig(valid_fraction=0.3, test_fraction=0.1, rows_per_shard=16, chunk_rows=64)
+    build_pair_shards(root / "pairs.parquet", root / "tweets.parquet", tok, cfg, MAX_LEN, root / "shards", progress=False)
+
+    mcfg = ModelConfig(hidden_size=32, embedding_size=32, n_encoders=2, n_heads=2).resolved(vocab_size=tok.vocab_size, max_len=MAX_LEN)
+    torch.manual_seed(0)
+    model = _trained(TWilBERT(mcfg), ShardDataset(root / "shards", "train"))
+    return {"shards": root / "shards", "tok": tok, "model": model}
+
+
+def _trained(model: TWilBERT, ds: ShardDataset, steps: int = 40) -> TWilBERT:
+    """A few steps of MLM + ROP so predictions are neither constant nor random."""
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        ids, types, rop = (torch.from_numpy(x) for x in ds.packed(rng.choice(len(ds), 32, replace=False)))
+        real = ids != 0
+        masked, labels = mask_tokens(ids, maskable_positions(ids, real), model.config.masked_lm, model.config.vocab_size, generator=g)
+        out = model(masked, types, real, mlm_labels=labels)
+        loss = pretraining_loss(out, None, torch.where(rop < 0, -100, rop), model.config).total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def _reference_pass(model: TWilBERT, ds: ShardDataset):
+    """The documented procedure, by hand: length order, one seeded generator, full-vocabulary logits."""
+    order = np.argsort(ds.lengths, kind="stable")
+    g = torch.Generator().manual_seed(SEED)
+    logits, targets, shown, rop_logits, rop_labels = [], [], [], [], []
+    with torch.no_grad():
+        for s in range(0, len(order), BATCH):
+            ids, types, rop = (torch.from_numpy(x) for x in ds.packed(order[s : s + BATCH]))
+            real = ids != 0
+            masked, labels = mask_tokens(ids, maskable_positions(ids, real), model.config.masked_lm, model.config.vocab_size, generator=g)
+            hidden = model.encode(masked, types, real)  # (B, T, H), mask always passed
+            everywhere = torch.zeros_like(labels)  # every position a "target": full (B*T, V) logits
+            full, _ = model.mlm_head(hidden, everywhere)
+            full = full.view(*labels.shape, -1)  # (B, T, V)
+            at = labels != -100
+            logits.append(full[at])
+            targets.append(labels[at])
+            shown.append(masked[at] == MASK_ID)
+            rop_logits.append(model.rop_head(hidden))
+            rop_labels.append(rop)
+    cat = torch.cat
+    return cat(logits), cat(targets), cat(shown), cat(rop_logits), cat(rop_labels)
+
+
+def test_metrics_match_independent_computations(setup):
+    model, tok, shards = setup["model"], setup["tok"], setup["shards"]
+    ds = ShardDataset(shards, "valid")
+    res = evaluate_pretrained(model, shards, "valid", tok, batch_size=BATCH, seed=SEED, pll_sentences=0, report_examples=0)
+    m = res.metrics
+    logits, targets, shown, rop_logits, rop_labels = _reference_pass(model, ds)
+
+    # MLM
+    assert m["rows"] == len(ds) and m["mlm_targets"] == targets.numel() > 20
+    ce = F.cross_entropy(logits.double(), targets)
+    assert m["mlm_loss"] == pytest.approx(float(ce), rel=1e-5)
+    assert m["mlm_perplexity"] == pytest.approx(math.exp(float(ce)), rel=1e-5)
+    pred = logits.argmax(-1)
+    assert m["mlm_accuracy"] == pytest.approx(float((pred == targets).double().mean()))
+    assert 0 < m["mlm_accuracy"] < 1
+    assert m["mlm_accuracy_mask_token"] == pytest.approx(float((pred == targets)[shown].double().mean()))
+
+    # Baselines from train-split counts
+    counts = Counter()
+    for row in iter_rows(shards, "train"):
+        counts.update(int(t) for t in row.a)
+        counts.update(int(t) for t in row.b)
+    maskable = {t: c for t, c in counts.items() if t >= N_SPECIAL}
+    assert m["baseline_train_tokens"] == sum(maskable.values())
+    top = max(maskable.values())
+    assert maskable[m["baseline_majority_token_id"]] == top
+    assert m["baseline_majority_accuracy"] == pytest.approx(float((targets == m["baseline_majority_token_id"]).double().mean()))
+    assert m["baseline_majority_accuracy"] > 0
+    V = tok.vocab_size
+    denom = sum(maskable.values()) + (V - N_SPECIAL)
+    unigram_ce = -sum(math.log((maskable.get(int(t), 0) + 1) / denom) for t in targets)
+    assert m["baseline_unigram_loss"] == pytest.approx(unigram_ce / targets.numel(), rel=1e-9)
+    assert m["baseline_unigram_perplexity"] == pytest.approx(math.exp(unigram_ce / targets.numel()), rel=1e-9)
+
+    # ROP on labelled rows only
+    has = rop_labels >= 0
+    y, p = rop_labels[has].numpy(), rop_logits[has].argmax(-1).numpy()
+    assert m["rop_examples"] == int(has.sum()) > 0 and m["rop_examples"] < len(ds)  # MLM-only rows left out
+    assert m["rop_accuracy"] == pytest.approx(accuracy_score(y, p))
+    assert m["rop_f1"] == pytest.approx(f1_score(y, p, pos_label=1, zero_division=0))
+    assert m["rop_precision"] == pytest.approx(precision_score(y, p, pos_label=1, zero_division=0))
+    assert m["rop_recall"] == pytest.approx(recall_score(y, p, pos_label=1, zero_division=0))
+    assert m["rop_loss"] == pytest.approx(float(F.cross_entropy(rop_logits[has].double(), rop_labels[has])), rel=1e-5)
+
+
+def test_pseudo_log_likelihood_matches_a_slow_loop(setup):
+    model, tok, shards = setup["model"], setup["tok"], setup["shards"]
+    ds = ShardDataset(shards, "test")
+    res = evaluate_pretrained(model, shards, "test", tok, batch_size=BATCH, seed=SEED, pll_sentences=10_000, report_examples=0)
+    segments = {tuple(int(t) for t in r.a) for r in iter_rows(shards, "test")}  # all distinct segments
+    total, n_tok, sums = 0.0, 0, []
+    with torch.no_grad():
+        for seg in segments:
+            x = torch.tensor([CLS_ID, *seg, SEP_ID])
+            s, n = 0.0, 0
+            for t in range(1, len(x) - 1):  # one forward per position
+                if x[t] < N_SPECIAL:
+                    continue
+                xm = x.clone()
+                xm[t] = MASK_ID
+                hidden = model.encode(xm[None])
+                logits, _ = model.mlm_head(hidden, torch.zeros(1, len(x), dtype=torch.long))  # (T, V)
+                s += float(torch.log_softmax(logits.double(), -1)[t, x[t]])
+                n += 1
+            total, n_tok = total + s, n_tok + n
+            sums.append((s, n))
+    per_sentence = [s / n for s, n in sums]
+    m = res.metrics
+    assert m["pll_sentences"] == len(segments) > 5
+    assert m["pll_tokens"] == n_tok
+    assert m["pll_per_token"] == pytest.approx(total / n_tok, rel=1e-5)
+    assert m["pll_sentence_mean"] == pytest.approx(np.mean(per_sentence), rel=1e-5)
+    assert m["pseudo_perplexity"] == pytest.approx(math.exp(-total / n_tok), rel=1e-5)
+    # the original divided by T including [CLS]/[SEP]; ours divides by scored tokens, so it is lower
+    original = np.mean([s / (n + 2) for s, n in sums])
+    assert m["pll_sentence_mean"] < original < 0
+
+
+def test_deterministic_and_report_shows_examples(setup):
+    model, tok, shards = setup["model"], setup["tok"], setup["shards"]
+    kw = dict(batch_size=BATCH, seed=SEED, pll_sentences=4, report_examples=3)
+    a = evaluate_pretrained(model, shards, "valid", tok, **kw)
+    b = evaluate_pretrained(model, shards, "valid", tok, **kw)
+    assert a.metrics == b.metrics and a.report_md == b.report_md
+    assert a.metrics["pll_sentences"] == 4
+    c = evaluate_pretrained(model, shards, "valid", tok, **{**kw, "seed": SEED + 1})
+    assert c.metrics["mlm_loss"] != a.metrics["mlm_loss"]  # the seed really drives the masks
+
+    ds = ShardDataset(shards, "valid")
+    rows = [int(r) for r in re.findall(r"### Example \d+ \(row (\d+)\)", a.report_md)]
+    assert len(rows) == 3 and len(set(rows)) == 3
+    for r in rows:
+        assert tok.decode(ds[r].a) in a.report_md
+    assert a.report_md.count("- **masked input**:") == 3 and "[MASK]" in a.report_md
+    assert a.report_md.count("p(in order) = ") == 3
+    for key in ("mlm_accuracy", "baseline_majority_accuracy", "pll_per_token", "rop_f1"):
+        assert f"| {key} |" in a.report_md
+
+
+def test_without_rop_head_and_with_word_masking(setup):
+    tok, shards = setup["tok"], setup["shards"]
+    cfg = setup["model"].config
+    cfg = replace(cfg, rop=replace(cfg.rop, use_rop=False), masked_lm=replace(cfg.masked_lm, type="word"))
+    torch.manual_seed(0)
+    res = evaluate_pretrained(TWilBERT(cfg), shards, "valid", tok, batch_size=BATCH, seed=SEED, pll_sentences=2, report_examples=1)
+    assert not any(k.startswith("rop_") for k in res.metrics)
+    assert res.metrics["mlm_targets"] > 0 and "no ROP head" in res.report_md
+    import json
+
+    json.dumps(res.metrics, allow_nan=False)  # strict JSON
+
+
+def test_refuses_a_tokenizer_that_does_not_match(setup, tmp_path):
+    other = Tokenizer.from_file(train_vocab(_lines(200, 5), VocabConfig(vocab_size=100, input_sentence_size=0), tmp_path / "spm"))
+    with pytest.raises(ValueError, match="tokenizer"):
+        evaluate_pretrained(setup["model"], setup["shards"], "valid", other, batch_size=4, seed=0, pll_sentences=0, report_examples=0)

@@ -1,0 +1,198 @@
+"""Fine-tuning configs owned by the core: ``finetuning`` (defaults for every task) and ``tasks.<name>``.
+
+Key names are the original's (``dataset`` and ``task`` sections flattened into one task entry).
+Fixed from the original (inventory §9, §13): ``finetune_all`` and ``use_special_tokens`` are honoured,
+``regression`` exists, ``class_metric: 0`` is a real choice, ``stance_f1`` names its classes.
+
+A task may override any ``finetuning`` key for itself (``tasks.<name>.finetuning: {lr: 1e-4}``); the
+effective settings are :func:`effective_finetuning` (defaults, then the task's overrides, validated
+together, errors naming ``tasks.<name>.finetuning.<key>``). The original had one config file per task
+and run, so every key there was per task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_type_hints
+
+from twilbert.config import ConfigError, _convert, check, from_dict, to_dict
+
+LOSSES = (
+    "cross_entropy",
+    "bce",
+    "mse",
+    "macro_f1",
+    "f1_macro",
+    "micro_f1",
+    "macro_precision",
+    "macro_recall",
+    "micro_precision",
+    "micro_recall",
+    "jaccard",
+)
+# The original's "soft metric" losses (inventory §7.3): batch-level metrics over probabilities.
+SOFT_LOSSES = LOSSES[3:]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuningConfig:
+    """Defaults for every task (the original's ``finetuning`` section)."""
+
+    batch_size: int = 32
+    pred_batch_size: int = 64
+    epochs: int = 5
+    patience: int = 0  # early stopping after N epochs without dev improvement; 0 = off
+    max_len: int = 64  # tokens per segment
+    finetune_all: bool = True  # false freezes the encoder (the original never read this key)
+    collapse_mode: Literal["cls", "avg", "max", "concat"] = "avg"
+    use_special_tokens: bool = True  # include [CLS]/[SEP] in avg/max pooling (the original ignored it)
+    dropout: float = 0.1  # classifier-head dropout, off at evaluation
+    loss: Literal[LOSSES] = "cross_entropy"  # type: ignore[valid-type]
+    optimizer: Literal["adam", "adamw", "lamb"] = "adam"
+    lr: float = 5e-5  # peak lr for linear/constant; a multiplier on the Noam formula for noam (as training.lr)
+    weight_decay: float = 0.0
+    schedule: Literal["noam", "linear", "constant"] = "linear"
+    warmup_steps: int = 10
+    accum_iters: int = 1
+    clip_grad_norm: float = 1.0  # 0 = off
+    seed: int = 1234
+    path_load_weights: str | None = None  # null = the pipeline's pre-trained model; "random" = no pre-training
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "pred_batch_size", "epochs", "accum_iters"):
+            check(getattr(self, name) >= 1, name, "must be >= 1")
+        check(self.patience >= 0, "patience", "must be >= 0")
+        check(4 <= self.max_len <= 1024, "max_len", "must be in [4, 1024]")
+        check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        check(self.lr > 0, "lr", "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        check(self.schedule != "noam" or self.warmup_steps >= 1, "warmup_steps", "noam needs warmup_steps >= 1")
+        check(self.path_load_weights is None or self.path_load_weights != "", "path_load_weights", "must not be empty (null = the pre-trained model)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskConfig:
+    """One downstream task (the original's ``dataset`` + ``task`` sections, flattened).
+
+    Selection (:func:`twilbert.finetune.metrics.selection_score`): ``class_metric`` (one class's
+    ``eval_metric``) wins over ``stance_f1`` (mean F1 over the named classes, used when eval_metric is
+    f1), which wins over ``eval_metric`` + ``average_metric``. A regression task selects on pearson.
+    """
+
+    train_file: str
+    dev_file: str
+    test_file: str
+    id_header: str = "ID"
+    text_header: str = "TEXT"
+    aux_header: str | None = None  # second text for text-pair tasks: [CLS] text [SEP] aux [SEP]
+    class_header: str = "CLASS"
+    delimiter: str = "\t"
+    categories: dict[str, int] = field(default_factory=dict)  # label -> index; empty for regression
+    class_weights: dict[str, float] | Literal["auto", "ones"] = "ones"
+    regression: bool = False
+    multi_label: bool = False
+    # Multi-label class fields: "names" = the labels present, e.g. "anger|joy" (empty = none);
+    # "multi_hot" = one 0/1 per category in index order, e.g. "0|1|0" (the original's SemEval E-c
+    # files; there ``categories`` was {"0": 0, "1": 1} and the label count came from the data; here
+    # ``categories`` names the positions).
+    multi_label_format: Literal["names", "multi_hot"] = "names"
+    label_separator: str = "|"  # multi-label: labels within the class field
+    threshold: float = 0.5  # multi-label decision threshold on sigmoid probabilities
+    eval_metric: Literal["f1", "accuracy", "precision", "recall", "pearson"] = "f1"
+    average_metric: Literal["macro", "micro", "weighted", "none"] = "macro"
+    class_metric: int | None = None  # select on one class's metric (0 works: the original ignored it)
+    stance_f1: tuple[str, ...] = ()  # mean F1 over these labels, e.g. [AGAINST, FAVOR]
+    finetuning: dict[str, Any] | None = None  # per-task overrides of the `finetuning` section
+
+    def __post_init__(self) -> None:
+        check(len(self.delimiter) == 1, "delimiter", "must be one character")
+        check(self.label_separator != "", "label_separator", "must not be empty")
+        if self.regression:
+            check(not self.categories, "categories", "must be empty for a regression task")
+            check(not self.multi_label, "multi_label", "a regression task cannot be multi-label")
+            check(self.eval_metric == "pearson", "eval_metric", "a regression task selects on pearson; set eval_metric: pearson")
+            check(self.class_weights == "ones", "class_weights", "a regression task takes no class weights")
+        else:
+            check(len(self.categories) >= 2 or (self.multi_label and len(self.categories) >= 1), "categories", "needs at least 2 labels")
+            idx = sorted(self.categories.values())
+            check(idx == list(range(len(idx))), "categories", f"indices must be 0..{len(idx) - 1}, got {idx}")
+        if isinstance(self.class_weights, dict) or not isinstance(self.class_weights, str):
+            unknown = set(self.class_weights) - set(self.categories)
+            check(not unknown, "class_weights", f"labels not in categories: {sorted(unknown)}")
+            check(all(w >= 0 for w in self.class_weights.values()), "class_weights", "weights must be >= 0")
+        if self.class_metric is not None:
+            check(0 <= self.class_metric < max(1, len(self.categories)), "class_metric", "not a category index")
+            check(self.eval_metric in ("f1", "precision", "recall"), "class_metric", f"selects one class's f1/precision/recall, not {self.eval_metric}")
+        unknown = set(self.stance_f1) - set(self.categories)
+        check(not unknown, "stance_f1", f"labels not in categories: {sorted(unknown)}")
+        check(0.0 < self.threshold < 1.0, "threshold", "must be in (0, 1)")
+        if not self.regression:
+            check(not (self.multi_label and self.eval_metric == "pearson"), "eval_metric", "pearson is not defined for a multi-label task")
+            check(
+                self.average_metric != "none" or self.class_metric is not None or self.eval_metric in ("accuracy", "pearson")
+                or (bool(self.stance_f1) and self.eval_metric == "f1"),
+                "average_metric",
+                "'none' gives one value per class: set class_metric to select one",
+            )
+        if self.finetuning is not None:
+            _check_overrides(self.finetuning, "finetuning")
+
+    @property
+    def task_type(self) -> str:
+        return "regression" if self.regression else "multi_label" if self.multi_label else "single_label"
+
+    @property
+    def labels(self) -> list[str]:
+        """Category names in index order."""
+        return [k for k, _ in sorted(self.categories.items(), key=lambda kv: kv[1])]
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.regression else len(self.categories)
+
+
+def _check_overrides(overrides: Any, key: str) -> None:
+    """Each override key must be a FinetuningConfig field of the right type (cross-field checks are
+    done on the merged config by :func:`effective_finetuning`)."""
+    hints = get_type_hints(FinetuningConfig)
+    names = [f.name for f in dataclasses.fields(FinetuningConfig)]
+    for k, v in overrides.items():
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(names)})"
+            raise ConfigError(f"{key}.{k}: unknown key{hint}")
+        _convert(v, hints[k], f"{key}.{k}")
+
+
+def effective_finetuning(defaults: FinetuningConfig, task: TaskConfig, name: str) -> FinetuningConfig:
+    """The ``finetuning`` defaults with ``tasks.<name>.finetuning`` applied, validated as a whole.
+
+    Errors name ``tasks.<name>.finetuning.<key>``; a loss that does not fit the task names the key it
+    came from (``finetuning.loss`` or ``tasks.<name>.finetuning.loss``). Idempotent: applying it to
+    its own result gives the same config.
+    """
+    overrides = dict(task.finetuning or {})
+    prefix = f"tasks.{name}.finetuning"
+    _check_overrides(overrides, prefix)
+    merged = {**to_dict(defaults), **overrides}
+    ft = from_dict(FinetuningConfig, merged, prefix=prefix) if overrides else defaults
+    loss_key = f"{prefix}.loss" if "loss" in overrides else "finetuning.loss"
+    check_loss_fits_task(ft.loss, task, loss_key, name)
+    return ft
+
+
+def check_loss_fits_task(loss: str, task: TaskConfig, key: str, name: str) -> None:
+    """regression -> mse; multi-label -> bce or a soft-metric loss; single-label -> cross_entropy or a
+    soft-metric loss. Soft-metric losses are batch-level scalars: they take no class weights."""
+    kind = task.task_type
+    allowed = {"regression": ("mse",), "multi_label": ("bce", *SOFT_LOSSES), "single_label": ("cross_entropy", *SOFT_LOSSES)}[kind]
+    if loss not in allowed:
+        raise ConfigError(f"{key}: '{loss}' does not fit task '{name}' ({kind.replace('_', '-')}); use one of {list(allowed)}")
+    if loss in SOFT_LOSSES and task.class_weights != "ones":
+        raise ConfigError(
+            f"tasks.{name}.class_weights: the soft-metric loss '{loss}' ({key}) takes no class weights; "
+            "set class_weights: ones or use cross_entropy/bce"
+        )

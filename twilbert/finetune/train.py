@@ -1,0 +1,349 @@
+"""Fine-tune one task: train on train, select the best epoch on dev, report dev and test.
+
+Loop (``finetune_task``):
+1. read and validate the three splits, normalise and tokenise them (:mod:`twilbert.finetune.data`);
+2. build the encoder (pre-trained checkpoint, or random for ``path_load_weights: random``) and the
+   classifier head; seed everything from ``finetuning.seed``;
+3. every epoch: length-bucketed batches in a fresh seeded order, gradient accumulation, clipping,
+   optimiser + lr schedule per *update*; then score dev (eval mode, no dropout) and keep the weights
+   of the best epoch (strictly greater score; ties keep the earlier); stop after ``patience`` epochs
+   without improvement;
+4. restore the best-dev weights, evaluate test once with them (test never selects anything), save the
+   model directory and the reports.
+
+Differences from the original loop (inventory §9): batches are length-bucketed mini-batches (not one
+whole bucket per ``fit`` call, in ascending length order), the data order changes every epoch (the
+original re-seeded every epoch, bug §13.19), test is evaluated once with the restored best-dev weights
+rather than at every dev improvement, and the learning rate follows a schedule per update.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from twilbert.config import ConfigError, to_dict
+from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
+from twilbert.finetune.data import EncodedSplit, bucketed_batches, class_weights, collate, encode_split, eval_batches, load_task
+from twilbert.finetune.losses import build_loss
+from twilbert.finetune.metrics import BestTracker, compute_metrics, selection_metric, selection_score
+from twilbert.finetune.model import SequenceClassifier, load_encoder, probabilities, save_finetuned
+from twilbert.finetune.reports import scalar_metrics, write_class_report, write_confusion, write_history, write_metrics, write_predictions
+from twilbert.model.config import ModelConfig
+from twilbert.model.twilbert import TWilBERT
+from twilbert.text.normalize import EffectiveRules, NormalizeRules
+from twilbert.text.tokenizer import Tokenizer
+from twilbert.train.config import ImplConfig
+from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
+from twilbert.train.schedules import build_schedule
+
+LogFn = Callable[[dict[str, float], int], None]
+
+
+# --------------------------------------------------------------------------------------------------
+# device and precision
+
+
+def resolve_device(impl: ImplConfig) -> torch.device:
+    if impl.device == "cuda" or (impl.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("impl.device: cuda requested but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast_for(impl: ImplConfig, device: torch.device):
+    """bf16 autocast on CUDA (``precision: auto`` where supported, or ``bf16``); fp32 otherwise."""
+    use_bf16 = impl.precision == "bf16" or (
+        impl.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    if use_bf16:
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext
+
+
+# --------------------------------------------------------------------------------------------------
+# prediction (shared with the later `predict` stage)
+
+
+def predict_batches(
+    model: SequenceClassifier,
+    data: EncodedSplit,
+    *,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    autocast: Callable[[], Any] = nullcontext,
+    progress: bool = False,
+    desc: str = "predict",
+) -> np.ndarray:
+    """Raw outputs (N, n_outputs) float32 in the order of ``data``, in eval mode under inference_mode.
+
+    Batches are sorted by length (least padding) and scattered back. The model's train/eval mode is
+    restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    out = np.zeros((len(data), model.head.out_features), dtype=np.float32)
+    batches = list(eval_batches(data.lengths, batch_size))
+    try:
+        with torch.inference_mode():
+            for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
+                b = collate(data, idx).to(device)
+                with autocast():
+                    y = model(b.input_ids, b.token_type_ids, b.attention_mask)  # (B, C)
+                out[idx] = y.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# building blocks
+
+
+def build_encoder(
+    ft: FinetuningConfig,
+    *,
+    pretrained_dir: str | Path | None,
+    model_config: ModelConfig | None,
+    attention: str = "sdpa",
+) -> tuple[TWilBERT, str]:
+    """The encoder to fine-tune and where it came from: ``path_load_weights`` (a checkpoint dir),
+    ``random`` (``model_config``, resolved), or by default the pipeline's ``pretrained_dir``."""
+    source = ft.path_load_weights
+    if source == "random":
+        if model_config is None:
+            raise ConfigError("finetuning.path_load_weights: 'random' needs the model config (model section)")
+        return TWilBERT(model_config, attention=attention), "random"
+    path = source if source is not None else pretrained_dir
+    if path is None:
+        raise ConfigError("finetuning.path_load_weights: no pre-trained model given (null needs the pretrain stage's output)")
+    return load_encoder(path, attention=attention), str(path)
+
+
+def _check_fits(encoder: TWilBERT, tokenizer: Tokenizer, ft: FinetuningConfig, pair: bool, name: str) -> None:
+    cfg = encoder.config
+    if cfg.vocab_size != tokenizer.vocab_size:
+        raise ConfigError(
+            f"tasks.{name}: the tokenizer has {tokenizer.vocab_size} pieces but the encoder was built for "
+            f"vocab_size={cfg.vocab_size}; use the vocabulary the model was pre-trained with"
+        )
+    need = 2 * ft.max_len + 3 if pair else ft.max_len + 2
+    if need > cfg.max_positions:
+        most = (cfg.max_positions - 3) // 2 if pair else cfg.max_positions - 2
+        raise ConfigError(
+            f"tasks.{name}.finetuning.max_len: {ft.max_len} tokens per segment need {need} positions, the "
+            f"encoder has {cfg.max_positions}; use max_len <= {most}"
+        )
+
+
+def _update_windows(n_batches: int, accum: int) -> np.ndarray:
+    """Micro-batches in the accumulation window of each micro-batch (the last window may be short:
+    its loss is averaged over its own size, so every update is a mean over micro-batches)."""
+    sizes = np.full(n_batches, accum, dtype=np.int64)
+    tail = n_batches % accum
+    if tail:
+        sizes[n_batches - tail :] = tail
+    return sizes
+
+
+def _rules_dict(rules: EffectiveRules | NormalizeRules | None) -> dict | None:
+    if rules is None:
+        return None
+    return to_dict(rules.effective() if isinstance(rules, NormalizeRules) else rules)
+
+
+# --------------------------------------------------------------------------------------------------
+# the task
+
+
+def finetune_task(
+    name: str,
+    task: TaskConfig,
+    finetuning: FinetuningConfig,
+    *,
+    tokenizer_path: str | Path,
+    rules: EffectiveRules | NormalizeRules | None,
+    model_out: str | Path,
+    report_out: str | Path,
+    pretrained_dir: str | Path | None = None,
+    model_config: ModelConfig | None = None,
+    encoder_factory: Callable[[], TWilBERT] | None = None,
+    impl: ImplConfig | None = None,
+    data_root: str | Path | None = None,
+    log_fn: LogFn | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune task ``name`` and write ``model_out/`` (model.safetensors, config.json, spm.model,
+    checksums.json) and ``report_out/`` (metrics.json, class_report.json/.md, confusion.png/.csv,
+    predictions.tsv, history.csv). Returns the summary written to metrics.json, plus the dev/test
+    scalar metrics.
+
+    ``finetuning`` are the section defaults: the task's own overrides are applied here
+    (:func:`effective_finetuning`). The encoder comes from ``encoder_factory()`` when given (tests),
+    else from :func:`build_encoder`. ``log_fn(metrics, epoch)`` receives ``train.loss``, ``lr`` and
+    ``dev.*`` after every epoch.
+    """
+    t_start = time.perf_counter()
+    ft = effective_finetuning(finetuning, task, name)
+    impl = impl or ImplConfig()
+    if impl.num_threads:
+        torch.set_num_threads(impl.num_threads)
+    device = resolve_device(impl)
+    autocast = autocast_for(impl, device)
+    model_out, report_out = Path(model_out), Path(report_out)
+
+    tokenizer = Tokenizer.from_file(tokenizer_path)
+    splits = load_task(task, data_root)
+    pair = task.aux_header is not None
+
+    torch.manual_seed(ft.seed)
+    rng = np.random.default_rng(ft.seed)
+    if encoder_factory is not None:
+        encoder, source = encoder_factory(), "encoder_factory"
+    else:
+        encoder, source = build_encoder(ft, pretrained_dir=pretrained_dir, model_config=model_config, attention=impl.attention)
+    _check_fits(encoder, tokenizer, ft, pair, name)
+    enc = {s: encode_split(splits[s], tokenizer, max_len=ft.max_len, rules=rules, num_threads=impl.tokenizer_threads) for s in splits}
+
+    model = SequenceClassifier(
+        encoder,
+        task.n_outputs,
+        collapse_mode=ft.collapse_mode,
+        use_special_tokens=ft.use_special_tokens,
+        dropout=ft.dropout,
+        freeze_encoder=not ft.finetune_all,
+    ).to(device)
+    weights = None
+    if not task.regression:
+        weights_np = class_weights(task, splits["train"].labels)
+        weights = torch.from_numpy(weights_np).to(device)
+    loss_fn = build_loss(ft.loss, task.task_type, weights)
+
+    train = enc["train"]
+    n_batches = math.ceil(len(train) / ft.batch_size)
+    updates_per_epoch = math.ceil(n_batches / ft.accum_iters)
+    total_updates = ft.epochs * updates_per_epoch
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(ft.optimizer, param_groups(model, ft.weight_decay), lr=ft.lr, weight_decay=ft.weight_decay)
+    scheduler = build_schedule(
+        ft.schedule,
+        optimizer,
+        warmup_steps=min(ft.warmup_steps, total_updates) if ft.schedule != "noam" else ft.warmup_steps,
+        total_steps=total_updates,
+        hidden_size=encoder.config.hidden_size,
+        scale=ft.lr,
+    )
+
+    tracker = BestTracker(ft.patience)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_dev: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    windows = _update_windows(n_batches, ft.accum_iters)
+    skipped = 0
+    tokens_seen = 0
+    train_seconds = 0.0
+
+    epoch = 0
+    for epoch in range(1, ft.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, n_seen = 0.0, 0
+        batches = bucketed_batches(train.lengths, ft.batch_size, rng)
+        bar = tqdm(batches, desc=f"{name} epoch {epoch}/{ft.epochs}", disable=not progress, leave=False)
+        for i, idx in enumerate(bar):
+            b = collate(train, idx).to(device)
+            with autocast():
+                out = model(b.input_ids, b.token_type_ids, b.attention_mask)  # (B, C)
+            loss = loss_fn(out, b.labels)
+            (loss / windows[i]).backward()
+            loss_sum += float(loss.detach()) * len(idx)
+            n_seen += len(idx)
+            tokens_seen += int(train.lengths[idx].sum())
+            window_end = (i + 1) % ft.accum_iters == 0 or i == n_batches - 1
+            if window_end:
+                norm = clip_grad_norm(trainable, ft.clip_grad_norm)
+                if torch.isfinite(norm):
+                    optimizer.step()
+                else:  # a non-finite gradient would poison the weights: skip this update
+                    skipped += 1
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
+        train_seconds += time.perf_counter() - t0
+
+        dev_probs = probabilities(
+            torch.from_numpy(predict_batches(model, enc["dev"], batch_size=ft.pred_batch_size, device=device, autocast=autocast)),
+            task.task_type,
+        ).numpy()
+        dev_metrics = compute_metrics(splits["dev"].labels, dev_probs, task)
+        score = selection_score(dev_metrics, task)
+        improved = tracker.update(score, epoch)
+        if improved:
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_dev = dev_metrics
+        row = {"epoch": epoch, "train_loss": loss_sum / max(n_seen, 1), "lr": optimizer.param_groups[0]["lr"], "dev_score": score}
+        row.update({f"dev_{k}": v for k, v in scalar_metrics(dev_metrics).items()})
+        history.append(row)
+        if log_fn is not None:
+            log_fn({"train.loss": row["train_loss"], "lr": row["lr"], "dev.selection": score, **{f"dev.{k}": v for k, v in scalar_metrics(dev_metrics).items()}}, epoch)
+        if tracker.should_stop:
+            break
+
+    assert best_state is not None  # the first epoch is always a best
+    model.load_state_dict(best_state)
+    test_probs = probabilities(
+        torch.from_numpy(predict_batches(model, enc["test"], batch_size=ft.pred_batch_size, device=device, autocast=autocast)),
+        task.task_type,
+    ).numpy()
+    test_metrics = compute_metrics(splits["test"].labels, test_probs, task)
+
+    info = {
+        "task": name,
+        "task_type": task.task_type,
+        "labels": dict(task.categories),
+        "multi_label_format": task.multi_label_format if task.multi_label else None,
+        "label_separator": task.label_separator,
+        "threshold": task.threshold if task.multi_label else None,
+        "max_len": ft.max_len,
+        "text_pair": pair,
+        "normalize": _rules_dict(rules),
+        "finetuning": to_dict(ft),
+        "encoder_source": source,
+        "best_epoch": tracker.best_epoch,
+    }
+    save_finetuned(model_out, model, tokenizer_path, info)
+
+    summary = {
+        "task": name,
+        "task_type": task.task_type,
+        "selection_metric": selection_metric(task),
+        "best_epoch": tracker.best_epoch,
+        "best_dev_score": tracker.best_score if math.isfinite(tracker.best_score) else None,
+        "epochs_run": epoch,
+        "stopped_early": epoch < ft.epochs,
+        "skipped_updates": skipped,
+        "train_examples": len(train),
+        "train_seconds": round(train_seconds, 3),
+        "train_tokens_per_s": round(tokens_seen / train_seconds, 1) if train_seconds > 0 else 0.0,
+        "total_seconds": round(time.perf_counter() - t_start, 3),
+        "device": device.type,
+    }
+    report_out.mkdir(parents=True, exist_ok=True)
+    write_metrics(report_out, summary, best_dev, test_metrics)
+    write_class_report(report_out, task, best_dev, test_metrics)
+    write_confusion(report_out, task, splits["test"].labels, test_probs)
+    write_predictions(report_out, task, splits["test"], test_probs)
+    write_history(report_out, history)
+    return {**summary, "dev": scalar_metrics(best_dev), "test": scalar_metrics(test_metrics)}
+
+
+__all__ = ["autocast_for", "build_encoder", "finetune_task", "predict_batches", "resolve_device"]

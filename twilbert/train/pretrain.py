@@ -1,0 +1,711 @@
+"""Pre-training loop: MLM + Reply Order Prediction over the Arrow pair shards, resumable, DDP-ready.
+
+Reading order: :func:`pretrain` (the entry point) builds a :class:`Pretrainer`, whose ``setup`` joins the
+process group, opens the shards, builds model/optimizer/schedule and resumes; ``run`` loops over
+optimizer steps; ``train_step`` is one step over its micro-batches.
+
+Loss normalisation (why accumulation and DDP equal one big batch)
+------------------------------------------------------------------
+One optimizer step sees ``accum_iters`` micro-batches on each of ``W`` processes. Before any forward
+pass, the step's MLM target count ``N_mlm`` and labelled ROP row count ``N_rop`` are summed over the
+micro-batches (the masks are made in the data pipeline, so the counts are known on the host) and
+all-reduced over the ranks. Each micro-batch then back-propagates
+
+    W · ( w_mlm · Σ_targets CE / N_mlm  +  w_rop · Σ_rows CE / N_rop )
+
+so the accumulated gradient is exactly the gradient of the mean loss over *all* targets and labelled
+rows of the step, whatever their split into micro-batches and ranks (the factor ``W`` undoes DDP's
+gradient averaging). The usual ``loss / accum_iters`` is only right when every micro-batch has the same
+number of targets, which bucketing, partial batches and dynamic masking all break. Consequence:
+``W`` processes × ``accum A`` × batch ``b`` train the same model as 1 process × ``accum W·A`` × batch
+``b`` (same batches: both read the plan positions ``k·W·A ... (k+1)·W·A - 1`` at step ``k``, with the
+same masks, which are seeded per plan position). Exceptions: dropout (per-process random streams) and
+PKM batch-norm statistics (per micro-batch, as any batch norm).
+
+The original (inventory §7.1, §8) averaged each micro-batch's loss over its own targets and divided
+the accumulated gradient by ``accum``: equivalent only for equal target counts.
+
+Resumption is exact: the data plan and the masks are pure functions of ``(seed, epoch, plan position)``,
+so a checkpoint stores only where it was (epoch, micro-batch cursor, step) plus weights, optimizer,
+scheduler and the per-rank RNG states (dropout). A resumed run gives bit-identical weights on CPU.
+
+Non-finite guard: a step whose loss or gradient norm is NaN/inf is skipped (gradients dropped, the
+optimizer untouched; the step counter and the schedule still advance, since the data did); after
+``max_bad_steps`` consecutive skipped steps training stops with :class:`NonFiniteLossError`. Checking
+costs one host sync per optimizer step (the MLM head's boolean gather already syncs per micro-batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from twilbert.config import to_dict
+from twilbert.data.batching import IGNORE_INDEX, LengthBucketBatches, MaskedBatches, PlanSampler
+from twilbert.data.shards import ShardDataset, load_manifest
+from twilbert.model.config import ModelConfig
+from twilbert.model.twilbert import TWilBERT
+from twilbert.text.tokenizer import Tokenizer
+from twilbert.train import distributed as D
+from twilbert.train.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    TRAINER_FILE,
+    CheckpointError,
+    ConfigMismatchError,
+    config_differences,
+    load_checkpoint,
+    load_trainer_state,
+    read_config,
+    save_checkpoint,
+    verify_checkpoint,
+)
+from twilbert.train.config import ImplConfig, TrainingConfig
+from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
+from twilbert.train.runtime import (
+    H100_BF16_PEAK_FLOPS,
+    autocast,
+    autocast_dtype,
+    enable_tf32,
+    maybe_compile,
+    mix_seed,
+    set_num_threads,
+)
+from twilbert.train.schedules import build_schedule
+
+CHECKPOINTS_DIR = "checkpoints"
+FINAL_DIR = "final"
+SUMMARY_FILE = "summary.json"
+FINAL_META_FILE = "pretrain.json"  # in final/: tokenizer path and sha256, steps, fingerprint
+KEEP_CHECKPOINTS = 2
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+# Training keys that cannot change the trained weights: left out of the run fingerprint.
+FINGERPRINT_EXCLUDED = ("log_every", "checkpoint_every")
+
+# Model keys that may differ between `path_initial_weights` and the model being trained: they change
+# training, not the weights' structure (masking, loss weights, dropout, init of fresh weights).
+NON_ARCHITECTURE_KEYS = (
+    "masked_lm",
+    "rop.loss_weight",
+    "input_dropout",
+    "output_dropout",
+    "attention_dropout",
+    "initializer_range",
+    "pkm_params.input_dropout",
+    "pkm_params.output_dropout",
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive optimizer steps with a NaN/inf loss or gradient norm."""
+
+
+@dataclass
+class TrainState:
+    """Where training is. Everything here goes into checkpoints (``extra``)."""
+
+    step: int = 0  # optimizer steps done (skipped non-finite steps included)
+    epoch: int = 0  # current epoch, 0-based
+    cursor: int = 0  # micro-batches of `epoch` this rank has consumed (at an optimizer-step boundary)
+    skipped_steps: int = 0
+    consecutive_bad: int = 0
+    sequences: int = 0  # global counts, over good steps
+    tokens_real: int = 0
+    tokens_padded: int = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _say(message: str) -> None:
+    if D.is_main():
+        print(f"pretrain: {message}", file=sys.stderr, flush=True)
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_config(model_cfg: ModelConfig, training: TrainingConfig, world_size: int, shards_dir: Path, tokenizer_sha256: str) -> dict:
+    """Everything that determines the trained weights (``impl`` excluded: speed only)."""
+    train = {k: v for k, v in to_dict(training).items() if k not in FINGERPRINT_EXCLUDED}
+    return {
+        "model": to_dict(model_cfg),
+        "training": train,
+        "world_size": world_size,
+        "shards_manifest_sha256": _sha256_file(Path(shards_dir) / "manifest.json"),
+        "tokenizer_sha256": tokenizer_sha256,
+    }
+
+
+def fingerprint(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def _drop_keys(tree: dict, dotted: tuple[str, ...]) -> dict:
+    tree = json.loads(json.dumps(tree))
+    for key in dotted:
+        *parents, leaf = key.split(".")
+        node = tree
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return tree
+
+
+def load_initial_weights(model: nn.Module, directory: str | Path, model_cfg: ModelConfig) -> None:
+    """Load weights from a checkpoint directory (``final/`` or a ``step-*`` dir) into ``model``.
+
+    The stored config must match ``model_cfg`` on every architecture key; masking, loss weights,
+    dropouts and the init range may differ. Raises :class:`ConfigMismatchError` listing the differing keys.
+    """
+    directory = Path(directory)
+    stored = read_config(directory)
+    diffs = config_differences(_drop_keys(stored, NON_ARCHITECTURE_KEYS), _drop_keys(to_dict(model_cfg), NON_ARCHITECTURE_KEYS))
+    if diffs:
+        raise ConfigMismatchError(directory, diffs)
+    load_checkpoint(directory, model)
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """``step-XXXXXXXX`` directories under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def _read_extra(directory: Path) -> dict:
+    """The ``extra`` dict of a verified checkpoint, without restoring anything (memory-mapped read)."""
+    verify_checkpoint(directory, (MODEL_FILE, CONFIG_FILE, TRAINER_FILE))
+    try:
+        state = torch.load(directory / TRAINER_FILE, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise CheckpointError(f"{directory / TRAINER_FILE}: unreadable: {exc}") from exc
+    return state.get("extra") or {}
+
+
+def choose_resume_checkpoint(root: Path, expected: dict) -> Path | None:
+    """The newest checkpoint under ``root`` that verifies and was written by the same run config.
+
+    A corrupt or incomplete checkpoint is reported and the previous one tried. A checkpoint of a
+    different run config (the fingerprint differs) means the run changed: the differing keys are
+    printed and the whole ``root`` is moved aside to ``<root>-stale-<time>``, so training starts fresh.
+    """
+    want = fingerprint(expected)
+    for directory in reversed(list_checkpoints(root)):
+        try:
+            extra = _read_extra(directory)
+        except CheckpointError as exc:
+            _say(f"checkpoint {directory.name} is unusable ({exc}); falling back to the previous one")
+            continue
+        if extra.get("fingerprint") == want:
+            return directory
+        stored = json.loads(extra.get("run_config", "{}"))
+        diffs = config_differences(stored, expected)
+        listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs) or "(no run config stored)"
+        stale = root.with_name(f"{root.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        _say(f"checkpoints in {root} belong to a different run ({listing}); moving them to {stale} and starting fresh")
+        shutil.move(str(root), str(stale))
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# the trainer
+
+
+class Pretrainer:
+    """One pre-training run; see the module docstring. ``pretrain()`` is the usual entry point."""
+
+    def __init__(
+        self,
+        *,
+        model_cfg: ModelConfig,
+        training: TrainingConfig,
+        impl: ImplConfig,
+        shards_dir: str | Path,
+        tokenizer_path: str | Path,
+        out_dir: str | Path,
+        log_fn: Callable[[dict, int], None] | None = None,
+        progress: bool = True,
+        max_bad_steps: int = 5,
+        peak_flops: float = H100_BF16_PEAK_FLOPS,
+    ) -> None:
+        if max_bad_steps < 1:
+            raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
+        self.model_cfg, self.training, self.impl = model_cfg, training, impl
+        self.shards_dir, self.tokenizer_path, self.out_dir = Path(shards_dir), Path(tokenizer_path), Path(out_dir)
+        self.log_fn, self.progress = log_fn, progress
+        self.max_bad_steps, self.peak_flops = max_bad_steps, peak_flops
+        self.state = TrainState()
+        self.resumed_from: Path | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> "Pretrainer":
+        tr, impl, cfg = self.training, self.impl, self.model_cfg
+        self.dist = D.init_distributed(impl.device)
+        self.device = self.dist.device
+        set_num_threads(impl.num_threads)
+        enable_tf32()
+        self.amp_dtype = autocast_dtype(impl.precision, self.device)
+
+        # --- data ---------------------------------------------------------------------------------
+        self.tokenizer = Tokenizer.from_file(self.tokenizer_path)
+        manifest = load_manifest(self.shards_dir)
+        if manifest["tokenizer_sha256"] != self.tokenizer.sha256:
+            raise ValueError(
+                f"{self.shards_dir}: shards were built with tokenizer {manifest['tokenizer_sha256'][:12]}, "
+                f"but {self.tokenizer_path} is {self.tokenizer.sha256[:12]}: rebuild the pairs stage"
+            )
+        if cfg.vocab_size != self.tokenizer.vocab_size:
+            raise ValueError(f"model.vocab_size is {cfg.vocab_size} but the tokenizer has {self.tokenizer.vocab_size} pieces")
+        train = ShardDataset(self.shards_dir, "train")
+        if len(train) == 0:
+            raise ValueError(f"{self.shards_dir}: the train split is empty")
+        if cfg.max_positions is not None and int(train.lengths.max()) > cfg.max_positions:
+            raise ValueError(f"the longest train row has {int(train.lengths.max())} tokens > model.max_positions={cfg.max_positions}")
+        W, rank = self.dist.world_size, self.dist.rank
+        self.plan = LengthBucketBatches(train.lengths, tr.batch_size, tr.bucket_width, tr.seed, world_size=W, rank=rank)
+        self.batches = MaskedBatches(
+            self.shards_dir,
+            cfg.masked_lm,
+            cfg.vocab_size,
+            tr.seed,
+            word_start_table=self.tokenizer.word_start_table() if cfg.masked_lm.type == "word" else None,
+            use_rop=cfg.rop.use_rop,
+        )
+        self.steps_per_epoch = math.ceil(len(self.plan) / tr.accum_iters)
+        self.total_steps = tr.max_steps if tr.max_steps > 0 else tr.epochs * self.steps_per_epoch
+
+        # --- model, optimizer, schedule -----------------------------------------------------------
+        self.run_config = run_config(cfg, tr, W, self.shards_dir, self.tokenizer.sha256)
+        self.fingerprint = fingerprint(self.run_config)
+        torch.manual_seed(tr.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
+        self.raw_model = TWilBERT(cfg, attention=impl.attention)
+        resume = self._choose_resume()
+        if resume is None and tr.path_initial_weights:
+            load_initial_weights(self.raw_model, tr.path_initial_weights, cfg)
+            _say(f"initial weights from {tr.path_initial_weights}")
+        self.raw_model.to(self.device)
+        fused = {"fused": True} if self.device.type == "cuda" and tr.optimizer in ("adam", "adamw") else {}
+        self.optimizer = build_optimizer(
+            tr.optimizer,
+            param_groups(self.raw_model, tr.weight_decay),
+            lr=tr.lr,
+            betas=tr.betas,
+            eps=tr.eps,
+            weight_decay=tr.weight_decay,
+            **fused,
+        )
+        self.scheduler = build_schedule(
+            tr.schedule,
+            self.optimizer,
+            warmup_steps=tr.warmup_steps,
+            total_steps=max(self.total_steps, tr.warmup_steps, 1),
+            hidden_size=cfg.hidden_size,
+            scale=tr.lr,  # noam: TrainingConfig.lr multiplies the Noam formula
+        )
+        torch.manual_seed(mix_seed(tr.seed, rank, 1))  # dropout stream, one per rank
+        if resume is not None:
+            self._load(resume)
+        self.ddp = None
+        model: nn.Module = self.raw_model
+        if self.dist.is_distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
+            model = self.ddp
+        self.model = maybe_compile(model, impl.compile)
+        self._reset_log()
+        return self
+
+    def _choose_resume(self) -> Path | None:
+        root = self.out_dir / CHECKPOINTS_DIR
+        choice = [None]
+        if self.dist.is_main:
+            found = choose_resume_checkpoint(root, self.run_config)
+            choice = [str(found) if found is not None else None]
+        if D.is_initialized():
+            torch.distributed.broadcast_object_list(choice, src=0)
+        return Path(choice[0]) if choice[0] is not None else None
+
+    def _load(self, directory: Path) -> None:
+        load_checkpoint(directory, self.raw_model, to_dict(self.model_cfg))
+        extra = load_trainer_state(directory, self.optimizer, self.scheduler, restore_rng=True)
+        self.state = TrainState(**json.loads(extra["state"]))
+        states = extra.get("rng_per_rank") or []
+        if len(states) == self.dist.world_size:
+            mine = states[self.dist.rank]
+            torch.set_rng_state(mine["torch"])
+            if mine.get("cuda") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
+        self.resumed_from = directory
+        _say(f"resuming from {directory} (step {self.state.step}, epoch {self.state.epoch}, batch {self.state.cursor})")
+
+    # ------------------------------------------------------------------ data
+
+    def loader(self, epoch: int, start_batch: int = 0) -> torch.utils.data.DataLoader:
+        """This rank's masked micro-batches of ``epoch`` from ``start_batch`` on."""
+        workers = self.impl.num_workers
+        return torch.utils.data.DataLoader(
+            self.batches,
+            sampler=PlanSampler(self.plan, epoch, start_batch),
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ one optimizer step
+
+    def train_step(self, micro_batches: list[dict]) -> bool:
+        """One optimizer step over ``micro_batches`` (this rank's share); returns False if it was skipped.
+
+        Loss normalisation: see the module docstring.
+        """
+        cfg = self.model_cfg
+        W = self.dist.world_size
+        counts = [sum(mb["n_targets"] for mb in micro_batches), sum(mb["n_rop"] for mb in micro_batches)]
+        if D.is_initialized():
+            t = torch.tensor(counts, dtype=torch.float32).pin_memory() if self.device.type == "cuda" else torch.tensor(counts, dtype=torch.float32)
+            t = D.all_reduce_sum(t.to(self.device, non_blocking=True))
+            den_mlm, den_rop = t[0].clamp(min=1.0), t[1].clamp(min=1.0)
+        else:
+            den_mlm, den_rop = float(max(counts[0], 1)), float(max(counts[1], 1))
+        use_rop = cfg.rop.use_rop
+        stats = torch.zeros(6, dtype=torch.float64, device=self.device)  # mlm ce, n, correct; rop ce, n, correct
+        step_loss = torch.zeros((), dtype=torch.float32, device=self.device)
+        self.model.train()
+        for i, mb in enumerate(micro_batches):
+            b = self._to_device(mb)
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+            with sync:
+                with autocast(self.device, self.amp_dtype):
+                    mask = b["attention_mask"] if mb["n_real"] < mb["n_padded"] else None  # no mask: faster SDPA
+                    out = self.model(b["input_ids"], b["token_type_ids"], mask, b["mlm_labels"])
+                mlm_ce = F.cross_entropy(out.mlm_logits.float(), out.mlm_targets, reduction="sum")  # only targets
+                loss = cfg.masked_lm.loss_weight * mlm_ce / den_mlm
+                if use_rop:
+                    rop_ce = F.cross_entropy(out.rop_logits.float(), b["rop_labels"], ignore_index=IGNORE_INDEX, reduction="sum")
+                    loss = loss + cfg.rop.loss_weight * rop_ce / den_rop
+                (loss * W).backward()  # W: DDP averages gradients over ranks; we want their sum
+            with torch.no_grad():
+                step_loss += loss.detach()
+                stats[0] += mlm_ce.detach()
+                stats[1] += out.mlm_targets.numel()
+                stats[2] += (out.mlm_logits.argmax(-1) == out.mlm_targets).sum()
+                if use_rop:
+                    valid = b["rop_labels"] != IGNORE_INDEX  # (B,)
+                    stats[3] += rop_ce.detach()
+                    stats[4] += valid.sum()
+                    stats[5] += ((out.rop_logits.argmax(-1) == b["rop_labels"]) & valid).sum()
+
+        grad_norm = clip_grad_norm(self.raw_model.parameters(), self.training.clip_grad_norm)
+        bad = (~torch.isfinite(step_loss) | ~torch.isfinite(grad_norm.to(step_loss.device))).float()
+        bad = D.all_reduce_sum(bad)  # every rank must take the same decision
+        skipped = bool(bad.item() > 0)  # the one host sync per step
+        lr = self.scheduler.get_last_lr()[0]
+        if not skipped:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        st = self.state
+        st.step += 1
+        if skipped:
+            st.skipped_steps += 1
+            st.consecutive_bad += 1
+            _say(f"step {st.step}: non-finite loss or gradient norm; step skipped ({st.consecutive_bad} in a row)")
+            if st.consecutive_bad >= self.max_bad_steps:
+                last = list_checkpoints(self.out_dir / CHECKPOINTS_DIR)
+                raise NonFiniteLossError(
+                    f"{st.consecutive_bad} consecutive optimizer steps had a NaN/inf loss or gradient norm (step {st.step}); "
+                    "lower training.lr, set training.clip_grad_norm, or try impl.precision=fp32. "
+                    f"Last checkpoint: {last[-1] if last else 'none'}"
+                )
+            return False
+        st.consecutive_bad = 0
+        host = torch.tensor(
+            [
+                sum(mb["input_ids"].shape[0] for mb in micro_batches),
+                sum(mb["n_real"] for mb in micro_batches),
+                sum(mb["n_padded"] for mb in micro_batches),
+            ],
+            dtype=torch.float64,
+        )
+        self._log_stats += stats
+        self._log_gn += grad_norm.detach().to(self._log_gn.device, torch.float64)
+        self._log_steps += 1
+        self._log_host += host
+        self._pending_counts += host
+        self._last_lr = lr
+        return True
+
+    # ------------------------------------------------------------------ logging
+
+    def _reset_log(self) -> None:
+        self._log_stats = torch.zeros(6, dtype=torch.float64, device=self.device)  # see train_step
+        self._log_gn = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._log_steps = 0  # good steps in the interval (the same on every rank)
+        self._log_host = torch.zeros(3, dtype=torch.float64)  # sequences, real tokens, padded tokens (this rank)
+        self._log_t0 = time.perf_counter()
+        self._last_lr = float("nan")
+        if not hasattr(self, "_pending_counts"):
+            self._pending_counts = torch.zeros(3, dtype=torch.float64)  # not yet added to self.state
+
+    def _reduce(self, *parts: torch.Tensor) -> list[float]:
+        """Sum ``parts`` over ranks in one collective (and one host sync); host floats."""
+        vec = torch.cat([p.to(self.device, torch.float64).reshape(-1) for p in parts])
+        return D.all_reduce_sum(vec).tolist()
+
+    def _add_counts(self, counts: list[float]) -> None:
+        st = self.state
+        st.sequences += int(counts[0])
+        st.tokens_real += int(counts[1])
+        st.tokens_padded += int(counts[2])
+        self._pending_counts.zero_()
+
+    def sync_counts(self) -> None:
+        """Add every rank's not-yet-counted sequences/tokens to the state (before a checkpoint or the end)."""
+        self._add_counts(self._reduce(self._pending_counts))
+
+    def _flush_log(self) -> dict | None:
+        """Reduce the interval's sums (one sync), call ``log_fn`` on rank 0, reset. None if nothing ran."""
+        W = self.dist.world_size
+        steps = self._log_steps
+        vec = self._reduce(self._log_stats, self._log_host, self._pending_counts)
+        gn = float(self._log_gn)
+        dt = max(time.perf_counter() - self._log_t0, 1e-9)
+        mlm_ce, mlm_n, mlm_ok, rop_ce, rop_n, rop_ok, seqs, real, padded = vec[:9]
+        self._add_counts(vec[9:])
+        lr = self._last_lr
+        self._reset_log()
+        if steps == 0:
+            return None
+        st = self.state
+        nan = math.nan
+        mlm_loss = mlm_ce / mlm_n if mlm_n else nan
+        rop_loss = rop_ce / rop_n if rop_n else nan
+        w_m, w_r = self.model_cfg.masked_lm.loss_weight, self.model_cfg.rop.loss_weight
+        metrics = {
+            "epoch": st.epoch + st.cursor / len(self.plan),
+            "loss": w_m * mlm_loss + (w_r * rop_loss if rop_n else 0.0),
+            "mlm_loss": mlm_loss,
+            "rop_loss": rop_loss,
+            "mlm_accuracy": mlm_ok / mlm_n if mlm_n else nan,
+            "rop_accuracy": rop_ok / rop_n if rop_n else nan,
+            "lr": lr,
+            "grad_norm": gn / steps,
+            "tokens_per_s": real / dt,  # real (non-pad) tokens, all ranks
+            "padded_tokens_per_s": padded / dt,
+            "padding_waste": 1.0 - real / padded if padded else nan,
+            "skipped_steps": st.skipped_steps,
+        }
+        if self.device.type == "cuda" and seqs:
+            seq_len = max(1, round(padded / seqs))
+            metrics["mfu"] = self.raw_model.estimate_mfu(padded / dt / W, self.peak_flops, seq_len)
+        if self.log_fn is not None and self.dist.is_main:
+            self.log_fn(metrics, st.step)
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _rng_states(self) -> list:
+        mine = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        return D.all_gather_objects(mine)
+
+    def _weights_finite(self) -> bool:
+        flags = [torch.isfinite(p).all() for p in self.raw_model.parameters()]
+        return bool(torch.stack(flags).all())
+
+    def save_checkpoint(self) -> Path:
+        """``checkpoints/step-XXXXXXXX`` (rank 0 writes; all ranks take part), keeping the last two."""
+        self.sync_counts()
+        rng = self._rng_states()
+        root = self.out_dir / CHECKPOINTS_DIR
+        directory = root / f"step-{self.state.step:08d}"
+        if self.dist.is_main:
+            if not self._weights_finite():  # cannot happen with the guard; refuse rather than save NaN
+                raise NonFiniteLossError(f"refusing to save non-finite weights at step {self.state.step}")
+            extra = {
+                "state": json.dumps(asdict(self.state)),
+                "fingerprint": self.fingerprint,
+                "run_config": json.dumps(self.run_config, sort_keys=True),
+                "rng_per_rank": rng,
+            }
+            save_checkpoint(directory, self.raw_model, to_dict(self.model_cfg), optimizer=self.optimizer, scheduler=self.scheduler, extra=extra)
+            for old in list_checkpoints(root)[:-KEEP_CHECKPOINTS]:
+                shutil.rmtree(old, ignore_errors=True)
+        D.barrier()
+        return directory
+
+    def save_final(self) -> Path:
+        """``final/``: weights + model config (loadable by ``load_checkpoint``) and ``pretrain.json``."""
+        directory = self.out_dir / FINAL_DIR
+        if self.dist.is_main:
+            if not self._weights_finite():
+                raise NonFiniteLossError("refusing to save non-finite final weights")
+            save_checkpoint(directory, self.raw_model, to_dict(self.model_cfg), rng=False)
+            meta = {
+                "tokenizer_path": str(self.tokenizer_path),
+                "tokenizer_sha256": self.tokenizer.sha256,
+                "step": self.state.step,
+                "epochs": self.state.epoch + self.state.cursor / len(self.plan),
+                "fingerprint": self.fingerprint,
+                "run_config": self.run_config,
+            }
+            (directory / FINAL_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        D.barrier()
+        return directory
+
+    # ------------------------------------------------------------------ the loop
+
+    def _budget_reached(self) -> bool:
+        st, tr = self.state, self.training
+        return st.step >= tr.max_steps if tr.max_steps > 0 else st.epoch >= tr.epochs
+
+    def run(self, stop_after_steps: int | None = None) -> dict:
+        """Train until the budget (``epochs`` or ``max_steps``) is spent, or for ``stop_after_steps``
+        optimizer steps in this call (then a checkpoint is saved and the summary has ``stopped``)."""
+        from tqdm import tqdm
+
+        tr, st = self.training, self.state
+        start_step, t0 = st.step, time.perf_counter()
+        tokens0 = st.tokens_real
+        show = self.progress and self.dist.is_main and sys.stderr.isatty()
+        bar = tqdm(total=self.total_steps, initial=st.step, unit="step", desc="pretrain", disable=not show, dynamic_ncols=True)
+        batches = None
+        stopped, last_metrics, saved_at = False, {}, -1
+        with bar:
+            while not self._budget_reached():
+                if stop_after_steps is not None and st.step - start_step >= stop_after_steps:
+                    stopped = True
+                    break
+                if batches is None:
+                    batches = iter(self.loader(st.epoch, st.cursor))
+                k = min(tr.accum_iters, len(self.plan) - st.cursor)
+                micro = [next(batches) for _ in range(k)]
+                self.train_step(micro)
+                st.cursor += k
+                epoch_end = st.cursor == len(self.plan)
+                if epoch_end:
+                    st.epoch, st.cursor, batches = st.epoch + 1, 0, None
+                bar.update(1)
+                done = self._budget_reached()
+                if st.step % tr.log_every == 0 or done:
+                    metrics = self._flush_log()
+                    if metrics:
+                        last_metrics = metrics
+                        bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+                if epoch_end or (tr.checkpoint_every and st.step % tr.checkpoint_every == 0):
+                    self.save_checkpoint()
+                    saved_at = st.step
+            if self._log_steps > 0:
+                last_metrics = self._flush_log() or last_metrics
+            self.sync_counts()
+            if stopped and saved_at != st.step and st.step > start_step:
+                self.save_checkpoint()
+        final_dir = None if stopped else self.save_final()
+        wall = time.perf_counter() - t0
+        summary = {
+            "steps": st.step,
+            "epochs": st.epoch + st.cursor / len(self.plan),
+            "steps_per_epoch": self.steps_per_epoch,
+            "stopped": stopped,
+            "skipped_steps": st.skipped_steps,
+            "sequences": st.sequences,
+            "tokens_real": st.tokens_real,
+            "tokens_padded": st.tokens_padded,
+            "padding_waste": 1.0 - st.tokens_real / st.tokens_padded if st.tokens_padded else math.nan,
+            "wall_s": wall,
+            "tokens_per_s": (st.tokens_real - tokens0) / wall if wall > 0 else math.nan,
+            "world_size": self.dist.world_size,
+            "device": str(self.device),
+            "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
+            "num_parameters": self.raw_model.num_parameters(),
+            "resumed_from_step": int(_STEP_DIR.match(self.resumed_from.name).group(1)) if self.resumed_from else 0,
+            "fingerprint": self.fingerprint,
+            "tokenizer_sha256": self.tokenizer.sha256,
+            "final_dir": str(final_dir) if final_dir else "",
+            **{k: v for k, v in last_metrics.items() if k in ("loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "mfu")},
+        }
+        if self.dist.is_main:
+            path = self.out_dir / SUMMARY_FILE
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+            tmp.replace(path)
+        return summary
+
+
+def pretrain(
+    *,
+    model_cfg: ModelConfig,
+    training: TrainingConfig,
+    impl: ImplConfig,
+    shards_dir: Path,
+    tokenizer_path: Path,
+    out_dir: Path,
+    log_fn: Callable[[dict, int], None] | None = None,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+    max_bad_steps: int = 5,
+    peak_flops: float = H100_BF16_PEAK_FLOPS,
+) -> dict:
+    """Pre-train (or resume pre-training) into ``out_dir``; returns the flat summary (also ``summary.json``).
+
+    ``out_dir`` gets ``checkpoints/step-XXXXXXXX/`` (every epoch end and every ``checkpoint_every``
+    steps; the last two are kept), ``final/`` (``model.safetensors``, ``config.json`` = the resolved
+    model config, ``pretrain.json`` = tokenizer path/sha256, steps, run fingerprint) and ``summary.json``.
+    Under ``torchrun`` it joins the process group (DDP). ``log_fn(metrics, step)`` is called on rank 0
+    every ``log_every`` optimizer steps.
+    """
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    trainer = Pretrainer(
+        model_cfg=model_cfg,
+        training=training,
+        impl=impl,
+        shards_dir=shards_dir,
+        tokenizer_path=tokenizer_path,
+        out_dir=out_dir,
+        log_fn=log_fn,
+        progress=progress,
+        max_bad_steps=max_bad_steps,
+        peak_flops=peak_flops,
+    )
+    trainer.setup()
+    return trainer.run(stop_after_steps=stop_after_steps)
+
+
+__all__ = [
+    "NonFiniteLossError",
+    "Pretrainer",
+    "TrainState",
+    "choose_resume_checkpoint",
+    "fingerprint",
+    "list_checkpoints",
+    "load_initial_weights",
+    "pretrain",
+    "run_config",
+]
