@@ -287,7 +287,6 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--steps", type=int, default=None, help="measured steps per system (default: the preset's)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=2, help="measured steps are split in rounds that alternate the systems")
     ap.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--compile", action="store_true", help="torch.compile every model (dynamic shapes)")
@@ -300,6 +299,7 @@ def main() -> None:
     ap.add_argument("--no-longest", action="store_true", help="skip the 'hf longest' and 'hf bucketed' rows")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/twilbert-bench-pretrain"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = ap.parse_args()
     p = PRESETS[args.preset]
     args.steps = args.steps or p["steps"]
@@ -310,6 +310,8 @@ def main() -> None:
     if not SHARED.is_dir() and not args.spm:
         raise SystemExit(f"needs the real tweets in {SHARED}")
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     import transformers
 
@@ -331,19 +333,17 @@ def main() -> None:
         systems["hf bucketed"] = ("hf", hf, [pad(b, None, True, device) for b in ours_batches])
     steps = {name: make_step(model, kind, device, args.precision, args.compile) for name, (kind, model, _) in systems.items()}
 
-    # warm-up (allocator, kernels, compile), then alternate the systems round by round
+    # warm-up (allocator, kernels, compile), then interleave the systems step by step, so that load
+    # from other processes (a shared CPU) falls on all of them alike
     for name, (_, _, batches) in systems.items():
         for b in batches[: args.warmup]:
             steps[name](b)
     sync(device)
     elapsed = dict.fromkeys(systems, 0.0)
-    cut = np.linspace(0, args.steps, args.rounds + 1).astype(int)
-    for r in range(args.rounds):
+    for i in range(args.steps):
         for name, (_, _, batches) in systems.items():
-            sync(device)
             t0 = time.perf_counter()
-            for b in batches[cut[r] : cut[r + 1]]:
-                steps[name](b)
+            steps[name](batches[i])
             sync(device)
             elapsed[name] += time.perf_counter() - t0
 

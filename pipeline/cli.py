@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import normalize, pairs, vocab
+from stages import evaluate, normalize, pairs, preset, pretrain, vocab
 
 app = typer.Typer(
     name="twilbert",
@@ -18,6 +18,9 @@ app = typer.Typer(
 app.command("normalize")(normalize.main)
 app.command("vocab")(vocab.main)
 app.command("pairs")(pairs.main)
+app.command("pretrain")(pretrain.main)
+app.command("evaluate")(evaluate.main)
+app.command("preset")(preset.main)
 
 
 def main() -> None:

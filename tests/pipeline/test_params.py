@@ -132,3 +132,17 @@ def test_every_dvc_stage_param_exists_in_schema():
                 seen += 1
                 assert has(key), f"dvc.yaml stage {name}: params key {key!r} is not in the schema"
     assert seen > 0
+
+
+def test_yaml11_scientific_floats_are_numbers(tmp_path):
+    """PyYAML reads `1e-4` as a string (YAML 1.1); float keys must still accept it, int keys must not."""
+    tree = _base()
+    tree["training"] = {"lr": "1e-4", "eps": "1E-8"}
+    p = load_params(_write(tmp_path, tree))
+    assert p.training.lr == 1e-4 and p.training.eps == 1e-8
+    tree["training"] = {"batch_size": "1e2"}
+    with pytest.raises(ConfigError, match="training.batch_size: expected int"):
+        load_params(_write(tmp_path, tree))
+    tree["training"] = {"lr": "fast"}
+    with pytest.raises(ConfigError, match="training.lr: expected a number"):
+        load_params(_write(tmp_path, tree))

@@ -171,6 +171,7 @@ def collate(
     indices: np.ndarray,
     word_start_table: np.ndarray | None = None,
     pad_to_multiple: int = 8,
+    max_positions: int | None = None,
 ) -> dict:
     """Right-padded tensors for rows ``indices`` of ``dataset``.
 
@@ -179,11 +180,13 @@ def collate(
     rows, which the shards store as -1), ``word_starts`` (B, T) bool when a table is given (False on
     specials and padding), and plain ints ``n_real`` (non-pad tokens) and ``n_padded`` (B * T). T is
     the longest row rounded up to ``pad_to_multiple`` (tensor-core friendly shapes, and few distinct
-    shapes for ``torch.compile``).
+    shapes for ``torch.compile``), but never past ``max_positions`` (the model's position table).
     """
     ids, types, labels = dataset.packed(indices)  # (B, T0), (B, T0), (B,) int64
     B, T0 = ids.shape
     T = pad_length(T0, pad_to_multiple)
+    if max_positions is not None:
+        T = max(T0, min(T, max_positions))
     if T > T0:
         ids = np.pad(ids, ((0, 0), (0, T - T0)), constant_values=PAD_ID)
         types = np.pad(types, ((0, 0), (0, T - T0)))
@@ -229,11 +232,12 @@ class MaskedBatches(torch.utils.data.Dataset):
         word_start_table: np.ndarray | None = None,
         use_rop: bool = True,
         pad_to_multiple: int = 8,
+        max_positions: int | None = None,
     ) -> None:
         self.shards_dir, self.split = Path(shards_dir), split
         self.masking, self.vocab_size, self.seed = masking, vocab_size, seed
         self.word_start_table = word_start_table
-        self.use_rop, self.pad_to_multiple = use_rop, pad_to_multiple
+        self.use_rop, self.pad_to_multiple, self.max_positions = use_rop, pad_to_multiple, max_positions
         self._ds: ShardDataset | None = None
 
     @property
@@ -251,7 +255,7 @@ class MaskedBatches(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, int, np.ndarray]) -> dict:
         epoch, position, indices = item
         table = self.word_start_table if self.masking.type == "word" else None
-        batch = collate(self.dataset, indices, table, self.pad_to_multiple)
+        batch = collate(self.dataset, indices, table, self.pad_to_multiple, self.max_positions)
         generator = torch.Generator().manual_seed(mask_seed(self.seed, epoch, position))
         ids = batch["input_ids"]
         maskable = maskable_positions(ids, batch["attention_mask"])  # (B, T)

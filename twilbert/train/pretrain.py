@@ -45,6 +45,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -292,6 +293,7 @@ class Pretrainer:
             tr.seed,
             word_start_table=self.tokenizer.word_start_table() if cfg.masked_lm.type == "word" else None,
             use_rop=cfg.rop.use_rop,
+            max_positions=cfg.max_positions,
         )
         self.steps_per_epoch = math.ceil(len(self.plan) / tr.accum_iters)
         self.total_steps = tr.max_steps if tr.max_steps > 0 else tr.epochs * self.steps_per_epoch
@@ -372,6 +374,9 @@ class Pretrainer:
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers > 0 else None,
+            # its own generator: making an iterator draws a worker base seed, which would otherwise
+            # consume the global RNG (the dropout stream) and break bit-exact resumption
+            generator=torch.Generator().manual_seed(mix_seed(self.training.seed, epoch, start_batch)),
         )
 
     def _to_device(self, batch: dict) -> dict:
@@ -429,7 +434,9 @@ class Pretrainer:
         lr = self.scheduler.get_last_lr()[0]
         if not skipped:
             self.optimizer.step()
-        self.scheduler.step()
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" after a skipped step
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
         st = self.state
