@@ -29,6 +29,13 @@ tokenised by a SentencePiece model trained on them (cached in ``--workdir``; or 
 segment cut to ``--max-len``; pairs are consecutive texts (tweet, next text) with ROP label 1, or
 swapped with label 0.
 
+Timing: after ``--warmup`` steps per system, the systems run interleaved step by step (ours, HF, HF,
+HF, ours, ...), so load from other processes on a shared CPU falls on all of them alike; each
+system's figure is its real tokens / the sum of its step times. With ``--compile`` raise
+``--warmup``: bucketed batches have varying shapes and the first ones recompile. On a CPU shared
+with other jobs, ``--threads 1`` gives steadier figures: a 2-thread step stalls at every parallel
+region whenever the other core is busy, and that penalises many small ops more than a few big GEMMs.
+
 Usage: ``python benchmarks/pretrain_throughput.py --preset small --device cpu``
 Prints a table, then a final JSON line (``tokens_per_s``, ``hf_tokens_per_s``, ``ratio_vs_hf``...).
 Not a test. Needs ``transformers`` (the ``hf`` extra).
@@ -59,7 +66,7 @@ from twilbert.train.objectives import pretraining_loss  # noqa: E402
 
 PRESETS = {
     # name: (H, L, A, vocab, default batch, default steps)
-    "small": dict(hidden=256, layers=4, heads=4, vocab=8000, batch=32, steps=12),
+    "small": dict(hidden=256, layers=4, heads=4, vocab=8000, batch=32, steps=16),
     "base": dict(hidden=768, layers=6, heads=6, vocab=30000, batch=128, steps=40),  # TWilBERT-Base sizes
 }
 H100_BF16_PEAK = 989.4e12
@@ -230,7 +237,7 @@ def build_models(args, vocab: int, positions: int, device):
         from transformers import BertConfig, BertForPreTraining
 
         hf = BertForPreTraining(BertConfig(**common))
-    hf.config._attn_implementation = "sdpa"
+    # transformers picks SDPA by default when torch has it; the JSON line records what it used
     return ours, hf.to(device)
 
 
@@ -387,6 +394,7 @@ def main() -> None:
         "ours_params": ours.num_parameters(),
         "hf_params": sum(p.numel() for p in hf.parameters()),
         "hf_model": type(hf).__name__,
+        "hf_attention": getattr(hf.config, "_attn_implementation", None),
         "transformers": transformers.__version__,
         "torch": torch.__version__,
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import evaluate, normalize, pairs, preset, pretrain, vocab
+from stages import evaluate, finetune, normalize, pairs, preset, pretrain, report, vocab
 
 app = typer.Typer(
     name="twilbert",
@@ -20,6 +20,8 @@ app.command("vocab")(vocab.main)
 app.command("pairs")(pairs.main)
 app.command("pretrain")(pretrain.main)
 app.command("evaluate")(evaluate.main)
+app.command("finetune")(finetune.main)
+app.command("report")(report.main)
 app.command("preset")(preset.main)
 
 

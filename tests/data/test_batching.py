@@ -169,3 +169,19 @@ def test_worker_processes_give_the_same_batches(inputs):
     for x, y in zip(inline, forked, strict=True):
         assert x["position"] == y["position"]
         assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["mlm_labels"], y["mlm_labels"])
+
+
+def test_whole_word_masking_gets_the_word_start_table(inputs):
+    table = Tokenizer.from_file(inputs["tokenizer"]).word_start_table()
+    masking = MaskedLMConfig(type="word", budget=0.3)
+    with pytest.raises(ValueError, match="word_starts"):  # no table: the masker refuses, nothing silent
+        MaskedBatches(inputs["shards"], masking, inputs["vocab_size"], seed=1)[(0, 0, np.arange(16))]
+    batch = MaskedBatches(inputs["shards"], masking, inputs["vocab_size"], seed=1, word_start_table=table)[(0, 0, np.arange(16))]
+    clean = collate(ShardDataset(inputs["shards"], "train"), np.arange(16), table)
+    targets = batch["mlm_labels"] != -100
+    assert batch["n_targets"] == int(targets.sum()) > 0
+    # whole words: a target continuation piece always follows a target piece of the same word
+    continuation = targets & ~clean["word_starts"]
+    prev_target = torch.nn.functional.pad(targets[:, :-1], (1, 0), value=False)
+    run_start = clean["attention_mask"] & ~torch.nn.functional.pad(clean["input_ids"][:, :-1] >= N_SPECIAL, (1, 0), value=False)
+    assert bool((continuation & ~prev_target & ~run_start).sum() == 0)

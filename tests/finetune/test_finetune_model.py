@@ -10,7 +10,7 @@ from twilbert.config import to_dict
 from twilbert.finetune.model import SequenceClassifier, load_encoder, pool
 from twilbert.model.config import CLS_ID, PAD_ID, SEP_ID, ModelConfig
 from twilbert.model.twilbert import TWilBERT
-from twilbert.train.checkpoint import save_checkpoint
+from twilbert.train.checkpoint import CheckpointError, save_checkpoint
 
 
 def tiny_config(**kw) -> ModelConfig:
@@ -125,3 +125,12 @@ def test_load_encoder_from_checkpoint_either_layout(tmp_path, layout):
     assert loaded.config == cfg
     for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
+
+
+def test_load_encoder_accepts_the_pretrain_output_dir(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    save_checkpoint(tmp_path / "pretrain" / "final", TWilBERT(cfg), to_dict(cfg), rng=False)
+    assert load_encoder(tmp_path / "pretrain").config == cfg  # resolves pretrain/final
+    with pytest.raises(CheckpointError, match="not a pre-trained model directory"):
+        load_encoder(tmp_path)

@@ -3,6 +3,7 @@ F.cross_entropy, sklearn, collections.Counter, a slow one-position-at-a-time PLL
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -56,7 +57,7 @@ def setup(tmp_path_factory):
     mcfg = ModelConfig(hidden_size=32, embedding_size=32, n_encoders=2, n_heads=2).resolved(vocab_size=tok.vocab_size, max_len=MAX_LEN)
     torch.manual_seed(0)
     model = _trained(TWilBERT(mcfg), ShardDataset(root / "shards", "train"))
-    return {"shards": root / "shards", "tok": tok, "model": model}
+    return {"shards": root / "shards", "tok": tok, "model": model, "root": root}
 
 
 def _trained(model: TWilBERT, ds: ShardDataset, steps: int = 40) -> TWilBERT:
@@ -207,9 +208,20 @@ def test_without_rop_head_and_with_word_masking(setup):
     res = evaluate_pretrained(TWilBERT(cfg), shards, "valid", tok, batch_size=BATCH, seed=SEED, pll_sentences=2, report_examples=1)
     assert not any(k.startswith("rop_") for k in res.metrics)
     assert res.metrics["mlm_targets"] > 0 and "no ROP head" in res.report_md
-    import json
-
     json.dumps(res.metrics, allow_nan=False)  # strict JSON
+
+
+def test_empty_split_gives_undefined_metrics_not_nan(setup):
+    root, tok = setup["root"], setup["tok"]
+    cfg = PairsConfig(valid_fraction=0.3, test_fraction=0.0, rows_per_shard=16, chunk_rows=64)
+    build_pair_shards(root / "pairs.parquet", None, tok, cfg, MAX_LEN, root / "no-test", progress=False)
+    res = evaluate_pretrained(setup["model"], root / "no-test", "test", tok, batch_size=BATCH, seed=0, pll_sentences=3, report_examples=2)
+    m = res.metrics
+    assert m["rows"] == 0 and m["mlm_targets"] == 0 and m["pll_sentences"] == 0
+    assert m["mlm_accuracy"] is None and m["rop_f1"] is None and m["pseudo_perplexity"] is None
+    assert m["baseline_train_tokens"] > 0  # the baseline still comes from the train split
+    json.dumps(m, allow_nan=False)
+    assert "## Examples (0)" in res.report_md
 
 
 def test_refuses_a_tokenizer_that_does_not_match(setup, tmp_path):

@@ -19,6 +19,7 @@ pre-training heads, plus the classifier head), ``config.json`` and ``spm.model``
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,15 +146,35 @@ def model_config_from_dict(stored: dict[str, Any], where: str = "config.json") -
         raise CheckpointError(f"{where}: not a TWilBERT model config: {exc}") from None
 
 
+PRETRAIN_META = "pretrain.json"  # written by the pretrain stage beside final/config.json
+
+
+def resolve_pretrained_dir(path: str | Path) -> Path:
+    """A checkpoint directory: ``path`` itself, or ``path/final`` (the pretrain stage's output dir)."""
+    path = Path(path)
+    if not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
+        return path / "final"
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: no config.json (nor final/config.json); not a pre-trained model directory")
+    return path
+
+
+def pretrained_tokenizer_sha256(path: str | Path) -> str | None:
+    """The sha256 of the vocabulary the encoder was pre-trained with, when the checkpoint records it."""
+    meta = resolve_pretrained_dir(path) / PRETRAIN_META
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text(encoding="utf-8")).get("tokenizer_sha256")
+
+
 def load_encoder(pretrained_dir: str | Path, attention: str = "sdpa") -> TWilBERT:
-    """Build a TWilBERT from a pre-training checkpoint directory and load its weights (checksums
-    verified; pre-training heads included, they are simply not used for fine-tuning)."""
-    pretrained_dir = Path(pretrained_dir)
-    if not (pretrained_dir / "config.json").is_file():
-        raise CheckpointError(f"{pretrained_dir}: no config.json; not a pre-trained model directory")
-    cfg = model_config_from_dict(read_config(pretrained_dir), str(pretrained_dir / "config.json"))
+    """Build a TWilBERT from a pre-training checkpoint directory (or the pretrain output dir holding
+    ``final/``) and load its weights (checksums verified; the pre-training heads are loaded too and
+    simply not used for fine-tuning)."""
+    directory = resolve_pretrained_dir(pretrained_dir)
+    cfg = model_config_from_dict(read_config(directory), str(directory / "config.json"))
     model = TWilBERT(cfg, attention=attention)
-    load_checkpoint(pretrained_dir, model)
+    load_checkpoint(directory, model)
     return model
 
 
@@ -249,6 +270,8 @@ __all__ = [
     "FinetunedModel",
     "SequenceClassifier",
     "load_encoder",
+    "pretrained_tokenizer_sha256",
+    "resolve_pretrained_dir",
     "load_finetuned",
     "model_config_from_dict",
     "pool",

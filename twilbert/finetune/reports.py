@@ -34,8 +34,19 @@ def _clean(text: str) -> str:
     return _CONTROL_SPACE.sub(" ", text)
 
 
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> null (a diverged run must still write valid JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(_finite(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def _label_set(row: np.ndarray, labels: list[str], sep: str) -> str:

@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_fin
 from twilbert.finetune.data import EncodedSplit, bucketed_batches, class_weights, collate, encode_split, eval_batches, load_task
 from twilbert.finetune.losses import build_loss
 from twilbert.finetune.metrics import BestTracker, compute_metrics, selection_metric, selection_score
-from twilbert.finetune.model import SequenceClassifier, load_encoder, probabilities, save_finetuned
+from twilbert.finetune.model import SequenceClassifier, load_encoder, pretrained_tokenizer_sha256, probabilities, save_finetuned
 from twilbert.finetune.reports import scalar_metrics, write_class_report, write_confusion, write_history, write_metrics, write_predictions
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
@@ -129,7 +130,9 @@ def build_encoder(
     return load_encoder(path, attention=attention), str(path)
 
 
-def _check_fits(encoder: TWilBERT, tokenizer: Tokenizer, ft: FinetuningConfig, pair: bool, name: str) -> None:
+def _check_fits(encoder: TWilBERT, tokenizer: Tokenizer, ft: FinetuningConfig, task: TaskConfig, name: str) -> None:
+    """The tokenizer must be the encoder's, and the longest input must fit its position table."""
+    pair = task.aux_header is not None
     cfg = encoder.config
     if cfg.vocab_size != tokenizer.vocab_size:
         raise ConfigError(
@@ -139,8 +142,9 @@ def _check_fits(encoder: TWilBERT, tokenizer: Tokenizer, ft: FinetuningConfig, p
     need = 2 * ft.max_len + 3 if pair else ft.max_len + 2
     if need > cfg.max_positions:
         most = (cfg.max_positions - 3) // 2 if pair else cfg.max_positions - 2
+        key = f"tasks.{name}.finetuning.max_len" if "max_len" in (task.finetuning or {}) else "finetuning.max_len"
         raise ConfigError(
-            f"tasks.{name}.finetuning.max_len: {ft.max_len} tokens per segment need {need} positions, the "
+            f"{key}: {ft.max_len} tokens per segment need {need} positions, the "
             f"encoder has {cfg.max_positions}; use max_len <= {most}"
         )
 
@@ -159,6 +163,65 @@ def _rules_dict(rules: EffectiveRules | NormalizeRules | None) -> dict | None:
     if rules is None:
         return None
     return to_dict(rules.effective() if isinstance(rules, NormalizeRules) else rules)
+
+
+# --------------------------------------------------------------------------------------------------
+# one epoch, one evaluation
+
+
+@dataclass
+class Trainer:
+    """What an epoch of updates needs; ``train_epoch`` runs one pass over ``data``."""
+
+    model: SequenceClassifier
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    accum_iters: int
+    clip: float
+    device: torch.device
+    autocast: Callable[[], Any]
+    skipped: int = 0  # updates skipped for a non-finite gradient
+    tokens: int = 0  # real tokens trained on
+    seconds: float = 0.0
+
+    def train_epoch(self, data: EncodedSplit, batches: list[np.ndarray], *, progress: bool, desc: str) -> float:
+        """One pass; returns the mean training loss over examples."""
+        model, t0 = self.model, time.perf_counter()
+        model.train()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        windows = _update_windows(len(batches), self.accum_iters)
+        loss_sum, n_seen = 0.0, 0
+        bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
+        for i, idx in enumerate(bar):
+            b = collate(data, idx).to(self.device)
+            with self.autocast():
+                out = model(b.input_ids, b.token_type_ids, b.attention_mask)  # (B, C)
+            loss = self.loss_fn(out, b.labels)
+            (loss / windows[i]).backward()
+            loss_sum += float(loss.detach()) * len(idx)
+            n_seen += len(idx)
+            self.tokens += int(data.lengths[idx].sum())
+            if (i + 1) % self.accum_iters == 0 or i == len(batches) - 1:
+                norm = clip_grad_norm(trainable, self.clip)
+                if torch.isfinite(norm):
+                    self.optimizer.step()
+                else:  # a non-finite gradient would poison the weights: skip this update
+                    self.skipped += 1
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
+        self.seconds += time.perf_counter() - t0
+        return loss_sum / max(n_seen, 1)
+
+
+def evaluate_split(
+    model: SequenceClassifier, data: EncodedSplit, gold: np.ndarray, task: TaskConfig, *, batch_size: int, device, autocast=nullcontext
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Probabilities (softmax / sigmoid / values) and all metrics of one split, in eval mode."""
+    outputs = predict_batches(model, data, batch_size=batch_size, device=device, autocast=autocast)
+    probs = probabilities(torch.from_numpy(outputs), task.task_type).numpy()
+    return probs, compute_metrics(gold, probs, task)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,21 +262,25 @@ def finetune_task(
         torch.set_num_threads(impl.num_threads)
     device = resolve_device(impl)
     autocast = autocast_for(impl, device)
-    model_out, report_out = Path(model_out), Path(report_out)
 
+    # data and model
     tokenizer = Tokenizer.from_file(tokenizer_path)
     splits = load_task(task, data_root)
-    pair = task.aux_header is not None
-
     torch.manual_seed(ft.seed)
     rng = np.random.default_rng(ft.seed)
     if encoder_factory is not None:
         encoder, source = encoder_factory(), "encoder_factory"
     else:
         encoder, source = build_encoder(ft, pretrained_dir=pretrained_dir, model_config=model_config, attention=impl.attention)
-    _check_fits(encoder, tokenizer, ft, pair, name)
+    _check_fits(encoder, tokenizer, ft, task, name)
+    if source not in ("random", "encoder_factory"):
+        sha = pretrained_tokenizer_sha256(source)
+        if sha is not None and sha != tokenizer.sha256:
+            raise ConfigError(
+                f"tasks.{name}: {tokenizer_path} is not the vocabulary the encoder in {source} was pre-trained with "
+                f"(sha256 {tokenizer.sha256[:12]} vs {sha[:12]})"
+            )
     enc = {s: encode_split(splits[s], tokenizer, max_len=ft.max_len, rules=rules, num_threads=impl.tokenizer_threads) for s in splits}
-
     model = SequenceClassifier(
         encoder,
         task.n_outputs,
@@ -222,90 +289,51 @@ def finetune_task(
         dropout=ft.dropout,
         freeze_encoder=not ft.finetune_all,
     ).to(device)
-    weights = None
-    if not task.regression:
-        weights_np = class_weights(task, splits["train"].labels)
-        weights = torch.from_numpy(weights_np).to(device)
-    loss_fn = build_loss(ft.loss, task.task_type, weights)
 
+    # loss, optimiser, schedule (steps = optimizer updates)
+    weights = None if task.regression else torch.from_numpy(class_weights(task, splits["train"].labels)).to(device)
     train = enc["train"]
-    n_batches = math.ceil(len(train) / ft.batch_size)
-    updates_per_epoch = math.ceil(n_batches / ft.accum_iters)
-    total_updates = ft.epochs * updates_per_epoch
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    total_updates = ft.epochs * math.ceil(math.ceil(len(train) / ft.batch_size) / ft.accum_iters)
     optimizer = build_optimizer(ft.optimizer, param_groups(model, ft.weight_decay), lr=ft.lr, weight_decay=ft.weight_decay)
     scheduler = build_schedule(
         ft.schedule,
         optimizer,
-        warmup_steps=min(ft.warmup_steps, total_updates) if ft.schedule != "noam" else ft.warmup_steps,
+        warmup_steps=ft.warmup_steps if ft.schedule == "noam" else min(ft.warmup_steps, total_updates),
         total_steps=total_updates,
         hidden_size=encoder.config.hidden_size,
-        scale=ft.lr,
+        scale=ft.lr,  # noam only: a multiplier on the formula, as training.lr
+    )
+    trainer = Trainer(model, build_loss(ft.loss, task.task_type, weights), optimizer, scheduler, ft.accum_iters, ft.clip_grad_norm, device, autocast)
+    evaluate = lambda split: evaluate_split(  # noqa: E731
+        model, enc[split], splits[split].labels, task, batch_size=ft.pred_batch_size, device=device, autocast=autocast
     )
 
+    # epochs: train, score dev, keep the best weights
     tracker = BestTracker(ft.patience)
     best_state: dict[str, torch.Tensor] | None = None
     best_dev: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
-    windows = _update_windows(n_batches, ft.accum_iters)
-    skipped = 0
-    tokens_seen = 0
-    train_seconds = 0.0
-
     epoch = 0
     for epoch in range(1, ft.epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum, n_seen = 0.0, 0
         batches = bucketed_batches(train.lengths, ft.batch_size, rng)
-        bar = tqdm(batches, desc=f"{name} epoch {epoch}/{ft.epochs}", disable=not progress, leave=False)
-        for i, idx in enumerate(bar):
-            b = collate(train, idx).to(device)
-            with autocast():
-                out = model(b.input_ids, b.token_type_ids, b.attention_mask)  # (B, C)
-            loss = loss_fn(out, b.labels)
-            (loss / windows[i]).backward()
-            loss_sum += float(loss.detach()) * len(idx)
-            n_seen += len(idx)
-            tokens_seen += int(train.lengths[idx].sum())
-            window_end = (i + 1) % ft.accum_iters == 0 or i == n_batches - 1
-            if window_end:
-                norm = clip_grad_norm(trainable, ft.clip_grad_norm)
-                if torch.isfinite(norm):
-                    optimizer.step()
-                else:  # a non-finite gradient would poison the weights: skip this update
-                    skipped += 1
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
-        train_seconds += time.perf_counter() - t0
-
-        dev_probs = probabilities(
-            torch.from_numpy(predict_batches(model, enc["dev"], batch_size=ft.pred_batch_size, device=device, autocast=autocast)),
-            task.task_type,
-        ).numpy()
-        dev_metrics = compute_metrics(splits["dev"].labels, dev_probs, task)
+        train_loss = trainer.train_epoch(train, batches, progress=progress, desc=f"{name} epoch {epoch}/{ft.epochs}")
+        _, dev_metrics = evaluate("dev")
         score = selection_score(dev_metrics, task)
-        improved = tracker.update(score, epoch)
-        if improved:
+        if tracker.update(score, epoch):
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             best_dev = dev_metrics
-        row = {"epoch": epoch, "train_loss": loss_sum / max(n_seen, 1), "lr": optimizer.param_groups[0]["lr"], "dev_score": score}
-        row.update({f"dev_{k}": v for k, v in scalar_metrics(dev_metrics).items()})
-        history.append(row)
+        dev_scalars = scalar_metrics(dev_metrics)
+        history.append({"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"], "dev_score": score,
+                        **{f"dev_{k}": v for k, v in dev_scalars.items()}})
         if log_fn is not None:
-            log_fn({"train.loss": row["train_loss"], "lr": row["lr"], "dev.selection": score, **{f"dev.{k}": v for k, v in scalar_metrics(dev_metrics).items()}}, epoch)
+            log_fn({"train.loss": train_loss, "lr": history[-1]["lr"], "dev.selection": score, **{f"dev.{k}": v for k, v in dev_scalars.items()}}, epoch)
         if tracker.should_stop:
             break
 
+    # the best-dev weights, evaluated once on test, saved with the reports
     assert best_state is not None  # the first epoch is always a best
     model.load_state_dict(best_state)
-    test_probs = probabilities(
-        torch.from_numpy(predict_batches(model, enc["test"], batch_size=ft.pred_batch_size, device=device, autocast=autocast)),
-        task.task_type,
-    ).numpy()
-    test_metrics = compute_metrics(splits["test"].labels, test_probs, task)
-
+    test_probs, test_metrics = evaluate("test")
     info = {
         "task": name,
         "task_type": task.task_type,
@@ -314,14 +342,13 @@ def finetune_task(
         "label_separator": task.label_separator,
         "threshold": task.threshold if task.multi_label else None,
         "max_len": ft.max_len,
-        "text_pair": pair,
+        "text_pair": task.aux_header is not None,
         "normalize": _rules_dict(rules),
         "finetuning": to_dict(ft),
         "encoder_source": source,
         "best_epoch": tracker.best_epoch,
     }
     save_finetuned(model_out, model, tokenizer_path, info)
-
     summary = {
         "task": name,
         "task_type": task.task_type,
@@ -330,13 +357,14 @@ def finetune_task(
         "best_dev_score": tracker.best_score if math.isfinite(tracker.best_score) else None,
         "epochs_run": epoch,
         "stopped_early": epoch < ft.epochs,
-        "skipped_updates": skipped,
+        "skipped_updates": trainer.skipped,
         "train_examples": len(train),
-        "train_seconds": round(train_seconds, 3),
-        "train_tokens_per_s": round(tokens_seen / train_seconds, 1) if train_seconds > 0 else 0.0,
+        "train_seconds": round(trainer.seconds, 3),
+        "train_tokens_per_s": round(trainer.tokens / trainer.seconds, 1) if trainer.seconds > 0 else 0.0,
         "total_seconds": round(time.perf_counter() - t_start, 3),
         "device": device.type,
     }
+    report_out = Path(report_out)
     report_out.mkdir(parents=True, exist_ok=True)
     write_metrics(report_out, summary, best_dev, test_metrics)
     write_class_report(report_out, task, best_dev, test_metrics)
@@ -346,4 +374,4 @@ def finetune_task(
     return {**summary, "dev": scalar_metrics(best_dev), "test": scalar_metrics(test_metrics)}
 
 
-__all__ = ["autocast_for", "build_encoder", "finetune_task", "predict_batches", "resolve_device"]
+__all__ = ["Trainer", "autocast_for", "build_encoder", "evaluate_split", "finetune_task", "predict_batches", "resolve_device"]

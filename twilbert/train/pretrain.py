@@ -49,7 +49,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -547,7 +546,7 @@ class Pretrainer:
         flags = [torch.isfinite(p).all() for p in self.raw_model.parameters()]
         return bool(torch.stack(flags).all())
 
-    def save_checkpoint(self) -> Path:
+    def save_step_checkpoint(self) -> Path:
         """``checkpoints/step-XXXXXXXX`` (rank 0 writes; all ranks take part), keeping the last two."""
         self.sync_counts()
         rng = self._rng_states()
@@ -627,13 +626,13 @@ class Pretrainer:
                         last_metrics = metrics
                         bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
                 if epoch_end or (tr.checkpoint_every and st.step % tr.checkpoint_every == 0):
-                    self.save_checkpoint()
+                    self.save_step_checkpoint()
                     saved_at = st.step
             if self._log_steps > 0:
                 last_metrics = self._flush_log() or last_metrics
             self.sync_counts()
             if stopped and saved_at != st.step and st.step > start_step:
-                self.save_checkpoint()
+                self.save_step_checkpoint()
         final_dir = None if stopped else self.save_final()
         wall = time.perf_counter() - t0
         summary = {
@@ -656,8 +655,10 @@ class Pretrainer:
             "fingerprint": self.fingerprint,
             "tokenizer_sha256": self.tokenizer.sha256,
             "final_dir": str(final_dir) if final_dir else "",
-            **{k: v for k, v in last_metrics.items() if k in ("loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "mfu")},
+            **{k: v for k, v in last_metrics.items() if k in ("loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "grad_norm", "mfu")},
         }
+        # NaN (a head without labels, nothing trained in this call) -> None: valid JSON for DVC metrics
+        summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
         if self.dist.is_main:
             path = self.out_dir / SUMMARY_FILE
             tmp = path.with_suffix(".json.tmp")
@@ -701,8 +702,13 @@ def pretrain(
         max_bad_steps=max_bad_steps,
         peak_flops=peak_flops,
     )
-    trainer.setup()
-    return trainer.run(stop_after_steps=stop_after_steps)
+    owns_group = not D.is_initialized()
+    try:
+        trainer.setup()
+        return trainer.run(stop_after_steps=stop_after_steps)
+    finally:
+        if owns_group:
+            D.cleanup()  # leave no process group behind (torchrun workers exit right after)
 
 
 __all__ = [

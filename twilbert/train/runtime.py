@@ -49,8 +49,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def enable_tf32() -> None:
     """TF32 matmuls for whatever stays fp32 on Ampere+ (speed only; the recipe does not change)."""
     if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
 
 
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:

@@ -1,0 +1,61 @@
+"""Stage `finetune`: fine-tune one task (dvc.yaml runs one stage per entry of `tasks` in params.yaml)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
+
+
+def main(
+    task: str = typer.Option(..., "--task", "-t", help="Task name: a key of `tasks` in params.yaml."),
+    params: Path = PARAMS_OPTION,
+    pretrained_dir: Path = typer.Option(Path("models/pretrain/final"), help="Pre-trained encoder (ignored when finetuning.path_load_weights is set)."),
+    vocab_model: Path = typer.Option(Path("models/vocab/spm.model"), help="Output of the vocab stage."),
+    model_out: Path = typer.Option(None, help="Default: models/finetune/<task>."),
+    report_out: Path = typer.Option(None, help="Default: reports/finetune/<task>."),
+) -> None:
+    """Fine-tune a classifier for one task (single text or text pair): evaluate dev every epoch, keep the
+    best by the task's metric, evaluate test with the best-dev model, and save a self-contained model
+    (weights, config, label map, tokenizer and normalisation settings) plus reports (metrics, per-class
+    report, confusion matrix, predictions)."""
+    p = load(params)
+    if task not in p.tasks:
+        fail(f"{params}: tasks.{task}: no such task (known: {', '.join(sorted(p.tasks)) or 'none'})")
+    from twilbert.finetune.config import effective_finetuning
+    from twilbert.finetune.train import finetune_task
+
+    model_out = model_out or Path("models/finetune") / task
+    report_out = report_out or Path("reports/finetune") / task
+    ft = run_guarded(effective_finetuning, p.finetuning, p.tasks[task], task)
+    model_cfg = None
+    if ft.path_load_weights == "random":
+        from twilbert.text.tokenizer import Tokenizer
+
+        model_cfg = p.model.resolved(vocab_size=Tokenizer.from_file(vocab_model).vocab_size, max_len=p.representation.max_len)
+    sections = ("finetuning", f"tasks.{task}", "normalize.rules")
+    with tracked(f"finetune:{task}", params, p, sections, fallback=Path(f"logs/tracking/finetune-{task}.jsonl")) as t:
+        summary = run_guarded(
+            finetune_task,
+            task,
+            p.tasks[task],
+            p.finetuning,
+            tokenizer_path=vocab_model,
+            rules=p.normalize.rules.effective(),
+            model_out=model_out,
+            report_out=report_out,
+            pretrained_dir=pretrained_dir,
+            model_config=model_cfg,
+            impl=p.impl,
+            data_root=params.parent,
+            log_fn=t.log_metrics,
+            progress=progress_enabled(p),
+        )
+        t.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        for name in ("metrics.json", "class_report.md", "confusion.png", "predictions.tsv"):
+            t.log_artifact(report_out / name, "report")
+        t.log_artifact(model_out / "config.json", "model")
+    typer.echo(f"finetune {task}: " + json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float))}))

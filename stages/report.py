@@ -1,0 +1,46 @@
+"""Stage `report`: every task's model beside a classical baseline, plus the pre-training summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from pipeline.common import PARAMS_OPTION, load, run_guarded, tracked
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main(
+    params: Path = PARAMS_OPTION,
+    finetune_reports: Path = typer.Option(Path("reports/finetune"), help="Per-task reports of the finetune stages."),
+    pretrain_metrics: Path = typer.Option(Path("reports/pretrain/metrics.json"), help="Final pre-training metrics."),
+    evaluate_metrics: Path = typer.Option(Path("reports/evaluate/metrics.json"), help="Evaluate-stage metrics."),
+    out_dir: Path = typer.Option(Path("reports"), help="Where summary.json and summary.md go."),
+) -> None:
+    """Train a TF-IDF (word + char n-grams) + logistic-regression baseline per task, tuned on dev only,
+    and write reports/summary.json and reports/summary.md: every task, the fine-tuned model against the
+    baseline on the same metrics, and the pre-training results."""
+    p = load(params)
+    from twilbert.finetune.baseline import run_baseline
+    from twilbert.report import build_summary, load_task_report, render_markdown, write_summary
+
+    rules = p.normalize.rules.effective()
+    task_reports, baselines = {}, {}
+    with tracked("report", params, p, ("tasks", "normalize.rules"), fallback=Path("logs/tracking/report.jsonl")) as t:
+        for name, task in p.tasks.items():
+            task_reports[name] = run_guarded(load_task_report, finetune_reports / name)
+            baselines[name] = run_guarded(run_baseline, task, rules=rules, data_root=params.parent, seed=p.finetuning.seed)
+        summary = build_summary(task_reports, baselines, _read_json(pretrain_metrics), _read_json(evaluate_metrics))
+        write_summary(summary, out_dir)
+        for name, entry in summary["tasks"].items():
+            for split in ("test", "baseline"):
+                block = entry.get(split) or {}
+                block = block.get("test", block) if split == "baseline" else block
+                t.log_metrics({f"{name}.{split}.{k}": v for k, v in block.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        t.log_artifact(out_dir / "summary.md")
+        t.log_artifact(out_dir / "summary.json")
+    typer.echo(render_markdown(summary))
