@@ -33,7 +33,8 @@ def main(
 
     if not (model_dir / "config.json").is_file():
         fail(f"{model_dir}: no pre-trained model (run the pretrain stage first)")
-    cfg = from_dict(ModelConfig, read_config(model_dir)["model"], "model")
+    stored = read_config(model_dir)
+    cfg = from_dict(ModelConfig, stored.get("model", stored), "model")
     model = TWilBERT(cfg, attention=p.impl.attention)
     run_guarded(load_checkpoint, model_dir, model)
     if p.impl.num_threads:

@@ -23,6 +23,19 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess
     return proc
 
 
+def _shorten(params: Path) -> None:
+    """Fewer epochs than `make repro` so the e2e test stays quick; everything else as shipped."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    data = yaml.load(params.read_text())
+    data["training"]["epochs"] = 1
+    data["finetuning"]["epochs"] = 1
+    data["evaluate"]["pll_sentences"] = 5
+    with open(params, "w") as f:
+        yaml.dump(data, f)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A git copy of the repo's tracked (and untracked, not ignored) files, with one commit."""
@@ -42,15 +55,16 @@ def project(tmp_path_factory):
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
     }
     env.pop("DVC_EXP_NAME", None)
+    _shorten(dst / "params.yaml")
     _run(["git", "init", "-q"], dst, env)
     _run(["git", "add", "-A"], dst, env)
     _run(["git", "commit", "-qm", "copy"], dst, env)
     return dst, env
 
 
-def test_dvc_repro_runs_the_data_stages(project):
+def test_dvc_repro_runs_the_whole_pipeline(project):
     root, env = project
-    _run(["dvc", "repro", "pairs"], root, env)
+    _run(["dvc", "repro"], root, env)
     stats = json.loads((root / "data/normalized/stats.json").read_text())
     for kind in ("pairs", "tweets"):
         s = stats[kind]
@@ -58,9 +72,17 @@ def test_dvc_repro_runs_the_data_stages(project):
     assert stats["pairs"]["rows_out"] > 100
     assert (root / "models/vocab/spm.model").is_file()
     manifest = json.loads((root / "data/pairs/manifest.json").read_text())
-    assert manifest and any((root / "data/pairs" / s).exists() for s in ("train", "valid", "test"))
+    assert manifest["rows"]["train"]["total"] > 0
+    assert (root / "models/pretrain/final/model.safetensors").is_file()
+    assert json.loads((root / "reports/pretrain/metrics.json").read_text())["steps"] > 0
+    assert "mlm_accuracy" in json.loads((root / "reports/evaluate/metrics.json").read_text())
+    for task in ("sentiment", "stance"):
+        assert (root / f"models/finetune/{task}/model.safetensors").is_file()
+        assert (root / f"reports/finetune/{task}/predictions.tsv").is_file()
+    summary = json.loads((root / "reports/summary.json").read_text())
+    assert set(summary["tasks"]) == {"sentiment", "stance"} and "baseline" in summary["tasks"]["stance"]
     # Nothing to do the second time.
-    out = _run(["dvc", "repro", "pairs"], root, env).stdout
+    out = _run(["dvc", "repro"], root, env).stdout
     assert "didn't change" in out or "up to date" in out.lower()
     # MLflow: one parent run with nested stage runs, in the absolute store.
     from mlflow.tracking import MlflowClient
@@ -68,18 +90,24 @@ def test_dvc_repro_runs_the_data_stages(project):
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("twilbert")
     stages = {r.data.tags.get("twilbert.stage") for r in client.search_runs([exp.experiment_id])}
-    assert {"normalize", "vocab", "pairs"} <= stages
+    assert {"normalize", "vocab", "pairs", "pretrain", "evaluate", "finetune:sentiment", "finetune:stance", "report"} <= stages
 
 
-def test_dvc_exp_run_with_a_param_override(project):
+def test_dvc_exp_run_records_the_variant_in_dvc_and_mlflow(project):
     root, env = project
-    _run(["dvc", "exp", "run", "pairs", "-S", "pairs.negatives=both", "-n", "neg-both"], root, env)
+    _run(["dvc", "exp", "run", "-S", "model.n_encoders=6", "-n", "enc6"], root, env)
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], root, env).stdout)
     text = json.dumps(shown)
-    assert "neg-both" in text and '"both"' in text
+    assert "enc6" in text
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("twilbert")
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`dvc.exp_name` = 'neg-both'")
-    assert runs and all(r.data.params.get("pairs.negatives") == "both" for r in runs if r.data.tags.get("twilbert.stage") == "pairs")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`dvc.exp_name` = 'enc6'")
+    pretrain = [r for r in runs if r.data.tags.get("twilbert.stage") == "pretrain"]
+    assert pretrain and pretrain[0].data.params["model.n_encoders"] == "6"
+    parent = client.get_run(pretrain[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.run_name == "enc6" and parent.data.params["model.n_encoders"] == "6"
+    # Only the stages downstream of `model` ran again.
+    assert {r.data.tags.get("twilbert.stage") for r in runs} >= {"pretrain", "evaluate", "finetune:sentiment"}
+    assert "normalize" not in {r.data.tags.get("twilbert.stage") for r in runs}

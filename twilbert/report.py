@@ -1,0 +1,442 @@
+"""The closing report: every task's fine-tuned model beside its classical baseline, and pre-training.
+
+Inputs are the files the stages wrote (``reports/finetune/<task>/metrics.json`` and
+``class_report.json``, ``reports/pretrain/metrics.json``, ``reports/evaluate/metrics.json``) and the
+baselines of :func:`twilbert.finetune.baseline.run_baseline`. Output: ``summary.json`` (numbers) and
+``summary.md`` (tables a person reads).
+
+``summary.json`` layout::
+
+    {"tasks": {name: {
+        "selection_metric": str,            # the task's dev selection metric (also the Δ metric)
+        "dev": {metric: value},             # the model's scalar metrics (mean over runs, see below)
+        "test": {metric: value},
+        "baseline": {"model", "selection_metric", "best_params", "dev_selection", "grid",
+                     "dev": {...}, "test": {...}, ...},   # scalar metrics, no per-class tables
+        "delta_test": {metric: model - baseline},        # every metric both sides have
+        "info": {...},                      # the rest of metrics.json (best_epoch, seconds, ...)
+        "runs": {...}                       # only for a task with several runs
+     }},
+     "pretraining": {"training": {...} | None, "evaluation": {...} | None}}
+
+Several runs per task (seeds, a small grid): a task report may be a list of runs, or a dict with a
+``runs`` list; each run is a report (``dev``, ``test``, optional ``config`` dict, optional ``seed``).
+Runs are grouped by ``config``; each group gets the mean and the sample standard deviation (ddof 1)
+of every metric; the group with the best **dev** mean of the selection metric wins (ties: the first
+one listed; test never takes part), and the task's ``dev``/``test`` are that group's means.
+A mean over runs where one run lacks a value (a diverged run writes null) is null: the group's
+numbers would otherwise silently come from fewer runs than ``n`` says.
+
+Metric blocks keep the scalar metrics; a per-class selection metric (``class_metric``, named
+``per_class.<label>.<metric>``) is lifted out of the per-class table so that it can be compared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twilbert.config import ConfigError
+
+_NUMBER = (int, float, np.integer, np.floating)
+
+
+class ReportError(ConfigError):
+    """A report input that cannot be used (missing or unreadable file); one line for the CLI."""
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc})") from None
+
+
+def load_task_report(report_dir: str | Path) -> dict[str, Any]:
+    """``report_dir/metrics.json`` (written by :func:`twilbert.finetune.train.finetune_task`: the run's
+    summary plus ``dev`` / ``test`` scalar metrics), with the per-class tables of
+    ``class_report.json`` (when present) put back into ``dev`` / ``test`` as ``per_class``."""
+    report_dir = Path(report_dir)
+    path = report_dir / "metrics.json"
+    if not path.is_file():
+        raise ReportError(f"{path}: no such file (run the finetune stage for this task first)")
+    report = _read_json(path)
+    if not isinstance(report, dict) or not isinstance(report.get("dev"), dict) or not isinstance(report.get("test"), dict):
+        raise ReportError(f"{path}: expected an object with 'dev' and 'test' metrics")
+    per_class = report_dir / "class_report.json"
+    if per_class.is_file():
+        tables = _read_json(per_class)
+        for split in ("dev", "test"):
+            if tables.get(split):
+                report[split] = {**report[split], "per_class": tables[split]}
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# metric blocks
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, _NUMBER) and not isinstance(v, bool)
+
+
+def lookup(block: dict[str, Any], name: str) -> float | None:
+    """``block[name]``, or a per-class value for ``per_class.<label>.<metric>``; None when absent."""
+    if name in block:
+        v = block[name]
+        return float(v) if _is_number(v) else None
+    if name.startswith("per_class."):
+        _, rest = name.split(".", 1)
+        label, _, metric = rest.rpartition(".")
+        v = block.get("per_class", {}).get(label, {}).get(metric)
+        return float(v) if _is_number(v) else None
+    return None
+
+
+def scalar_block(block: dict[str, Any] | None, selection: str | None = None) -> dict[str, float | None]:
+    """The scalar metrics of a block (numbers as floats, nulls kept), plus the selection metric when
+    it lives in the per-class table."""
+    if not block:
+        return {}
+    out = {k: (float(v) if _is_number(v) else None) for k, v in block.items() if v is None or _is_number(v)}
+    if selection is not None and selection not in out:
+        v = lookup(block, selection)
+        if v is not None:
+            out[selection] = v
+    return out
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _delta(model: dict[str, float | None], baseline: dict[str, float | None]) -> dict[str, float]:
+    return {k: model[k] - baseline[k] for k in model if k in baseline and _finite(model[k]) and _finite(baseline[k])}
+
+
+# --------------------------------------------------------------------------------------------------
+# several runs per task
+
+
+def mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample sd (ddof 1; None for one run). None when any run lacks the value."""
+    if not values or any(not _finite(v) for v in values):
+        return None, None
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else None)
+
+
+def _aggregate(runs: list[dict[str, Any]], split: str, selection: str) -> tuple[dict, dict]:
+    blocks = [scalar_block(r.get(split), selection) for r in runs]
+    keys = list(dict.fromkeys(k for b in blocks for k in b))
+    stats = {k: mean_sd([b.get(k) for b in blocks]) for k in keys}
+    return {k: m for k, (m, _) in stats.items()}, {k: s for k, (_, s) in stats.items()}
+
+
+def aggregate_runs(runs: list[dict[str, Any]], selection: str) -> dict[str, Any]:
+    """Group runs by ``config``, aggregate each group, pick the group with the best dev mean.
+
+    Returns ``{"dev", "test" (the winner's means), "runs": {"n", "dev_sd", "test_sd", "config",
+    "seeds", "grid": [{"config", "n", "dev_mean", "dev_sd"}], "chosen_by"}}``.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(json.dumps(r.get("config"), sort_keys=True, default=str), []).append(r)
+    grid, best = [], None
+    for members in groups.values():
+        dev_mean, dev_sd = _aggregate(members, "dev", selection)
+        m, s = dev_mean.get(selection), dev_sd.get(selection)
+        grid.append({"config": members[0].get("config"), "n": len(members), "dev_mean": m, "dev_sd": s})
+        rank = m if _finite(m) else float("-inf")
+        if best is None or rank > best[0]:  # strict: ties keep the first group
+            best = (rank, members, dev_mean, dev_sd)
+    assert best is not None, "aggregate_runs needs at least one run"
+    _, members, dev_mean, dev_sd = best
+    test_mean, test_sd = _aggregate(members, "test", selection)
+    seeds = [r["seed"] for r in members if "seed" in r]
+    return {
+        "dev": dev_mean,
+        "test": test_mean,
+        "runs": {
+            "n": len(members),
+            "dev_sd": dev_sd,
+            "test_sd": test_sd,
+            "config": members[0].get("config"),
+            "seeds": seeds,
+            "grid": grid,
+            "chosen_by": f"dev mean of {selection}",
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# the summary
+
+
+_BASELINE_KEEP = ("model", "selection_metric", "best_params", "dev_selection", "grid", "train_examples", "features", "converged")  # no wall time: summary.json must be reproducible
+
+
+def _baseline_entry(b: dict[str, Any] | None, selection: str | None) -> dict[str, Any] | None:
+    """JSON-ready baseline: scalar metrics, no per-class tables, no prediction arrays (``outputs``)."""
+    if b is None:
+        return None
+    sel = selection or b.get("selection_metric")
+    out = {k: b[k] for k in _BASELINE_KEEP if k in b}
+    out["dev"] = scalar_block(b.get("dev"), sel)
+    out["test"] = scalar_block(b.get("test"), sel)
+    return out
+
+
+def _model_entry(report: dict[str, Any] | list | None) -> dict[str, Any]:
+    if report is None:
+        return {"selection_metric": None, "dev": {}, "test": {}}
+    runs = report if isinstance(report, list) else report.get("runs")
+    if runs is not None:
+        if not runs:
+            raise ReportError("a task report with an empty list of runs")
+        head = report if isinstance(report, dict) else {}
+        selection = head.get("selection_metric") or runs[0].get("selection_metric")
+        agg = aggregate_runs(runs, selection)
+        info = {k: v for k, v in head.items() if k not in ("runs", "dev", "test", "selection_metric")}
+        return {"selection_metric": selection, "dev": agg["dev"], "test": agg["test"], "info": info, "runs": agg["runs"]}
+    selection = report.get("selection_metric")
+    info = {k: v for k, v in report.items() if k not in ("dev", "test", "selection_metric")}
+    return {"selection_metric": selection, "dev": scalar_block(report.get("dev"), selection), "test": scalar_block(report.get("test"), selection), "info": info}
+
+
+def _pick(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Scalars (numbers, strings, booleans, nulls) of a metrics file; NaN becomes null."""
+    if metrics is None:
+        return None
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, (float, np.floating)):
+            out[k] = float(v) if math.isfinite(v) else None
+        elif _is_number(v):
+            out[k] = int(v)
+        elif v is None or isinstance(v, (str, bool)):
+            out[k] = v
+    return out
+
+
+def build_summary(
+    task_reports: dict[str, dict[str, Any] | list[dict[str, Any]] | None],
+    baselines: dict[str, dict[str, Any] | None],
+    pretraining: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One entry per task (those of ``task_reports``, then any only in ``baselines``), model beside
+    baseline, plus ``pretraining = {"training": <pretrain metrics.json>, "evaluation": <evaluate
+    metrics.json>}`` (either may be None). See the module docstring for the layout."""
+    tasks = {}
+    for name in dict.fromkeys([*task_reports, *baselines]):
+        entry = _model_entry(task_reports.get(name))
+        b = baselines.get(name)
+        if entry["selection_metric"] is None and b is not None:
+            entry["selection_metric"] = b.get("selection_metric")
+        entry["baseline"] = _baseline_entry(b, entry["selection_metric"])
+        entry["delta_test"] = _delta(entry["test"], entry["baseline"]["test"]) if entry["baseline"] else {}
+        tasks[name] = entry
+    return {"tasks": tasks, "pretraining": {"training": _pick(pretraining), "evaluation": _pick(evaluation)}}
+
+
+# --------------------------------------------------------------------------------------------------
+# markdown
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def fmt(v: float | None, digits: int = 4, sign: bool = False) -> str:
+    if not _finite(v):
+        return "n/a"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def _pm(mean: float | None, sd: float | None) -> str:
+    return fmt(mean) if sd is None or not _finite(mean) else f"{fmt(mean)} ± {fmt(sd)}"
+
+
+def _model_cell(entry: dict[str, Any], split: str, metric: str | None) -> str:
+    if metric is None:
+        return "n/a"
+    mean = entry[split].get(metric)
+    runs = entry.get("runs")
+    return _pm(mean, runs[f"{split}_sd"].get(metric)) if runs else fmt(mean)
+
+
+def _config_text(config: Any) -> str:
+    if config is None:
+        return "(default)"
+    if isinstance(config, dict):
+        return ", ".join(f"{k}={v}" for k, v in config.items()) or "(default)"
+    return str(config)
+
+
+def _task_tables(tasks: dict[str, Any]) -> list[str]:
+    recipes = sorted({e["baseline"]["model"] for e in tasks.values() if e.get("baseline") and "model" in e["baseline"]})
+    lines = [
+        "## Fine-tuned model vs baseline",
+        "",
+        "Scores are each task's selection metric: dev chose the model (best epoch) and the baseline (grid), "
+        "test is reported once. Δ test = model − baseline. Tasks with several runs show mean ± sample sd "
+        "over the n runs of the chosen configuration.",
+    ]
+    if recipes:
+        lines += ["", "Baseline: " + "; ".join(f"`{_cell(r)}`" for r in recipes) + ", tuned on dev only."]
+    lines += [
+        "",
+        "| task | selection metric | model dev | model test | baseline dev | baseline test | Δ test |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, e in tasks.items():
+        sel, b = e["selection_metric"], e.get("baseline") or {}
+        bdev, btest = (b.get("dev", {}).get(sel), b.get("test", {}).get(sel)) if sel else (None, None)
+        label = f"{name} (n={e['runs']['n']})" if e.get("runs") else name
+        lines.append(
+            f"| {_cell(label)} | {_cell(sel or 'n/a')} | {_model_cell(e, 'dev', sel)} | {_model_cell(e, 'test', sel)} | "
+            f"{fmt(bdev)} | {fmt(btest)} | {fmt(e['delta_test'].get(sel), sign=True) if sel else 'n/a'} |"
+        )
+    lines += [
+        "",
+        "### Test accuracy and macro-F1",
+        "",
+        "| task | model accuracy | baseline accuracy | Δ accuracy | model macro-F1 | baseline macro-F1 | Δ macro-F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, e in tasks.items():
+        bt = (e.get("baseline") or {}).get("test", {})
+        cells = []
+        for m in ("accuracy", "f1_macro"):
+            cells += [_model_cell(e, "test", m), fmt(bt.get(m)), fmt(e["delta_test"].get(m), sign=True)]
+        lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
+    lines += ["", "### Baseline choices (dev only)", "", "| task | best params | dev score per grid value | features |", "|---|---|---|---:|"]
+    for name, e in tasks.items():
+        b = e.get("baseline")
+        if not b:
+            lines.append(f"| {_cell(name)} | n/a | n/a | n/a |")
+            continue
+        grid = ", ".join(f"{_config_text(g['params'])}: {fmt(g['dev_selection'])}" for g in b.get("grid", []))
+        lines.append(f"| {_cell(name)} | {_cell(_config_text(b.get('best_params')))} | {_cell(grid or 'n/a')} | {b.get('features', 'n/a')} |")
+    return lines
+
+
+def _runs_tables(tasks: dict[str, Any]) -> list[str]:
+    multi = {n: e for n, e in tasks.items() if e.get("runs")}
+    if not multi:
+        return []
+    lines = [
+        "",
+        "## Seeds and configurations",
+        "",
+        "mean ± sample sd (ddof 1) over n runs of each configuration. The configuration with the best dev "
+        "mean of the selection metric is chosen; test is shown for the chosen one only.",
+        "",
+        "| task | configuration | n | dev mean ± sd | test mean ± sd | |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for name, e in multi.items():
+        r, sel = e["runs"], e["selection_metric"]
+        for g in r["grid"]:
+            chosen = g["config"] == r["config"]
+            test = _pm(e["test"].get(sel), r["test_sd"].get(sel)) if chosen else "—"
+            lines.append(
+                f"| {_cell(name)} | {_cell(_config_text(g['config']))} | {g['n']} | {_pm(g['dev_mean'], g['dev_sd'])} | {test} | {'chosen' if chosen else ''} |"
+            )
+    return lines
+
+
+def _pretraining_lines(pre: dict[str, Any]) -> list[str]:
+    lines = ["", "## Pre-training"]
+    train, ev = pre.get("training"), pre.get("evaluation")
+    if not train and not ev:
+        return lines + ["", "No pre-training metrics were found."]
+    if ev:
+        lines += [
+            "",
+            "Held-out split (evaluate stage). Context-free baselines on the same MLM targets: the most frequent "
+            "train token (the argmax of the unigram distribution) for accuracy, the smoothed train unigram "
+            "distribution for perplexity.",
+            "",
+            "| metric | model | context-free baseline |",
+            "|---|---:|---:|",
+            f"| MLM accuracy | {fmt(ev.get('mlm_accuracy'))} | {fmt(ev.get('baseline_majority_accuracy'))} |",
+            f"| MLM perplexity | {fmt(ev.get('mlm_perplexity'), 2)} | {fmt(ev.get('baseline_unigram_perplexity'), 2)} |",
+        ]
+        if "rop_accuracy" in ev:
+            lines.append(f"| ROP accuracy | {fmt(ev.get('rop_accuracy'))} | |")
+        if "pseudo_perplexity" in ev:
+            lines.append(f"| pseudo-perplexity (PLL) | {fmt(ev.get('pseudo_perplexity'), 2)} | |")
+    if train:
+        rows = [
+            ("steps", "steps"), ("epochs", "epochs"), ("final loss", "loss"), ("MLM accuracy (last steps)", "mlm_accuracy"),
+            ("ROP accuracy (last steps)", "rop_accuracy"), ("parameters", "num_parameters"), ("tokens / s", "tokens_per_s"),
+            ("wall time (s)", "wall_s"), ("device", "device"),
+        ]
+        lines += ["", "Training (final values of the pretrain stage):", "", "| | value |", "|---|---:|"]
+        for label, key in rows:
+            if key in train:
+                v = train[key]
+                text = fmt(v) if isinstance(v, float) and key not in ("epochs", "tokens_per_s", "wall_s") else (fmt(v, 1) if isinstance(v, float) else v)
+                lines.append(f"| {label} | {_cell(text)} |")
+    return lines
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    """``summary.md``: the task table, accuracy / macro-F1, baseline choices, runs (when any), pre-training."""
+    lines = ["# TWilBERT results", ""]
+    tasks = summary.get("tasks", {})
+    lines += _task_tables(tasks) if tasks else ["No tasks."]
+    lines += _runs_tables(tasks)
+    lines += _pretraining_lines(summary.get("pretraining") or {})
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def _strict(obj: Any) -> Any:
+    """NaN/inf -> null and numpy scalars -> Python, so ``summary.json`` is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_summary(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``out_dir/summary.json`` and ``out_dir/summary.md``; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js, md = out / "summary.json", out / "summary.md"
+    js.write_text(json.dumps(_strict(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    md.write_text(render_markdown(summary), encoding="utf-8")
+    return js, md
+
+
+__all__ = [
+    "ReportError",
+    "aggregate_runs",
+    "build_summary",
+    "fmt",
+    "load_task_report",
+    "lookup",
+    "mean_sd",
+    "render_markdown",
+    "scalar_block",
+    "write_summary",
+]
