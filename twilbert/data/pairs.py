@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 
 from twilbert.config import ConfigError, check, to_dict
 from twilbert.text.tokenizer import Tokenizer
+from twilbert.utils import sha256_file as _sha256
 
 SPLITS = ("train", "valid", "test")
 PAIR_COLUMNS = ("orig_id", "orig_text", "reply_id", "reply_text")
@@ -305,12 +306,6 @@ class _SplitWriter:
         self.shards.append({"file": f"{self.split}/{name}", "rows": n, "sha256": _sha256(path)})
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def shard_schema(vocab_size: int) -> pa.Schema:

@@ -10,7 +10,6 @@ builds right-padded ``[CLS] a [SEP] b [SEP]`` batches without a per-token Python
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from twilbert.model.config import CLS_ID, PAD_ID, SEP_ID
+from twilbert.utils import sha256_file as _sha256
 
 SPLITS = ("train", "valid", "test")
 MANIFEST = "manifest.json"
@@ -65,12 +65,6 @@ def iter_rows(out_dir: str | Path, split: str) -> Iterator[Row]:
         yield ds[i]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_manifest(out_dir: str | Path, tokenizer_sha256: str | None = None) -> dict:

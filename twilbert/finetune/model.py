@@ -18,7 +18,6 @@ pre-training heads, plus the classifier head), ``config.json`` and ``spm.model``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from twilbert.config import ConfigError, from_dict
 from twilbert.model.config import CLS_ID, SEP_ID, ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.train.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
+from twilbert.utils import sha256_file as _sha256
 
 CollapseMode = Literal["cls", "avg", "max", "concat"]
 COLLAPSE_MODES = ("cls", "avg", "max", "concat")
@@ -194,8 +194,6 @@ class _Exported(nn.Module):
         self.head = clf.head
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def save_finetuned(model_dir: str | Path, model: SequenceClassifier, tokenizer_path: str | Path, info: dict[str, Any]) -> Path:

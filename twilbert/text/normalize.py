@@ -8,7 +8,34 @@ tables in polars' Rust kernels, plus numpy for the one rule regexes cannot expre
 pure-Python twin of exactly the same rules lives in :mod:`twilbert.text.reference`; tests hold the two
 equal on hand-written golden tweets and on the real tweets of ``../shared/data``.
 
-Rules, in the order they run (each can be switched off):
+Presets (``normalize.rules.preset``; any rule set explicitly overrides the preset's value):
+
+* ``default``       our rules, below: every cleaning rule on, lower-case, emoji as Spanish words.
+* ``twilbert``      the original TWilBERT's preprocessing, exactly: its offline corpus cleaning plus the
+                    online ``Utils.preprocessing`` (inventory §2.1-§2.2, which is a superset) -- URLs
+                    ``https?://\\S+`` -> ``url``, mentions ``@+\\w+`` -> ``user`` (bare, no spaces added),
+                    ``…`` -> space, RT, *then* ``html.unescape``, whitespace join. One deliberate
+                    deviation: ``RT`` is removed only as a whitespace-delimited token, not as every
+                    substring (§2.2 bug: ``PARTE`` -> ``PA E``). Not included: the lower-casing and accent
+                    stripping of its WordPiece ``FullTokenizer`` (§2.3) -- they belong to the tokenizer,
+                    not the preprocessing, and our SentencePiece vocabularies keep case and accents
+                    unless asked; set ``lowercase: true`` for the original's case folding.
+* ``pysentimiento`` ``pysentimiento.preprocessing.preprocess_tweet(text, lang="es")`` 0.7.x with its
+                    default arguments, exactly (RoBERTuito's preprocessing): hashtags -> ``hashtag`` +
+                    camel-case split, lower-cased; its character table; handles -> ``@usuario``; URLs
+                    -> ``url``; runs of any character cut to 3; emoji -> `` emoji <Spanish name> emoji ``;
+                    laughter -> ``jaja``; strip. Its quirks are reproduced, not fixed (bare ``@`` and
+                    ``ana@mail.es`` become handles, ``hola.como`` is a URL, literal ``|`` pairs up
+                    with emoji delimiters, bare ``❤`` is deleted), since the point is to feed a model
+                    exactly what it was trained on.
+* ``none``          every rule off (text passes through unchanged).
+
+The ``twilbert`` and ``pysentimiento`` presets differ from ours not only in switches but in how some
+rules are *defined* (the ``*_style`` fields: the original's regex instead of ours) and in the order the
+rules run (``rule_order``). Differential tests run both presets against the real implementations on
+every real tweet of ``../shared/data`` (tests/text/test_presets_*.py).
+
+Rules, in the order they run under ``rule_order: default`` (each can be switched off):
 
  1. ``unicode_nfc``      NFC: ``n + U+0303`` -> ``ñ``. Some sources are decomposed (NFD); without
                          this, the same word has two spellings and the rules below miss accents.
@@ -29,36 +56,50 @@ Rules, in the order they run (each can be switched off):
                          not after a word character (``C#``, ``#2024`` are no tags). Splits at
                          lower|Upper, Upper|Upper-lower, letter|digit, ``_``: ``#COVID19`` -> ``COVID 19``,
                          ``#HTMLParser`` -> ``HTML Parser``. Before lowercasing, which erases the case.
- 8. ``laughter``         whole words made of alternating ``j`` and vowel runs with at least two of
+ 8. ``char_table``       pysentimiento's character table (``« » “ ”`` -> ``"``, ``… – — ‘ ’ • © °``
+                         ... deleted, ``€`` -> ``$``, ``♥`` -> ``❤️``); off in ``default``.
+ 9. ``laughter``         whole words made of alternating ``j`` and vowel runs with at least two of
                          each: ``jajaja``, ``JAJAJ``, ``jajajjaja``, ``ajajaja``, ``jajá`` -> ``jaja``;
                          likewise ``jejeje`` -> ``jeje``, ``jijiji`` -> ``jiji``, ``jojojo`` -> ``jojo``.
                          Left alone: ``ja``, ``jaj``, mixed ``jajeje``, ``jsjsjs``, ``haha``.
- 9. ``lowercase``        ``str.lower``; accents and ``ñ`` are kept (SentencePiece can afford them).
-10. ``max_char_run``     runs of one character longer than N are cut to N (``holaaaaa`` -> ``holaaa``,
+10. ``lowercase``        ``str.lower``; accents and ``ñ`` are kept (SentencePiece can afford them).
+11. ``max_char_run``     runs of one character longer than N are cut to N (``holaaaaa`` -> ``holaaa``,
                          ``!!!!!`` -> ``!!!``, ``😂😂😂😂`` -> ``😂😂😂``), for letters, punctuation and
                          single-code-point emoji (:func:`char_run_alphabet`); never digits (``1000000``
-                         is a number) nor spaces (rule 12). After lowercasing so ``Aaaaa`` is a run;
+                         is a number) nor spaces (rule 13). After lowercasing so ``Aaaaa`` is a run;
                          before emoji naming so a run of one emoji is capped, not its name repeated.
                          (``❤️❤️❤️❤️`` is ``❤`` + U+FE0F repeated, no run: it stays four hearts.)
-11. ``emoji``            ``keep`` | ``name`` (the Spanish CLDR name from the ``emoji`` package, as
+                         ``char_run_scope: any`` caps every character but newline, as pysentimiento.
+12. ``emoji``            ``keep`` | ``name`` (the Spanish CLDR name from the ``emoji`` package, as
                          ``emoji.demojize(language="es")``: ``🤣`` -> `` cara revolviéndose de la risa ``,
                          optionally wrapped: `` emoji ... emoji ``) | ``remove``. Longest sequences
                          first, so ZWJ families, skin tones and flags are one emoji, even glued to a
                          word (``🤣estoy``). Stray variation selectors go, as with ``demojize``. Late, so
                          no other rule touches a name (names are lower-case words).
-12. ``collapse_whitespace``  runs of whitespace (``str.isspace``) -> one space, stripped.
+13. ``collapse_whitespace``  runs of whitespace (``str.isspace``) -> one space, stripped;
+                         ``strip_whitespace`` alone only strips the ends (pysentimiento).
 
-Placeholders (``url``, ``user``, ``hashtag``, the emoji wrapper) are inserted with spaces around them,
-so after rule 12 each is one whitespace-separated token: ``visita:https://x.co`` -> ``visita: url``.
+``rule_order: twilbert`` moves ``html_unescape`` after RT and ``remove_ellipsis`` before RT (the
+original's ``Utils.preprocessing``: ``&#64;ana`` stays ``@ana``); ``rule_order: pysentimiento`` runs
+hashtags, char table, mentions, URLs, character runs, emoji, laughter, lowercase (see ``RULE_ORDERS``).
+
+Placeholders (``url``, ``user``, ``hashtag``, the emoji wrapper) are inserted with spaces around them
+under the default styles, so after rule 13 each is one whitespace-separated token:
+``visita:https://x.co`` -> ``visita: url``. The ``twilbert`` and ``pysentimiento`` styles insert them
+bare, as their originals do (``visita:url``).
 
 Deliberate limits (identical in the reference, tested):
 * Letter classes are explicit Latin ranges (ASCII, Latin-1, Latin Extended-A/B), not ``\\w``, so polars'
   Rust regex and Python's ``re`` agree character for character. Tags in other scripts are kept as is.
+  Where an original uses ``\\w``, its style uses Python's ``\\w`` as an explicit class
+  (:func:`python_word`): Rust's own ``\\w`` differs (it includes combining marks and ZWJ).
+* The ``twilbert``/``pysentimiento`` hashtag and emoji steps use the noncharacters U+FDD0-U+FDD3 as
+  in-band markers: a text that already contains them may come out differently.
 * Idempotence, ``normalize(normalize(x)) == normalize(x)``, holds on every real tweet of
-  ``../shared/data`` but one: double-escaped HTML (``&amp;quot;`` -> ``&quot;`` -> ``"``). Contrived
-  inputs can also break it where emoji handling changes what touches what: a stray U+FE0F after ``#``
-  (``#️PARTE`` -> ``#parte``, a tag next time), a keycap glued to a word (``jajáj1️⃣``), ``İ``
-  lower-cased to ``i`` + U+0307.
+  ``../shared/data`` but one under the default preset: double-escaped HTML (``&amp;quot;`` ->
+  ``&quot;`` -> ``"``). Contrived inputs can also break it where emoji handling changes what touches
+  what: a stray U+FE0F after ``#`` (``#️PARTE`` -> ``#parte``, a tag next time), a keycap glued to a
+  word (``jajáj1️⃣``), ``İ`` lower-cased to ``i`` + U+0307. The original presets are not idempotent.
 
 Speed: most rules touch a minority of rows (URLs, mentions, NFD text, HTML, hashtags, laughter, runs,
 emoji), so each first finds its rows with a cheap scan and runs the full rule on those rows only
@@ -87,8 +128,26 @@ from twilbert.config import check
 
 HashtagMode = Literal["keep", "split", "replace", "token_split"]
 EmojiMode = Literal["keep", "name", "remove"]
+PresetName = Literal["default", "twilbert", "pysentimiento", "none"]
+RuleOrder = Literal["default", "twilbert", "pysentimiento"]
+OriginStyle = Literal["default", "twilbert", "pysentimiento"]  # whose definition of a rule
+PysentimientoStyle = Literal["default", "pysentimiento"]
+CharRunScope = Literal["alphabet", "any"]
 HASHTAG_MODES: tuple[str, ...] = ("keep", "split", "replace", "token_split")
 EMOJI_MODES: tuple[str, ...] = ("keep", "name", "remove")
+_ORIGINS = ("default", "twilbert", "pysentimiento")
+# Fields with a fixed set of values -> the values (checked in __post_init__; from_dict checks types).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "rule_order": _ORIGINS,
+    "url_style": _ORIGINS,
+    "mention_style": _ORIGINS,
+    "hashtags": HASHTAG_MODES,
+    "hashtag_style": ("default", "pysentimiento"),
+    "laughter_style": ("default", "pysentimiento"),
+    "char_run_scope": ("alphabet", "any"),
+    "emoji": EMOJI_MODES,
+    "emoji_style": ("default", "pysentimiento"),
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,10 +168,10 @@ def _check_rule_values(obj: object, *, skip_none: bool) -> None:
         if value is None and skip_none:
             continue
         _check_token(value, name, allow_empty=name == "emoji_wrapper")
-    if getattr(obj, "hashtags") is not None or not skip_none:
-        check(obj.hashtags in HASHTAG_MODES, "hashtags", f"expected one of {list(HASHTAG_MODES)}, got {obj.hashtags!r}")
-    if getattr(obj, "emoji") is not None or not skip_none:
-        check(obj.emoji in EMOJI_MODES, "emoji", f"expected one of {list(EMOJI_MODES)}, got {obj.emoji!r}")
+    for name, allowed in CHOICES.items():
+        value = getattr(obj, name)
+        if value is not None or not skip_none:
+            check(value in allowed, name, f"expected one of {list(allowed)}, got {value!r}")
     run = getattr(obj, "max_char_run")
     if run is not None or not skip_none:
         check(isinstance(run, int) and not isinstance(run, bool), "max_char_run", f"must be an int, got {run!r}")
@@ -124,23 +183,32 @@ def _check_rule_values(obj: object, *, skip_none: bool) -> None:
 class NormalizeRules:
     """The ``normalize.rules`` section of params.yaml. ``null`` (None) takes the preset's value."""
 
-    preset: Literal["default"] = "default"
+    preset: PresetName = "default"
+    rule_order: RuleOrder | None = None  # whose rule order: ours, TWilBERT's or pysentimiento's
     unicode_nfc: bool | None = None  # compose NFD text (n + U+0303 -> ñ)
     html_unescape: bool | None = None  # &amp; &lt; &#39; ... -> characters
     urls: bool | None = None  # URLs -> url_token
+    url_style: OriginStyle | None = None  # whose URL regex
     url_token: str | None = None
     mentions: bool | None = None  # @handle -> user_token
+    mention_style: OriginStyle | None = None  # whose handle regex: Unicode words / @+\w+ / @[a-zA-Z0-9_]{0,15}
     user_token: str | None = None
     remove_rt: bool | None = None  # retweet marker, as a whole token only
     remove_ellipsis: bool | None = None  # U+2026 -> space
     hashtags: HashtagMode | None = None
+    hashtag_style: PysentimientoStyle | None = None  # whose tag regex and camel-case split (+ lower-cased tag)
     hashtag_token: str | None = None
+    char_table: bool | None = None  # pysentimiento's character replacement table
     laughter: bool | None = None  # jajaja -> jaja (also je/ji/jo)
+    laughter_style: PysentimientoStyle | None = None  # whole words j+vowel / pysentimiento's [ja][ja]+aj[ja]+
     max_char_run: int | None = None  # cap runs of one character; 0 = off
+    char_run_scope: CharRunScope | None = None  # which characters' runs: letters/punct/emoji, or any but \n
     emoji: EmojiMode | None = None
+    emoji_style: PysentimientoStyle | None = None  # pysentimiento: its "|name|" delimiters, quirks included
     emoji_wrapper: str | None = None  # "emoji" -> " emoji cara llorando de risa emoji "
     lowercase: bool | None = None
-    collapse_whitespace: bool | None = None
+    collapse_whitespace: bool | None = None  # whitespace runs -> one space, and strip
+    strip_whitespace: bool | None = None  # strip the ends (implied by collapse_whitespace)
 
     def __post_init__(self) -> None:
         check(self.preset in PRESETS, "preset", f"expected one of {list(PRESETS)}, got {self.preset!r}")
@@ -155,24 +223,36 @@ class NormalizeRules:
 
 @dataclass(frozen=True, kw_only=True)
 class EffectiveRules:
-    """The rules actually applied (logged with every run). Built by :meth:`NormalizeRules.effective`."""
+    """The rules actually applied (logged with every run). Built by :meth:`NormalizeRules.effective`.
 
+    The fields added with the original-compatible presets have defaults that reproduce the behaviour
+    from before they existed, so rule dicts saved with older models still load and mean the same."""
+
+    rule_order: RuleOrder = "default"
     unicode_nfc: bool
     html_unescape: bool
     urls: bool
+    url_style: OriginStyle = "default"
     url_token: str
     mentions: bool
+    mention_style: OriginStyle = "default"
     user_token: str
     remove_rt: bool
     remove_ellipsis: bool
     hashtags: HashtagMode
+    hashtag_style: PysentimientoStyle = "default"
     hashtag_token: str
+    char_table: bool = False
     laughter: bool
+    laughter_style: PysentimientoStyle = "default"
     max_char_run: int
+    char_run_scope: CharRunScope = "alphabet"
     emoji: EmojiMode
+    emoji_style: PysentimientoStyle = "default"
     emoji_wrapper: str
     lowercase: bool
     collapse_whitespace: bool
+    strip_whitespace: bool = True
 
     def __post_init__(self) -> None:
         _check_rule_values(self, skip_none=False)
@@ -185,30 +265,110 @@ class EffectiveRules:
                 check(value == value.lower(), name, f"must be lower-case when lowercase is on, got {value!r}")
 
 
-# Why these defaults: every cleaning rule on (none loses meaning a tweet model needs), lowercase as the
-# original's tokenizer did (but accents kept: SentencePiece can afford them), emoji as Spanish words so
-# the vocabulary shares pieces with text, and hashtags "split": TWilBERT segments are short (<= 40
-# tokens per side), so a `hashtag` marker per tag (token_split, RoBERTuito's choice) costs real length,
-# while the words of the tag carry most of its meaning. token_split stays one switch away.
+_OFF: dict[str, object] = {
+    "rule_order": "default",
+    "unicode_nfc": False,
+    "html_unescape": False,
+    "urls": False,
+    "url_style": "default",
+    "url_token": "url",
+    "mentions": False,
+    "mention_style": "default",
+    "user_token": "user",
+    "remove_rt": False,
+    "remove_ellipsis": False,
+    "hashtags": "keep",
+    "hashtag_style": "default",
+    "hashtag_token": "hashtag",
+    "char_table": False,
+    "laughter": False,
+    "laughter_style": "default",
+    "max_char_run": 0,
+    "char_run_scope": "alphabet",
+    "emoji": "keep",
+    "emoji_style": "default",
+    "emoji_wrapper": "",
+    "lowercase": False,
+    "collapse_whitespace": False,
+    "strip_whitespace": False,
+}
+
 PRESETS: dict[str, dict[str, object]] = {
-    "default": {
+    # Why these defaults: every cleaning rule on (none loses meaning a tweet model needs), lowercase as
+    # the original's tokenizer did (but accents kept: SentencePiece can afford them), emoji as Spanish
+    # words so the vocabulary shares pieces with text, and hashtags "split": TWilBERT segments are short
+    # (<= 40 tokens per side), so a `hashtag` marker per tag (token_split, RoBERTuito's choice) costs
+    # real length, while the words of the tag carry most of its meaning. token_split stays one switch away.
+    "default": _OFF | {
         "unicode_nfc": True,
         "html_unescape": True,
         "urls": True,
-        "url_token": "url",
         "mentions": True,
-        "user_token": "user",
         "remove_rt": True,
         "remove_ellipsis": True,
         "hashtags": "split",
-        "hashtag_token": "hashtag",
         "laughter": True,
         "max_char_run": 3,
         "emoji": "name",
-        "emoji_wrapper": "",
         "lowercase": True,
         "collapse_whitespace": True,
+        "strip_whitespace": True,
     },
+    # The original TWilBERT's scripts/preprocess_corpora.py + Utils.preprocessing (inventory §2.1-2.2).
+    # Deviation: RT only as a token (remove_rt), never as a substring. No lowercase: see the module doc.
+    "twilbert": _OFF | {
+        "rule_order": "twilbert",
+        "html_unescape": True,
+        "urls": True,
+        "url_style": "twilbert",
+        "mentions": True,
+        "mention_style": "twilbert",
+        "remove_rt": True,
+        "remove_ellipsis": True,
+        "collapse_whitespace": True,
+        "strip_whitespace": True,
+    },
+    # pysentimiento 0.7.x preprocess_tweet(text, lang="es") with default arguments (RoBERTuito).
+    "pysentimiento": _OFF | {
+        "rule_order": "pysentimiento",
+        "urls": True,
+        "url_style": "pysentimiento",
+        "mentions": True,
+        "mention_style": "pysentimiento",
+        "user_token": "@usuario",
+        "hashtags": "token_split",
+        "hashtag_style": "pysentimiento",
+        "char_table": True,
+        "laughter": True,
+        "laughter_style": "pysentimiento",
+        "max_char_run": 3,
+        "char_run_scope": "any",
+        "emoji": "name",
+        "emoji_style": "pysentimiento",
+        "emoji_wrapper": "emoji",
+        "strip_whitespace": True,
+    },
+    "none": dict(_OFF),
+}
+
+# The order the rules run in, per ``rule_order``. "whitespace" is collapse_whitespace/strip_whitespace.
+RULE_ORDERS: dict[str, tuple[str, ...]] = {
+    "default": (
+        "unicode_nfc", "html_unescape", "urls", "mentions", "remove_rt", "remove_ellipsis", "hashtags",
+        "char_table", "laughter", "lowercase", "max_char_run", "emoji", "whitespace",
+    ),
+    # Utils.preprocessing: url, mention, "…", RT, html.unescape, join. So "RT…" is a token RT (the "…"
+    # is a space by then) and "&#64;ana" stays "@ana" (unescaped after the mention rule).
+    "twilbert": (
+        "unicode_nfc", "urls", "mentions", "remove_ellipsis", "remove_rt", "html_unescape", "hashtags",
+        "char_table", "laughter", "lowercase", "max_char_run", "emoji", "whitespace",
+    ),
+    # preprocess_tweet: hashtags, char table, handles, URLs, shorten, demojize, laughter, strip. Lowercase
+    # last, where RoBERTuito's uncased tokenizer applies it (so its case-sensitive laughter rule still sees "JAJA").
+    "pysentimiento": (
+        "unicode_nfc", "html_unescape", "hashtags", "char_table", "mentions", "urls", "remove_rt",
+        "remove_ellipsis", "max_char_run", "emoji", "laughter", "lowercase", "whitespace",
+    ),
 }
 
 
@@ -251,6 +411,7 @@ LETTER = "A-Za-zÀ-ÖØ-öø-ɏ"  # ASCII, Latin-1, Latin Extended-A and -B (U+0
 WORD = LETTER + "0-9_"
 # Noncharacters (permanently reserved for internal use): safe in-band markers for the hashtag rule.
 _TAG_START, _TAG_BREAK = "\ufdd0", "\ufdd1"
+_EMO_START, _EMO_END = "\ufdd2", "\ufdd3"  # pysentimiento emoji spans
 LAUGHTER: tuple[tuple[str, str], ...] = (("aAáÁ", "jaja"), ("eEéÉ", "jeje"), ("iIíÍ", "jiji"), ("oOóÓ", "jojo"))
 
 
@@ -268,12 +429,44 @@ def _expand_ranges(cls: str) -> str:
 
 
 @functools.cache
-def emoji_table() -> dict[str, str]:
-    """Every emoji sequence of the ``emoji`` package -> its Spanish CLDR name as words."""
+def emoji_codes() -> dict[str, str]:
+    """Every emoji sequence of the ``emoji`` package -> its Spanish CLDR short name, as ``demojize``
+    writes it between its delimiters (``"😂"`` -> ``"cara_llorando_de_risa"``)."""
     import emoji
 
     emoji.demojize("", language="es")  # loads the Spanish names into EMOJI_DATA (lazy since emoji 2.13)
-    return {e: d["es"][1:-1].replace("_", " ") for e, d in emoji.EMOJI_DATA.items() if "es" in d}
+    return {e: d["es"][1:-1] for e, d in emoji.EMOJI_DATA.items() if "es" in d}
+
+
+@functools.cache
+def emoji_table() -> dict[str, str]:
+    """Every emoji sequence of the ``emoji`` package -> its Spanish CLDR name as words."""
+    return {e: name.replace("_", " ") for e, name in emoji_codes().items()}
+
+
+@functools.cache
+def python_word() -> str:
+    """Python's ``\\w`` (``str.isalnum()`` or ``_``) as the body of an explicit class (734 ranges).
+
+    The original TWilBERT and pysentimiento use ``\\w``; polars' Rust regex has a ``\\w`` too, but by
+    Unicode's definition (it adds combining marks, ZWJ, ...), so their rules use this class instead."""
+    return _ranges_body([cp for cp in range(0x110000) if chr(cp).isalnum() or cp == 0x5F])
+
+
+# pysentimiento 0.7.x preprocessing.replacements, transcribed (None -> ""): applied per character, once.
+# Note "❤" (U+2764) is deleted while "♥"/"♡" become "❤️" (U+2764 U+FE0F); tests compare with the original.
+PYSENTIMIENTO_CHAR_TABLE: dict[str, str] = {
+    "~": "", "£": "", "¥": "", "¨": '"', "©": "", "«": '"', "°": "", "´": "", "¶": "", "·": "", "º": "",
+    "»": '"', "×": "", "ا": "", "–": "", "—": "", "‘": "", "’": "", "“": '"', "”": '"', "•": "", "…": "",
+    "‼": "!", "€": "$", "™": "", "●": "", "☠": "", "☹": "", "☺": "", "☻": "😃", "♀": "", "♂": "",
+    "♡": "❤️", "♥": "❤️", "⚰": "", "⛱": "", "⛹": "", "✈": "", "✓": "", "❤": "", "ー": "", "🕯": "",
+    "🛰": "",
+}
+# The top-level domains of pysentimiento's url_regex, in its order (alternation order matters: com|co).
+PYSENTIMIENTO_TLDS: tuple[str, ...] = (
+    "com", "co", "org", "edu", "gov", "uk", "net", "ca", "de", "jp", "fr", "au", "us", "ru", "ch", "it",
+    "nl", "se", "no", "es", "mil", "iq", "io", "ac", "ly", "sm",
+)
 
 
 @functools.cache
@@ -312,8 +505,9 @@ def _emoji_trigger() -> str:
     return "[" + char_class("".join(sorted(chars))) + "]"
 
 
-def _ranges_class(codepoints: list[int]) -> str:
-    cps, parts, i = sorted(set(codepoints)), [], 0
+def _ranges_body(codepoints: list[int]) -> str:
+    """Body of a ``[...]`` class for these code points, as ranges."""
+    cps, parts, i = sorted(set(codepoints) - set(range(0xD800, 0xE000))), [], 0
     while i < len(cps):
         j = i
         while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
@@ -321,7 +515,11 @@ def _ranges_class(codepoints: list[int]) -> str:
         lo, hi = chr(cps[i]), chr(cps[j])
         parts.append(char_class(lo) if i == j else f"{char_class(lo)}-{char_class(hi)}")
         i = j + 1
-    return "[" + "".join(parts) + "]"
+    return "".join(parts)
+
+
+def _ranges_class(codepoints: list[int]) -> str:
+    return "[" + _ranges_body(codepoints) + "]"
 
 
 @functools.cache
@@ -367,7 +565,13 @@ def _on_matching_rows(expr: pl.Expr, trigger: str, fn: Callable[[pl.Series], pl.
     )
 
 
-def _urls(expr: pl.Expr, token: str) -> pl.Expr:
+def _urls(expr: pl.Expr, style: str, token: str) -> pl.Expr:
+    if style == "twilbert":
+        # The original's r"https?://\S+" -> "url" (bare: "visita:https://x" -> "visita:url").
+        pattern = rf"https?://[^{SPACE}]+"
+        return _on_matching_rows(expr, "https?://", lambda s: s.str.replace_all(pattern, _literal(token)))
+    if style == "pysentimiento":
+        return _urls_pysentimiento(expr, token)
     # Every alternative runs to the end of the non-space run, so a match is always followed by a space
     # (or the end): the left-boundary character one alternative consumes is never needed by another.
     pattern = (
@@ -381,13 +585,42 @@ def _urls(expr: pl.Expr, token: str) -> pl.Expr:
     return _on_matching_rows(expr, r"[Hh][Tt]|[Ww][Ww][Ww]\.|t\.co/", lambda s: s.str.replace_all(pattern, replace))
 
 
-def _mentions(expr: pl.Expr, token: str) -> pl.Expr:
-    # Glued handles ("@ana@pepe", a missing space) are one mention: the second "@" follows a word
-    # character, and leaving it would make the output change again when normalised twice.
-    # Handles take any Unicode word character, as the original's ``@+\w+``: real Twitter handles are
-    # ASCII, but corpora from elsewhere (and hand-written ones) have "@familia_caótica", and an ASCII
-    # class would leave "user ótica" behind.
-    pattern, replace = rf"(^|[^{WORD}])@+[{WORD}]+(?:@+[{WORD}]+)*", f"${{1}} {_literal(token)} "
+def _urls_pysentimiento(expr: pl.Expr, token: str) -> pl.Expr:
+    """pysentimiento's ``url_regex`` without its lookbehind, which polars' regex engine lacks.
+
+    The original: ``(?<=[^a-zA-Z0-9])(?:https?://|[a-zA-Z0-9]+\\.|\\b)(?:\\w+\\.){1,5}(?:TLD)(?:/[a-zA-Z0-9]+)*``.
+    The lookbehind character is consumed here and written back (``${1}${2}``); that is safe because
+    a match always ends with an ASCII letter or digit, so the character before the next match never
+    belongs to the previous one. Its ``\\b`` (before ``\\w+``, after a non-alphanumeric) holds exactly
+    when that character is not a Python word character: a third alternative with its own group, tried
+    last, as ``\\b`` is last in the original's alternation. (So a URL at the very start of a text is not
+    found, and ``hola.como`` is ``url`` + ``o``: pysentimiento's behaviour, kept on purpose.)
+    """
+    w, tlds = python_word(), "|".join(PYSENTIMIENTO_TLDS)
+    pattern = (
+        rf"(?:([^a-zA-Z0-9])(?:https?://|[a-zA-Z0-9]+\.)|([^{w}]))"
+        rf"(?:[{w}]+\.){{1,5}}(?:{tlds})(?:/[a-zA-Z0-9]+)*"
+    )
+    replace = "${1}${2}" + _literal(token)
+    # Every match holds "." + one of the TLDs: a literal alternation the regex engine scans fast.
+    return _on_matching_rows(expr, rf"\.(?:{tlds})", lambda s: s.str.replace_all(pattern, replace))
+
+
+def _mentions(expr: pl.Expr, style: str, token: str) -> pl.Expr:
+    if style == "twilbert":
+        # The original's r"(@+\w+)" -> "user": no left boundary ("ana@mail.es" -> "anauser.es"), bare.
+        pattern, replace = rf"@+[{python_word()}]+", _literal(token)
+    elif style == "pysentimiento":
+        # pysentimiento's r"@[a-zA-Z0-9_]{0,15}" -> "@usuario": a bare "@" is a handle, and a longer
+        # name keeps its tail ("@" + 20 letters -> "@usuario" + 5 letters).
+        pattern, replace = r"@[a-zA-Z0-9_]{0,15}", _literal(token)
+    else:
+        # Glued handles ("@ana@pepe", a missing space) are one mention: the second "@" follows a word
+        # character, and leaving it would make the output change again when normalised twice.
+        # Handles take any Unicode word character, as the original's ``@+\w+``: real Twitter handles are
+        # ASCII, but corpora from elsewhere (and hand-written ones) have "@familia_caótica", and an ASCII
+        # class would leave "user ótica" behind.
+        pattern, replace = rf"(^|[^{WORD}])@+[{WORD}]+(?:@+[{WORD}]+)*", f"${{1}} {_literal(token)} "
     return _on_matching_rows(expr, "@", lambda s: s.str.replace_all(pattern, replace))
 
 
@@ -396,9 +629,11 @@ def _remove_rt(expr: pl.Expr) -> pl.Expr:
     return expr.str.replace_all(rf"(?:^|[{SPACE}])RT(?:[{SPACE}]+RT)*(?:[{SPACE}]|$)", " ")
 
 
-def _hashtags(expr: pl.Expr, mode: str, token: str) -> pl.Expr:
+def _hashtags(expr: pl.Expr, mode: str, style: str, token: str) -> pl.Expr:
     if mode == "keep":
         return expr
+    if style == "pysentimiento":
+        return _hashtags_pysentimiento(expr, mode, token)
     tag = rf"(^|[^{WORD}&])#+([{WORD}]*[{LETTER}][{WORD}]*)"  # a letter is required: #2024 is no tag
     if mode == "replace":
         return _on_matching_rows(expr, "#", lambda s: s.str.replace_all(tag, f"${{1}} {_literal(token)} "))
@@ -427,7 +662,45 @@ def _hashtags(expr: pl.Expr, mode: str, token: str) -> pl.Expr:
     return _on_matching_rows(expr, "#", split_tags)
 
 
-def _laughter(expr: pl.Expr) -> pl.Expr:
+def _hashtags_pysentimiento(expr: pl.Expr, mode: str, token: str) -> pl.Expr:
+    """pysentimiento's ``\\B#(\\w*[a-zA-Z]+\\w*)`` -> ``hashtag`` + ``camel_to_human(tag)``.
+
+    ``\\B`` before ``#`` means "not after a word character"; it is consumed as group 1 and written back
+    (a tag ends with a word character, so that character never belongs to the previous tag). One ``#``
+    only (``##tag`` -> ``#hashtag tag``); the tag is the whole run of Python word characters and needs
+    one ASCII letter (``#ñ`` is no tag). ``camel_to_human``: a space before every run of ``[A-Z]``, strip,
+    lower-case (``#HTMLParser`` -> ``htmlparser``, ``#SíSePuede`` -> ``sí se puede``) -- only the tag is
+    lower-cased, so tags are cut out (markers + ``extract_all``), transformed as a column, and joined back.
+    """
+    w = python_word()
+    tag = rf"(^|[^{w}])#([{w}]*[a-zA-Z][{w}]*)"
+    if mode == "replace":
+        return _on_matching_rows(expr, "#", lambda s: s.str.replace_all(tag, "${1}" + _literal(token)))
+    prefix = f"{token} " if mode == "token_split" else ""
+    element = pl.element()
+    body = element.str.slice(1, element.str.len_chars() - 2)  # between the markers
+    human = body.str.replace_all("[A-Z]+", " $0").str.strip_prefix(" ").str.to_lowercase()
+    segment = pl.when(element.str.starts_with(_TAG_START)).then(pl.lit(prefix) + human).otherwise(element)
+
+    def split_tags(s: pl.Series) -> pl.Series:
+        s = s.str.replace_all(tag, f"${{1}}{_TAG_START}${{2}}{_TAG_BREAK}")
+        parts = s.str.extract_all(f"{_TAG_START}[^{_TAG_BREAK}]*{_TAG_BREAK}|[^{_TAG_START}]+")
+        return parts.list.eval(segment).list.join("")
+
+    return _on_matching_rows(expr, "#", split_tags)
+
+
+def _char_table(expr: pl.Expr) -> pl.Expr:
+    keys = list(PYSENTIMIENTO_CHAR_TABLE)
+    values = [PYSENTIMIENTO_CHAR_TABLE[k] for k in keys]
+    trigger = "[" + char_class("".join(keys)) + "]"
+    return _on_matching_rows(expr, trigger, lambda s: s.str.replace_many(keys, values))
+
+
+def _laughter(expr: pl.Expr, style: str) -> pl.Expr:
+    if style == "pysentimiento":
+        # Its Spanish rule as is: anywhere in a word, lower-case only ("JAJAJA" stays).
+        return _on_matching_rows(expr, "aj", lambda s: s.str.replace_all("[ja][ja]+aj[ja]+", "jaja"))
     # Whole words only. Rust's regex has no lookarounds, and its Unicode \b disagrees with Python's on
     # a few characters (ZWJ is a word character there), so rows are cut into maximal WORD / non-WORD
     # segments and each segment is matched in full.
@@ -453,8 +726,11 @@ def _alphabet_lookup() -> np.ndarray:
     return lut
 
 
-def cap_char_runs(s: pl.Series, max_run: int) -> pl.Series:
-    """Cut runs of one alphabet character longer than ``max_run``, for all rows at once in numpy.
+def cap_char_runs(s: pl.Series, max_run: int, scope: CharRunScope = "alphabet") -> pl.Series:
+    """Cut runs of one character longer than ``max_run``, for all rows at once in numpy.
+
+    ``scope``: ``alphabet`` caps the characters of :func:`char_run_alphabet`; ``any`` every character
+    but ``\\n`` (pysentimiento's ``(.)\\1\\1+``, where ``.`` excludes newline).
 
     Regexes cannot do this without backreferences (polars has none), so the texts go through their
     Arrow buffers: UTF-8 -> code points (one C call), run positions with cumulative sums, a keep mask,
@@ -472,13 +748,16 @@ def cap_char_runs(s: pl.Series, max_run: int) -> pl.Series:
     leads = np.concatenate([[0], np.cumsum((data & 0xC0) != 0x80)])
     char_off = leads[byte_off]  # (n+1,)
 
-    lut = _alphabet_lookup()
     idx = np.arange(len(cps))
     run_start = np.ones(len(cps), dtype=bool)
     run_start[1:] = cps[1:] != cps[:-1]
     run_start[char_off[:-1][char_off[:-1] < len(cps)]] = True  # runs never cross rows
     pos_in_run = idx - np.maximum.accumulate(np.where(run_start, idx, 0))
-    in_alphabet = lut[np.minimum(cps, len(lut) - 1)] & (cps < len(lut))
+    if scope == "any":
+        in_alphabet = cps != ord("\n")
+    else:
+        lut = _alphabet_lookup()
+        in_alphabet = lut[np.minimum(cps, len(lut) - 1)] & (cps < len(lut))
     keep = (pos_in_run < max_run) | ~in_alphabet
 
     kept = cps[keep]
@@ -492,22 +771,54 @@ def cap_char_runs(s: pl.Series, max_run: int) -> pl.Series:
 
 
 @functools.cache
-def _char_run_trigger(max_run: int) -> str:
+def _char_run_trigger(max_run: int, scope: str) -> str:
     # An alternation of literal runs ("aaaa|bbbb|..."): a DFA finds candidate rows without backreferences.
-    return "|".join(pl.escape_regex(c * (max_run + 1)) for c in char_run_alphabet())
+    if scope == "alphabet":
+        return "|".join(pl.escape_regex(c * (max_run + 1)) for c in char_run_alphabet())
+    # Any character: literal runs of the common ones (the alphabet, digits, spaces, emoji joiners), and
+    # every row holding a character outside them goes to the exact numpy pass (a few % of tweets).
+    common = char_run_alphabet() + "0123456789" + _expand_ranges(SPACE).replace("\n", "") + "\u200d\ufe0f\ufe0e\u20e3"
+    runs = "|".join(pl.escape_regex(c * (max_run + 1)) for c in common)
+    return f"{runs}|[^{char_class(common)}\n]"
 
 
-def _char_runs(expr: pl.Expr, max_run: int) -> pl.Expr:
-    return _on_matching_rows(expr, _char_run_trigger(max_run), lambda s: cap_char_runs(s, max_run))
+def _char_runs(expr: pl.Expr, max_run: int, scope: str) -> pl.Expr:
+    return _on_matching_rows(expr, _char_run_trigger(max_run, scope), lambda s: cap_char_runs(s, max_run, scope))
 
 
-def _emoji(expr: pl.Expr, mode: str, wrapper: str) -> pl.Expr:
+def _emoji(expr: pl.Expr, mode: str, style: str, wrapper: str) -> pl.Expr:
     if mode == "keep":
         return expr
     pats, repl = _emoji_replacements(mode, wrapper)
-    return _on_matching_rows(
-        expr, _emoji_trigger(), lambda s: s.str.replace_many(list(pats), list(repl), leftmost=True)
-    )
+
+    def direct(s: pl.Series) -> pl.Series:
+        return s.str.replace_many(list(pats), list(repl), leftmost=True)
+
+    if style != "pysentimiento" or mode != "name":
+        return _on_matching_rows(expr, _emoji_trigger(), direct)
+    # pysentimiento: demojize(delimiters=("|", "|")), then every r"\|([^\|]+)\|" span -> wrapped words.
+    # Without a literal "|" in the row, the spans are exactly the emoji names, and the direct table gives
+    # the same text. With one, literal pipes pair up with the delimiters ("a|b 😂" -> "a" + " emoji b "...),
+    # so those rows (and rows with pipes but no emoji) replay both steps, with noncharacter markers.
+    mark = f" {wrapper} ".replace("  ", " ")
+    codes = emoji_codes()
+    pipe_repl = [f"|{codes[p]}|" if p in codes else r for p, r in zip(pats, repl)]  # stray selectors stay ""
+    element = pl.element()
+    span = pl.when(element.str.starts_with(_EMO_START)).then(element.str.replace_all("_", " ", literal=True))
+
+    def with_pipes(s: pl.Series) -> pl.Series:
+        s = s.str.replace_many(list(pats), pipe_repl, leftmost=True)
+        s = s.str.replace_all(r"\|([^|]+)\|", f"{_EMO_START}${{1}}{_EMO_END}")
+        parts = s.str.extract_all(f"{_EMO_START}[^{_EMO_END}]*{_EMO_END}|[^{_EMO_START}]+")
+        s = parts.list.eval(span.otherwise(element)).list.join("")
+        return s.str.replace_many([_EMO_START, _EMO_END], [mark, mark])
+
+    def apply(s: pl.Series) -> pl.Series:
+        pipes = s.str.contains("|", literal=True).fill_null(False)
+        s = _apply_where(s, ~pipes & s.str.contains(_emoji_trigger()), direct)
+        return _apply_where(s, pipes, with_pipes)
+
+    return expr.map_batches(apply, return_dtype=pl.String, is_elementwise=True)
 
 
 # html.unescape's own reference syntax (Lib/html/__init__.py), character for character.
@@ -531,41 +842,44 @@ def _html_unescape(expr: pl.Expr) -> pl.Expr:
     return _on_matching_rows(expr, "&", unescape)
 
 
-def _collapse_whitespace(expr: pl.Expr) -> pl.Expr:
-    # Only runs that need a change match (a lone " " does not), which keeps the kernel cheap.
-    other_space = SPACE.replace(" ", "")
-    return expr.str.replace_all(rf"[{SPACE}]{{2,}}|[{other_space}]", " ").str.strip_chars(" ")
+def _whitespace(expr: pl.Expr, collapse: bool, strip: bool) -> pl.Expr:
+    if collapse:
+        # Only runs that need a change match (a lone " " does not), which keeps the kernel cheap.
+        other_space = SPACE.replace(" ", "")
+        return expr.str.replace_all(rf"[{SPACE}]{{2,}}|[{other_space}]", " ").str.strip_chars(" ")
+    if strip:
+        return expr.str.strip_chars(_expand_ranges(SPACE))  # str.strip(): every str.isspace character
+    return expr
 
 
 def _literal(token: str) -> str:
     return token.replace("$", "$$")  # "$" starts a group reference in a replacement
 
 
+# One function per rule name of RULE_ORDERS: (expr, rules) -> expr, a no-op when the rule is off.
+_STEPS: dict[str, Callable[[pl.Expr, EffectiveRules], pl.Expr]] = {
+    "unicode_nfc": lambda e, r: _on_matching_rows(e, _nfc_trigger(), lambda s: s.str.normalize("NFC")) if r.unicode_nfc else e,
+    "html_unescape": lambda e, r: _html_unescape(e) if r.html_unescape else e,
+    "urls": lambda e, r: _urls(e, r.url_style, r.url_token) if r.urls else e,
+    "mentions": lambda e, r: _mentions(e, r.mention_style, r.user_token) if r.mentions else e,
+    "remove_rt": lambda e, r: _remove_rt(e) if r.remove_rt else e,
+    "remove_ellipsis": lambda e, r: e.str.replace_all("…", " ", literal=True) if r.remove_ellipsis else e,
+    "hashtags": lambda e, r: _hashtags(e, r.hashtags, r.hashtag_style, r.hashtag_token),
+    "char_table": lambda e, r: _char_table(e) if r.char_table else e,
+    "laughter": lambda e, r: _laughter(e, r.laughter_style) if r.laughter else e,
+    "lowercase": lambda e, r: e.str.to_lowercase() if r.lowercase else e,
+    "max_char_run": lambda e, r: _char_runs(e, r.max_char_run, r.char_run_scope) if r.max_char_run else e,
+    "emoji": lambda e, r: _emoji(e, r.emoji, r.emoji_style, r.emoji_wrapper),
+    "whitespace": lambda e, r: _whitespace(e, r.collapse_whitespace, r.strip_whitespace),
+}
+
+
 def normalize_expr(expr: pl.Expr, rules: EffectiveRules | NormalizeRules) -> pl.Expr:
-    """The enabled rules, in the documented order, as one expression over a String column."""
+    """The enabled rules, in the order of ``RULE_ORDERS[rules.rule_order]``, as one expression over a
+    String column."""
     r = rules.effective() if isinstance(rules, NormalizeRules) else rules
-    if r.unicode_nfc:
-        expr = _on_matching_rows(expr, _nfc_trigger(), lambda s: s.str.normalize("NFC"))
-    if r.html_unescape:
-        expr = _html_unescape(expr)
-    if r.urls:
-        expr = _urls(expr, r.url_token)
-    if r.mentions:
-        expr = _mentions(expr, r.user_token)
-    if r.remove_rt:
-        expr = _remove_rt(expr)
-    if r.remove_ellipsis:
-        expr = expr.str.replace_all("…", " ", literal=True)
-    expr = _hashtags(expr, r.hashtags, r.hashtag_token)
-    if r.laughter:
-        expr = _laughter(expr)
-    if r.lowercase:
-        expr = expr.str.to_lowercase()
-    if r.max_char_run:
-        expr = _char_runs(expr, r.max_char_run)
-    expr = _emoji(expr, r.emoji, r.emoji_wrapper)
-    if r.collapse_whitespace:
-        expr = _collapse_whitespace(expr)
+    for step in RULE_ORDERS[r.rule_order]:
+        expr = _STEPS[step](expr, r)
     return expr
 
 
@@ -616,6 +930,9 @@ __all__ = [
     "DropRules",
     "NormalizeConfig",
     "PRESETS",
+    "RULE_ORDERS",
+    "PYSENTIMIENTO_CHAR_TABLE",
+    "PYSENTIMIENTO_TLDS",
     "normalize_expr",
     "normalize_texts",
     "placeholder_tokens",
@@ -623,5 +940,7 @@ __all__ = [
     "word_count_expr",
     "cap_char_runs",
     "char_run_alphabet",
+    "emoji_codes",
     "emoji_table",
+    "python_word",
 ]

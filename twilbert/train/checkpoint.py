@@ -20,7 +20,6 @@ resuming needed the step passed by hand (``initial_batch``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from twilbert.utils import sha256_file as _sha256
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -97,12 +97,6 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     _fsync_dir(path.parent)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ from twilbert.train.runtime import (
     set_num_threads,
 )
 from twilbert.train.schedules import build_schedule
+from twilbert.utils import sha256_file as _sha256_file
 
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
@@ -138,8 +139,6 @@ def _say(message: str) -> None:
         print(f"pretrain: {message}", file=sys.stderr, flush=True)
 
 
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run_config(model_cfg: ModelConfig, training: TrainingConfig, world_size: int, shards_dir: Path, tokenizer_sha256: str) -> dict:

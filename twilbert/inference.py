@@ -1,0 +1,401 @@
+"""Using a trained model: label predictions and contextual embeddings, from Python or the CLI.
+
+``load(path)`` reads a fine-tuned model directory (``models/finetune/<task>``: weights, config.json with
+labels / task type / normalisation rules / max_len, spm.model) or a pre-trained checkpoint
+(``models/pretrain/final`` or its parent; tokenizer from ``vocab_model`` or ``pretrain.json``) and
+returns a :class:`Predictor`. The ``twilbert predict`` / ``twilbert embed`` commands and the MLflow
+pyfunc (``pipeline/pyfunc.py``) are thin wrappers around it, so all three give the same results.
+
+The path a text takes is the one fine-tuning evaluated with (:mod:`twilbert.finetune.data`): the
+model's *own* normalisation rules, its SentencePiece model, ``[CLS] a [SEP] (b [SEP])`` with each
+segment cut to the model's ``max_len``. Speed comes from three things, not from approximations:
+
+* batches are sorted by length and the results scattered back (least padding; the order of the
+  input is kept), and a batch whose rows all have the same length runs without a mask, which lets
+  SDPA take its mask-free kernels (after sorting, most batches of a large file are such batches);
+* ``torch.inference_mode`` and ``eval()`` (no autograd bookkeeping, no dropout);
+* normalisation and tokenisation are vectorised over the whole input (polars, SentencePiece's
+  thread pool), not per text.
+
+Outputs of :meth:`Predictor.predict`, one dict per text:
+``{"label": str, "probabilities": {label: p}}`` (single-label, softmax),
+``{"labels": [str...], "probabilities": {label: p}}`` (multi-label, sigmoid, labels with
+``p >= threshold``), ``{"value": float}`` (regression).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from twilbert.config import ConfigError, from_dict
+from twilbert.finetune.data import Batch, EncodedSplit, collate, encode_texts
+from twilbert.finetune.model import SequenceClassifier, pool, probabilities
+from twilbert.model.twilbert import TWilBERT
+from twilbert.text.normalize import EffectiveRules, NormalizeRules
+from twilbert.text.tokenizer import Tokenizer
+
+POOLINGS = ("cls", "mean")
+
+
+class InputError(ConfigError):
+    """Unusable input (missing column, empty file, a text pair model without its second text...)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# the predictor
+
+
+@dataclass
+class Predictor:
+    """A loaded model and everything needed to turn raw texts into predictions or embeddings."""
+
+    encoder: TWilBERT
+    tokenizer: Tokenizer
+    rules: EffectiveRules | None  # None = texts are used as given
+    max_len: int  # tokens per segment
+    classifier: SequenceClassifier | None = None  # None for a pre-trained encoder (embeddings only)
+    info: dict[str, Any] = field(default_factory=dict)  # a fine-tuned model's config.json
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    source: str = ""
+
+    # -- what the model is -------------------------------------------------------------------------
+    @property
+    def is_classifier(self) -> bool:
+        return self.classifier is not None
+
+    @property
+    def task_type(self) -> str | None:
+        return self.info.get("task_type")
+
+    @property
+    def labels(self) -> list[str]:
+        """Category names in output order (empty for regression and pre-trained encoders)."""
+        return [k for k, _ in sorted((self.info.get("labels") or {}).items(), key=lambda kv: kv[1])]
+
+    @property
+    def text_pair(self) -> bool:
+        """True when the model was fine-tuned on text pairs and needs ``aux`` texts."""
+        return bool(self.info.get("text_pair"))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.info.get("threshold") or 0.5)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str], aux: Sequence[str] | None = None) -> EncodedSplit:
+        """Normalise and tokenise (vectorised): token ids of ``[CLS] a [SEP] (b [SEP])`` per text."""
+        texts = _as_texts(texts, "texts")
+        if aux is not None:
+            aux = _as_texts(aux, "aux")
+            if len(aux) != len(texts):
+                raise InputError(f"aux: {len(aux)} texts for {len(texts)} texts; one second text per text")
+        if self.is_classifier and self.text_pair and aux is None:
+            raise InputError(f"{self.source}: a text-pair model (fine-tuned on pairs): give the second texts (aux / --aux-column)")
+        if self.is_classifier and not self.text_pair and aux is not None:
+            raise InputError(f"{self.source}: a single-text model: it takes no second text (aux / --aux-column)")
+        return encode_texts(self.tokenizer, texts, aux, max_len=self.max_len, rules=self.rules)
+
+    def batches(self, data: EncodedSplit, batch_size: int, *, progress: bool = False, desc: str = "") -> Iterator[Batch]:
+        """Length-sorted batches on the model's device; ``attention_mask`` is None when a batch has no
+        padding (SDPA's fastest path). ``batch.index`` says where each row goes back."""
+        from tqdm.auto import tqdm
+
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        lengths = data.lengths
+        order = np.argsort(lengths, kind="stable")
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        for idx in tqdm(chunks, desc=desc or "batches", disable=not progress, leave=False, unit="batch"):
+            b = collate(data, idx).to(self.device)
+            if lengths[idx[0]] == lengths[idx[-1]]:  # sorted: equal ends = no padding in this batch
+                b.attention_mask = None
+            yield b
+
+    # -- outputs -----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def outputs(self, texts: Sequence[str], aux: Sequence[str] | None = None, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Raw head outputs (N, n_outputs) float32 (logits, or values for regression), input order."""
+        if self.classifier is None:
+            raise InputError(f"{self.source}: a pre-trained encoder has no classifier head: use embed(), or a fine-tuned model")
+        data = self.encode(texts, aux)
+        out = np.zeros((len(data), self.classifier.head.out_features), dtype=np.float32)
+        for b in self.batches(data, batch_size, progress=progress, desc="predict"):
+            out[b.index] = self.classifier(b.input_ids, b.token_type_ids, b.attention_mask).float().cpu().numpy()  # (B, C)
+        return out
+
+    def predict(self, texts: Sequence[str], aux: Sequence[str] | None = None, batch_size: int = 64, *, progress: bool = False) -> list[dict[str, Any]]:
+        """One dict per text (see module docstring), in input order."""
+        raw = self.outputs(texts, aux, batch_size=batch_size, progress=progress)
+        return self.format(raw)
+
+    def format(self, raw: np.ndarray) -> list[dict[str, Any]]:
+        """Raw outputs -> prediction dicts: softmax / sigmoid + threshold / the value."""
+        kind = self.task_type
+        probs = probabilities(torch.from_numpy(raw), kind).numpy()
+        if kind == "regression":
+            return [{"value": float(v)} for v in probs.reshape(-1)]
+        labels = self.labels
+        rows = [dict(zip(labels, map(float, p))) for p in probs]
+        if kind == "multi_label":
+            hits = probs >= self.threshold  # (N, C), as the fine-tuning metrics
+            return [{"labels": [labels[j] for j in np.flatnonzero(h)], "probabilities": r} for h, r in zip(hits, rows)]
+        best = probs.argmax(-1)  # (N,)
+        return [{"label": labels[j], "probabilities": r} for j, r in zip(best, rows)]
+
+    @torch.inference_mode()
+    def embed(
+        self, texts: Sequence[str], aux: Sequence[str] | None = None, pooling: str = "cls", batch_size: int = 64, *, progress: bool = False
+    ) -> np.ndarray:
+        """Contextual embeddings (N, H) float32, input order: the final hidden state of ``[CLS]``
+        (``cls``), or the mean over the real tokens (``mean``: every non-padding position, [CLS] and
+        [SEP] included, as sentence-transformers' mean pooling)."""
+        if pooling not in POOLINGS:
+            raise InputError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+        data = self.encode(texts, aux)
+        out = np.zeros((len(data), self.hidden_size), dtype=np.float32)
+        for b in self.batches(data, batch_size, progress=progress, desc="embed"):
+            hidden = self.encoder.encode(b.input_ids, b.token_type_ids, b.attention_mask)  # (B, T, H)
+            vec = pool(hidden, b.input_ids, b.attention_mask, "cls" if pooling == "cls" else "avg", use_special_tokens=True)  # (B, H)
+            out[b.index] = vec.float().cpu().numpy()
+        return out
+
+    def __repr__(self) -> str:
+        kind = f"{self.task_type}, labels={self.labels}" if self.is_classifier else "pre-trained encoder"
+        return f"Predictor({self.source!r}, {kind}, max_len={self.max_len}, device={self.device.type})"
+
+
+def _as_texts(texts: Sequence[str], name: str) -> list[str]:
+    if isinstance(texts, str):
+        raise InputError(f"{name}: expected a list of texts, got one string")
+    out = list(texts)
+    bad = [i for i, t in enumerate(out) if not isinstance(t, str)]
+    if bad:
+        raise InputError(f"{name}: item {bad[0]} is {type(out[bad[0]]).__name__}, not a text ({len(bad)} such items)")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+
+def _rules_from(stored: dict[str, Any] | None) -> EffectiveRules | None:
+    if stored is None:
+        return None
+    return from_dict(EffectiveRules, stored, "normalize")
+
+
+def _resolve_rules(normalize: Any, default: EffectiveRules | None) -> EffectiveRules | None:
+    if normalize is None:
+        return default
+    if normalize is False:
+        return None
+    if isinstance(normalize, NormalizeRules):
+        return normalize.effective()
+    if isinstance(normalize, EffectiveRules):
+        return normalize
+    raise TypeError(f"normalize: expected None, False, NormalizeRules or EffectiveRules, got {type(normalize).__name__}")
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device: cuda requested but no CUDA device is available")
+    return d
+
+
+def load(
+    path: str | Path,
+    *,
+    vocab_model: str | Path | None = None,
+    normalize: EffectiveRules | NormalizeRules | bool | None = None,
+    device: str | torch.device = "cpu",
+    attention: str = "sdpa",
+) -> Predictor:
+    """Load a fine-tuned model directory or a pre-trained checkpoint for prediction / embedding.
+
+    ``normalize``: None = the model's own rules (a fine-tuned model stores them; a pre-trained
+    checkpoint does not, so the project's default rules are used), False = no normalisation, or
+    explicit rules. ``vocab_model``: the SentencePiece model of a pre-trained checkpoint (default: the
+    one its ``pretrain.json`` records; a fine-tuned model always uses its own ``spm.model``).
+    """
+    from twilbert.finetune.model import FORMAT, load_encoder, load_finetuned, resolve_pretrained_dir
+    from twilbert.train.checkpoint import CheckpointError, read_config
+
+    directory = resolve_pretrained_dir(path)
+    dev = _device(device)
+    stored = read_config(directory)
+    if stored.get("format") == FORMAT:
+        ft = load_finetuned(directory, attention=attention)
+        ft.model.to(dev).eval()
+        return Predictor(
+            encoder=ft.model.encoder,
+            tokenizer=Tokenizer.from_file(ft.tokenizer_path),
+            rules=_resolve_rules(normalize, _rules_from(ft.config.get("normalize"))),
+            max_len=int(ft.config["max_len"]),
+            classifier=ft.model,
+            info=ft.config,
+            device=dev,
+            source=str(path),
+        )
+    encoder = load_encoder(directory, attention=attention).to(dev).eval()
+    if vocab_model is None:
+        from twilbert.hf import pretrained_tokenizer_path
+
+        vocab_model = pretrained_tokenizer_path(directory)
+        if vocab_model is None:
+            raise CheckpointError(f"{path}: pretrain.json names no existing tokenizer; pass vocab_model (--vocab-model models/vocab/spm.model)")
+    tokenizer = Tokenizer.from_file(vocab_model)
+    if tokenizer.vocab_size != encoder.config.vocab_size:
+        raise CheckpointError(f"{vocab_model}: {tokenizer.vocab_size} pieces, but {path} has vocab_size={encoder.config.vocab_size}")
+    # the longest input that fits the position table: [CLS] a [SEP] (single text)
+    return Predictor(
+        encoder=encoder,
+        tokenizer=tokenizer,
+        rules=_resolve_rules(normalize, NormalizeRules().effective()),
+        max_len=encoder.config.max_positions - 2,
+        device=dev,
+        source=str(path),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# input files
+
+
+@dataclass
+class InputTexts:
+    texts: list[str]
+    aux: list[str] | None = None
+    ids: list[str] | None = None
+
+
+def _fmt_of(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    known = {".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
+    if suffix not in known:
+        raise InputError(f"{path}: cannot tell the format from '{suffix}'; use --format tsv|csv|jsonl")
+    return known[suffix]
+
+
+def read_input_file(
+    path: str | Path,
+    text_column: str,
+    aux_column: str | None = None,
+    id_column: str | None = None,
+    fmt: str = "auto",
+) -> InputTexts:
+    """Texts (and second texts, ids) of a TSV (header, no quoting: tweets may start with ``"``), CSV
+    (header, standard quoting) or JSON-lines file. Missing columns, missing values and empty files
+    are :class:`InputError` naming the file (and line)."""
+    import polars as pl
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    kind = _fmt_of(path, fmt)
+    row = "__row__"
+    try:
+        if kind == "jsonl":
+            df = pl.read_ndjson(path, infer_schema_length=None).with_row_index(row)
+        else:
+            df = pl.read_csv(
+                path,
+                separator="\t" if kind == "tsv" else ",",
+                quote_char=None if kind == "tsv" else '"',
+                infer_schema=False,
+                empty_string_is_null=False,
+                row_index_name=row,
+                raise_if_empty=True,
+            )
+    except pl.exceptions.NoDataError:
+        raise InputError(f"{path}: empty file") from None
+    except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, ValueError) as exc:
+        raise InputError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0]})") from None
+    if df.height == 0:
+        raise InputError(f"{path}: no rows (empty file or a header only)")
+    first_line = 1 if kind == "jsonl" else 2  # 1-based file line of row 0
+    wanted = {"--text-column": text_column, "--aux-column": aux_column, "--id-column": id_column}
+    available = [c for c in df.columns if c != row]
+    out: dict[str, list[str] | None] = {}
+    for option, col in wanted.items():
+        if col is None:
+            out[option] = None
+            continue
+        if col not in available:
+            raise InputError(f"{path}: no column '{col}' ({option}); available columns: {available}")
+        s = df[col]
+        if s.dtype != pl.String:
+            if isinstance(s.dtype, (pl.List, pl.Struct, pl.Array)):
+                raise InputError(f"{path}: column '{col}' holds {s.dtype}, not texts")
+            s = s.cast(pl.String)
+        nulls = s.is_null()
+        if nulls.any():
+            rows = df[row].filter(nulls).head(5).to_list()
+            lines = ", ".join(str(r + first_line) for r in rows)
+            raise InputError(f"{path}: column '{col}' is missing or null on line(s) {lines} ({int(nulls.sum())} rows)")
+        out[option] = s.to_list()
+    return InputTexts(texts=out["--text-column"], aux=out["--aux-column"], ids=out["--id-column"])  # type: ignore[arg-type]
+
+
+def read_lines(stream) -> InputTexts:
+    """One text per line (stdin): line breaks stripped, nothing else changed."""
+    texts = [line.rstrip("\r\n") for line in stream]
+    if not texts:
+        raise InputError("stdin: no input texts (give one text per line, or --input FILE)")
+    return InputTexts(texts=texts)
+
+
+def write_jsonl(rows: list[dict[str, Any]], stream, ids: list[str] | None = None) -> None:
+    for i, r in enumerate(rows):
+        if ids is not None:
+            r = {"id": ids[i], **r}
+        stream.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def write_embeddings(vectors: np.ndarray, out: str | Path, ids: list[str] | None = None) -> Path:
+    """``.npy`` (N, H) float32 in input order, or ``.arrow`` (IPC file): ``id`` (the id column, else
+    the 0-based row number) and ``embedding`` (fixed-size list of H float32)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, vectors.astype(np.float32, copy=False))
+        return out
+    if out.suffix not in (".arrow", ".feather", ".ipc"):
+        raise InputError(f"{out}: the output must end in .npy or .arrow")
+    import pyarrow as pa
+
+    n, h = vectors.shape
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), h)
+    id_col = pa.array(ids, type=pa.string()) if ids is not None else pa.array(np.arange(n, dtype=np.int64))
+    table = pa.table({"id": id_col, "embedding": emb})
+    with pa.OSFile(str(out), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return out
+
+
+__all__ = [
+    "InputError",
+    "InputTexts",
+    "POOLINGS",
+    "Predictor",
+    "load",
+    "read_input_file",
+    "read_lines",
+    "write_embeddings",
+    "write_jsonl",
+]
