@@ -11,10 +11,13 @@ subprocess so peak RSS is per phase:
   TWilBERT's approach: ``re`` + ``html.unescape`` + ``emoji`` per row), timed on the same texts
   (on ``--reference-tweets`` of them, since it is slow), and the vectorised expression alone on the
   same texts, for a like-for-like ratio;
+* the ``pysentimiento`` preset (vectorised, streaming) beside pysentimiento's own per-row
+  ``preprocess_tweet`` (the peer RoBERTuito users run) on the same real texts;
 * ``vocab`` (SentencePiece on a sample) and ``pairs`` (tokenise + ROP negatives + Arrow shards).
 
 Prints a table, then a final JSON line with at least ``normalize_tweets_per_s``,
-``normalize_ratio_vs_reference``, ``pairs_per_s`` and ``peak_rss_mb``.
+``normalize_ratio_vs_reference``, ``pysentimiento_tweets_per_s``, ``ratio_vs_pysentimiento``,
+``pairs_per_s`` and ``peak_rss_mb``.
 
 Usage: ``python benchmarks/data_pipeline.py [--tweets 1000000] [--workdir /tmp/twb-bench]``.
 Not a test: targets (>= 300k tweets/s, >= 10x the per-row peer, <= 2 GB RSS at 10M) are reported.
@@ -122,6 +125,33 @@ def phase_compare(workdir: Path, n_ref: int) -> dict:
     return {"n": len(same), "vectorised_s": t_vec, "reference_s": t_ref, "agreement": agree, "peak_rss_mb": _rss_mb()}
 
 
+def phase_pysentimiento(workdir: Path, n_tweets: int, n_ref: int) -> dict:
+    """The ``pysentimiento`` preset, vectorised and streaming, beside pysentimiento's own per-row
+    ``preprocess_tweet(text, lang="es")`` on the same real texts (the peer on ``n_ref`` of them)."""
+    import polars as pl
+
+    from twilbert.text.normalize import NormalizeRules, normalize_expr
+    from twilbert.text.reference import load_pysentimiento_preprocessing
+
+    peer = load_pysentimiento_preprocessing()
+    if peer is None:
+        raise SystemExit("pysentimiento is not installed: make install (it is installed --no-deps)")
+    texts = real_texts()
+    same = (texts * (n_tweets // len(texts) + 1))[:n_tweets]
+    rules = NormalizeRules(preset="pysentimiento").effective()
+    lf = pl.DataFrame({"t": same}).lazy()
+    t0 = time.perf_counter()
+    vec = lf.select(normalize_expr(pl.col("t"), rules)).collect(engine="streaming").to_series()
+    t_vec = time.perf_counter() - t0
+    sub = same[:n_ref]
+    t0 = time.perf_counter()
+    ref = [peer.preprocess_tweet(t, lang="es") for t in sub]
+    t_ref = time.perf_counter() - t0
+    agree = sum(a == b for a, b in zip(vec[: len(sub)].to_list(), ref)) / len(sub)
+    return {"n": len(same), "n_ref": len(sub), "vectorised_s": t_vec, "reference_s": t_ref, "agreement": agree,
+            "peer_version": peer.__version__, "peak_rss_mb": _rss_mb()}
+
+
 def phase_vocab(workdir: Path) -> dict:
     from twilbert.text.vocab import VocabConfig, train_vocab
 
@@ -151,6 +181,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.phase:
         fn = {"normalize": lambda: phase_normalize(args.workdir), "compare": lambda: phase_compare(args.workdir, args.reference_tweets),
+              "pysentimiento": lambda: phase_pysentimiento(args.workdir, args.tweets, args.reference_tweets),
               "vocab": lambda: phase_vocab(args.workdir), "pairs": lambda: phase_pairs(args.workdir)}[args.phase]
         print(json.dumps(fn()))
         return
@@ -162,6 +193,7 @@ def main() -> None:
     print(f"corpus: {n_pairs} pairs ({2 * n_pairs} tweets) written in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     norm = _phase("normalize", args.workdir, [])
     cmp_ = _phase("compare", args.workdir, ["--reference-tweets", str(args.reference_tweets)])
+    pys = _phase("pysentimiento", args.workdir, ["--tweets", str(args.tweets), "--reference-tweets", str(args.reference_tweets)])
     voc = _phase("vocab", args.workdir, [])
     prs = _phase("pairs", args.workdir, [])
     n_tweets = 2 * n_pairs
@@ -176,6 +208,10 @@ def main() -> None:
         "normalize_ratio_vs_reference": round((n_tweets / norm["seconds"]) / ref_rate, 2),
         "expr_ratio_vs_reference": round(vec_rate / ref_rate, 2),
         "reference_agreement": round(cmp_["agreement"], 5),
+        "pysentimiento_preset_tweets_per_s": round(pys["n"] / pys["vectorised_s"]),
+        "pysentimiento_tweets_per_s": round(pys["n_ref"] / pys["reference_s"]),
+        "ratio_vs_pysentimiento": round((pys["n"] / pys["vectorised_s"]) / (pys["n_ref"] / pys["reference_s"]), 2),
+        "pysentimiento_agreement": round(pys["agreement"], 5),
         "vocab_seconds": round(voc["seconds"], 2),
         "pairs_per_s": round(n_pairs / prs["seconds"]),
         "normalize_peak_rss_mb": round(norm["peak_rss_mb"]),
@@ -186,6 +222,8 @@ def main() -> None:
     print(f"{'phase':<12}{'rate':>18}{'peak RSS MB':>14}", file=sys.stderr)
     print(f"{'normalize':<12}{result['normalize_tweets_per_s']:>14} tw/s{result['normalize_peak_rss_mb']:>14}", file=sys.stderr)
     print(f"{'per-row peer':<12}{result['reference_tweets_per_s']:>14} tw/s", file=sys.stderr)
+    print(f"{'pysent. preset':<12}{result['pysentimiento_preset_tweets_per_s']:>14} tw/s", file=sys.stderr)
+    print(f"{'pysentimiento':<12}{result['pysentimiento_tweets_per_s']:>14} tw/s", file=sys.stderr)
     print(f"{'pairs':<12}{result['pairs_per_s']:>12} pairs/s{result['pairs_peak_rss_mb']:>14}", file=sys.stderr)
     print(json.dumps(result))
 

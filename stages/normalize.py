@@ -31,7 +31,9 @@ def main(
             progress=progress_enabled(p),
         )
         t.log_metrics({f"{k}.{m}": v for k in ("pairs", "tweets", "total") for m, v in stats[k].items() if isinstance(v, (int, float))})
-        t.log_params({"normalize.effective_rules": stats["effective_rules"]})
+        from dataclasses import asdict
+
+        t.log_params({"normalize.effective_rules": asdict(p.normalize.rules.effective())})
         t.log_artifact(out_dir / "stats.json")
     tot = stats["total"]
     typer.echo(

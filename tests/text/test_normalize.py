@@ -366,7 +366,7 @@ def test_effective_fills_unset_fields_from_preset():
         ({"emoji_wrapper": "e moji"}, "emoji_wrapper"),
         ({"hashtags": "camel"}, "hashtags"),
         ({"emoji": "demojize"}, "emoji"),
-        ({"preset": "pysentimiento"}, "preset"),
+        ({"preset": "roberta"}, "preset"),
     ],
 )
 def test_invalid_rules_name_the_field(overrides, key):

@@ -208,7 +208,7 @@ class NormalizeRules:
     emoji_wrapper: str | None = None  # "emoji" -> " emoji cara llorando de risa emoji "
     lowercase: bool | None = None
     collapse_whitespace: bool | None = None  # whitespace runs -> one space, and strip
-    strip_whitespace: bool | None = None  # strip the ends (implied by collapse_whitespace)
+    strip_whitespace: bool | None = None  # strip the ends only (collapse_whitespace strips anyway)
 
     def __post_init__(self) -> None:
         check(self.preset in PRESETS, "preset", f"expected one of {list(PRESETS)}, got {self.preset!r}")
@@ -252,7 +252,7 @@ class EffectiveRules:
     emoji_wrapper: str
     lowercase: bool
     collapse_whitespace: bool
-    strip_whitespace: bool = True
+    strip_whitespace: bool = False
 
     def __post_init__(self) -> None:
         _check_rule_values(self, skip_none=False)
@@ -312,7 +312,6 @@ PRESETS: dict[str, dict[str, object]] = {
         "emoji": "name",
         "lowercase": True,
         "collapse_whitespace": True,
-        "strip_whitespace": True,
     },
     # The original TWilBERT's scripts/preprocess_corpora.py + Utils.preprocessing (inventory §2.1-2.2).
     # Deviation: RT only as a token (remove_rt), never as a substring. No lowercase: see the module doc.
@@ -326,7 +325,6 @@ PRESETS: dict[str, dict[str, object]] = {
         "remove_rt": True,
         "remove_ellipsis": True,
         "collapse_whitespace": True,
-        "strip_whitespace": True,
     },
     # pysentimiento 0.7.x preprocess_tweet(text, lang="es") with default arguments (RoBERTuito).
     "pysentimiento": _OFF | {
@@ -411,7 +409,7 @@ LETTER = "A-Za-zÀ-ÖØ-öø-ɏ"  # ASCII, Latin-1, Latin Extended-A and -B (U+0
 WORD = LETTER + "0-9_"
 # Noncharacters (permanently reserved for internal use): safe in-band markers for the hashtag rule.
 _TAG_START, _TAG_BREAK = "\ufdd0", "\ufdd1"
-_EMO_START, _EMO_END = "\ufdd2", "\ufdd3"  # pysentimiento emoji spans
+_EMO_START, _EMO_END, _DEAD_END = "\ufdd2", "\ufdd3", "\ufdd4"  # pysentimiento emoji spans
 LAUGHTER: tuple[tuple[str, str], ...] = (("aAáÁ", "jaja"), ("eEéÉ", "jeje"), ("iIíÍ", "jiji"), ("oOóÓ", "jojo"))
 
 
@@ -663,31 +661,42 @@ def _hashtags(expr: pl.Expr, mode: str, style: str, token: str) -> pl.Expr:
 
 
 def _hashtags_pysentimiento(expr: pl.Expr, mode: str, token: str) -> pl.Expr:
-    """pysentimiento's ``\\B#(\\w*[a-zA-Z]+\\w*)`` -> ``hashtag`` + ``camel_to_human(tag)``.
+    """pysentimiento's ``\\B#(\\w*[a-zA-Z]+\\w*)`` -> ``hashtag`` + `` `` + ``camel_to_human(tag)``.
 
-    ``\\B`` before ``#`` means "not after a word character"; it is consumed as group 1 and written back
-    (a tag ends with a word character, so that character never belongs to the previous tag). One ``#``
-    only (``##tag`` -> ``#hashtag tag``); the tag is the whole run of Python word characters and needs
-    one ASCII letter (``#ñ`` is no tag). ``camel_to_human``: a space before every run of ``[A-Z]``, strip,
-    lower-case (``#HTMLParser`` -> ``htmlparser``, ``#SíSePuede`` -> ``sí se puede``) -- only the tag is
-    lower-cased, so tags are cut out (markers + ``extract_all``), transformed as a column, and joined back.
+    A tag: one ``#`` not after a Python word character (``\\B``: ``##tag`` -> ``#hashtag tag``,
+    ``hola#tag`` is none), then the whole run of word characters, which needs an ASCII letter (``#ñ``,
+    ``#2024`` are none). ``camel_to_human``: a space before every run of ``[A-Z]``, strip, lower-case
+    (``#HTMLParser`` -> ``htmlparser``, ``#SíSePuede`` -> ``sí se puede``). Only the tag is lower-cased,
+    which no regex replacement can do, so rows are cut at every ``#`` into pieces (one flat column for
+    the whole batch), each piece after a ``#`` is tested and rewritten as a column, and the pieces
+    are joined back through the same list offsets.
     """
     w = python_word()
-    tag = rf"(^|[^{w}])#([{w}]*[a-zA-Z][{w}]*)"
-    if mode == "replace":
-        return _on_matching_rows(expr, "#", lambda s: s.str.replace_all(tag, "${1}" + _literal(token)))
-    prefix = f"{token} " if mode == "token_split" else ""
-    element = pl.element()
-    body = element.str.slice(1, element.str.len_chars() - 2)  # between the markers
-    human = body.str.replace_all("[A-Z]+", " $0").str.strip_prefix(" ").str.to_lowercase()
-    segment = pl.when(element.str.starts_with(_TAG_START)).then(pl.lit(prefix) + human).otherwise(element)
 
-    def split_tags(s: pl.Series) -> pl.Series:
-        s = s.str.replace_all(tag, f"${{1}}{_TAG_START}${{2}}{_TAG_BREAK}")
-        parts = s.str.extract_all(f"{_TAG_START}[^{_TAG_BREAK}]*{_TAG_BREAK}|[^{_TAG_START}]+")
-        return parts.list.eval(segment).list.join("")
+    def rewrite(s: pl.Series) -> pl.Series:
+        parts = s.str.split("#", literal=True)
+        arr = parts.to_arrow()
+        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+        pieces = pl.Series(arr.values)  # (P,) every row's pieces, row after row
+        offsets = np.asarray(arr.offsets)  # (n+1,)
+        after_hash = np.ones(len(pieces), dtype=bool)
+        after_hash[offsets[:-1][offsets[:-1] < len(pieces)]] = False  # a row's first piece has no "#"
+        idx = pl.Series(np.flatnonzero(after_hash).astype(np.uint32))
+        cand = pieces.gather(idx)
+        before = pieces.gather(idx - 1).str.slice(-1, 1)  # the character before this "#" ("" = start or "#")
+        body = cand.str.extract(rf"^([{w}]*)", 1)
+        rest = cand.str.slice(body.str.len_chars())
+        is_tag = body.str.contains("[a-zA-Z]") & ~before.str.contains(f"[{w}]")
+        human = body.str.replace_all("[A-Z]+", " $0").str.strip_prefix(" ").str.to_lowercase()
+        if mode == "replace":
+            tag = token + rest
+        else:
+            tag = (f"{token} " + human if mode == "token_split" else human) + rest
+        pieces = pieces.scatter(idx, tag.zip_with(is_tag, "#" + cand))
+        joined = type(arr).from_arrays(arr.offsets, pieces.to_arrow())
+        return pl.Series(s.name, joined).list.join("")
 
-    return _on_matching_rows(expr, "#", split_tags)
+    return _on_matching_rows(expr, "#", rewrite)
 
 
 def _char_table(expr: pl.Expr) -> pl.Expr:
@@ -771,19 +780,45 @@ def cap_char_runs(s: pl.Series, max_run: int, scope: CharRunScope = "alphabet") 
 
 
 @functools.cache
-def _char_run_trigger(max_run: int, scope: str) -> str:
+def _char_run_trigger(max_run: int) -> str:
     # An alternation of literal runs ("aaaa|bbbb|..."): a DFA finds candidate rows without backreferences.
-    if scope == "alphabet":
-        return "|".join(pl.escape_regex(c * (max_run + 1)) for c in char_run_alphabet())
-    # Any character: literal runs of the common ones (the alphabet, digits, spaces, emoji joiners), and
-    # every row holding a character outside them goes to the exact numpy pass (a few % of tweets).
+    return "|".join(pl.escape_regex(c * (max_run + 1)) for c in char_run_alphabet())
+
+
+@functools.cache
+def _any_run_triggers(max_run: int) -> tuple[str, str]:
+    """Row triggers for ``char_run_scope: any``: literal runs of the common characters (the alphabet,
+    digits, spaces, Latin-1, combining accents, general punctuation, arrows, regional indicators, emoji
+    joiners), and a class for every other character -- rows holding one (0.3 % of real tweets) go to
+    the exact numpy pass whether or not they have a run. Two scans: one regex holding both is far slower."""
+    span = lambda a, b: "".join(chr(c) for c in range(a, b + 1))  # noqa: E731
     common = char_run_alphabet() + "0123456789" + _expand_ranges(SPACE).replace("\n", "") + "\u200d\ufe0f\ufe0e\u20e3"
+    common += span(0x80, 0xFF) + span(0x300, 0x36F) + span(0x2000, 0x206F) + span(0x2190, 0x21FF) + span(0x1F1E6, 0x1F1FF)
+    common = "".join(dict.fromkeys(common))
     runs = "|".join(pl.escape_regex(c * (max_run + 1)) for c in common)
-    return f"{runs}|[^{char_class(common)}\n]"
+    return runs, f"[^{char_class(common)}\n]"
 
 
 def _char_runs(expr: pl.Expr, max_run: int, scope: str) -> pl.Expr:
-    return _on_matching_rows(expr, _char_run_trigger(max_run, scope), lambda s: cap_char_runs(s, max_run, scope))
+    if scope == "alphabet":
+        return _on_matching_rows(expr, _char_run_trigger(max_run), lambda s: cap_char_runs(s, max_run))
+    runs, rare = _any_run_triggers(max_run)
+
+    def cap(s: pl.Series) -> pl.Series:
+        return _apply_where(s, s.str.contains(runs) | s.str.contains(rare), lambda t: cap_char_runs(t, max_run, "any"))
+
+    return expr.map_batches(cap, return_dtype=pl.String, is_elementwise=True)
+
+
+@functools.cache
+def _emoji_dead_ends() -> tuple[str, ...]:
+    """Prefixes of longer emoji sequences that are no emoji themselves but start with one
+    (``🕵️`` + ZWJ, of ``🕵️‍♂️``). ``emoji.demojize`` walks its trie as deep as the text allows and,
+    stopping at such a node, leaves the first character raw (``🕵️‍`` + ``x`` -> ``🕵‍x``), where a
+    longest-match table names the shorter emoji. Matched first (longest), they flag those rows."""
+    codes = emoji_codes()
+    prefixes = {e[:k] for e in codes for k in range(2, len(e))}
+    return tuple(sorted(p for p in prefixes if p not in codes and any(p[:k] in codes for k in range(1, len(p)))))
 
 
 def _emoji(expr: pl.Expr, mode: str, style: str, wrapper: str) -> pl.Expr:
@@ -796,29 +831,57 @@ def _emoji(expr: pl.Expr, mode: str, style: str, wrapper: str) -> pl.Expr:
 
     if style != "pysentimiento" or mode != "name":
         return _on_matching_rows(expr, _emoji_trigger(), direct)
-    # pysentimiento: demojize(delimiters=("|", "|")), then every r"\|([^\|]+)\|" span -> wrapped words.
-    # Without a literal "|" in the row, the spans are exactly the emoji names, and the direct table gives
-    # the same text. With one, literal pipes pair up with the delimiters ("a|b 😂" -> "a" + " emoji b "...),
-    # so those rows (and rows with pipes but no emoji) replay both steps, with noncharacter markers.
-    mark = f" {wrapper} ".replace("  ", " ")
+    return expr.map_batches(functools.partial(_emoji_pysentimiento, wrapper=wrapper), return_dtype=pl.String, is_elementwise=True)
+
+
+def _emoji_pysentimiento(s: pl.Series, wrapper: str) -> pl.Series:
+    """pysentimiento's ``demojize(text, language="es", delimiters=("|", "|"))`` followed by
+    ``re.sub(r"\\|([^\\|]+)\\|", " emoji " + words + " emoji ")``, exactly.
+
+    * Rows with no ``|`` and no demojize dead end (nearly all): the ``|...|`` spans are exactly the
+      emoji names, so one table pass writes the wrapped words directly.
+    * Rows with a literal ``|`` (even without emoji): literal pipes pair up with the delimiters
+      (``a|b 😂`` -> ``a emoji b emoji cara_llorando_de_risa|``), so the two steps are replayed:
+      the table writes ``|name|``, then the span regex marks spans with noncharacters and the
+      underscores inside spans (and only there) become spaces.
+    * Rows where demojize would stop at a dead end (:func:`_emoji_dead_ends`, 1 in 137k real tweets):
+      ``emoji.demojize`` itself, one call per such row, then the same span step.
+    """
+    pats, repl = _emoji_replacements("name", wrapper)
+    dead = _emoji_dead_ends()
+    table = list(dead) + list(pats)  # dead ends are longer than the emoji they start with: matched first
     codes = emoji_codes()
-    pipe_repl = [f"|{codes[p]}|" if p in codes else r for p, r in zip(pats, repl)]  # stray selectors stay ""
+    hit = (s.str.contains(_emoji_trigger()) | s.str.contains("|", literal=True)).fill_null(False)
+    if not hit.any():
+        return s
+    rows = hit.arg_true()
+    texts = s.gather(rows)
+    out = texts.str.replace_many(table, [_DEAD_END] * len(dead) + list(repl), leftmost=True)
+    slow = out.str.contains(_DEAD_END, literal=True) | texts.str.contains("|", literal=True)
+    if slow.any():
+        idx = slow.arg_true()
+        slow_texts = texts.gather(idx)
+        pipe_repl = [_DEAD_END] * len(dead) + [f"|{codes[p]}|" if p in codes else r for p, r in zip(pats, repl)]
+        marked = slow_texts.str.replace_many(table, pipe_repl, leftmost=True)
+        dead_rows = marked.str.contains(_DEAD_END, literal=True).arg_true()
+        if len(dead_rows):
+            import emoji
+
+            redo = [emoji.demojize(t, language="es", delimiters=("|", "|")) for t in slow_texts.gather(dead_rows)]
+            marked = marked.scatter(dead_rows, pl.Series(redo, dtype=pl.String))
+        out = out.scatter(idx, _pipe_spans(marked, wrapper))
+    return s.clone().scatter(rows, out)
+
+
+def _pipe_spans(s: pl.Series, wrapper: str) -> pl.Series:
+    """``re.sub(r"\\|([^\\|]+)\\|", lambda m: w + " ".join(m[1].split("_")) + w, text)``, w = `` emoji ``."""
+    mark = f" {wrapper} ".replace("  ", " ")
+    s = s.str.replace_all(r"\|([^|]+)\|", f"{_EMO_START}${{1}}{_EMO_END}")
+    parts = s.str.extract_all(f"{_EMO_START}[^{_EMO_END}]*{_EMO_END}|[^{_EMO_START}]+")
     element = pl.element()
     span = pl.when(element.str.starts_with(_EMO_START)).then(element.str.replace_all("_", " ", literal=True))
-
-    def with_pipes(s: pl.Series) -> pl.Series:
-        s = s.str.replace_many(list(pats), pipe_repl, leftmost=True)
-        s = s.str.replace_all(r"\|([^|]+)\|", f"{_EMO_START}${{1}}{_EMO_END}")
-        parts = s.str.extract_all(f"{_EMO_START}[^{_EMO_END}]*{_EMO_END}|[^{_EMO_START}]+")
-        s = parts.list.eval(span.otherwise(element)).list.join("")
-        return s.str.replace_many([_EMO_START, _EMO_END], [mark, mark])
-
-    def apply(s: pl.Series) -> pl.Series:
-        pipes = s.str.contains("|", literal=True).fill_null(False)
-        s = _apply_where(s, ~pipes & s.str.contains(_emoji_trigger()), direct)
-        return _apply_where(s, pipes, with_pipes)
-
-    return expr.map_batches(apply, return_dtype=pl.String, is_elementwise=True)
+    s = parts.list.eval(span.otherwise(element)).list.join("")
+    return s.str.replace_many([_EMO_START, _EMO_END], [mark, mark])
 
 
 # html.unescape's own reference syntax (Lib/html/__init__.py), character for character.
