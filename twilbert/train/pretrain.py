@@ -255,6 +255,9 @@ class Pretrainer:
         self.log_fn, self.progress = log_fn, progress
         self.max_bad_steps, self.peak_flops = max_bad_steps, peak_flops
         self.state = TrainState()
+        # Every logged row, saved in checkpoints and replayed on resume: a resumed run's curves and
+        # final metrics are those of the whole run, not only of the part after the interruption.
+        self.history: list[list] = []
         self.resumed_from: Path | None = None
 
     # ------------------------------------------------------------------ setup
@@ -357,6 +360,10 @@ class Pretrainer:
             torch.set_rng_state(mine["torch"])
             if mine.get("cuda") is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(mine["cuda"], self.device)
+        self.history = json.loads(extra.get("history", "[]"))
+        if self.log_fn is not None and self.dist.is_main:
+            for step, metrics in self.history:  # the new MLflow run and curves file get the whole run
+                self.log_fn(metrics, step)
         self.resumed_from = directory
         _say(f"resuming from {directory} (step {self.state.step}, epoch {self.state.epoch}, batch {self.state.cursor})")
 
@@ -531,6 +538,7 @@ class Pretrainer:
         if self.device.type == "cuda" and seqs:
             seq_len = max(1, round(padded / seqs))
             metrics["mfu"] = self.raw_model.estimate_mfu(padded / dt / W, self.peak_flops, seq_len)
+        self.history.append([st.step, metrics])
         if self.log_fn is not None and self.dist.is_main:
             self.log_fn(metrics, st.step)
         return metrics
@@ -559,6 +567,7 @@ class Pretrainer:
                 "fingerprint": self.fingerprint,
                 "run_config": json.dumps(self.run_config, sort_keys=True),
                 "rng_per_rank": rng,
+                "history": json.dumps(self.history),
             }
             save_checkpoint(directory, self.raw_model, to_dict(self.model_cfg), optimizer=self.optimizer, scheduler=self.scheduler, extra=extra)
             for old in list_checkpoints(root)[:-KEEP_CHECKPOINTS]:
@@ -602,7 +611,7 @@ class Pretrainer:
         show = self.progress and self.dist.is_main and sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=st.step, unit="step", desc="pretrain", disable=not show, dynamic_ncols=True)
         batches = None
-        stopped, last_metrics, saved_at = False, {}, -1
+        stopped, last_metrics, saved_at = False, (self.history[-1][1] if self.history else {}), -1
         with bar:
             while not self._budget_reached():
                 if stop_after_steps is not None and st.step - start_step >= stop_after_steps:
@@ -645,7 +654,8 @@ class Pretrainer:
             "tokens_padded": st.tokens_padded,
             "padding_waste": 1.0 - st.tokens_real / st.tokens_padded if st.tokens_padded else math.nan,
             "wall_s": wall,
-            "tokens_per_s": (st.tokens_real - tokens0) / wall if wall > 0 else math.nan,
+            # Throughput of this call; a call that resumed a finished run reports the run's last figure.
+            "tokens_per_s": (st.tokens_real - tokens0) / wall if st.tokens_real > tokens0 else last_metrics.get("tokens_per_s", math.nan),
             "world_size": self.dist.world_size,
             "device": str(self.device),
             "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
