@@ -58,4 +58,9 @@ def main(
         for name in ("metrics.json", "class_report.md", "confusion.png", "predictions.tsv"):
             t.log_artifact(report_out / name, "report")
         t.log_artifact(model_out / "config.json", "model")
+        from pipeline.pyfunc import log_finetuned_model
+
+        model_uri = log_finetuned_model(t, model_out)  # servable: mlflow models serve -m runs:/<run id>/model
     typer.echo(f"finetune {task}: " + json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float))}))
+    if model_uri:
+        typer.echo(f"finetune {task}: MLflow model {model_uri} (serve: mlflow models serve -m {model_uri} --env-manager local --host 127.0.0.1)")

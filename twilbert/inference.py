@@ -59,7 +59,7 @@ class Predictor:
     encoder: TWilBERT
     tokenizer: Tokenizer
     rules: EffectiveRules | None  # None = texts are used as given
-    max_len: int  # tokens per segment
+    max_len: int  # tokens per segment (a pre-trained encoder: single texts; pairs get (P - 3) // 2 each)
     classifier: SequenceClassifier | None = None  # None for a pre-trained encoder (embeddings only)
     info: dict[str, Any] = field(default_factory=dict)  # a fine-tuned model's config.json
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -104,7 +104,10 @@ class Predictor:
             raise InputError(f"{self.source}: a text-pair model (fine-tuned on pairs): give the second texts (aux / --aux-column)")
         if self.is_classifier and not self.text_pair and aux is not None:
             raise InputError(f"{self.source}: a single-text model: it takes no second text (aux / --aux-column)")
-        return encode_texts(self.tokenizer, texts, aux, max_len=self.max_len, rules=self.rules)
+        max_len = self.max_len
+        if not self.is_classifier and aux is not None:  # a pre-trained encoder given pairs: both must fit
+            max_len = (self.encoder.config.max_positions - 3) // 2
+        return encode_texts(self.tokenizer, texts, aux, max_len=max_len, rules=self.rules)
 
     def batches(self, data: EncodedSplit, batch_size: int, *, progress: bool = False, desc: str = "") -> Iterator[Batch]:
         """Length-sorted batches on the model's device; ``attention_mask`` is None when a batch has no

@@ -93,6 +93,40 @@ def test_dvc_repro_runs_the_whole_pipeline(project):
     assert {"normalize", "vocab", "pairs", "pretrain", "evaluate", "finetune:sentiment", "finetune:stance", "report"} <= stages
 
 
+def test_models_of_the_pipeline_predict_embed_and_load_from_mlflow(project):
+    """What `make repro` leaves is usable: predict and embed on the pipeline's own models, and the
+    finetune run's MLflow pyfunc model answers like the model directory."""
+    root, env = project
+    if not (root / "models/finetune/sentiment/model.safetensors").is_file():
+        _run(["dvc", "repro"], root, env)
+    tweets = "qué buen día jajaja\nodio los lunes @ana\n"
+    proc = subprocess.run(["twilbert", "predict", "-m", "models/finetune/sentiment"], cwd=root, env=env, input=tweets,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    cats = set(json.loads((root / "models/finetune/sentiment/config.json").read_text())["labels"])
+    assert len(rows) == 2 and all(r["label"] in cats and abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+    proc = subprocess.run(["twilbert", "embed", "-m", "models/pretrain/final", "-o", str(root / "emb.npy")], cwd=root, env=env,
+                          input=tweets, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import numpy as np
+
+    assert np.load(root / "emb.npy").shape[0] == 2
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("twilbert")
+    runs = client.search_runs([exp.experiment_id], "tags.`twilbert.stage` = 'finetune:sentiment'")
+    assert runs
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    served = mlflow.pyfunc.load_model(f"runs:/{runs[0].info.run_id}/model")
+    import pandas as pd
+
+    out = served.predict(pd.DataFrame({"text": tweets.splitlines()}))
+    assert list(out["label"]) == [r["label"] for r in rows]
+
+
 def test_dvc_exp_run_records_the_variant_in_dvc_and_mlflow(project):
     root, env = project
     _run(["dvc", "exp", "run", "-S", "model.n_encoders=6", "-n", "enc6"], root, env)

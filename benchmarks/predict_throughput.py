@@ -1,0 +1,182 @@
+"""Prediction throughput: ``twilbert predict`` vs a transformers ``pipeline("text-classification")``.
+
+Both systems run the *same fine-tuned model* on the *same real tweets* of ``../shared/data``:
+
+1. A SentencePiece vocabulary is trained on the real texts (cached in ``--workdir``).
+2. A classifier (``--preset``: TWilBERT-Base sizes, or ``small``) with ``collapse_mode: cls`` is
+   fine-tuned for a few steps on real labelled tweets (TASS 2020 sentiment), so that it is a real
+   fine-tuned model directory; its quality does not matter here, only its compute.
+3. It is exported with :func:`twilbert.hf.export_sequence_classifier` to
+   ``BertForSequenceClassification`` (exact: the pooler is made an identity to ~1e-6; the benchmark
+   checks that both systems predict the same labels).
+4. **ours**: :meth:`twilbert.inference.Predictor.predict` on the raw tweets -- what ``twilbert
+   predict`` runs: normalisation, tokenisation, length-sorted batches padded only to the batch's
+   longest row (no mask when a batch has no padding), ``torch.inference_mode``. Normalisation and
+   tokenisation are *inside* the timed region.
+   **peer**: ``pipeline("text-classification", model=export, batch_size=B, top_k=None)`` on the
+   already-normalised tweets (its tokenisation and post-processing inside the timed region, our
+   normalisation given to it for free), batches in input order padded to their longest row, as a
+   user of the pipeline gets it.
+
+Timing: ``--repeats`` interleaved rounds (ours, peer, ours, peer...) after one warm-up round each;
+each figure is the best round (tweets / seconds), so a burst of load from another process on a
+shared CPU does not decide the ratio. Threads: the same ``torch.set_num_threads`` for both.
+
+Usage: ``python benchmarks/predict_throughput.py [--tweets 2000] [--preset base] [--threads 2]``
+Prints a table, then a final JSON line with ``tweets_per_s``, ``hf_tweets_per_s`` and ``ratio_vs_hf``.
+Not a test. Needs ``transformers`` (the ``hf`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))
+
+SIZES = {
+    "small": dict(hidden_size=256, embedding_size=256, n_encoders=4, n_heads=4),
+    "base": dict(hidden_size=768, embedding_size=768, n_encoders=6, n_heads=6),  # TWilBERT-Base
+}
+TASK = SHARED / "tass2020_sentiment_es"
+
+
+def read_tsv(path: Path):
+    import polars as pl
+
+    return pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False, has_header=True)
+
+
+def build_model(args) -> tuple[Path, Path]:
+    """A fine-tuned model directory and its transformers export, cached in ``--workdir``."""
+    from twilbert.finetune.config import FinetuningConfig, TaskConfig
+    from twilbert.finetune.train import finetune_task
+    from twilbert.hf import export_sequence_classifier
+    from twilbert.model.config import ModelConfig
+    from twilbert.model.twilbert import TWilBERT
+    from twilbert.text.normalize import NormalizeRules, normalize_texts, placeholder_tokens
+    from twilbert.text.tokenizer import Tokenizer
+    from twilbert.text.vocab import VocabConfig, train_vocab
+    from twilbert.train.config import ImplConfig
+
+    work = args.workdir / args.preset
+    model_dir, hf_dir = work / "finetuned", work / "hf"
+    if (model_dir / "config.json").is_file() and (hf_dir / "config.json").is_file():
+        return model_dir, hf_dir
+    work.mkdir(parents=True, exist_ok=True)
+    rules = NormalizeRules()
+    spm = args.workdir / "spm.model"
+    if not spm.is_file():
+        texts = []
+        for f in sorted(SHARED.glob("*/*.tsv")):
+            df = read_tsv(f)
+            texts += [t for t in df["TEXT"].to_list() if t] if "TEXT" in df.columns else []
+        texts = [t for t in normalize_texts(texts, rules.effective()) if t]
+        train_vocab(texts, VocabConfig(vocab_size=args.vocab_size, input_sentence_size=0), spm.with_suffix(""),
+                    placeholder_tokens(rules.effective()))
+    # A small real task: 512 training tweets, 128 dev/test, so the model directory is a real one.
+    small = work / "task"
+    small.mkdir(exist_ok=True)
+    for split, src, n in (("train", "train", 512), ("dev", "dev", 128), ("test", "test", 128)):
+        read_tsv(TASK / f"{src}.tsv").head(n).write_csv(small / f"{split}.tsv", separator="\t", quote_style="never")
+    task = TaskConfig(train_file=str(small / "train.tsv"), dev_file=str(small / "dev.tsv"), test_file=str(small / "test.tsv"),
+                      categories={"N": 0, "NEU": 1, "P": 2})
+    vocab = Tokenizer.from_file(spm).vocab_size
+    mc = ModelConfig(**SIZES[args.preset]).resolved(vocab_size=vocab, max_len=args.max_len)
+    torch.manual_seed(0)
+    finetune_task(
+        "bench", task, FinetuningConfig(epochs=1, batch_size=32, max_len=args.max_len, collapse_mode="cls", lr=1e-4),
+        tokenizer_path=spm, rules=rules, model_out=model_dir, report_out=work / "report",
+        encoder_factory=lambda: TWilBERT(mc), impl=ImplConfig(device="cpu"), progress=False,
+    )
+    export_sequence_classifier(model_dir, hf_dir)
+    return model_dir, hf_dir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tweets", type=int, default=2000, help="real tweets to classify per round")
+    ap.add_argument("--preset", choices=list(SIZES), default="base")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--max-len", type=int, default=64, help="tokens per text (both systems truncate here)")
+    ap.add_argument("--vocab-size", type=int, default=16000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/twilbert-bench-predict"))
+    args = ap.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"needs the real tweets in {SHARED}")
+    try:
+        import transformers
+    except ImportError:
+        raise SystemExit("needs transformers: pip install -c constraints.txt -e '.[hf]'") from None
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+
+    from twilbert.inference import load
+    from twilbert.text.normalize import normalize_texts
+
+    model_dir, hf_dir = build_model(args)
+    raw = [t for t in read_tsv(TASK / "test.tsv")["TEXT"].to_list() if t][: args.tweets]
+    ours = load(model_dir, device="cpu")
+    normalised = normalize_texts(raw, ours.rules)
+    peer = transformers.pipeline("text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device="cpu",
+                                 batch_size=args.batch_size, top_k=None, truncation=True, max_length=args.max_len + 2)
+
+    def run_ours():
+        return ours.predict(raw, batch_size=args.batch_size)
+
+    def run_peer():
+        with torch.inference_mode():  # the pipeline runs its forward under no_grad already; equal footing
+            return peer(normalised)
+
+    times = {"ours": [], "hf": []}
+    out = {}
+    for name, fn in (("ours", run_ours), ("hf", run_peer)):  # warm-up
+        out[name] = fn()
+    for _ in range(args.repeats):
+        for name, fn in (("ours", run_ours), ("hf", run_peer)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    mine = [r["label"] for r in out["ours"]]
+    theirs = [max(r, key=lambda d: d["score"])["label"] for r in out["hf"]]
+    agree = float(np.mean([a == b for a, b in zip(mine, theirs)]))
+    p_mine = np.array([[r["probabilities"][k] for k in ("N", "NEU", "P")] for r in out["ours"]])
+    p_theirs = np.array([[{d["label"]: d["score"] for d in r}[k] for k in ("N", "NEU", "P")] for r in out["hf"]])
+    n = len(raw)
+    rate, hf_rate = n / min(times["ours"]), n / min(times["hf"])
+    lengths = ours.encode(raw).lengths
+    result = {
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+        "preset": args.preset,
+        "tweets": n,
+        "batch_size": args.batch_size,
+        "mean_tokens": round(float(np.mean(lengths)), 1),
+        "tweets_per_s": round(rate, 1),
+        "hf_tweets_per_s": round(hf_rate, 1),
+        "ratio_vs_hf": round(rate / hf_rate, 2),
+        "label_agreement": round(agree, 4),
+        "max_abs_prob_diff": float(np.abs(p_mine - p_theirs).max()),
+        "rounds_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+    }
+    print(f"{'system':<34}{'tweets/s':>10}", file=sys.stderr)
+    print(f"{'twilbert predict (raw tweets)':<34}{rate:>10.1f}", file=sys.stderr)
+    print(f"{'HF pipeline (normalised tweets)':<34}{hf_rate:>10.1f}", file=sys.stderr)
+    print(f"ratio {rate / hf_rate:.2f}x; same labels on {agree:.2%}", file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Commands `export-hf` / `import-hf`: Hugging Face transformers interop (not DVC stages).
+
+Needs the optional ``hf`` extra (``pip install -e .[hf]``). What maps and what is refused:
+``twilbert/hf.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import typer
+
+from pipeline.common import run_guarded
+
+
+def export_main(
+    model: Path = typer.Option(..., "--model", "-m", help="Pre-trained checkpoint (models/pretrain[/final]) or fine-tuned model directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (config.json, model.safetensors, tokenizer.json...)."),
+    vocab_model: Path = typer.Option(None, help="SentencePiece model (default: the model's own, or the one pretrain.json records)."),
+) -> None:
+    """Export a TWilBERT checkpoint to transformers' BERT (or ALBERT: factorised / shared) format,
+    loadable by AutoModel / AutoTokenizer.from_pretrained(OUT)."""
+    from twilbert.hf import export_hf
+
+    info = run_guarded(export_hf, model, out, vocab_model=vocab_model)
+    typer.echo(f"export-hf: {info['architecture']} -> {out} (max |diff| of hidden states {info['max_abs_diff_hidden']:.2g})")
+    for item in info["not_exported"]:
+        typer.echo(f"  not exported: {item}")
+
+
+def import_main(
+    model: Path = typer.Option(..., "--model", "-m", help="A transformers BERT or ALBERT directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output TWilBERT checkpoint directory."),
+    approximate_gelu: bool = typer.Option(False, help="Accept a tanh-approximate GELU (gelu_new...); TWilBERT's is exact."),
+    seed: int = typer.Option(0, help="Seed for the heads the checkpoint does not have (ROP; MLM if absent)."),
+) -> None:
+    """Import a transformers BERT/ALBERT checkpoint as a TWilBERT model (config.json + weights), e.g.
+    as training.path_initial_weights for continued pre-training."""
+    from twilbert.hf import import_hf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported below, one line each
+        info = run_guarded(import_hf, model, out, approximate_gelu=approximate_gelu, seed=seed)
+    diff = info["max_abs_diff_hidden"]
+    typer.echo(f"import-hf: {info['model_type']} -> {out} (MLM head {info['mlm_head']}; max |diff| of hidden states {diff:.2g})")
+    for w in info["warnings"]:
+        typer.echo(f"  warning: {w}")
+    typer.echo("  model section (params.yaml `model:` must match it for training.path_initial_weights):")
+    typer.echo("  " + json.dumps(info["model"], sort_keys=True))

@@ -1,0 +1,58 @@
+"""Command `predict`: labels for new texts with a fine-tuned model (not a DVC stage).
+
+Reads texts from stdin (one per line) or a TSV / CSV / JSON-lines file, and writes one JSON line per
+input (same order) to stdout or ``--output``. Everything the model needs (normalisation rules,
+tokenizer, labels, max_len) comes from the model directory: ``twilbert.inference``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.common import fail, run_guarded
+
+
+def main(
+    model: Path = typer.Option(..., "--model", "-m", help="A fine-tuned model directory (models/finetune/<task>)."),
+    input: Path = typer.Option(None, "--input", "-i", help="TSV/CSV/JSONL file with a header; default: stdin, one text per line."),
+    text_column: str = typer.Option("text", help="Column with the texts (files only)."),
+    aux_column: str = typer.Option(None, help="Column with the second texts, for text-pair models."),
+    id_column: str = typer.Option(None, help="Column copied to the output as \"id\"."),
+    fmt: str = typer.Option("auto", "--format", help="auto (from the extension) | tsv | csv | jsonl."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write JSON lines here instead of stdout."),
+    batch_size: int = typer.Option(64, min=1, help="Texts per forward pass (batches are sorted by length)."),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto."),
+    progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on for files when stderr is a terminal)."),
+) -> None:
+    """Predict labels (or values) for texts: one JSON line per input,
+    {"label": ..., "probabilities": {label: p}} (multi-label: "labels": [...]; regression: "value")."""
+    from twilbert.inference import InputError, load, read_input_file, read_lines, write_jsonl
+
+    if fmt not in ("auto", "tsv", "csv", "jsonl"):
+        fail(f"--format: expected auto, tsv, csv or jsonl, got {fmt!r}")
+    predictor = run_guarded(load, model, device=device)
+    if not predictor.is_classifier:
+        fail(f"{model}: a pre-trained encoder has no classifier head; predict needs a fine-tuned model (twilbert embed gives embeddings)")
+    if input is None:
+        if predictor.text_pair:
+            fail(f"{model}: a text-pair model needs the second texts: use --input FILE with --aux-column")
+        data = run_guarded(read_lines, sys.stdin)
+    else:
+        if predictor.text_pair and aux_column is None:
+            fail(f"{model}: a text-pair model needs the second texts: give --aux-column")
+        data = run_guarded(read_input_file, input, text_column, aux_column, id_column, fmt)
+    show = progress if progress is not None else (input is not None and sys.stderr.isatty())
+    try:
+        rows = predictor.predict(data.texts, data.aux, batch_size=batch_size, progress=show)
+    except InputError as exc:
+        fail(str(exc))
+    if output is None:
+        write_jsonl(rows, sys.stdout, data.ids)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as f:
+        write_jsonl(rows, f, data.ids)
+    typer.echo(f"predict: {len(rows)} predictions -> {output}", err=True)
