@@ -540,7 +540,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, vocab_model: str | 
 def verify_export(encoder: TWilBERT, out_dir: str | Path) -> float:
     """Reload ``out_dir`` with ``AutoModel`` and compare hidden states on a probe batch."""
     transformers = _quiet_transformers()
-    reloaded = transformers.AutoModel.from_pretrained(str(out_dir))
+    reloaded = transformers.AutoModel.from_pretrained(str(out_dir), use_safetensors=True)
     diff = hidden_state_difference(encoder, reloaded)
     if not diff <= PARITY_TOL:
         raise HFInteropError(f"{out_dir}: the exported model differs from the source (max |diff| {diff:.3g} > {PARITY_TOL})")
@@ -706,7 +706,13 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, *, approximate_gelu: bool
     _refuse(f"{hf_dir}: cannot import into TWilBERT", import_problems(hf_cfg, approximate_gelu=approximate_gelu))
     kind = hf_cfg.model_type
     _, _, mlm_cls = _hf_classes(kind)
-    hf_model, loading = mlm_cls.from_pretrained(str(hf_dir), output_loading_info=True)
+    if not any(hf_dir.glob("*.safetensors")):
+        # Weights load only through safetensors: a pickled pytorch_model.bin can run code on load.
+        raise HFInteropError(
+            f"{hf_dir}: no *.safetensors weights; TWilBERT loads weights only through safetensors "
+            "(convert a trusted pytorch_model.bin first: AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True))"
+        )
+    hf_model, loading = mlm_cls.from_pretrained(str(hf_dir), output_loading_info=True, use_safetensors=True)
     hf_model.eval()
     hf_sd = {k: v.detach() for k, v in hf_model.state_dict().items()}
     head_prefix = "cls.predictions." if kind == "bert" else "predictions."

@@ -4,6 +4,7 @@ every reason listed; the tokenizer encodes like ours."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -238,3 +239,17 @@ def test_tokenizer_ids_equal_ours_on_real_tweets(tmp_path):
     bad, not_ties = check_tokenizer(spm, texts, tmp_path)
     assert not_ties == 0  # every difference is a tie between equal-score segmentations
     assert bad <= 0.001 * len(texts), (bad, len(texts))
+
+
+def test_import_loads_weights_only_through_safetensors(tmp_path):
+    """A pickled pytorch_model.bin is refused (loading it can run code); the same weights as
+    safetensors import."""
+    model = hf_checkpoint("bert", tmp_path / "st")
+    pickled = tmp_path / "bin"  # what older checkpoints ship: config.json + a pickled pytorch_model.bin
+    pickled.mkdir()
+    shutil.copy(tmp_path / "st" / "config.json", pickled / "config.json")
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(HFInteropError, match="only through safetensors"):
+        import_hf(pickled, tmp_path / "out-bin")
+    assert not (tmp_path / "out-bin" / "model.safetensors").exists()
+    assert import_hf(tmp_path / "st", tmp_path / "out-st")["max_abs_diff_hidden"] <= 1e-5
