@@ -58,12 +58,20 @@ class FinetuningConfig:
     accum_iters: int = 1
     clip_grad_norm: float = 1.0  # 0 = off
     seed: int = 1234
+    # Several seeds: one model per seed (same data, same config); metrics.json holds mean and sd over
+    # them, and the run with the best *dev* score becomes the task's model. null = one run with `seed`.
+    seeds: tuple[int, ...] | None = None
+    max_bad_steps: int = 5  # stop after this many updates in a row with a NaN/inf loss or gradient
     path_load_weights: str | None = None  # null = the pipeline's pre-trained model; "random" = no pre-training
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "pred_batch_size", "epochs", "accum_iters"):
             check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.patience >= 0, "patience", "must be >= 0")
+        check(self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1")
+        if self.seeds is not None:
+            check(len(self.seeds) >= 1, "seeds", "must list at least one seed (null = the single `seed`)")
+            check(len(set(self.seeds)) == len(self.seeds), "seeds", f"repeated seeds in {list(self.seeds)}")
         check(4 <= self.max_len <= 1024, "max_len", "must be in [4, 1024]")
         check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
         check(self.lr > 0, "lr", "must be > 0")

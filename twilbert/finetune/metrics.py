@@ -4,6 +4,9 @@ Fixed from the original ``FinetuningMonitor`` (inventory §7.4):
 * ``stance_f1`` is the mean of per-class F1 over the *named* classes, computed from the labels (the
   original parsed lines 2 and 4 of sklearn's printed report, which needed sklearn 0.21's layout and
   all three classes present, bug §13.9);
+* for a multi-label task ``stance_f1`` is the mean of the named labels' binary F1 (each label a
+  yes/no decision at ``threshold``); it used to be left out there, so selecting on it raised a
+  KeyError after the first epoch;
 * ``class_metric: 0`` selects class 0 (the original's ``if class_metric:`` treated 0 as unset, §13.10);
 * multi-label predictions are thresholded probabilities; "accuracy" is the sample-wise Jaccard index
   |gold ∩ pred| / |gold ∪ pred| (1 when both are empty), the SemEval-2018 E-c metric. The original
@@ -46,6 +49,15 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float((dx * dy).sum() / denom) if denom > 0 else 0.0
 
 
+def mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample sd (ddof 1; None for one value) over runs. (None, None) when any run lacks the
+    value (a diverged run writes null): a mean silently over fewer runs than claimed would mislead."""
+    if not values or any(v is None or not np.isfinite(v) for v in values):
+        return None, None
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else None)
+
+
 def per_class_report(gold: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
     """``{label: {precision, recall, f1, support}}``; gold/pred are class indices (N,) or multi-hot (N, C)."""
     p, r, f, s = precision_recall_fscore_support(gold, pred, labels=None if gold.ndim == 2 else list(range(len(labels))), average=None, zero_division=0)
@@ -53,7 +65,8 @@ def per_class_report(gold: np.ndarray, pred: np.ndarray, labels: list[str]) -> d
 
 
 def stance_f1(gold: np.ndarray, pred: np.ndarray, class_ids: list[int]) -> float:
-    """Mean F1 over ``class_ids`` (StanceCat's (F_AGAINST + F_FAVOR) / 2)."""
+    """Mean F1 over ``class_ids`` (StanceCat's (F_AGAINST + F_FAVOR) / 2). ``gold``/``pred`` are class
+    indices (N,) or multi-hot (N, C); for multi-hot, each named label's F1 is its binary F1."""
     f = precision_recall_fscore_support(gold, pred, labels=class_ids, average=None, zero_division=0)[2]
     return float(np.mean(f))
 
@@ -88,6 +101,8 @@ def multi_label_metrics(gold: np.ndarray, probs: np.ndarray, task: TaskConfig) -
         "hamming_loss": float(hamming_loss(gold, pred)),
         **_averaged(gold, pred, None),
     }
+    if task.stance_f1:
+        m["stance_f1"] = stance_f1(gold, pred, [task.categories[c] for c in task.stance_f1])
     m["per_class"] = per_class_report(gold, pred, task.labels)
     return m
 
@@ -175,6 +190,7 @@ __all__ = [
     "BestTracker",
     "compute_metrics",
     "confusion",
+    "mean_sd",
     "multi_label_metrics",
     "pearson",
     "per_class_report",

@@ -21,6 +21,7 @@ from twilbert.finetune.data import TaskSplit
 from twilbert.finetune.metrics import confusion, predictions_from_outputs
 
 REPORT_FILES = ("metrics.json", "class_report.json", "class_report.md", "confusion.png", "confusion.csv", "predictions.tsv", "history.csv")
+RUN_INFO_FILE = "run_info.json"  # wall times and resume details: change on every run, so not in metrics.json
 _CONTROL_SPACE = re.compile(r"[\t\r\n]")
 
 
@@ -45,7 +46,8 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
+    """Strict JSON (NaN/inf -> null), indented, UTF-8."""
     path.write_text(json.dumps(_finite(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
 
 
@@ -54,13 +56,13 @@ def _label_set(row: np.ndarray, labels: list[str], sep: str) -> str:
 
 
 def write_metrics(out: Path, summary: dict[str, Any], dev: dict[str, Any], test: dict[str, Any]) -> None:
-    _json(out / "metrics.json", {**summary, "dev": scalar_metrics(dev), "test": scalar_metrics(test)})
+    write_json(out / "metrics.json", {**summary, "dev": scalar_metrics(dev), "test": scalar_metrics(test)})
 
 
 def write_class_report(out: Path, task: TaskConfig, dev: dict[str, Any], test: dict[str, Any]) -> None:
     """Per-class precision / recall / F1 / support for dev and test (empty for regression)."""
     report = {"dev": dev.get("per_class", {}), "test": test.get("per_class", {})}
-    _json(out / "class_report.json", report)
+    write_json(out / "class_report.json", report)
     lines = [f"# Per-class report ({task.task_type.replace('_', '-')})", ""]
     if task.regression:
         lines += ["A regression task has no classes; see metrics.json (mse, mae, pearson).", ""]
@@ -173,10 +175,12 @@ def write_history(out: Path, history: list[dict[str, Any]]) -> None:
 
 __all__ = [
     "REPORT_FILES",
+    "RUN_INFO_FILE",
     "scalar_metrics",
     "write_class_report",
     "write_confusion",
     "write_history",
+    "write_json",
     "write_metrics",
     "write_predictions",
 ]

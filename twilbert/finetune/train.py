@@ -7,9 +7,13 @@ Loop (``finetune_task``):
 3. every epoch: length-bucketed batches in a fresh seeded order, gradient accumulation, clipping,
    optimiser + lr schedule per *update*; then score dev (eval mode, no dropout) and keep the weights
    of the best epoch (strictly greater score; ties keep the earlier); stop after ``patience`` epochs
-   without improvement;
+   without improvement; checkpoint the epoch (:mod:`twilbert.finetune.checkpoint`), so that a killed
+   run resumes bitwise where it was;
 4. restore the best-dev weights, evaluate test once with them (test never selects anything), save the
-   model directory and the reports.
+   model directory and the reports (never non-finite weights).
+
+An update with a NaN/inf loss or gradient is skipped and counted; ``finetuning.max_bad_steps`` of them
+in a row stop the run with :class:`NonFiniteTrainingError` (issue 7).
 
 Differences from the original loop (inventory §9): batches are length-bucketed mini-batches (not one
 whole bucket per ``fit`` call, in ascending length order), the data order changes every epoch (the
@@ -19,8 +23,11 @@ rather than at every dev improvement, and the learning rate follows a schedule p
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -32,12 +39,13 @@ import torch
 from tqdm.auto import tqdm
 
 from twilbert.config import ConfigError, to_dict
+from twilbert.finetune.checkpoint import EpochCheckpoints, all_finite, tensors_sha256
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
 from twilbert.finetune.data import EncodedSplit, bucketed_batches, class_weights, collate, encode_split, eval_batches, load_task
 from twilbert.finetune.losses import build_loss
 from twilbert.finetune.metrics import BestTracker, compute_metrics, selection_metric, selection_score
 from twilbert.finetune.model import SequenceClassifier, load_encoder, pretrained_tokenizer_sha256, probabilities, save_finetuned
-from twilbert.finetune.reports import scalar_metrics, write_class_report, write_confusion, write_history, write_metrics, write_predictions
+from twilbert.finetune.reports import RUN_INFO_FILE, scalar_metrics, write_json, write_class_report, write_confusion, write_history, write_metrics, write_predictions
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.normalize import EffectiveRules, NormalizeRules
@@ -45,6 +53,7 @@ from twilbert.text.tokenizer import Tokenizer
 from twilbert.train.config import ImplConfig
 from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
 from twilbert.train.schedules import build_schedule
+from twilbert.utils import sha256_file
 
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -169,9 +178,21 @@ def _rules_dict(rules: EffectiveRules | NormalizeRules | None) -> dict | None:
 # one epoch, one evaluation
 
 
+class NonFiniteTrainingError(ConfigError):
+    """Too many optimizer updates in a row had a NaN/inf loss or gradient: the run diverged (usually
+    the lr or the loss settings; a ConfigError so the CLI prints one line)."""
+
+
 @dataclass
 class Trainer:
-    """What an epoch of updates needs; ``train_epoch`` runs one pass over ``data``."""
+    """What an epoch of updates needs; ``train_epoch`` runs one pass over ``data``.
+
+    Numerical faults (issue 7): an update whose window has a non-finite loss (any micro-batch) or a
+    non-finite gradient norm is skipped (no optimizer step; the lr schedule still advances, as in
+    pre-training) and counted; ``max_bad_steps`` skipped updates in a row raise
+    :class:`NonFiniteTrainingError`. A non-finite micro-batch loss is not back-propagated and does not
+    enter the epoch's mean training loss.
+    """
 
     model: SequenceClassifier
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -181,38 +202,74 @@ class Trainer:
     clip: float
     device: torch.device
     autocast: Callable[[], Any]
-    skipped: int = 0  # updates skipped for a non-finite gradient
+    max_bad_steps: int = 5
+    name: str = "task"
+    skipped: int = 0  # updates skipped for a non-finite loss or gradient
+    consecutive_bad: int = 0
+    updates: int = 0  # optimizer updates attempted (skipped ones included)
     tokens: int = 0  # real tokens trained on
     seconds: float = 0.0
 
+    COUNTERS = ("skipped", "consecutive_bad", "updates", "tokens", "seconds")
+
+    def counters(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.COUNTERS}
+
+    def restore(self, counters: dict[str, Any]) -> None:
+        for k in self.COUNTERS:
+            setattr(self, k, counters[k])
+
+    def _update(self, window_bad: bool, trainable: list[torch.Tensor]) -> None:
+        self.updates += 1
+        norm = None if window_bad else clip_grad_norm(trainable, self.clip)
+        if norm is not None and bool(torch.isfinite(norm)):
+            self.optimizer.step()
+            self.consecutive_bad = 0
+        else:  # a non-finite loss or gradient would poison the weights: skip this update
+            self.skipped += 1
+            self.consecutive_bad += 1
+            if self.consecutive_bad >= self.max_bad_steps:
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteTrainingError(
+                    f"tasks.{self.name}: {self.consecutive_bad} optimizer updates in a row had a non-finite loss or "
+                    f"gradient (up to update {self.updates}); stopping, nothing saved. Lower finetuning.lr, check the "
+                    f"data, or raise finetuning.max_bad_steps ({self.max_bad_steps})"
+                )
+        with warnings.catch_warnings():  # after a skipped first update torch warns that the order is wrong
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before", category=UserWarning)
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
     def train_epoch(self, data: EncodedSplit, batches: list[np.ndarray], *, progress: bool, desc: str) -> float:
-        """One pass; returns the mean training loss over examples."""
+        """One pass; returns the mean training loss over the examples with a finite loss (NaN if none)."""
         model, t0 = self.model, time.perf_counter()
         model.train()
         trainable = [p for p in model.parameters() if p.requires_grad]
         windows = _update_windows(len(batches), self.accum_iters)
-        loss_sum, n_seen = 0.0, 0
+        loss_sum, n_seen, window_bad = 0.0, 0, False
         bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
-        for i, idx in enumerate(bar):
-            b = collate(data, idx).to(self.device)
-            with self.autocast():
-                out = model(b.input_ids, b.token_type_ids, b.attention_mask)  # (B, C)
-            loss = self.loss_fn(out, b.labels)
-            (loss / windows[i]).backward()
-            loss_sum += float(loss.detach()) * len(idx)
-            n_seen += len(idx)
-            self.tokens += int(data.lengths[idx].sum())
-            if (i + 1) % self.accum_iters == 0 or i == len(batches) - 1:
-                norm = clip_grad_norm(trainable, self.clip)
-                if torch.isfinite(norm):
-                    self.optimizer.step()
-                else:  # a non-finite gradient would poison the weights: skip this update
-                    self.skipped += 1
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
-        self.seconds += time.perf_counter() - t0
-        return loss_sum / max(n_seen, 1)
+        try:
+            for i, idx in enumerate(bar):
+                b = collate(data, idx).to(self.device)
+                with self.autocast():
+                    out = model(b.input_ids, b.token_type_ids, b.attention_mask)  # (B, C)
+                loss = self.loss_fn(out, b.labels)
+                value = float(loss.detach())
+                if math.isfinite(value):
+                    (loss / windows[i]).backward()
+                    loss_sum += value * len(idx)
+                    n_seen += len(idx)
+                else:
+                    window_bad = True
+                self.tokens += int(data.lengths[idx].sum())
+                if (i + 1) % self.accum_iters == 0 or i == len(batches) - 1:
+                    self._update(window_bad, trainable)
+                    window_bad = False
+                if n_seen:
+                    bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
+        finally:
+            self.seconds += time.perf_counter() - t0
+        return loss_sum / n_seen if n_seen else float("nan")
 
 
 def evaluate_split(
@@ -226,6 +283,16 @@ def evaluate_split(
 
 # --------------------------------------------------------------------------------------------------
 # the task
+
+def default_checkpoint_dir(model_out: str | Path) -> Path:
+    """``<model_out>/../.checkpoints/<model_out name>``: ``models/finetune/.checkpoints/<task>`` for the
+    stage (declared ``persist: true`` in dvc.yaml, so DVC keeps it across an interrupted run)."""
+    model_out = Path(model_out)
+    return model_out.parent / ".checkpoints" / model_out.name
+
+
+def _say(name: str, message: str) -> None:
+    print(f"finetune {name}: {message}", file=sys.stderr, flush=True)
 
 
 def finetune_task(
@@ -244,19 +311,32 @@ def finetune_task(
     data_root: str | Path | None = None,
     log_fn: LogFn | None = None,
     progress: bool = True,
+    seed: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    clear_checkpoints: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune task ``name`` and write ``model_out/`` (model.safetensors, config.json, spm.model,
+    """Fine-tune task ``name`` once and write ``model_out/`` (model.safetensors, config.json, spm.model,
     checksums.json) and ``report_out/`` (metrics.json, class_report.json/.md, confusion.png/.csv,
-    predictions.tsv, history.csv). Returns the summary written to metrics.json, plus the dev/test
-    scalar metrics.
+    predictions.tsv, history.csv, and run_info.json: wall times, throughput and resume details, kept
+    out of metrics.json so that the DVC metric is the same on every rerun). Returns the summary
+    written to metrics.json, plus the dev/test scalar metrics and ``run_info``.
 
     ``finetuning`` are the section defaults: the task's own overrides are applied here
-    (:func:`effective_finetuning`). The encoder comes from ``encoder_factory()`` when given (tests),
-    else from :func:`build_encoder`. ``log_fn(metrics, epoch)`` receives ``train.loss``, ``lr`` and
-    ``dev.*`` after every epoch.
+    (:func:`effective_finetuning`); ``seed`` replaces ``finetuning.seed`` (one run of
+    ``finetuning.seeds``, see :func:`twilbert.finetune.runs.finetune_runs`). The encoder comes from
+    ``encoder_factory()`` when given (tests), else from :func:`build_encoder`. ``log_fn(metrics,
+    epoch)`` receives ``train.loss``, ``lr`` and ``dev.*`` after every epoch (replayed for the epochs
+    of a resumed checkpoint).
+
+    Crash safety: after every epoch a checkpoint goes to ``checkpoint_dir`` (default
+    :func:`default_checkpoint_dir`; layout and fingerprint rules in :mod:`twilbert.finetune.checkpoint`),
+    and a run of the same configuration resumes from the newest good one: on CPU the result is
+    bitwise that of an uninterrupted run. ``clear_checkpoints``: remove them once the outputs are
+    written (the directory itself stays).
     """
     t_start = time.perf_counter()
     ft = effective_finetuning(finetuning, task, name)
+    ft = dataclasses.replace(ft, seed=ft.seed if seed is None else seed, seeds=None)
     impl = impl or ImplConfig()
     if impl.num_threads:
         torch.set_num_threads(impl.num_threads)
@@ -280,6 +360,15 @@ def finetune_task(
                 f"tasks.{name}: {tokenizer_path} is not the vocabulary the encoder in {source} was pre-trained with "
                 f"(sha256 {tokenizer.sha256[:12]} vs {sha[:12]})"
             )
+    run_config = {
+        "task": to_dict(task),
+        "finetuning": to_dict(ft),
+        "data_sha256": {s: sha256_file(splits[s].path) for s in splits},
+        "tokenizer_sha256": tokenizer.sha256,
+        "normalize": _rules_dict(rules),
+        "model": to_dict(encoder.config),
+        "initial_encoder_sha256": tensors_sha256(encoder.state_dict()),
+    }
     enc = {s: encode_split(splits[s], tokenizer, max_len=ft.max_len, rules=rules, num_threads=impl.tokenizer_threads) for s in splits}
     model = SequenceClassifier(
         encoder,
@@ -303,35 +392,58 @@ def finetune_task(
         hidden_size=encoder.config.hidden_size,
         scale=ft.lr,  # noam only: a multiplier on the formula, as training.lr
     )
-    trainer = Trainer(model, build_loss(ft.loss, task.task_type, weights), optimizer, scheduler, ft.accum_iters, ft.clip_grad_norm, device, autocast)
+    trainer = Trainer(model, build_loss(ft.loss, task.task_type, weights), optimizer, scheduler, ft.accum_iters, ft.clip_grad_norm,
+                      device, autocast, max_bad_steps=ft.max_bad_steps, name=name)
     evaluate = lambda split: evaluate_split(  # noqa: E731
         model, enc[split], splits[split].labels, task, batch_size=ft.pred_batch_size, device=device, autocast=autocast
     )
 
-    # epochs: train, score dev, keep the best weights
+    # resume from the newest good checkpoint of this very run, if any
+    checkpoints = EpochCheckpoints(checkpoint_dir or default_checkpoint_dir(model_out), run_config, say=lambda m: _say(name, m))
     tracker = BestTracker(ft.patience)
     best_state: dict[str, torch.Tensor] | None = None
     best_dev: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
-    epoch = 0
-    for epoch in range(1, ft.epochs + 1):
+    logged: list[list] = []  # [epoch, metrics] as given to log_fn, replayed on resume
+    epoch, stopped, resumed_from = 0, False, None
+    resumed = checkpoints.resume(model, optimizer, scheduler, rng)
+    if resumed is not None:
+        st = resumed.state
+        tracker.best_score, tracker.best_epoch, tracker.since_best = st["tracker"]
+        trainer.restore(st["counters"])
+        best_state, best_dev, history, logged = resumed.best_state, st["best_dev"], st["history"], st["logged"]
+        epoch = resumed_from = st["epoch"]
+        stopped = st["stopped"]
+        if log_fn is not None:
+            for e, m in logged:
+                log_fn(m, e)
+
+    # epochs: train, score dev, keep the best weights, checkpoint
+    while not stopped and epoch < ft.epochs:
+        epoch += 1
         batches = bucketed_batches(train.lengths, ft.batch_size, rng)
         train_loss = trainer.train_epoch(train, batches, progress=progress, desc=f"{name} epoch {epoch}/{ft.epochs}")
         _, dev_metrics = evaluate("dev")
         score = selection_score(dev_metrics, task)
-        if tracker.update(score, epoch):
+        is_best = tracker.update(score, epoch)
+        if is_best:
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             best_dev = dev_metrics
         dev_scalars = scalar_metrics(dev_metrics)
-        history.append({"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"], "dev_score": score,
-                        **{f"dev_{k}": v for k, v in dev_scalars.items()}})
+        lr = optimizer.param_groups[0]["lr"]
+        history.append({"epoch": epoch, "train_loss": train_loss, "lr": lr, "dev_score": score, **{f"dev_{k}": v for k, v in dev_scalars.items()}})
+        logged.append([epoch, {"train.loss": train_loss, "lr": lr, "dev.selection": score, **{f"dev.{k}": v for k, v in dev_scalars.items()}}])
+        stopped = tracker.should_stop
+        state = {"tracker": [tracker.best_score, tracker.best_epoch, tracker.since_best], "counters": trainer.counters(),
+                 "best_dev": best_dev, "history": history, "logged": logged, "stopped": stopped}
+        checkpoints.save(epoch, model, optimizer, scheduler, rng, None if is_best else best_state, state)
         if log_fn is not None:
-            log_fn({"train.loss": train_loss, "lr": history[-1]["lr"], "dev.selection": score, **{f"dev.{k}": v for k, v in dev_scalars.items()}}, epoch)
-        if tracker.should_stop:
-            break
+            log_fn(logged[-1][1], epoch)
 
     # the best-dev weights, evaluated once on test, saved with the reports
     assert best_state is not None  # the first epoch is always a best
+    if not all_finite(best_state):  # cannot happen with the update guard; refuse rather than save NaN
+        raise NonFiniteTrainingError(f"tasks.{name}: the best-dev weights (epoch {tracker.best_epoch}) are not finite; nothing saved")
     model.load_state_dict(best_state)
     test_probs, test_metrics = evaluate("test")
     info = {
@@ -353,16 +465,22 @@ def finetune_task(
         "task": name,
         "task_type": task.task_type,
         "selection_metric": selection_metric(task),
+        "seed": ft.seed,
         "best_epoch": tracker.best_epoch,
         "best_dev_score": tracker.best_score if math.isfinite(tracker.best_score) else None,
         "epochs_run": epoch,
         "stopped_early": epoch < ft.epochs,
         "skipped_updates": trainer.skipped,
         "train_examples": len(train),
+        "train_tokens": trainer.tokens,
+        "device": device.type,
+    }
+    run_info = {  # changes on every run: not a DVC metric
         "train_seconds": round(trainer.seconds, 3),
         "train_tokens_per_s": round(trainer.tokens / trainer.seconds, 1) if trainer.seconds > 0 else 0.0,
         "total_seconds": round(time.perf_counter() - t_start, 3),
-        "device": device.type,
+        "resumed_from_epoch": resumed_from,
+        "checkpoint_dir": str(checkpoints.root),
     }
     report_out = Path(report_out)
     report_out.mkdir(parents=True, exist_ok=True)
@@ -371,7 +489,21 @@ def finetune_task(
     write_confusion(report_out, task, splits["test"].labels, test_probs)
     write_predictions(report_out, task, splits["test"], test_probs)
     write_history(report_out, history)
-    return {**summary, "dev": scalar_metrics(best_dev), "test": scalar_metrics(test_metrics)}
+    write_json(report_out / RUN_INFO_FILE, run_info)
+    if clear_checkpoints:
+        checkpoints.clear()
+    return {**summary, "dev": scalar_metrics(best_dev), "test": scalar_metrics(test_metrics), "dev_selection": tracker.best_score,
+            "test_selection": selection_score(test_metrics, task), "run_info": run_info}
 
 
-__all__ = ["Trainer", "autocast_for", "build_encoder", "evaluate_split", "finetune_task", "predict_batches", "resolve_device"]
+__all__ = [
+    "NonFiniteTrainingError",
+    "Trainer",
+    "autocast_for",
+    "build_encoder",
+    "default_checkpoint_dir",
+    "evaluate_split",
+    "finetune_task",
+    "predict_batches",
+    "resolve_device",
+]

@@ -1,0 +1,281 @@
+"""Per-epoch fine-tuning checkpoints: a run killed at any moment resumes where it was.
+
+Layout (``root`` is ``finetune_task``'s ``checkpoint_dir``; the stage uses
+``models/finetune/.checkpoints/<task>``, a DVC ``persist: true`` output)::
+
+    root/epoch-0003/
+        model.safetensors   the weights after epoch 3 (safetensors: no pickle)
+        best.safetensors    the best-dev weights so far; absent when epoch 3 itself is the best
+        trainer_state.pt    optimizer, lr schedule and RNG states (torch CPU/CUDA, numpy global,
+                            python, and the epoch-order numpy Generator); tensors and plain types
+                            only, loaded with ``torch.load(weights_only=True)``
+        state.json          epoch, history, what was logged, best epoch/score/dev metrics, counters,
+                            the run config and its fingerprint
+        checksums.json      sha256 of every file above
+
+Writes are atomic at the directory level: everything goes into ``root/.tmp-epoch-0003-<uuid>/``
+(each file fsynced, ``checksums.json`` last), which is then renamed to ``epoch-0003``. A kill during
+the write leaves a ``.tmp-*`` directory, ignored and removed by the next save. The last
+:data:`KEEP` checkpoints are kept, so a checkpoint that fails its checksums (truncated, bit rot) is
+reported and the previous one is used.
+
+A checkpoint whose fingerprint (of the run config: effective finetuning settings, the task, the
+sha256 of the split files and of the tokenizer, normalisation rules, model config and the sha256 of
+the initial encoder weights) differs from the current run is never resumed: the differing keys are
+printed and ``root`` is moved aside to ``<root>-stale-<time>`` (nothing is deleted), and training
+starts afresh. Why not an error: ``root`` persists across ``dvc repro`` runs, and changing params is
+the normal way to start a new experiment (``dvc exp run -S finetuning.lr=...``); an error would make
+every such run after an interruption need a manual ``rm``. The pre-training checkpoints behave the
+same way (:func:`twilbert.train.pretrain.choose_resume_checkpoint`).
+
+``impl`` (device, threads, precision) is not in the fingerprint: it may change speed only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from twilbert.train.checkpoint import CheckpointError, config_differences
+from twilbert.utils import sha256_file
+
+KEEP = 2
+MODEL_FILE = "model.safetensors"
+BEST_FILE = "best.safetensors"
+TRAINER_FILE = "trainer_state.pt"
+STATE_FILE = "state.json"
+CHECKSUMS_FILE = "checksums.json"
+_EPOCH_DIR = re.compile(r"^epoch-(\d{4,})$")
+
+
+def fingerprint(run_config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(run_config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of a state dict (the initial encoder weights)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def all_finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+# --------------------------------------------------------------------------------------------------
+# RNG states as tensors and plain types (weights_only-loadable)
+
+
+def rng_state(generator: np.random.Generator) -> dict[str, Any]:
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
+        "python": {"version": py_version, "internal": torch.tensor(py_internal, dtype=torch.int64), "gauss_next": py_gauss},
+        "generator": json.dumps(generator.bit_generator.state),  # PCG64 state: ints wider than 64 bits
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["internal"].tolist()), p["gauss_next"]))
+    generator.bit_generator.state = json.loads(state["generator"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------------
+# files
+
+
+def _fsync(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # clones: safetensors refuses tensors that share storage
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+@dataclass
+class Resumed:
+    """What a verified checkpoint restores besides the weights, optimizer, schedule and RNGs."""
+
+    directory: Path
+    state: dict[str, Any]  # state.json
+    best_state: dict[str, torch.Tensor]
+
+
+class EpochCheckpoints:
+    """The checkpoints of one run under ``root``; ``say`` prints user-facing messages."""
+
+    def __init__(self, root: str | Path, run_config: dict[str, Any], say=None) -> None:
+        self.root = Path(root)
+        self.run_config = json.loads(json.dumps(run_config, sort_keys=True, default=str))
+        self.fingerprint = fingerprint(self.run_config)
+        self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def list(self) -> list[Path]:
+        """``epoch-*`` directories, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.root.iterdir() if p.is_dir() and (m := _EPOCH_DIR.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    # ---------------------------------------------------------------- save
+
+    def save(
+        self,
+        epoch: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        generator: np.random.Generator,
+        best_state: dict[str, torch.Tensor] | None,
+        state: dict[str, Any],
+    ) -> Path:
+        """Write ``epoch-XXXX`` atomically; ``best_state`` None = the current weights are the best.
+        Refuses non-finite weights (they are never saved)."""
+        weights = _cpu_copy(model.state_dict())
+        if not all_finite(weights) or (best_state is not None and not all_finite(best_state)):
+            raise CheckpointError(f"{self.root}: refusing to save non-finite weights after epoch {epoch}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(".tmp-*"):  # an interrupted earlier save
+            shutil.rmtree(stale, ignore_errors=True)
+        final = self.root / f"epoch-{epoch:04d}"
+        tmp = self.root / f".tmp-{final.name}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            files = [MODEL_FILE, TRAINER_FILE, STATE_FILE]
+            save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+            if best_state is not None:
+                save_file(_cpu_copy(best_state), str(tmp / BEST_FILE), metadata={"format": "pt"})
+                files.append(BEST_FILE)
+            trainer = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(generator)}
+            torch.save(trainer, tmp / TRAINER_FILE)
+            full = {**state, "epoch": epoch, "fingerprint": self.fingerprint, "run_config": self.run_config}
+            # key order kept: the history's columns come back as they were written
+            (tmp / STATE_FILE).write_text(json.dumps(full, indent=1) + "\n", encoding="utf-8")
+            for f in files:
+                _fsync(tmp / f)
+            checksums = {f: sha256_file(tmp / f) for f in files}
+            (tmp / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
+            _fsync(tmp / CHECKSUMS_FILE)
+            _fsync(tmp)
+            if final.exists():  # a re-run of this epoch after falling back to an older checkpoint
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync(self.root)
+        for old in self.list()[:-KEEP]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    # ---------------------------------------------------------------- load
+
+    def _verify(self, directory: Path) -> dict[str, Any]:
+        path = directory / CHECKSUMS_FILE
+        try:
+            checksums = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path}: unreadable ({exc})") from None
+        for f in (MODEL_FILE, TRAINER_FILE, STATE_FILE):
+            if f not in checksums:
+                raise CheckpointError(f"{path}: does not list {f}")
+        for f, want in checksums.items():
+            p = directory / f
+            if not p.is_file():
+                raise CheckpointError(f"{p}: missing")
+            got = sha256_file(p)
+            if got != want:
+                raise CheckpointError(f"{p}: sha256 {got[:12]}… does not match {CHECKSUMS_FILE} ({want[:12]}…); file corrupted")
+        return checksums
+
+    def _move_aside(self, stored: dict[str, Any]) -> None:
+        diffs = config_differences(stored, self.run_config)
+        listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs) or "(no run config stored)"
+        stale = self.root.with_name(f"{self.root.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+        self.say(f"checkpoints in {self.root} belong to a different run ({listing}); moving them to {stale} and starting afresh")
+        shutil.move(str(self.root), str(stale))
+
+    def resume(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        generator: np.random.Generator,
+    ) -> Resumed | None:
+        """Restore the newest good checkpoint of this run into the given objects; None = start afresh.
+
+        Newest first: one that fails verification is reported and the previous one tried. The first
+        verified one decides: same fingerprint -> resume from it; another fingerprint -> move ``root``
+        aside (see the module docstring) and start afresh."""
+        for directory in reversed(self.list()):
+            try:
+                checksums = self._verify(directory)
+                state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+            except CheckpointError as exc:
+                self.say(f"checkpoint {directory} is unusable ({exc}); falling back to the previous one")
+                continue
+            if state.get("fingerprint") != self.fingerprint:
+                self._move_aside(state.get("run_config") or {})
+                return None
+            weights = load_file(str(directory / MODEL_FILE))
+            missing, unexpected = set(model.state_dict()) - set(weights), set(weights) - set(model.state_dict())
+            if missing or unexpected:
+                raise CheckpointError(f"{directory / MODEL_FILE}: missing weights {sorted(missing)}, unexpected {sorted(unexpected)}")
+            model.load_state_dict(weights)
+            best = load_file(str(directory / BEST_FILE)) if BEST_FILE in checksums else weights
+            trainer = torch.load(directory / TRAINER_FILE, map_location="cpu", weights_only=True)
+            optimizer.load_state_dict(trainer["optimizer"])
+            scheduler.load_state_dict(trainer["scheduler"])
+            for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+                group["lr"] = lr
+            set_rng_state(trainer["rng"], generator)
+            self.say(f"resuming from {directory} (epoch {state['epoch']} done)")
+            return Resumed(directory=directory, state=state, best_state={k: v.clone() for k, v in best.items()})
+        if self.list():
+            self.say(f"no usable checkpoint in {self.root}; starting afresh")
+        return None
+
+    def clear(self) -> None:
+        """After a finished run: remove its checkpoints, keep ``root`` (a DVC output must exist)."""
+        for p in [*self.list(), *self.root.glob(".tmp-*")] if self.root.is_dir() else []:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+__all__ = ["EpochCheckpoints", "KEEP", "Resumed", "all_finite", "fingerprint", "rng_state", "set_rng_state", "tensors_sha256"]
