@@ -19,8 +19,8 @@ def main(
     out_dir: Path = typer.Option(Path("reports/evaluate"), help="metrics.json (DVC metrics) and report.md."),
 ) -> None:
     """Evaluate the pre-trained model on held-out pairs: MLM accuracy and perplexity on masked tokens
-    (beside a unigram-frequency guesser on the same tokens), ROP accuracy and F1, and pseudo-log-likelihood;
-    writes a human-readable report of a few examples."""
+    (beside the unigram-frequency guesser on the same tokens: baseline_unigram_accuracy), ROP accuracy
+    and F1, and pseudo-log-likelihood; writes a human-readable report of a few examples."""
     p = load(params)
     import torch
 

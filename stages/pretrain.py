@@ -1,4 +1,8 @@
-"""Stage `pretrain`: MLM + Reply Order Prediction pre-training over the Arrow pair shards."""
+"""Stage `pretrain`: MLM + Reply Order Prediction pre-training over the Arrow pair shards.
+
+Under torchrun every rank runs this command; only rank 0 tracks (one MLflow run per stage, not one per
+rank) and writes the reports. The other ranks get a disabled tracker (:func:`tracking_params`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,21 @@ import typer
 from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
 
 CURVE_FIELDS = ("step", "epoch", "loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "lr", "tokens_per_s")
+
+
+def process_rank() -> int:
+    """This process's global rank under torchrun (``RANK``), 0 otherwise."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def tracking_params(params, rank: int):
+    """``params`` for :func:`pipeline.common.tracked`: as given on rank 0; tracking disabled on the
+    other ranks, so they open no MLflow run and write no fallback file."""
+    if rank == 0:
+        return params
+    from dataclasses import replace
+
+    return replace(params, tracking=replace(params.tracking, enabled=False))
 
 
 class CurveWriter:
@@ -42,9 +61,12 @@ def main(
     max_steps: int = typer.Option(0, help="Override training.max_steps (0 = use params); for quick trials."),
 ) -> None:
     """Pre-train TWilBERT (masked LM + Reply Order Prediction) with length-bucketed batches, gradient
-    accumulation, bf16 autocast where supported, optional torch.compile, checkpoints every epoch and every
-    training.checkpoint_every steps, and exact resumption after an interruption. With training.n_gpus > 1
-    the command relaunches itself under torchrun (DDP); under torchrun it joins the process group."""
+    accumulation, bf16 autocast where supported, optional torch.compile, checkpoints every epoch, every
+    training.checkpoint_every steps and at the end of the budget, and exact resumption after an
+    interruption (kill -9 included). Checkpoints are kept per run config, so a params change trains
+    afresh without destroying the previous config's checkpoints (training.on_config_change=error refuses
+    instead; training.resume_from names a checkpoint). With training.n_gpus > 1 the command relaunches
+    itself under torchrun (DDP); under torchrun it joins the process group and only rank 0 tracks."""
     p = load(params)
     from twilbert.train.distributed import torchrun_command
 
@@ -63,9 +85,11 @@ def main(
     tok = Tokenizer.from_file(vocab_model)
     model_cfg = p.model.resolved(vocab_size=tok.vocab_size, max_len=p.representation.max_len)
     training = replace(p.training, max_steps=max_steps) if max_steps else p.training
-    rank0 = int(os.environ.get("RANK", "0")) == 0
+    rank = process_rank()
+    rank0 = rank == 0
     curves = CurveWriter(reports_dir / "curves.csv") if rank0 else None
-    with tracked("pretrain", params, p, ("model", "training", "representation"), fallback=Path("logs/tracking/pretrain.jsonl")) as t:
+    fallback = Path("logs/tracking/pretrain.jsonl") if rank0 else None
+    with tracked("pretrain", params, tracking_params(p, rank), ("model", "training", "representation"), fallback=fallback) as t:
 
         def log_fn(metrics: dict, step: int) -> None:
             if rank0:

@@ -1,5 +1,6 @@
 """evaluate_pretrained: every number re-computed here by a different route (full-vocabulary logits and
-F.cross_entropy, sklearn, collections.Counter, a slow one-position-at-a-time PLL loop)."""
+F.cross_entropy, sklearn, collections.Counter, a slow one-position-at-a-time PLL loop), and so is every
+example of the report (masked input, references, predictions, ROP prediction and probability)."""
 
 from __future__ import annotations
 
@@ -77,10 +78,11 @@ def _trained(model: TWilBERT, ds: ShardDataset, steps: int = 40) -> TWilBERT:
     return model.eval()
 
 
-def _reference_pass(model: TWilBERT, ds: ShardDataset):
-    """The documented procedure, by hand: length order, one seeded generator, full-vocabulary logits."""
+def _reference_pass(model: TWilBERT, ds: ShardDataset, per_row: dict | None = None, seed: int = SEED):
+    """The documented procedure, by hand: length order, one seeded generator, full-vocabulary logits.
+    ``per_row`` (dataset row -> {}) is filled with what the report should show for those rows."""
     order = np.argsort(ds.lengths, kind="stable")
-    g = torch.Generator().manual_seed(SEED)
+    g = torch.Generator().manual_seed(seed)
     logits, targets, shown, rop_logits, rop_labels = [], [], [], [], []
     with torch.no_grad():
         for s in range(0, len(order), BATCH):
@@ -97,6 +99,19 @@ def _reference_pass(model: TWilBERT, ds: ShardDataset):
             shown.append(masked[at] == MASK_ID)
             rop_logits.append(model.rop_head(hidden))
             rop_labels.append(rop)
+            for r, row in enumerate(order[s : s + BATCH]):
+                if per_row is not None and int(row) in per_row:
+                    pos = torch.nonzero(at[r]).squeeze(1)  # (n,) target positions of this row
+                    p = torch.softmax(rop_logits[-1][r].double(), -1)  # (2,)
+                    per_row[int(row)] = {
+                        "masked": masked[r][real[r]].tolist(),
+                        "positions": pos.tolist(),
+                        "reference": ids[r, pos].tolist(),
+                        "predicted": full[r, pos].argmax(-1).tolist(),
+                        "rop_label": int(rop[r]),
+                        "rop_pred": int(p.argmax()),
+                        "p_in_order": float(p[1]),
+                    }
     cat = torch.cat
     return cat(logits), cat(targets), cat(shown), cat(rop_logits), cat(rop_labels)
 
@@ -124,11 +139,20 @@ def test_metrics_match_independent_computations(setup):
         counts.update(int(t) for t in row.a)
         counts.update(int(t) for t in row.b)
     maskable = {t: c for t, c in counts.items() if t >= N_SPECIAL}
-    assert m["baseline_train_tokens"] == sum(maskable.values())
+    total = sum(maskable.values())
+    assert m["baseline_train_tokens"] == total
+    # the unigram-frequency guesser: the most frequent train token, at every target
     top = max(maskable.values())
-    assert maskable[m["baseline_majority_token_id"]] == top
-    assert m["baseline_majority_accuracy"] == pytest.approx(float((targets == m["baseline_majority_token_id"]).double().mean()))
-    assert m["baseline_majority_accuracy"] > 0
+    guess = m["baseline_unigram_token_id"]
+    assert maskable[guess] == top
+    assert m["baseline_unigram_accuracy"] == pytest.approx(sum(int(t) == guess for t in targets) / targets.numel())
+    assert m["baseline_unigram_accuracy"] > 0
+    # sampling by the train frequencies: expected accuracy = mean frequency of the target
+    sampled = sum(maskable.get(int(t), 0) / total for t in targets) / targets.numel()
+    assert m["baseline_unigram_sampled_accuracy"] == pytest.approx(sampled, rel=1e-9)
+    assert 0 < m["baseline_unigram_sampled_accuracy"] < m["baseline_unigram_accuracy"]
+    # former names (deprecated aliases) carry the same numbers
+    assert m["baseline_majority_accuracy"] == m["baseline_unigram_accuracy"] and m["baseline_majority_token_id"] == guess
     V = tok.vocab_size
     denom = sum(maskable.values()) + (V - N_SPECIAL)
     unigram_ce = -sum(math.log((maskable.get(int(t), 0) + 1) / denom) for t in targets)
@@ -179,7 +203,12 @@ def test_pseudo_log_likelihood_matches_a_slow_loop(setup):
     assert m["pll_sentence_mean"] < original < 0
 
 
-def test_deterministic_and_report_shows_examples(setup):
+_EXAMPLE = re.compile(r"^### Example \d+ \(row (\d+)\)$(.*?)(?=^### Example|\Z)", re.M | re.S)
+_TARGET_ROW = re.compile(r"^\| (\d+) \| `(.*?)` \| `(.*?)` \| `(.*?)` \| (ok|x) \|$", re.M)
+_ROP = re.compile(r"^- \*\*ROP\*\*: label (.*?); predicted (\d), p\(in order\) = ([0-9.]+)$", re.M)
+
+
+def test_deterministic_and_report_examples_match_an_independent_pass(setup):
     model, tok, shards = setup["model"], setup["tok"], setup["shards"]
     kw = dict(batch_size=BATCH, seed=SEED, pll_sentences=4, report_examples=3)
     a = evaluate_pretrained(model, shards, "valid", tok, **kw)
@@ -189,15 +218,37 @@ def test_deterministic_and_report_shows_examples(setup):
     c = evaluate_pretrained(model, shards, "valid", tok, **{**kw, "seed": SEED + 1})
     assert c.metrics["mlm_loss"] != a.metrics["mlm_loss"]  # the seed really drives the masks
 
+    # the summary table holds every metric, with its value
+    for key, value in a.metrics.items():
+        (cell,) = re.findall(rf"^\| {re.escape(key)} \| (.*) \|$", a.report_md, re.M)
+        if value is None:
+            assert cell == "n/a"
+        else:
+            assert float(cell) == pytest.approx(value, abs=5e-5 if isinstance(value, float) else 0)
+
+    # the examples: rows drawn by the seed; everything they show recomputed by the reference pass
     ds = ShardDataset(shards, "valid")
-    rows = [int(r) for r in re.findall(r"### Example \d+ \(row (\d+)\)", a.report_md)]
-    assert len(rows) == 3 and len(set(rows)) == 3
-    for r in rows:
-        assert tok.decode(ds[r].a) in a.report_md
-    assert a.report_md.count("- **masked input**:") == 3 and "[MASK]" in a.report_md
+    sections = _EXAMPLE.findall(a.report_md)
+    rows = [int(r) for r, _ in sections]
+    assert rows == sorted(np.random.default_rng(SEED).choice(len(ds), size=3, replace=False).tolist())
+    want = {r: None for r in rows}
+    _reference_pass(model, ds, want)
+    piece = tok.id_to_piece
+    for (row, body), (_, ref) in zip(sections, sorted(want.items())):
+        assert f"- **a**: `{tok.decode(ds[int(row)].a)}`" in body
+        masked_line = re.search(r"^- \*\*masked input\*\*: `(.*)`$", body, re.M).group(1)
+        assert masked_line.count("[MASK]") == sum(t == MASK_ID for t in ref["masked"])
+        table = _TARGET_ROW.findall(body)
+        assert [int(p) for p, *_ in table] == ref["positions"] and ref["positions"]
+        assert [r for _, _, r, _, _ in table] == [piece(t) for t in ref["reference"]]
+        assert [p for _, _, _, p, _ in table] == [piece(t) for t in ref["predicted"]]
+        assert [ok == "ok" for *_, ok in table] == [r == p for r, p in zip(ref["reference"], ref["predicted"])]
+        hits = sum(r == p for r, p in zip(ref["reference"], ref["predicted"]))
+        assert f"- **MLM**: {hits}/{len(ref['reference'])} targets right" in body
+        label, pred, prob = _ROP.search(body).groups()
+        assert label.startswith(str(ref["rop_label"]) if ref["rop_label"] >= 0 else "none")
+        assert int(pred) == ref["rop_pred"] and float(prob) == pytest.approx(ref["p_in_order"], abs=6e-4)
     assert a.report_md.count("p(in order) = ") == 3
-    for key in ("mlm_accuracy", "baseline_majority_accuracy", "pll_per_token", "rop_f1"):
-        assert f"| {key} |" in a.report_md
 
 
 def test_without_rop_head_and_with_word_masking(setup):

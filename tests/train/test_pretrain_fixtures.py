@@ -67,6 +67,30 @@ def cpu_impl(**overrides) -> ImplConfig:
     return ImplConfig(**{**dict(device="cpu", precision="fp32", num_threads=1, progress=False), **overrides})
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_params(path: Path, vocab_size: int, *, training: dict | None = None, model: dict | None = None) -> Path:
+    """A params.yaml for the stage commands with the tiny model and training above (tracking off, CPU,
+    one thread). ``vocab_size`` must be the tokenizer's (the stage resolves it; vocab.vocab_size is the
+    data stages' setting)."""
+    import yaml
+
+    model_section = dict(hidden_size=32, embedding_size=32, n_encoders=2, n_heads=2, output_dropout=0.0, rop={"hidden_size": 16})
+    train_section = dict(batch_size=8, epochs=1, optimizer="adamw", lr=3e-3, schedule="linear", warmup_steps=2, log_every=1, bucket_width=4)
+    data = {
+        "data": {"pairs": [str(REPO / "data/sample/pairs.tsv")], "tweets": [str(REPO / "data/sample/tweets.tsv")]},
+        "vocab": {"vocab_size": vocab_size},
+        "representation": {"max_len": MAX_LEN},
+        "model": {**model_section, **(model or {})},
+        "training": {**train_section, **(training or {})},
+        "impl": {"device": "cpu", "precision": "fp32", "num_threads": 1, "progress": False},
+        "tracking": {"enabled": False},
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 def test_fixture_shards_are_consistent(tmp_path):
     inputs = build_inputs(tmp_path)
     tok = Tokenizer.from_file(inputs["tokenizer"])

@@ -1,9 +1,12 @@
 """Checkpoints and resumption: bit-identical resume on CPU, fallback past a corrupt checkpoint,
-fresh start on a changed run config, initial weights."""
+per-config checkpoint directories (a changed config starts fresh without touching the old one's
+checkpoints, or errors listing the keys), explicit resume_from, a checkpoint at the end of a step
+budget, initial weights."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,15 @@ from safetensors.torch import load_file
 
 from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
 from twilbert.model.twilbert import TWilBERT
-from twilbert.train.checkpoint import MODEL_FILE, ConfigMismatchError, load_checkpoint
-from twilbert.train.pretrain import list_checkpoints, load_initial_weights, pretrain
+from twilbert.train.checkpoint import MODEL_FILE, ConfigMismatchError, load_checkpoint, save_checkpoint
+from twilbert.train.pretrain import (
+    KEEP_RUNS,
+    RunConfigMismatchError,
+    list_checkpoints,
+    list_runs,
+    load_initial_weights,
+    pretrain,
+)
 
 # dropout on, so the resumed run also needs the RNG state; accumulation 2, so the cursor is not the step
 MODEL = dict(output_dropout=0.1, attention_dropout=0.1)
@@ -37,6 +47,13 @@ def run(inputs, out_dir: Path, model=None, **kw):
         progress=False,
         **kw,
     )
+
+
+def ckpts(out_dir: Path) -> list[Path]:
+    """The step checkpoints of the one run config under ``out_dir``."""
+    runs = list_runs(out_dir / "checkpoints")
+    assert len(runs) == 1, runs
+    return list_checkpoints(runs[0])
 
 
 def weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -69,7 +86,7 @@ def test_uninterrupted_run_writes_final_summary_and_logs(reference, inputs):
     model = TWilBERT(tiny_model(inputs["vocab_size"], **MODEL))
     load_checkpoint(out / "final", model)
     # the last two checkpoints are kept; the last one is the end of epoch 2
-    kept = list_checkpoints(out / "checkpoints")
+    kept = ckpts(out)
     assert [p.name for p in kept][-1] == f"step-{summary['steps']:08d}" and len(kept) == 2
     # one logged row per step, with every metric; tokens add up to the summary
     assert [s for s, _ in logged] == list(range(1, summary["steps"] + 1))
@@ -82,7 +99,7 @@ def test_uninterrupted_run_writes_final_summary_and_logs(reference, inputs):
 def test_resume_mid_epoch_is_bit_identical(reference, inputs, tmp_path, capsys):
     first = run(inputs, tmp_path, stop_after_steps=5)  # mid-epoch 1, not at a checkpoint_every multiple
     assert first["stopped"] and first["steps"] == 5 and not (tmp_path / "final").exists()
-    assert list_checkpoints(tmp_path / "checkpoints")[-1].name == "step-00000005"
+    assert ckpts(tmp_path)[-1].name == "step-00000005"
     second = run(inputs, tmp_path)
     assert "resuming from" in capsys.readouterr().err
     assert second["resumed_from_step"] == 5 and second["steps"] == reference["summary"]["steps"]
@@ -92,7 +109,7 @@ def test_resume_mid_epoch_is_bit_identical(reference, inputs, tmp_path, capsys):
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(reference, inputs, tmp_path, capsys):
     run(inputs, tmp_path, training={"checkpoint_every": 1}, stop_after_steps=4)  # checkpoint_every: not in the fingerprint
-    newest = list_checkpoints(tmp_path / "checkpoints")[-1]
+    newest = ckpts(tmp_path)[-1]
     assert newest.name == "step-00000004"
     data = bytearray((newest / MODEL_FILE).read_bytes())
     data[-10:] = b"\x00" * 10
@@ -104,14 +121,88 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(reference, inp
     assert_identical(weights(tmp_path / "final"), weights(reference["out"] / "final"))
 
 
-def test_changed_run_config_starts_fresh_and_moves_old_checkpoints_aside(inputs, tmp_path, capsys):
+def test_changed_run_config_starts_fresh_and_keeps_the_old_checkpoints(reference, inputs, tmp_path, capsys):
+    """What `dvc exp run -S ...` does: the stage reruns because params changed. The new config trains
+    from scratch in its own directory; the old config's checkpoints are untouched, and going back to
+    the old params resumes the old run (here: to the reference's weights)."""
     run(inputs, tmp_path, stop_after_steps=2)
+    old_run = list_runs(tmp_path / "checkpoints")[0]
     summary = run(inputs, tmp_path, training={"lr": 1e-3}, stop_after_steps=1)
     err = capsys.readouterr().err
     assert "training.lr: 0.003 -> 0.001" in err and "starting fresh" in err
     assert summary["resumed_from_step"] == 0 and summary["steps"] == 1
-    stale = [p for p in tmp_path.iterdir() if p.name.startswith("checkpoints-stale-")]
-    assert len(stale) == 1 and [p.name for p in list_checkpoints(stale[0])] == ["step-00000002"]
+    runs = list_runs(tmp_path / "checkpoints")
+    assert len(runs) == 2 and old_run in runs
+    assert [p.name for p in list_checkpoints(old_run)] == ["step-00000002"]
+    assert not [p for p in tmp_path.iterdir() if p.name != "checkpoints" and p.name.startswith("checkpoints")]  # nothing moved aside
+    assert json.loads((old_run / "run.json").read_text())["run_config"]["training"]["lr"] == 0.003
+    back = run(inputs, tmp_path)
+    assert back["resumed_from_step"] == 2
+    assert_identical(weights(tmp_path / "final"), weights(reference["out"] / "final"))
+
+
+def test_on_config_change_error_lists_the_differing_keys(inputs, tmp_path):
+    run(inputs, tmp_path, stop_after_steps=1)
+    with pytest.raises(RunConfigMismatchError) as err:
+        run(inputs, tmp_path, model={"n_encoders": 3}, training={"lr": 1e-3, "on_config_change": "error"}, stop_after_steps=1)
+    message = str(err.value)
+    assert "model.n_encoders: checkpoint 2, params 3" in message and "training.lr: checkpoint 0.003, params 0.001" in message
+    assert err.value.differences and {k for k, _, _ in err.value.differences} == {"model.n_encoders", "training.lr"}
+    assert len(list_runs(tmp_path / "checkpoints")) == 1  # nothing written for the refused config
+    # the same config resumes fine in error mode (on_config_change is not part of the run config)
+    again = run(inputs, tmp_path, training={"on_config_change": "error"}, stop_after_steps=1)
+    assert again["resumed_from_step"] == 1
+
+
+def test_resume_from_an_explicit_checkpoint(reference, inputs, tmp_path):
+    run(inputs, tmp_path / "elsewhere", stop_after_steps=5)
+    source = ckpts(tmp_path / "elsewhere")[-1]
+    summary = run(inputs, tmp_path / "here", training={"resume_from": str(source)})
+    assert summary["resumed_from_step"] == 5
+    assert_identical(weights(tmp_path / "here" / "final"), weights(reference["out"] / "final"))
+    # a directory of checkpoints works too; a newer checkpoint of the same config in out_dir wins
+    summary = run(inputs, tmp_path / "here", training={"resume_from": str(source.parent)})
+    assert summary["resumed_from_step"] == reference["summary"]["steps"]
+    # another run config: an error naming every differing key, before anything is trained
+    with pytest.raises(RunConfigMismatchError, match=r"training.lr: checkpoint 0.003, params 0.001") as err:
+        run(inputs, tmp_path / "third", training={"resume_from": str(source), "lr": 1e-3})
+    assert "resume_from must name a checkpoint of the same run config" in str(err.value)
+    assert not (tmp_path / "third" / "final").exists()
+
+
+def test_old_run_configs_are_pruned_to_the_newest(inputs, tmp_path):
+    for lr in [1e-3, 2e-3, 4e-3, 5e-3][: KEEP_RUNS + 1]:
+        run(inputs, tmp_path, training={"lr": lr}, stop_after_steps=1)
+    kept = {json.loads((r / "run.json").read_text())["run_config"]["training"]["lr"] for r in list_runs(tmp_path / "checkpoints")}
+    assert kept == {2e-3, 4e-3, 5e-3}
+
+
+def test_flat_layout_checkpoints_are_migrated(reference, inputs, tmp_path):
+    """Checkpoints written before per-config directories (checkpoints/step-*) are moved, and resumed."""
+    run(inputs, tmp_path, stop_after_steps=5)
+    (step,) = [c for c in ckpts(tmp_path) if c.name == "step-00000005"]
+    flat = tmp_path / "checkpoints" / step.name
+    step.rename(flat)
+    shutil.rmtree(step.parent)  # the per-config directory and its run.json: the old layout had neither
+    torn = tmp_path / "checkpoints" / "step-00000001"
+    save_checkpoint(torn, TWilBERT(tiny_model(inputs["vocab_size"])), {"x": 1})
+    (torn / "checksums.json").unlink()  # an interrupted save of the old layout
+    summary = run(inputs, tmp_path)
+    assert summary["resumed_from_step"] == 5 and not flat.exists() and not torn.exists()
+    (moved,) = list_runs(tmp_path / "checkpoints")
+    assert json.loads((moved / "run.json").read_text())["run_config"]["training"]["lr"] == 0.003
+    assert_identical(weights(tmp_path / "final"), weights(reference["out"] / "final"))
+
+
+@pytest.mark.parametrize("max_steps", [3, 1])
+def test_a_step_budget_always_ends_with_a_checkpoint(inputs, tmp_path, max_steps):
+    """The budget ends before an epoch end and before checkpoint_every: there is still a checkpoint
+    (the bug: none, and DVC failed with "output 'models/pretrain/checkpoints' does not exist")."""
+    summary = run(inputs, tmp_path, training={"max_steps": max_steps, "checkpoint_every": 0})
+    assert summary["steps"] == max_steps and max_steps < summary["steps_per_epoch"]
+    assert ckpts(tmp_path)[-1].name == f"step-{max_steps:08d}"
+    again = run(inputs, tmp_path, training={"max_steps": max_steps, "checkpoint_every": 0})
+    assert again["resumed_from_step"] == max_steps and again["steps"] == max_steps  # nothing trained twice
 
 
 def test_initial_weights(reference, inputs, tmp_path):

@@ -1,4 +1,5 @@
-"""One optimizer step: accumulation == one big batch (checked against a plain PyTorch step), the NaN guard."""
+"""One optimizer step: accumulation == one big batch (checked against a plain PyTorch step), the NaN guard
+(training.max_bad_steps), MFU over real tokens."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from twilbert.model.twilbert import TWilBERT
 from twilbert.train.checkpoint import MODEL_FILE
 from twilbert.train.objectives import pretraining_loss
 from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
-from twilbert.train.pretrain import NonFiniteLossError, Pretrainer, list_checkpoints
+from twilbert.config import ConfigError
+from twilbert.train.pretrain import NonFiniteLossError, Pretrainer, list_checkpoints, list_runs
 from twilbert.train.schedules import build_schedule
 
 
@@ -107,23 +109,43 @@ def test_non_finite_steps_are_skipped_then_training_stops(inputs, tmp_path):
     assert trainer.state.consecutive_bad == 0
     assert any(not torch.equal(v, before[k]) for k, v in params(trainer.raw_model).items())
 
-    # always poisoned: stops after max_bad_steps consecutive skipped steps, never saving NaN weights
-    stuck = Pretrainer(
-        model_cfg=tiny_model(inputs["vocab_size"]),
-        training=tiny_training(checkpoint_every=1),
-        impl=cpu_impl(),
-        shards_dir=inputs["shards"],
-        tokenizer_path=inputs["tokenizer"],
-        out_dir=tmp_path / "stuck",
-        progress=False,
-        max_bad_steps=3,
-    ).setup()
-    stuck.raw_model.embeddings.register_forward_hook(lambda m, a, out: out * float("inf"))
-    with pytest.raises(NonFiniteLossError, match="3 consecutive"):
-        stuck.run()
-    assert stuck.state.skipped_steps == 3
+    # always poisoned: stops after training.max_bad_steps consecutive skipped steps, never saving NaN weights
     from safetensors.torch import load_file
 
-    for ckpt in list_checkpoints(tmp_path / "stuck" / "checkpoints"):
-        assert all(torch.isfinite(t).all() for t in load_file(ckpt / MODEL_FILE).values())
-    assert not (tmp_path / "stuck" / "final").exists()
+    for max_bad in (3, 7):
+        stuck = make_trainer(inputs, tmp_path / f"stuck{max_bad}", checkpoint_every=1, max_bad_steps=max_bad)
+        stuck.raw_model.embeddings.register_forward_hook(lambda m, a, out: out * float("inf"))
+        with pytest.raises(NonFiniteLossError, match=f"{max_bad} consecutive.*training.max_bad_steps={max_bad}"):
+            stuck.run()
+        assert stuck.state.skipped_steps == max_bad
+        saved = [c for r in list_runs(tmp_path / f"stuck{max_bad}" / "checkpoints") for c in list_checkpoints(r)]
+        assert len(saved) == 2  # checkpoint_every=1, the last two kept: checkpoints were written...
+        for ckpt in saved:  # ...and none holds NaN weights
+            assert all(torch.isfinite(t).all() for t in load_file(ckpt / MODEL_FILE).values())
+        assert not (tmp_path / f"stuck{max_bad}" / "final").exists()
+    with pytest.raises(ConfigError, match="max_bad_steps"):
+        tiny_training(max_bad_steps=0)
+
+
+def test_mfu_counts_real_tokens_at_their_own_lengths(inputs, tmp_path):
+    """`mfu` (logged on CUDA) is nanoGPT's formula over the real tokens: recomputed here from the
+    batch's attention mask, and it is smaller than the same formula over padded positions."""
+    trainer = make_trainer(inputs, tmp_path / "mfu")
+    trainer.report_mfu = True  # as on a GPU; the numbers only need the counts
+    idx = np.argsort(trainer.batches.dataset.lengths)[::7][:8]  # rows of very different lengths: much padding
+    batch = trainer.batches[(0, 0, idx)]
+    assert trainer.train_step([batch])
+    logged = trainer._flush_log()
+    dt = batch["n_real"] / logged["tokens_per_s"]  # the interval's wall time, as the trainer measured it
+
+    lengths = batch["attention_mask"].sum(1).double()  # (B,) real tokens per row
+    n_real, B, T = float(lengths.sum()), *batch["input_ids"].shape
+    model, peak = trainer.raw_model, trainer.peak_flops
+    assert n_real < B * T  # there is padding
+    per_token = model.estimate_flops_per_token(float((lengths**2).sum()) / n_real, mlm_fraction=batch["n_targets"] / n_real)
+    assert logged["mfu"] == pytest.approx(per_token * n_real / dt / peak, rel=1e-9)
+    per_position = model.estimate_flops_per_token(T, mlm_fraction=batch["n_targets"] / (B * T))
+    assert logged["mfu_padded"] == pytest.approx(per_position * B * T / dt / peak, rel=1e-9)
+    assert logged["mfu"] < logged["mfu_padded"]
+    # the attention term really is per token at its own length: not the same as the mean length
+    assert per_token != pytest.approx(model.estimate_flops_per_token(n_real / B, mlm_fraction=batch["n_targets"] / n_real), rel=1e-6)

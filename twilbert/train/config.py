@@ -35,9 +35,16 @@ class TrainingConfig:
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = only at epoch ends
     log_every: int = 10  # optimizer steps between logged metrics
     bucket_width: int = 8  # length-bucket width in tokens (batches mix lengths within one bucket only)
+    max_bad_steps: int = 5  # consecutive NaN/inf (skipped) optimizer steps before the run stops with an error
+    # Resumption (see twilbert.train.pretrain, "Checkpoints and config changes"). Checkpoints live in
+    # one directory per run config, so a changed config never touches another config's checkpoints.
+    # restart: a config without checkpoints of its own trains from scratch (what `dvc exp run -S` needs);
+    # error: refuse that when the out dir holds checkpoints of another config, listing the differing keys.
+    on_config_change: Literal["restart", "error"] = "restart"
+    resume_from: str | None = None  # resume from this checkpoint (a step-* dir or a dir of them); must match the config
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "accum_iters", "n_gpus", "log_every", "bucket_width"):
+        for name in ("batch_size", "accum_iters", "n_gpus", "log_every", "bucket_width", "max_bad_steps"):
             check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.epochs >= 1 or self.max_steps >= 1, "epochs", "need epochs >= 1 or max_steps >= 1")
         check(self.max_steps >= 0, "max_steps", "must be >= 0")
@@ -49,7 +56,7 @@ class TrainingConfig:
         check(self.schedule != "noam" or self.warmup_steps >= 1, "warmup_steps", "noam needs warmup_steps >= 1")
         check(self.clip_grad_norm >= 0, "clip_grad_norm", "must be >= 0")
         check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
-
+        check(self.resume_from is None or bool(str(self.resume_from).strip()), "resume_from", "must be a path or null")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,13 +13,22 @@ What is measured, and how (each number is re-computed independently in ``tests/t
   ``mlm_accuracy`` / ``mlm_loss`` / ``mlm_perplexity = exp(mlm_loss)`` are over every target
   (``[MASK]``, random and kept ones, as BERT's evaluation); ``mlm_accuracy_mask_token`` only over
   targets shown to the model as ``[MASK]`` (kept targets are easy: the answer is in the input).
-* **Context-free baselines on the same targets**, so the MLM numbers have a floor to beat:
-  ``baseline_majority_accuracy`` always predicts the single most frequent non-special token of the
-  *train* split (``baseline_majority_token_id``; counts over segments ``a`` and ``b`` of every train
-  row as stored, so a pair and its swapped negative count twice, as they are trained on twice);
-  ``baseline_unigram_loss`` is the cross-entropy of the add-one-smoothed train unigram distribution
-  over the maskable vocabulary ``[N_SPECIAL, V)``, ``baseline_unigram_perplexity = exp`` of it: the
-  perplexity of the best predictor that ignores context (add-one so unseen tokens stay finite).
+* **Context-free baselines on the same targets** (issue 4: "the accuracy a unigram-frequency guesser
+  would get on the same masked tokens, for context"), from the token frequencies of the *train* split
+  (non-special ids, counted over segments ``a`` and ``b`` of every train row as stored, so a pair and
+  its swapped negative count twice, as they are trained on twice):
+
+  - ``baseline_unigram_accuracy``: **the issue's number**. The unigram-frequency guesser ignores the
+    context and guesses the most probable token under the train unigram distribution at every target,
+    i.e. always the most frequent train token (``baseline_unigram_token_id``). No context-free guesser
+    has a higher expected accuracy. ``baseline_majority_accuracy`` / ``baseline_majority_token_id``
+    are the same numbers under their former names, kept for readers of older metrics (deprecated);
+  - ``baseline_unigram_sampled_accuracy``: the expected accuracy of guessing by *sampling* from the
+    train frequencies instead (mean over targets of the target's train frequency); lower, shown because
+    "frequency guesser" is sometimes read that way;
+  - ``baseline_unigram_loss``: the cross-entropy of the add-one-smoothed train unigram distribution
+    over the maskable vocabulary ``[N_SPECIAL, V)``, ``baseline_unigram_perplexity = exp`` of it: the
+    perplexity of the best predictor that ignores context (add-one so unseen tokens stay finite).
 * **ROP** on rows with a label (1 = in order, the positive class; 0 = swapped or random
   negative; MLM-only rows, label -1, are left out): accuracy, loss, precision, recall, F1.
 * **Pseudo-log-likelihood** (the original ``lm_evaluation`` app, inventory §7.2): up to
@@ -32,6 +41,11 @@ What is measured, and how (each number is re-computed independently in ``tests/t
   ``pseudo_perplexity = exp(-pll_per_token)``. The original divided each sentence's sum by T, the
   length *including* ``[CLS]`` and ``[SEP]`` (bug: that shrinks short tweets' scores towards 0);
   we divide by the number of scored tokens.
+
+* **The report** (``report_md``): the metrics table, then ``report_examples`` rows drawn with ``seed``
+  (in row order), each with its segments, the input, the masked input the model saw, a table of the
+  targets (position, shown as, reference, prediction) and the ROP label, prediction and p(in order),
+  all from the same MLM pass as the metrics (the test recomputes them too).
 
 Undefined values (a split without ROP labels, a model without the ROP head, an empty split) are
 ``None``, not NaN, so the metrics serialise as strict JSON.
@@ -209,15 +223,18 @@ def _mlm_rop_pass(model, ds, tokenizer, shards_dir, batch_size, seed, report_exa
     V = cfg.vocab_size
     counts = train_token_counts(shards_dir, V)
     n_train_tokens = int(counts[N_SPECIAL:].sum())
-    majority = int(N_SPECIAL + np.argmax(counts[N_SPECIAL:])) if n_train_tokens else -1
+    majority = int(N_SPECIAL + np.argmax(counts[N_SPECIAL:])) if n_train_tokens else -1  # argmax of the unigram distribution
     unigram = torch.from_numpy(unigram_log_probs(counts)).to(device)  # (V,) float64
+    freq = np.zeros(V)
+    freq[N_SPECIAL:] = counts[N_SPECIAL:] / max(n_train_tokens, 1)
+    frequency = torch.from_numpy(freq).to(device)  # (V,) float64 train frequency, 0 on specials
     word_start = torch.from_numpy(tokenizer.word_start_table()) if cfg.masked_lm.type == "word" else None
 
     generator = torch.Generator().manual_seed(seed)  # CPU: the same masks on any device
     picks = set(np.random.default_rng(seed).choice(len(ds), size=min(report_examples, len(ds)), replace=False).tolist())
     examples: dict[int, _Example] = {}
     tracker = PretrainMetrics(device)
-    extra = torch.zeros(4, dtype=torch.float64, device=device)  # majority hits, unigram CE, [MASK] targets, their hits
+    extra = torch.zeros(5, dtype=torch.float64, device=device)  # unigram-guess hits, unigram CE, [MASK] targets, their hits, Σ freq
 
     order = eval_order(ds.lengths)
     for start in range(0, len(order), batch_size):
@@ -241,6 +258,7 @@ def _mlm_rop_pass(model, ds, tokenizer, shards_dir, batch_size, seed, report_exa
                 -unigram[targets].sum(),
                 shown_mask.sum().double(),
                 ((pred == targets) & shown_mask).sum().double(),
+                frequency[targets].sum(),
             ]
         )
         for r in np.flatnonzero(np.isin(idx, list(picks))):
@@ -248,7 +266,8 @@ def _mlm_rop_pass(model, ds, tokenizer, shards_dir, batch_size, seed, report_exa
 
     m = tracker.compute()
     n = m["mlm_targets"]
-    hits, ce, n_mask, mask_hits = extra.tolist()
+    hits, ce, n_mask, mask_hits, freq_sum = extra.tolist()
+    defined = bool(n and n_train_tokens)
     nan = math.nan
     metrics = {
         "rows": len(ds),
@@ -257,11 +276,14 @@ def _mlm_rop_pass(model, ds, tokenizer, shards_dir, batch_size, seed, report_exa
         "mlm_perplexity": m["mlm_perplexity"],
         "mlm_accuracy": m["mlm_accuracy"],
         "mlm_accuracy_mask_token": mask_hits / n_mask if n_mask else nan,
-        "baseline_majority_token_id": majority,
-        "baseline_majority_accuracy": hits / n if n and n_train_tokens else nan,
-        "baseline_unigram_loss": ce / n if n and n_train_tokens else nan,
-        "baseline_unigram_perplexity": math.exp(ce / n) if n and n_train_tokens else nan,
+        "baseline_unigram_accuracy": hits / n if defined else nan,
+        "baseline_unigram_token_id": majority,
+        "baseline_unigram_sampled_accuracy": freq_sum / n if defined else nan,
+        "baseline_unigram_loss": ce / n if defined else nan,
+        "baseline_unigram_perplexity": math.exp(ce / n) if defined else nan,
         "baseline_train_tokens": n_train_tokens,
+        "baseline_majority_accuracy": hits / n if defined else nan,  # deprecated alias of baseline_unigram_accuracy
+        "baseline_majority_token_id": majority,  # deprecated alias of baseline_unigram_token_id
     }
     if model.rop_head is not None:
         metrics.update({k: m[k] for k in ("rop_examples", "rop_loss", "rop_accuracy", "rop_precision", "rop_recall", "rop_f1")})
@@ -334,10 +356,13 @@ def _report(split, metrics, examples, majority, tokenizer) -> str:
     piece = tokenizer.id_to_piece(majority) if majority >= 0 else "n/a"
     lines += [
         "",
-        f"Baselines on the same MLM targets: always predicting the most frequent train token `{_cell(piece)}` "
-        f"(id {majority}) scores `baseline_majority_accuracy`; the smoothed train unigram distribution "
-        "(no context) has cross-entropy `baseline_unigram_loss`. PLL is the mean log-probability of each "
-        "token with only that token masked (divided by scored tokens, not by the length with [CLS]/[SEP]).",
+        "Baselines on the same MLM targets, from train-split token frequencies (no context): the "
+        f"unigram-frequency guesser, which always guesses the most frequent train token `{_cell(piece)}` "
+        f"(id {majority}), scores `baseline_unigram_accuracy` (`baseline_majority_accuracy` is its former name); "
+        "guessing by sampling from the frequencies would score `baseline_unigram_sampled_accuracy` on average; "
+        "the smoothed unigram distribution has cross-entropy `baseline_unigram_loss`. PLL is the mean "
+        "log-probability of each token with only that token masked (divided by scored tokens, not by the "
+        "length with [CLS]/[SEP]).",
         "",
         f"## Examples ({len(examples)})",
     ]

@@ -31,8 +31,51 @@ scheduler and the per-rank RNG states (dropout). A resumed run gives bit-identic
 
 Non-finite guard: a step whose loss or gradient norm is NaN/inf is skipped (gradients dropped, the
 optimizer untouched; the step counter and the schedule still advance, since the data did); after
-``max_bad_steps`` consecutive skipped steps training stops with :class:`NonFiniteLossError`. Checking
-costs one host sync per optimizer step (the MLM head's boolean gather already syncs per micro-batch).
+``training.max_bad_steps`` consecutive skipped steps training stops with :class:`NonFiniteLossError`.
+Checking costs one host sync per optimizer step (the MLM head's boolean gather already syncs per
+micro-batch).
+
+Checkpoints and config changes
+------------------------------
+A checkpoint is written at every epoch end, every ``checkpoint_every`` steps, and always when the
+budget (``epochs`` or ``max_steps``) is reached, so a finished run always leaves one. They live in one
+directory per *run config* (everything that determines the weights, see :func:`run_config`)::
+
+    out_dir/checkpoints/<fingerprint[:16]>/run.json           the run config, for humans
+    out_dir/checkpoints/<fingerprint[:16]>/step-XXXXXXXX/     the last KEEP_CHECKPOINTS of that config
+
+A run resumes from the newest checkpoint of its own config that verifies (a corrupt or torn one is
+reported and the previous one tried). Why per-config directories: the DVC stage reruns *because*
+params changed (``dvc exp run -S model.n_encoders=6``), so a config change is the normal case, not an
+accident; it must neither fail nor destroy the checkpoints of the config it replaces (going back to
+the old params resumes or finds the old run finished). ``training.on_config_change`` decides what a
+config without checkpoints of its own does when the out dir holds another config's checkpoints:
+
+* ``restart`` (default): train from scratch; the differing keys are printed. DVC experiments work.
+* ``error``: stop with :class:`RunConfigMismatchError` listing the differing keys (for a plain
+  "resume my run" where a silent restart would waste days).
+
+``training.resume_from`` names a checkpoint explicitly (a ``step-*`` directory, or a directory of them,
+e.g. copied from another machine); one written by a different run config is always an error listing
+the differing keys (issue 7). A newer checkpoint of the same config in ``out_dir`` wins over it, so a
+crash after such a resume resumes from the crash point. The configs of the newest ``KEEP_RUNS``
+directories are kept, older ones are deleted. Checkpoints of the flat layout before this one
+(``checkpoints/step-*``) are moved into their config's directory.
+
+Throughput and MFU count useful work
+------------------------------------
+``tokens_per_s`` counts real (non-pad) tokens. ``mfu`` (CUDA only) is nanoGPT's ``6N + 12·L·A·d_k·T``
+on the *unshared* model (a shared block counted once per layer it runs in), applied to the real
+tokens at their own sequence lengths (:func:`useful_mfu`); ``mfu_padded`` is the same formula over
+every position the hardware computed, padding included. Their ratio is the padding overhead.
+
+Fault injection (tests only)
+----------------------------
+``TWILBERT_FAULT`` makes the process SIGKILL itself at a chosen point, to test crash safety
+(``tests/e2e/test_crash_resume.py``): ``kill_after_step:<n>`` right after optimizer step ``n``;
+``kill_during_save:<n>[:<file>]`` during this process's ``n``-th checkpoint save (step checkpoints and
+``final/`` count), while ``<file>`` (default ``model.safetensors``) is being written: its temp file is
+complete but not renamed, the files before it are written, the rest and ``checksums.json`` are not.
 """
 
 from __future__ import annotations
@@ -41,8 +84,10 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -61,7 +106,9 @@ from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import Tokenizer
 from twilbert.train import distributed as D
+from twilbert.train import checkpoint as _checkpoint_module
 from twilbert.train.checkpoint import (
+    CHECKSUMS_FILE,
     CONFIG_FILE,
     MODEL_FILE,
     TRAINER_FILE,
@@ -89,14 +136,18 @@ from twilbert.train.schedules import build_schedule
 from twilbert.utils import sha256_file as _sha256_file
 
 CHECKPOINTS_DIR = "checkpoints"
+RUN_FILE = "run.json"  # in checkpoints/<fingerprint>/: the run config of that directory
 FINAL_DIR = "final"
 SUMMARY_FILE = "summary.json"
 FINAL_META_FILE = "pretrain.json"  # in final/: tokenizer path and sha256, steps, fingerprint
-KEEP_CHECKPOINTS = 2
+KEEP_CHECKPOINTS = 2  # per run config
+KEEP_RUNS = 3  # run-config directories kept under checkpoints/ (the current one included)
+FAULT_ENV = "TWILBERT_FAULT"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+_RUN_DIR = re.compile(r"^[0-9a-f]{16}$")
 
 # Training keys that cannot change the trained weights: left out of the run fingerprint.
-FINGERPRINT_EXCLUDED = ("log_every", "checkpoint_every")
+FINGERPRINT_EXCLUDED = ("log_every", "checkpoint_every", "max_bad_steps", "on_config_change", "resume_from")
 
 # Model keys that may differ between `path_initial_weights` and the model being trained: they change
 # training, not the weights' structure (masking, loss weights, dropout, init of fresh weights).
@@ -114,6 +165,17 @@ NON_ARCHITECTURE_KEYS = (
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive optimizer steps with a NaN/inf loss or gradient norm."""
+
+
+class RunConfigMismatchError(ConfigMismatchError):
+    """A checkpoint to resume from was written by a different run config; ``differences`` lists
+    ``(dotted key, in the checkpoint, in params)``."""
+
+    def __init__(self, directory: Path, differences: list, hint: str = "") -> None:
+        self.differences = differences
+        lines = "\n".join(f"  {key}: checkpoint {stored!r}, params {expected!r}" for key, stored, expected in differences)
+        message = f"{directory}: checkpoint of a different run config; {len(differences)} key(s) differ:\n{lines}"
+        CheckpointError.__init__(self, message + (f"\n{hint}" if hint else ""))
 
 
 @dataclass
@@ -184,11 +246,28 @@ def load_initial_weights(model: nn.Module, directory: str | Path, model_cfg: Mod
 
 
 def list_checkpoints(root: Path) -> list[Path]:
-    """``step-XXXXXXXX`` directories under ``root``, oldest first."""
+    """``step-XXXXXXXX`` directories directly under ``root`` (a run directory), oldest first."""
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def run_dir(root: Path, fingerprint_: str) -> Path:
+    """``root/<fingerprint[:16]>``: the checkpoints of one run config."""
+    return Path(root) / fingerprint_[:16]
+
+
+def list_runs(root: Path) -> list[Path]:
+    """Run-config directories under ``root``, least recently written first (directory mtime)."""
+    if not Path(root).is_dir():
+        return []
+    runs = [p for p in Path(root).iterdir() if p.is_dir() and _RUN_DIR.match(p.name)]
+    return sorted(runs, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def _step_of(directory: Path) -> int:
+    return int(_STEP_DIR.match(directory.name).group(1))
 
 
 def _read_extra(directory: Path) -> dict:
@@ -201,30 +280,196 @@ def _read_extra(directory: Path) -> dict:
     return state.get("extra") or {}
 
 
-def choose_resume_checkpoint(root: Path, expected: dict) -> Path | None:
-    """The newest checkpoint under ``root`` that verifies and was written by the same run config.
-
-    A corrupt or incomplete checkpoint is reported and the previous one tried. A checkpoint of a
-    different run config (the fingerprint differs) means the run changed: the differing keys are
-    printed and the whole ``root`` is moved aside to ``<root>-stale-<time>``, so training starts fresh.
-    """
-    want = fingerprint(expected)
-    for directory in reversed(list_checkpoints(root)):
+def newest_usable(directory: Path, *, quiet: bool = False) -> tuple[Path, dict] | None:
+    """The newest ``step-*`` checkpoint in ``directory`` that verifies, with its ``extra``; a corrupt or
+    torn one is reported (unless ``quiet``) and the previous one tried. None if there is none."""
+    for ckpt in reversed(list_checkpoints(directory)):
         try:
-            extra = _read_extra(directory)
+            return ckpt, _read_extra(ckpt)
         except CheckpointError as exc:
-            _say(f"checkpoint {directory.name} is unusable ({exc}); falling back to the previous one")
-            continue
-        if extra.get("fingerprint") == want:
-            return directory
-        stored = json.loads(extra.get("run_config", "{}"))
-        diffs = config_differences(stored, expected)
-        listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs) or "(no run config stored)"
-        stale = root.with_name(f"{root.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}")
-        _say(f"checkpoints in {root} belong to a different run ({listing}); moving them to {stale} and starting fresh")
-        shutil.move(str(root), str(stale))
-        return None
+            if not quiet:
+                _say(f"checkpoint {ckpt.name} is unusable ({exc}); falling back to the previous one")
     return None
+
+
+def _differences(stored: dict | None, expected: dict) -> list:
+    """``config_differences`` of two run configs; a checkpoint without one differs as a whole."""
+    return config_differences(stored, expected) if stored else [("run_config", "<not stored>", "<params>")]
+
+
+def _stored_run_config(extra: dict) -> dict | None:
+    return json.loads(extra["run_config"]) if extra.get("run_config") else None
+
+
+def _listing(diffs: list) -> str:
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs)
+
+
+def migrate_flat_checkpoints(root: Path) -> None:
+    """Move ``root/step-*`` checkpoints (the layout before per-config directories) into
+    ``root/<fingerprint>/``; a torn one (no fingerprint readable) is deleted."""
+    for ckpt in list_checkpoints(root):
+        try:
+            extra = _read_extra(ckpt)
+        except CheckpointError:
+            extra = {}
+        fp = extra.get("fingerprint")
+        if not fp:
+            _say(f"removing {ckpt}: an unusable checkpoint of the flat layout")
+            shutil.rmtree(ckpt, ignore_errors=True)
+            continue
+        target = run_dir(root, fp) / ckpt.name
+        if target.exists():
+            shutil.rmtree(ckpt, ignore_errors=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_run_file(target.parent, fp, _stored_run_config(extra))
+            shutil.move(str(ckpt), str(target))
+
+
+def _write_run_file(directory: Path, fingerprint_: str, config: dict | None) -> None:
+    """``directory/run.json`` (once): the run config whose checkpoints the directory holds."""
+    path = directory / RUN_FILE
+    if not path.is_file():
+        tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint_, "run_config": config}, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+
+
+def choose_resume_checkpoint(root: Path, expected: dict, *, resume_from: str | Path | None = None, on_config_change: str = "restart") -> Path | None:
+    """The checkpoint to resume from, or None to train from scratch (see "Checkpoints and config changes").
+
+    Raises :class:`RunConfigMismatchError` listing the differing keys when ``resume_from`` holds a
+    checkpoint of another run config, or when ``on_config_change == "error"`` and ``root`` has
+    checkpoints of other configs but none of this one.
+    """
+    root = Path(root)
+    want = fingerprint(expected)
+    migrate_flat_checkpoints(root)
+    own = newest_usable(run_dir(root, want))
+    if own is not None and own[1].get("fingerprint") != want:  # a directory copied by hand, or tampered with
+        diffs = _differences(_stored_run_config(own[1]), expected)
+        raise RunConfigMismatchError(own[0], diffs, "it sits in the directory of the params' run config")
+    if resume_from:
+        source = Path(resume_from)
+        if _STEP_DIR.match(source.name):
+            explicit = (source, _read_extra(source))  # an unusable explicit checkpoint is an error, not a fallback
+        else:
+            explicit = newest_usable(source)
+            if explicit is None:
+                raise CheckpointError(f"training.resume_from={str(source)!r}: no usable step-* checkpoint there")
+        if explicit[1].get("fingerprint") != want:
+            diffs = _differences(_stored_run_config(explicit[1]), expected)
+            raise RunConfigMismatchError(explicit[0], diffs, "training.resume_from must name a checkpoint of the same run config")
+        if own is not None and _step_of(own[0]) >= _step_of(explicit[0]):
+            _say(f"{own[0]} is newer than training.resume_from={str(source)!r}; resuming from it")
+            return own[0]
+        return explicit[0]
+    if own is not None:
+        return own[0]
+    other = next((r for r in reversed(list_runs(root)) if r.name != want[:16] and list_checkpoints(r)), None)
+    if other is not None:  # the most recently written other config (its run.json: no checkpoint hashing here)
+        try:
+            stored = json.loads((other / RUN_FILE).read_text())["run_config"]
+        except (OSError, ValueError, KeyError):
+            stored = None
+        diffs = _differences(stored, expected)
+        if on_config_change == "error":
+            raise RunConfigMismatchError(
+                other,
+                diffs,
+                "training.on_config_change is 'error': set it to 'restart' to train this config from scratch "
+                "(the other config's checkpoints are kept), or restore the params",
+            )
+        _say(f"no checkpoint of this run config; the newest other one in {root} differs ({_listing(diffs)}); starting fresh, keeping it")
+    return None
+
+
+def prune_runs(root: Path, keep: Path) -> None:
+    """Delete the run-config directories of ``root`` beyond the newest ``KEEP_RUNS`` (``keep`` stays)."""
+    others = [r for r in list_runs(root) if r.name != keep.name]
+    for old in others[: max(0, len(others) - (KEEP_RUNS - 1))]:
+        _say(f"removing the checkpoints of an older run config: {old}")
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def useful_mfu(
+    model: TWilBERT,
+    *,
+    tokens: float,
+    sum_sq_lengths: float,
+    mlm_targets: float,
+    seconds: float,
+    world_size: int,
+    peak_flops: float,
+) -> float:
+    """Model FLOPs utilisation per device of ``tokens`` processed in ``seconds`` (all ranks together).
+
+    nanoGPT's per-token ``6 N + 12 L (A d_k) T`` (:meth:`TWilBERT.estimate_flops_per_token`: ``N`` counts
+    a shared block once per layer it runs in, i.e. the unshared model). The attention term is per token
+    at its own sequence's length, so over a set of sequences of lengths ``t_i`` it sums to
+    ``12 L (A d_k) Σ t_i²``: ``T`` is the token-weighted mean length ``Σ t_i² / Σ t_i`` (exact). The MLM
+    head runs at the targets only: its share is ``mlm_targets / tokens``. Pass real tokens and real
+    lengths for useful work (``mfu``), or every computed position and the padded lengths (``mfu_padded``).
+    (The tiny ROP head, once per sequence, is weighted by ``1 / T`` with this ``T``: a slight under-count.)
+    """
+    if tokens <= 0 or seconds <= 0:
+        return math.nan
+    seq_len = sum_sq_lengths / tokens
+    per_token = model.estimate_flops_per_token(seq_len, mlm_fraction=mlm_targets / tokens)
+    return per_token * tokens / seconds / world_size / peak_flops
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A test-only fault from ``TWILBERT_FAULT`` (see the module docstring, "Fault injection")."""
+
+    kind: str  # kill_after_step | kill_during_save
+    n: int
+    file: str = MODEL_FILE
+
+    @classmethod
+    def from_env(cls) -> "Fault | None":
+        spec = os.environ.get(FAULT_ENV, "").strip()
+        if not spec:
+            return None
+        kind, _, rest = spec.partition(":")
+        parts = rest.split(":")
+        files = (MODEL_FILE, CONFIG_FILE, TRAINER_FILE, CHECKSUMS_FILE)
+        ok = kind in ("kill_after_step", "kill_during_save") and parts[0].isdigit() and int(parts[0]) >= 1 and len(parts) <= 2
+        ok = ok and (len(parts) == 1 or (kind == "kill_during_save" and parts[1] in files))
+        if not ok:
+            raise ValueError(f"{FAULT_ENV}={spec!r}: expected kill_after_step:<n> or kill_during_save:<n>[:<one of {', '.join(files)}>]")
+        return cls(kind, int(parts[0]), parts[1] if len(parts) == 2 else MODEL_FILE)
+
+
+def _die(why: str) -> None:
+    print(f"pretrain: {FAULT_ENV}: SIGKILL {why}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _killed_while_writing(name: str):
+    """Within the block, the checkpoint writer SIGKILLs this process while file ``name`` is being
+    written (temp file complete, not renamed). Wraps checkpoint.py's private ``_atomic_write``: a test
+    hook only, and the crash test fails loudly if that function is renamed (the kill never happens)."""
+    real = _checkpoint_module._atomic_write
+
+    def write_then_die(path: Path, write: Callable[[Path], None]) -> None:
+        if Path(path).name != name:
+            return real(path, write)
+
+        def partial(tmp: Path) -> None:
+            write(tmp)
+            _die(f"while writing {path}")
+
+        return real(path, partial)
+
+    _checkpoint_module._atomic_write = write_then_die
+    try:
+        yield
+    finally:
+        _checkpoint_module._atomic_write = real
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,15 +490,14 @@ class Pretrainer:
         out_dir: str | Path,
         log_fn: Callable[[dict, int], None] | None = None,
         progress: bool = True,
-        max_bad_steps: int = 5,
         peak_flops: float = H100_BF16_PEAK_FLOPS,
     ) -> None:
-        if max_bad_steps < 1:
-            raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
         self.model_cfg, self.training, self.impl = model_cfg, training, impl
         self.shards_dir, self.tokenizer_path, self.out_dir = Path(shards_dir), Path(tokenizer_path), Path(out_dir)
         self.log_fn, self.progress = log_fn, progress
-        self.max_bad_steps, self.peak_flops = max_bad_steps, peak_flops
+        self.peak_flops = peak_flops
+        self.fault = Fault.from_env()  # tests only; None in real runs
+        self._saves = 0  # checkpoint saves of this process (for the fault hook)
         self.state = TrainState()
         # Every logged row, saved in checkpoints and replayed on resume: a resumed run's curves and
         # final metrics are those of the whole run, not only of the part after the interruption.
@@ -302,6 +546,10 @@ class Pretrainer:
         # --- model, optimizer, schedule -----------------------------------------------------------
         self.run_config = run_config(cfg, tr, W, self.shards_dir, self.tokenizer.sha256)
         self.fingerprint = fingerprint(self.run_config)
+        self.checkpoints_root = self.out_dir / CHECKPOINTS_DIR
+        self.run_dir = run_dir(self.checkpoints_root, self.fingerprint)
+        if self.dist.is_main:
+            self.checkpoints_root.mkdir(parents=True, exist_ok=True)  # a DVC out: exists whatever happens next
         torch.manual_seed(tr.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
         self.raw_model = TWilBERT(cfg, attention=impl.attention)
         resume = self._choose_resume()
@@ -337,17 +585,29 @@ class Pretrainer:
             self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
             model = self.ddp
         self.model = maybe_compile(model, impl.compile)
+        self.report_mfu = self.device.type == "cuda"  # MFU against a GPU peak means nothing on a CPU
         self._reset_log()
         return self
 
     def _choose_resume(self) -> Path | None:
-        root = self.out_dir / CHECKPOINTS_DIR
-        choice = [None]
+        """Rank 0 chooses (and may raise); the choice, or the error, reaches every rank."""
+        tr = self.training
+        choice: list = [None, None]  # path, error message
+        error: Exception | None = None
         if self.dist.is_main:
-            found = choose_resume_checkpoint(root, self.run_config)
-            choice = [str(found) if found is not None else None]
+            try:
+                found = choose_resume_checkpoint(
+                    self.checkpoints_root, self.run_config, resume_from=tr.resume_from, on_config_change=tr.on_config_change
+                )
+                choice[0] = str(found) if found is not None else None
+            except CheckpointError as exc:
+                error, choice[1] = exc, str(exc)
         if D.is_initialized():
             torch.distributed.broadcast_object_list(choice, src=0)
+        if error is not None:
+            raise error
+        if choice[1] is not None:
+            raise CheckpointError(choice[1])
         return Path(choice[0]) if choice[0] is not None else None
 
     def _load(self, directory: Path) -> None:
@@ -450,30 +710,37 @@ class Pretrainer:
             st.skipped_steps += 1
             st.consecutive_bad += 1
             _say(f"step {st.step}: non-finite loss or gradient norm; step skipped ({st.consecutive_bad} in a row)")
-            if st.consecutive_bad >= self.max_bad_steps:
-                last = list_checkpoints(self.out_dir / CHECKPOINTS_DIR)
+            if st.consecutive_bad >= self.training.max_bad_steps:
+                last = list_checkpoints(self.run_dir)
                 raise NonFiniteLossError(
                     f"{st.consecutive_bad} consecutive optimizer steps had a NaN/inf loss or gradient norm (step {st.step}); "
-                    "lower training.lr, set training.clip_grad_norm, or try impl.precision=fp32. "
-                    f"Last checkpoint: {last[-1] if last else 'none'}"
+                    "lower training.lr, set training.clip_grad_norm, or try impl.precision=fp32 "
+                    f"(training.max_bad_steps={self.training.max_bad_steps}). Last checkpoint: {last[-1] if last else 'none'}"
                 )
             return False
         st.consecutive_bad = 0
-        host = torch.tensor(
-            [
-                sum(mb["input_ids"].shape[0] for mb in micro_batches),
-                sum(mb["n_real"] for mb in micro_batches),
-                sum(mb["n_padded"] for mb in micro_batches),
-            ],
-            dtype=torch.float64,
-        )
+        host = torch.tensor(self._host_counts(micro_batches), dtype=torch.float64)
         self._log_stats += stats
         self._log_gn += grad_norm.detach().to(self._log_gn.device, torch.float64)
         self._log_steps += 1
         self._log_host += host
-        self._pending_counts += host
+        self._pending_counts += host[:3]
         self._last_lr = lr
         return True
+
+    @staticmethod
+    def _host_counts(micro_batches: list[dict]) -> list[float]:
+        """This rank's ``[sequences, real tokens, padded tokens, Σ real length², Σ padded length², MLM
+        targets]`` of one step (host-side: the masks are CPU tensors here); the squares feed MFU."""
+        real_len = [mb["attention_mask"].sum(1, dtype=torch.float64) for mb in micro_batches]  # (B,) each
+        return [
+            sum(mb["input_ids"].shape[0] for mb in micro_batches),
+            sum(mb["n_real"] for mb in micro_batches),
+            sum(mb["n_padded"] for mb in micro_batches),
+            float(sum((t * t).sum() for t in real_len)),
+            float(sum(mb["n_padded"] * mb["input_ids"].shape[1] for mb in micro_batches)),  # B·T² per batch
+            sum(mb["n_targets"] for mb in micro_batches),
+        ]
 
     # ------------------------------------------------------------------ logging
 
@@ -481,7 +748,7 @@ class Pretrainer:
         self._log_stats = torch.zeros(6, dtype=torch.float64, device=self.device)  # see train_step
         self._log_gn = torch.zeros((), dtype=torch.float64, device=self.device)
         self._log_steps = 0  # good steps in the interval (the same on every rank)
-        self._log_host = torch.zeros(3, dtype=torch.float64)  # sequences, real tokens, padded tokens (this rank)
+        self._log_host = torch.zeros(6, dtype=torch.float64)  # see _host_counts (this rank)
         self._log_t0 = time.perf_counter()
         self._last_lr = float("nan")
         if not hasattr(self, "_pending_counts"):
@@ -510,8 +777,8 @@ class Pretrainer:
         vec = self._reduce(self._log_stats, self._log_host, self._pending_counts)
         gn = float(self._log_gn)
         dt = max(time.perf_counter() - self._log_t0, 1e-9)
-        mlm_ce, mlm_n, mlm_ok, rop_ce, rop_n, rop_ok, seqs, real, padded = vec[:9]
-        self._add_counts(vec[9:])
+        mlm_ce, mlm_n, mlm_ok, rop_ce, rop_n, rop_ok, seqs, real, padded, real_sq, padded_sq, targets = vec[:12]
+        self._add_counts(vec[12:])
         lr = self._last_lr
         self._reset_log()
         if steps == 0:
@@ -535,9 +802,10 @@ class Pretrainer:
             "padding_waste": 1.0 - real / padded if padded else nan,
             "skipped_steps": st.skipped_steps,
         }
-        if self.device.type == "cuda" and seqs:
-            seq_len = max(1, round(padded / seqs))
-            metrics["mfu"] = self.raw_model.estimate_mfu(padded / dt / W, self.peak_flops, seq_len)
+        if self.report_mfu and seqs:  # see useful_mfu: real tokens for `mfu`, every computed position for `mfu_padded`
+            common = dict(mlm_targets=targets, seconds=dt, world_size=W, peak_flops=self.peak_flops)
+            metrics["mfu"] = useful_mfu(self.raw_model, tokens=real, sum_sq_lengths=real_sq, **common)
+            metrics["mfu_padded"] = useful_mfu(self.raw_model, tokens=padded, sum_sq_lengths=padded_sq, **common)
         self.history.append([st.step, metrics])
         if self.log_fn is not None and self.dist.is_main:
             self.log_fn(metrics, st.step)
@@ -553,12 +821,20 @@ class Pretrainer:
         flags = [torch.isfinite(p).all() for p in self.raw_model.parameters()]
         return bool(torch.stack(flags).all())
 
+    def _save(self, directory: Path, *args, **kwargs) -> None:
+        """``save_checkpoint``, counted, with the test-only ``kill_during_save`` fault applied."""
+        self._saves += 1
+        f = self.fault
+        hook = _killed_while_writing(f.file) if f and f.kind == "kill_during_save" and f.n == self._saves else contextlib.nullcontext()
+        with hook:
+            save_checkpoint(directory, *args, **kwargs)
+
     def save_step_checkpoint(self) -> Path:
-        """``checkpoints/step-XXXXXXXX`` (rank 0 writes; all ranks take part), keeping the last two."""
+        """``checkpoints/<fingerprint>/step-XXXXXXXX`` (rank 0 writes; all ranks take part), keeping the
+        last ``KEEP_CHECKPOINTS`` of this config and the newest ``KEEP_RUNS`` configs."""
         self.sync_counts()
         rng = self._rng_states()
-        root = self.out_dir / CHECKPOINTS_DIR
-        directory = root / f"step-{self.state.step:08d}"
+        directory = self.run_dir / f"step-{self.state.step:08d}"
         if self.dist.is_main:
             if not self._weights_finite():  # cannot happen with the guard; refuse rather than save NaN
                 raise NonFiniteLossError(f"refusing to save non-finite weights at step {self.state.step}")
@@ -569,9 +845,12 @@ class Pretrainer:
                 "rng_per_rank": rng,
                 "history": json.dumps(self.history),
             }
-            save_checkpoint(directory, self.raw_model, to_dict(self.model_cfg), optimizer=self.optimizer, scheduler=self.scheduler, extra=extra)
-            for old in list_checkpoints(root)[:-KEEP_CHECKPOINTS]:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _write_run_file(self.run_dir, self.fingerprint, self.run_config)
+            self._save(directory, self.raw_model, to_dict(self.model_cfg), optimizer=self.optimizer, scheduler=self.scheduler, extra=extra)
+            for old in list_checkpoints(self.run_dir)[:-KEEP_CHECKPOINTS]:
                 shutil.rmtree(old, ignore_errors=True)
+            prune_runs(self.checkpoints_root, self.run_dir)
         D.barrier()
         return directory
 
@@ -581,7 +860,7 @@ class Pretrainer:
         if self.dist.is_main:
             if not self._weights_finite():
                 raise NonFiniteLossError("refusing to save non-finite final weights")
-            save_checkpoint(directory, self.raw_model, to_dict(self.model_cfg), rng=False)
+            self._save(directory, self.raw_model, to_dict(self.model_cfg), rng=False)
             meta = {
                 "tokenizer_path": str(self.tokenizer_path),
                 "tokenizer_sha256": self.tokenizer.sha256,
@@ -622,6 +901,8 @@ class Pretrainer:
                 k = min(tr.accum_iters, len(self.plan) - st.cursor)
                 micro = [next(batches) for _ in range(k)]
                 self.train_step(micro)
+                if self.fault and self.fault.kind == "kill_after_step" and st.step == self.fault.n:
+                    _die(f"after step {st.step}")
                 st.cursor += k
                 epoch_end = st.cursor == len(self.plan)
                 if epoch_end:
@@ -633,7 +914,9 @@ class Pretrainer:
                     if metrics:
                         last_metrics = metrics
                         bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
-                if epoch_end or (tr.checkpoint_every and st.step % tr.checkpoint_every == 0):
+                # `done` too: a budget that ends before an epoch end and a checkpoint_every multiple must
+                # still leave a checkpoint (to resume a finished run, and for the DVC out to exist).
+                if epoch_end or done or (tr.checkpoint_every and st.step % tr.checkpoint_every == 0):
                     self.save_step_checkpoint()
                     saved_at = st.step
             if self._log_steps > 0:
@@ -660,7 +943,7 @@ class Pretrainer:
             "device": str(self.device),
             "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
             "num_parameters": self.raw_model.num_parameters(),
-            "resumed_from_step": int(_STEP_DIR.match(self.resumed_from.name).group(1)) if self.resumed_from else 0,
+            "resumed_from_step": _step_of(self.resumed_from) if self.resumed_from else 0,
             "fingerprint": self.fingerprint,
             "tokenizer_sha256": self.tokenizer.sha256,
             "final_dir": str(final_dir) if final_dir else "",
@@ -687,13 +970,13 @@ def pretrain(
     log_fn: Callable[[dict, int], None] | None = None,
     progress: bool = True,
     stop_after_steps: int | None = None,
-    max_bad_steps: int = 5,
     peak_flops: float = H100_BF16_PEAK_FLOPS,
 ) -> dict:
     """Pre-train (or resume pre-training) into ``out_dir``; returns the flat summary (also ``summary.json``).
 
-    ``out_dir`` gets ``checkpoints/step-XXXXXXXX/`` (every epoch end and every ``checkpoint_every``
-    steps; the last two are kept), ``final/`` (``model.safetensors``, ``config.json`` = the resolved
+    ``out_dir`` gets ``checkpoints/<fingerprint>/step-XXXXXXXX/`` (every epoch end, every
+    ``checkpoint_every`` steps and at the end of the budget; the last two are kept, see "Checkpoints and
+    config changes" in the module docstring), ``final/`` (``model.safetensors``, ``config.json`` = the resolved
     model config, ``pretrain.json`` = tokenizer path/sha256, steps, run fingerprint) and ``summary.json``.
     Under ``torchrun`` it joins the process group (DDP). ``log_fn(metrics, step)`` is called on rank 0
     every ``log_every`` optimizer steps.
@@ -708,7 +991,6 @@ def pretrain(
         out_dir=out_dir,
         log_fn=log_fn,
         progress=progress,
-        max_bad_steps=max_bad_steps,
         peak_flops=peak_flops,
     )
     owns_group = not D.is_initialized()
@@ -721,13 +1003,21 @@ def pretrain(
 
 
 __all__ = [
+    "Fault",
     "NonFiniteLossError",
     "Pretrainer",
+    "RunConfigMismatchError",
     "TrainState",
     "choose_resume_checkpoint",
     "fingerprint",
     "list_checkpoints",
+    "list_runs",
     "load_initial_weights",
+    "migrate_flat_checkpoints",
+    "newest_usable",
     "pretrain",
+    "prune_runs",
     "run_config",
+    "run_dir",
+    "useful_mfu",
 ]
