@@ -57,8 +57,28 @@ def progress_enabled(params) -> bool:
 
 
 @contextmanager
-def tracked(stage: str, params_path: Path, params, sections: tuple[str, ...], fallback: Path | None = None) -> Iterator:
-    """An MLflow child run for this stage, logging exactly the params sections it reads."""
+def tracked(
+    stage: str,
+    params_path: Path,
+    params,
+    sections: tuple[str, ...],
+    fallback: Path | None = None,
+    group: str | None = None,
+) -> Iterator:
+    """An MLflow child run for this stage, logging exactly the params sections it reads.
+
+    Yields a :class:`pipeline.tracking.Tracker`. It never raises for tracking problems and never stalls
+    for long: a locked or unreachable store gives one warning and the metrics go to ``fallback`` (JSONL),
+    replayed into MLflow when the store is back at the end of the stage.
+
+    Distributed runs: when the environment variable ``RANK`` is set and is not ``"0"`` (torchrun's
+    workers other than rank 0), the tracker is disabled: ``active`` is False, nothing is sent to MLflow
+    and nothing is written to ``fallback``, so every ``log_*`` call is a cheap no-op. Stages may call it
+    on every rank; only rank 0 records.
+
+    ``group`` names the MLflow grid this run belongs to (default: params ``tracking.group`` when that key
+    exists; ``TWILBERT_GRID`` overrides both; see :func:`pipeline.tracking.grid_name`).
+    """
     from pipeline.params import flat_params
     from pipeline.tracking import stage_run
 
@@ -70,6 +90,7 @@ def tracked(stage: str, params_path: Path, params, sections: tuple[str, ...], fa
         experiment=params.tracking.experiment,
         enabled=params.tracking.enabled,
         fallback=fallback,
+        group=group if group is not None else (getattr(params.tracking, "group", None) or None),
     ) as tracker:
         yield tracker
 
