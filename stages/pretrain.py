@@ -71,7 +71,11 @@ def main(
     from twilbert.train.distributed import torchrun_command
 
     if p.training.n_gpus > 1 and "LOCAL_RANK" not in os.environ:
-        cmd = torchrun_command(p.training.n_gpus, [sys.argv[0], *sys.argv[1:]])
+        main_spec = getattr(sys.modules["__main__"], "__spec__", None)
+        # `python -m pipeline.cli pretrain` (as dvc.yaml runs it) relaunches as `-m pipeline.cli`, so the
+        # ranks import the same code; the `twilbert` console script relaunches itself by path.
+        entry = ["-m", main_spec.name] if main_spec is not None and main_spec.name else [sys.argv[0]]
+        cmd = torchrun_command(p.training.n_gpus, [*entry, *sys.argv[1:]])
         typer.echo("pretrain: launching " + " ".join(cmd), err=True)
         os.execvp(cmd[0], cmd)
     from dataclasses import replace

@@ -19,7 +19,7 @@ def test_every_stage_of_dvc_yaml_is_a_command():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         cmd = stage["do"]["cmd"] if "do" in stage else stage["cmd"]
-        assert cmd.split()[0] == "twilbert" and cmd.split()[1] in COMMANDS, name
+        assert cmd.split()[:3] == ["python", "-m", "pipeline.cli"] and cmd.split()[3] in COMMANDS, name
 
 
 def test_root_help_lists_every_command():

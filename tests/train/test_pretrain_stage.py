@@ -72,3 +72,25 @@ def test_dvc_exp_run_like_rerun_with_a_short_budget(inputs, tmp_path, monkeypatc
     assert len(runs) == 2  # the first config's checkpoints are still there
     assert [p.name for p in list_checkpoints(runs[-1])] == ["step-00000003"]
     assert json.loads((runs[-1] / "run.json").read_text())["run_config"]["model"]["n_encoders"] == 6
+
+
+@pytest.mark.slow
+def test_n_gpus_2_relaunches_under_torchrun_as_the_module(inputs, tmp_path):
+    """`python -m pipeline.cli pretrain` (dvc.yaml's command) with training.n_gpus: 2 relaunches itself
+    under torchrun (2 CPU processes, gloo) as `-m pipeline.cli`, and the DDP run finishes with one
+    world of 2 (the summary says so)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 2, "n_gpus": 2})
+    cmd = [sys.executable, "-m", "pipeline.cli", "pretrain", "--params", str(params), "--shards-dir", str(inputs["shards"]),
+           "--vocab-model", str(inputs["tokenizer"]), "--out-dir", str(tmp_path / "out"), "--reports-dir", str(tmp_path / "reports")]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "launching" in proc.stderr and "-m pipeline.cli pretrain" in proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
