@@ -35,6 +35,9 @@ def main(
 
         t.log_params({"normalize.effective_rules": asdict(p.normalize.rules.effective())})
         t.log_artifact(out_dir / "stats.json")
+    for kind in ("pairs", "tweets"):
+        for name in stats[kind]["empty_file_names"]:
+            typer.echo(f"warning: {name}: no data rows (empty or header only); listed in params data.{kind}", err=True)
     tot = stats["total"]
     typer.echo(
         f"normalize: {tot['rows_in']} rows in -> {tot['rows_out']} out, {tot['rows_dropped']} dropped, "

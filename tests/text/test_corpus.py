@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
-from twilbert.text.corpus import CorpusError, ingest, normalize_corpora
+from twilbert.text.corpus import CorpusError, _Deduper, ingest, normalize_corpora
 from twilbert.text.normalize import DropRules, NormalizeConfig, NormalizeRules
 
 HEADER = b"ORIG_ID\tORIG_TEXT\tREPLY_ID\tREPLY_TEXT\n"
@@ -77,8 +78,49 @@ def test_bom_is_stripped_and_header_checked(tmp_path):
     payload = b"\xef\xbb\xbf" + HEADER + b"1\tun tweet con varias palabras\t2\tuna respuesta con varias palabras\n"
     stats, df, rejects, _ = _run(tmp_path, payload)
     assert stats.rows_out == 1 and not rejects and stats.header_lines == 1
-    with pytest.raises(CorpusError, match="header has 2 columns, expected 4"):
+    with pytest.raises(CorpusError, match="line 1 is not a pairs header: 'ID.tTEXT'"):
         _run(tmp_path, b"ID\tTEXT\n1\thola que tal estas\n")
+
+
+@pytest.mark.parametrize(
+    "kind, header",
+    [
+        ("pairs", b"ORIG_ID\tORIG_TEXT\tREPLY_ID\tREPLY_TEXT"),
+        ("pairs", b"ID\tTEXT\tREPLY_ID\tREPLY_TEXT"),  # ../shared/data/twilbert_reply_pairs_es/pairs.tsv
+        ("pairs", b"orig_id\tOrig_Text\treply_id\treply_text\r"),  # any case, CRLF
+        ("pairs", b"\xef\xbb\xbf ID \t TEXT\tREPLY_ID\tREPLY_TEXT"),  # BOM, padded names
+        ("tweets", b"ID\tTEXT"),
+        ("tweets", b"id\ttext"),
+    ],
+)
+def test_known_header_layouts_are_accepted(tmp_path, kind, header):
+    row = b"1\tun tweet con varias palabras\t2\tuna respuesta con varias palabras\n" if kind == "pairs" else b"1\tun tweet suelto con palabras\n"
+    stats, df, rejects, _ = _run(tmp_path, header + b"\n" + row, kind=kind)
+    assert stats.header_lines == 1 and stats.rows_in == 1 and stats.rows_out == 1 and not rejects
+
+
+def test_headerless_file_read_with_header_true_fails_loudly(tmp_path):
+    """Before: only the column count was checked, so the first data row silently became the header."""
+    first = b"1001\tprimer tweet del fichero sin cabecera\t1002\tla respuesta al primer tweet aqui"
+    payload = first + b"\n1003\tsegundo tweet con texto\t1004\ty su respuesta tambien larga\n"
+    with pytest.raises(CorpusError) as err:
+        _run(tmp_path, payload)
+    msg = str(err.value)
+    assert "\n" not in msg  # one line
+    assert msg.startswith(str(tmp_path / "pairs.tsv") + ": line 1 is not a pairs header")
+    assert r"'1001\tprimer tweet del fichero sin cabecera\t1002" in msg  # the line, escaped
+    assert "ORIG_ID ORIG_TEXT REPLY_ID REPLY_TEXT or ID TEXT REPLY_ID REPLY_TEXT" in msg
+    assert "set data.header: false" in msg
+    stats, df, _, _ = _run(tmp_path, payload, header=False)
+    assert df["orig_id"].to_list() == ["1001", "1003"]
+    # A tweets header is not a pairs header, even with the right count (and vice versa).
+    with pytest.raises(CorpusError, match="not a tweets header"):
+        _run(tmp_path, b"ORIG_ID\tORIG_TEXT\n1\thola que tal estas\n", kind="tweets")
+    with pytest.raises(CorpusError, match="not a pairs header"):
+        _run(tmp_path, b"A\tB\tC\tD\n" + payload)
+    # An undecodable first line is shown backslash-escaped, not as "".
+    with pytest.raises(CorpusError, match=r"not a pairs header: 'ID\\\\xff"):
+        _run(tmp_path, b"ID\xff\tTEXT\tREPLY_ID\tREPLY_TEXT\n" + payload)
 
 
 def test_headerless_files_keep_their_first_row(tmp_path):
@@ -127,9 +169,170 @@ def test_normalize_corpora_writes_outputs_and_reconciled_stats(tmp_path):
     out = tmp_path / "norm"
     stats = normalize_corpora(pairs=[pairs], tweets=[tweets], cfg=NormalizeConfig(), out_dir=out)
     on_disk = json.loads((out / "stats.json").read_text())
-    assert on_disk["total"] == stats["total"] == {"rows_in": 4, "rows_out": 2, "rows_rejected": 2, "rows_dropped": 0}
+    assert on_disk["total"] == stats["total"] == {
+        "files": 2, "empty_files": 0, "rows_in": 4, "rows_out": 2, "rows_rejected": 2, "rows_dropped": 0
+    }
     assert on_disk["pairs"]["reconciles"] and on_disk["tweets"]["reconciles"]
     assert pl.read_parquet(out / "tweets.parquet")["text"].to_list() == ["un tweet suelto para el mlm"]
     rej = _rejects(out / "rejects.tsv")
     assert sorted(r[2] for r in rej) == ["empty_text", "wrong_column_count"]
     assert set(on_disk) == {"pairs", "tweets", "total"}  # counts only: no strings in DVC metrics
+
+
+# -- huge lines --------------------------------------------------------------------------------------
+
+GOOD_A = b"1\tun tweet normal con varias palabras\t2\tuna respuesta normal tambien larga\n"
+GOOD_B = b"4\totro tweet normal con varias palabras\t5\tuna respuesta distinta y larga\n"
+
+
+def _write_huge(path: Path, mb: int, *, tail: bytes, piece: bytes = b"x") -> None:
+    """HEADER, a good row, then a line of ``mb`` MB that never holds a newline, then ``tail``."""
+    with open(path, "wb") as f:
+        f.write(HEADER + GOOD_A + b"3\t")
+        block = piece * ((1 << 20) // len(piece))
+        for _ in range(mb):
+            f.write(block)
+        f.write(tail)
+
+
+@pytest.mark.parametrize("tail", [b"\n" + GOOD_B, b""], ids=["middle", "end-of-file"])
+def test_a_30mb_line_is_skipped_as_too_long_and_counts_reconcile(tmp_path, tail):
+    src = tmp_path / "pairs.tsv"
+    _write_huge(src, 30, tail=tail)
+    rej = tmp_path / "rejects.tsv"
+    rej.write_text("")
+    stats = ingest([src], "pairs", _rules(), DropRules(), tmp_path / "o.parquet", rej)
+    rejects = _rejects(rej)
+    assert [(r[1], r[2]) for r in rejects] == [("3", "too_long")]
+    content = rejects[0][3]
+    assert content.startswith(r"3\txxxx") and content.endswith(f"... [too_long: {30 * (1 << 20) + 2} bytes]")
+    assert len(content) < 300  # a preview, not the line
+    assert stats.rejected == {"too_long": 1}
+    assert stats.rows_in == (3 if tail else 2) and stats.rows_out == stats.rows_in - 1 and stats.reconciles
+    lines = pl.read_parquet(tmp_path / "o.parquet")["line"].to_list()
+    assert lines == ([2, 4] if tail else [2])
+
+
+def test_too_long_does_not_depend_on_chunking_or_encoding(tmp_path):
+    """A line over the byte cap is too_long whether the reader skips it (longer than what is buffered)
+    or it arrives whole inside a chunk, decodable or not; a line under max_chars is never too_long."""
+    long_ok = b"6\t" + "ñ".encode() * 60 + b"\t7\tuna respuesta normal y larga\n"  # 60 chars, 120 bytes
+    rows = [
+        GOOD_A,
+        b"3\t" + b"y" * 5000 + b"\n",  # over the byte cap (4 * 100 + 1), wrong column count too
+        b"8\t" + b"\xff" * 500 + b"\t9\tresp\n",  # over the cap and undecodable: too_long
+        b"10\t\xff\xfe corto\t11\tuna respuesta normal\n",  # undecodable, short: invalid_utf8
+        b"12\t" + b"z" * 150 + b"\t13\tresp\n",  # 150 chars > max_chars=100 but under the cap
+        long_ok,
+    ]
+    payload = HEADER + b"".join(rows)
+    results = []
+    for chunk_bytes in (64, 700, 1 << 20):
+        stats, df, rejects, _ = _run(tmp_path, payload, chunk_bytes=chunk_bytes, max_chars=100)
+        results.append(([(r[1], r[2]) for r in rejects], df["line"].to_list(), stats.reconciles))
+    assert results[0] == results[1] == results[2]
+    assert results[0] == ([("3", "too_long"), ("4", "too_long"), ("5", "invalid_utf8"), ("6", "too_long")], [2, 7], True)
+
+
+def test_memory_stays_bounded_on_a_30mb_line(tmp_path):
+    """Peak RSS of a subprocess reading a 30 MB newline-free line stays near that of a tiny file
+    (measured: 146 MB tiny, 193 MB with the line; 587 MB before the reader capped its buffer)."""
+    import subprocess
+    import sys
+
+    small, big = tmp_path / "small.tsv", tmp_path / "big.tsv"
+    small.write_bytes(HEADER + GOOD_A)
+    _write_huge(big, 30, tail=b"\t\xff" * 1000 + b"\n" + GOOD_B)
+    code = (
+        "import resource, sys; from pathlib import Path\n"
+        "from twilbert.text.corpus import ingest\n"
+        "from twilbert.text.normalize import DropRules, NormalizeRules\n"
+        "src, out = Path(sys.argv[1]), Path(sys.argv[2]); (out / 'r.tsv').write_text('')\n"
+        "st = ingest([src], 'pairs', NormalizeRules().effective(), DropRules(), out / 'o.parquet', out / 'r.tsv')\n"
+        "assert st.reconciles\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, dict(st.rejected))\n"
+    )
+    peaks = {}
+    for f in (small, big):
+        out = tmp_path / f.stem
+        out.mkdir()
+        res = subprocess.run([sys.executable, "-c", code, str(f), str(out)], capture_output=True, text=True, check=True)
+        kb, rejected = res.stdout.split(" ", 1)
+        peaks[f.stem] = int(kb) / 1024
+    assert "too_long" in rejected
+    assert peaks["big"] - peaks["small"] < 150, peaks  # MB; two 16 MB read chunks plus copies
+
+
+# -- empty inputs -----------------------------------------------------------------------------------
+
+
+def test_empty_and_header_only_files_are_counted_warnings(tmp_path):
+    empty, header_only, good = tmp_path / "empty.tsv", tmp_path / "header.tsv", tmp_path / "good.tsv"
+    empty.write_bytes(b"")
+    header_only.write_bytes(HEADER)
+    good.write_bytes(HEADER + GOOD_A)
+    rej = tmp_path / "r.tsv"
+    rej.write_text("")
+    stats = ingest([empty, header_only, good], "pairs", _rules(), DropRules(), tmp_path / "o.parquet", rej)
+    assert stats.rows_in == stats.rows_out == 1 and stats.reconciles
+    assert stats.empty_files == [str(empty), str(header_only)]
+    assert stats.warnings == [
+        f"{empty}: is empty; nothing read from it (listed in params data.pairs)",
+        f"{header_only}: has a header but no rows; nothing read from it (listed in params data.pairs)",
+    ]
+    d = stats.to_dict()
+    assert d["empty_files"] == 2 and d["empty_file_names"] == [str(empty), str(header_only)]
+    # Header-less mode: an empty file (or one blank line) is empty too.
+    blank = tmp_path / "blank.tsv"
+    blank.write_bytes(b"\n")
+    stats = ingest([blank, empty], "pairs", _rules(), DropRules(), tmp_path / "o2.parquet", rej, header=False)
+    assert stats.empty_files == [str(blank), str(empty)] and stats.rows_in == 0
+
+
+def test_normalize_fails_when_no_row_comes_out_but_writes_its_stats_first(tmp_path):
+    empty, tweets = tmp_path / "empty.tsv", tmp_path / "t.tsv"
+    empty.write_bytes(b"")
+    tweets.write_bytes(b"ID\tTEXT\n1\t\n")  # one row, rejected (empty_text)
+    out = tmp_path / "norm"
+    with pytest.raises(CorpusError) as err:
+        normalize_corpora(pairs=[empty], tweets=[tweets], cfg=NormalizeConfig(), out_dir=out)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("normalize: no row to write from 2 input file(s)")
+    assert "1 rows in, 1 rejected, 0 dropped" in msg and "rejects.tsv" in msg
+    on_disk = json.loads((out / "stats.json").read_text())
+    assert on_disk["total"]["empty_files"] == 1 and on_disk["pairs"]["empty_file_names"] == [str(empty)]
+    assert [r[2] for r in _rejects(out / "rejects.tsv")] == ["empty_text"]
+
+
+# -- duplicates -------------------------------------------------------------------------------------
+
+
+def _union1d_first_occurrence(seen: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The previous implementation (one array re-sorted per chunk), kept as the reference."""
+    _, first_idx = np.unique(hashes, return_index=True)
+    keep = np.zeros(hashes.size, dtype=bool)
+    keep[first_idx] = True
+    if seen.size:
+        pos = np.minimum(np.searchsorted(seen, hashes), seen.size - 1)
+        keep &= seen[pos] != hashes
+    return keep, np.union1d(seen, hashes[keep])
+
+
+def test_deduper_finds_the_same_duplicates_as_before_across_chunks():
+    rng = np.random.default_rng(7)
+    pool = rng.integers(0, 2**64 - 1, size=3000, dtype=np.uint64)
+    pool[:3] = [0, 2**64 - 1, 1]  # the extremes of the key range, where searchsorted clips
+    sizes = rng.integers(0, 400, size=200)  # ragged chunks, empty ones included
+    hashes = pool[rng.integers(0, pool.size, size=int(sizes.sum()))]  # ~2/3 of them repeats
+    d, seen = _Deduper(), np.empty(0, dtype=np.uint64)
+    start = 0
+    for size in sizes:
+        chunk = hashes[start : start + size]
+        start += size
+        expected, seen = _union1d_first_occurrence(seen, chunk)
+        np.testing.assert_array_equal(d.first_occurrence(chunk), expected)
+        assert len(d) == seen.size
+        assert len(d.runs) <= 2 * int(np.log2(max(len(d), 2))) + 1  # O(log N) runs
+    assert start == hashes.size  # every row went through
+    merged = np.sort(np.concatenate(d.runs))
+    np.testing.assert_array_equal(merged, seen)  # the runs are disjoint and hold exactly the seen set
