@@ -100,11 +100,19 @@ def log_finetuned_model(tracker, model_dir: str | Path) -> str | None:
     """
     if tracker is None or not getattr(tracker, "active", False) or tracker.run_id is None:
         return None
+    from pipeline.tracking import _with_deadline, call_deadline
+
     previous_uri = mlflow.get_tracking_uri()
-    try:
+
+    def log() -> None:
         mlflow.set_tracking_uri(tracker.client.tracking_uri)
         with mlflow.start_run(run_id=tracker.run_id):
             log_model(model_dir)
+
+    try:
+        # Bounded like every other tracking call: a store that stops answering must not hang the stage
+        # (copying the model's artifacts takes seconds, hence at least two minutes).
+        _with_deadline(log, max(call_deadline(), 120.0), "logging the pyfunc model")
         return f"runs:/{tracker.run_id}/{MODEL_NAME}"
     except Exception as exc:  # noqa: BLE001 - tracking must never kill the stage
         warnings.warn(f"MLflow: could not log the pyfunc model ({type(exc).__name__}: {exc}); the model directory {model_dir} is intact", stacklevel=2)
