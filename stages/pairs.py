@@ -35,6 +35,7 @@ def main(
             p.representation.max_len,
             out_dir,
             progress=progress_enabled(p),
+            num_threads=p.impl.tokenizer_threads,  # speed only: shards are identical for any value
         )
         summary = summarize_manifest(manifest)
         stats_path.parent.mkdir(parents=True, exist_ok=True)

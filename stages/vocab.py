@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import typer
@@ -13,6 +15,7 @@ def main(
     params: Path = PARAMS_OPTION,
     normalized_dir: Path = typer.Option(Path("data/normalized"), help="Output of the normalize stage."),
     out_dir: Path = typer.Option(Path("models/vocab"), help="Where spm.model, spm.vocab and vocab.json go."),
+    stats_path: Path = typer.Option(Path("reports/vocab/stats.json"), help="Small metrics summary (DVC metrics)."),
 ) -> None:
     """Train a SentencePiece (bpe or unigram) vocabulary with fixed special-token ids
     [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4; placeholders such as `user` and `url` are single pieces."""
@@ -23,8 +26,40 @@ def main(
     inputs = [normalized_dir / "pairs.parquet", normalized_dir / "tweets.parquet"]
     out_dir.mkdir(parents=True, exist_ok=True)
     with tracked("vocab", params, p, ("vocab", "normalize.rules"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
+        start = time.perf_counter()
         model_path = run_guarded(
             train_vocab, inputs, p.vocab, out_dir / "spm", placeholder_tokens(p.normalize.rules.effective())
         )
+        seconds = time.perf_counter() - start
+        stats = summarize(json.loads((out_dir / "vocab.json").read_text(encoding="utf-8")), seconds)
+        stats_path.parent.mkdir(parents=True, exist_ok=True)
+        stats_path.write_text(json.dumps(stats, indent=2) + "\n")
+        t.log_metrics(stats)
         t.log_artifact(out_dir / "vocab.json")
-    typer.echo(f"vocab: wrote {model_path}")
+    typer.echo(
+        f"vocab: wrote {model_path} ({stats['vocab_size']} pieces from {stats['texts_used']} texts in "
+        f"{seconds:.1f} s; unk rate {stats['unk_rate']:.2e}, placeholders single-piece {stats['placeholders_single_piece']:.0%})"
+    )
+
+
+def summarize(summary: dict, seconds: float) -> dict[str, float]:
+    """The scalar figures of ``vocab.json`` plus the training time: the stage's metrics (all numbers).
+
+    ``train_seconds`` lives only here, not in ``vocab.json`` (a DVC output that must not change when
+    nothing but the clock did)."""
+    s = summary["stats"]
+    return {
+        "vocab_size": summary["vocab_size"],
+        "learned_pieces": summary["learned_pieces"],
+        "user_defined_pieces": summary["user_defined_pieces"],
+        "texts_seen": summary["texts_seen"],
+        "texts_used": summary["texts_used"],
+        "train_seconds": round(seconds, 3),
+        "probe_texts": s["probe_texts"],
+        "unk_rate": s["unk_rate"],
+        "pieces_per_text": s["pieces_per_text"],
+        "pieces_per_word": s["pieces_per_word"],
+        "placeholders_single_piece": s["placeholders_single_piece"],
+        "placeholder_occurrences": s["placeholder_occurrences"],
+        "placeholder_coverage": s["placeholder_coverage"],
+    }

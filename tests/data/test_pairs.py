@@ -353,3 +353,38 @@ def test_a_single_tweet_lands_in_the_split_of_the_pairs_it_starts(env, tmp_path)
     for split in SPLITS:
         for r in read_split(tmp_path / "t", split):
             assert split_of_orig[id_of[tuple(r["a"])]] == split
+
+
+def test_tokenizer_threads_change_nothing_but_speed(env, tmp_path):
+    """impl.tokenizer_threads is an implementation knob: shards are byte-identical for any value."""
+    m1 = build_pair_shards(env["root"] / "pairs.parquet", None, env["tok"], PairsConfig(negatives="both"), MAX_LEN, tmp_path / "a", progress=False, num_threads=1)
+    m3 = build_pair_shards(env["root"] / "pairs.parquet", None, env["tok"], PairsConfig(negatives="both"), MAX_LEN, tmp_path / "b", progress=False, num_threads=3)
+    assert m1 == m3
+
+
+def test_pairs_stage_passes_impl_tokenizer_threads(env, tmp_path, monkeypatch):
+    """The stage used to ignore impl.tokenizer_threads (always all cores)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    import twilbert.data.pairs as pairs_mod
+    from pipeline.cli import app
+
+    seen = {}
+
+    def fake_build(*args, **kwargs):
+        seen.update(kwargs)
+        return {"rows": {"total": 1}}
+
+    monkeypatch.setattr(pairs_mod, "build_pair_shards", fake_build)
+    monkeypatch.setenv("TWILBERT_TRACKING", "off")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.tsv").write_text("ORIG_ID\tORIG_TEXT\tREPLY_ID\tREPLY_TEXT\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"pairs": ["p.tsv"]}, "impl": {"tokenizer_threads": 3}}))
+    args = ["pairs", "--params", str(params), "--normalized-dir", str(env["root"]),
+            "--vocab-model", str(env["root"] / "vocab" / "spm.model"), "--out-dir", str(tmp_path / "out"),
+            "--stats-path", str(tmp_path / "stats.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen["num_threads"] == 3

@@ -152,3 +152,56 @@ def test_config_validation_names_the_key():
         from_dict(VocabConfig, {"model_type": "wordpiece"}, "vocab")
     with pytest.raises(ConfigError, match="did you mean 'vocab_size'"):
         from_dict(VocabConfig, {"vocab_sise": 100}, "vocab")
+
+
+def test_summary_reports_coverage_figures(tmp_path):
+    _train(tmp_path)
+    summary = json.loads((tmp_path / "vocab.json").read_text())
+    s = summary["stats"]
+    assert summary["learned_pieces"] == 300 - 5 - 2 * len(PLACEHOLDERS) and summary["user_defined_pieces"] == 6
+    assert s["probe_texts"] == 400
+    assert s["placeholders_single_piece"] == 1.0 and s["placeholder_single_piece"] == dict.fromkeys(PLACEHOLDERS, True)
+    lines = make_lines()
+    assert s["placeholder_occurrences"] == sum(w in PLACEHOLDERS for t in lines for w in t.split()) > 0
+    assert s["placeholder_coverage"] == 1.0
+    assert 0.0 <= s["unk_rate"] < 0.01 and s["pieces_per_text"] >= s["pieces_per_word"] >= 1.0
+    # Deterministic, so vocab.json (a DVC output) does not change from run to run.
+    _train(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "vocab.json").read_text()) == summary
+
+
+def test_unknown_characters_show_in_the_unk_rate(tmp_path):
+    lines = make_lines() + ["que ☃ bien"]  # one rare character: dropped by character_coverage
+    train_vocab(lines, VocabConfig(vocab_size=300, input_sentence_size=0, character_coverage=0.99), tmp_path / "spm", PLACEHOLDERS)
+    s = json.loads((tmp_path / "vocab.json").read_text())["stats"]
+    assert s["unk_rate"] > 0
+
+
+def test_vocab_stage_writes_and_logs_metrics(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    norm = tmp_path / "normalized"
+    norm.mkdir()
+    lines = make_lines()
+    pq.write_table(pa.table({"id": [str(i) for i in range(len(lines))], "text": lines}), norm / "tweets.parquet")
+    (tmp_path / "t.tsv").write_text("ID\tTEXT\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"tweets": ["t.tsv"]}, "vocab": {"vocab_size": 300}}))
+    monkeypatch.setenv("TWILBERT_TRACKING", "off")
+    monkeypatch.chdir(tmp_path)
+    logged = {}
+    import pipeline.tracking as tracking
+
+    monkeypatch.setattr(tracking.Tracker, "log_metrics", lambda self, m, step=None: logged.update(m))
+    stats_path = tmp_path / "reports" / "vocab" / "stats.json"
+    args = ["vocab", "--params", str(params), "--normalized-dir", str(norm), "--out-dir", str(tmp_path / "v"), "--stats-path", str(stats_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stats = json.loads(stats_path.read_text())
+    assert stats == logged
+    assert stats["vocab_size"] == 300 and stats["texts_used"] == 400 and stats["placeholders_single_piece"] == 1.0
+    assert stats["train_seconds"] > 0 and all(isinstance(v, (int, float)) for v in stats.values())
+    assert "train_seconds" not in (tmp_path / "v" / "vocab.json").read_text()

@@ -146,10 +146,11 @@ def reservoir_sample(texts: Iterable[str], k: int, seed: int, batch: int = 65_53
 
 
 class _Counted:
-    """Iterator wrapper that counts what SentencePiece consumed (when no sampling is done)."""
+    """Iterator wrapper that counts what SentencePiece consumed (when no sampling is done) and keeps
+    the first ``keep`` texts (the probe for :func:`vocab_stats`)."""
 
-    def __init__(self, it: Iterable[str]):
-        self._it, self.n = iter(it), 0
+    def __init__(self, it: Iterable[str], keep: int = 0):
+        self._it, self.n, self._keep, self.head = iter(it), 0, keep, []
 
     def __iter__(self):
         return self
@@ -157,7 +158,54 @@ class _Counted:
     def __next__(self) -> str:
         t = next(self._it)
         self.n += 1
+        if len(self.head) < self._keep:
+            self.head.append(t)
         return t
+
+
+PROBE_TEXTS = 20_000  # training texts (the first of the sample) re-encoded for the summary's stats
+
+
+def vocab_stats(sp: spm.SentencePieceProcessor, probe: Sequence[str], placeholders: Sequence[str]) -> dict:
+    """Deterministic quality figures of a trained model on ``probe`` (some of its training texts).
+
+    * ``unk_rate``: share of pieces that are ``[UNK]`` (characters cut by ``character_coverage``);
+    * ``pieces_per_text`` / ``pieces_per_word``: how finely text is cut;
+    * ``placeholders_single_piece``: share of placeholders that encode as their one piece both after a
+      space (``▁user``) and after punctuation (``user``) -- anything below 1.0 is a bug;
+    * ``placeholder_coverage``: of the placeholder *occurrences* in the probe (whitespace tokens equal
+      to one), the share encoded as exactly that placeholder's piece; ``placeholder_occurrences``: how
+      many there were (0 leaves coverage at 1.0).
+    """
+    probe = list(probe)
+    pieces = sp.encode(probe, num_threads=1) if probe else []
+    n_pieces = sum(map(len, pieces))
+    n_unk = sum(ids.count(UNK_ID) for ids in pieces)
+    n_words = sum(len(t.split()) for t in probe)
+    single = {}
+    for ph in placeholders:
+        spaced = sp.encode(f"hola {ph} adios")
+        glued = sp.encode(f"({ph})")
+        single[ph] = sp.piece_to_id(WORD_START + ph) in spaced and sp.piece_to_id(ph) in glued
+    occurrences = hits = 0
+    if placeholders:
+        ph_ids = {sp.piece_to_id(WORD_START + ph) for ph in placeholders}
+        for text, ids in zip(probe, pieces):
+            words = text.split()
+            n = sum(w in placeholders for w in words)
+            if n:
+                occurrences += n
+                hits += min(n, sum(i in ph_ids for i in ids))
+    return {
+        "probe_texts": len(probe),
+        "unk_rate": n_unk / n_pieces if n_pieces else 0.0,
+        "pieces_per_text": n_pieces / len(probe) if probe else 0.0,
+        "pieces_per_word": n_pieces / n_words if n_words else 0.0,
+        "placeholders_single_piece": sum(single.values()) / len(single) if single else 1.0,
+        "placeholder_single_piece": single,
+        "placeholder_occurrences": occurrences,
+        "placeholder_coverage": hits / occurrences if occurrences else 1.0,
+    }
 
 
 def _is_path_list(corpus) -> bool:
@@ -194,11 +242,12 @@ def train_vocab(
     if cfg.input_sentence_size > 0:
         sample, seen = reservoir_sample(texts, cfg.input_sentence_size, cfg.seed)
         model_bytes = _train_spm(sample, cfg, user_pieces)
-        used = len(sample)
+        used, probe = len(sample), sample[:PROBE_TEXTS]
     else:
-        counted = _Counted(texts)
+        counted = _Counted(texts, keep=PROBE_TEXTS)
         model_bytes = _train_spm(counted, cfg, user_pieces)
         seen = used = counted.n
+        probe = counted.head
 
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     model_path = out_prefix.with_name(out_prefix.name + ".model")
@@ -217,6 +266,9 @@ def train_vocab(
         "placeholders": {p: [sp.piece_to_id(WORD_START + p), sp.piece_to_id(p)] for p in placeholders},
         "texts_seen": seen,
         "texts_used": used,
+        "learned_pieces": sp.get_piece_size() - N_SPECIAL - len(user_pieces),
+        "user_defined_pieces": len(user_pieces),
+        "stats": vocab_stats(sp, probe, list(placeholders)),
         "config": to_dict(cfg),
     }
     (out_prefix.parent / "vocab.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
@@ -272,4 +324,4 @@ def _check_specials(sp: spm.SentencePieceProcessor) -> None:
         raise RuntimeError(f"special tokens are {got}, expected {list(SPECIAL_TOKENS)} at ids 0..{N_SPECIAL - 1}")
 
 
-__all__ = ["VocabConfig", "train_vocab", "parquet_texts", "reservoir_sample", "placeholder_pieces", "WORD_START"]
+__all__ = ["VocabConfig", "train_vocab", "vocab_stats", "parquet_texts", "reservoir_sample", "placeholder_pieces", "WORD_START"]
