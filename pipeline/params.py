@@ -99,6 +99,13 @@ class Params:
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
     def __post_init__(self) -> None:
+        # The rules' cross-field checks (placeholders lower-case when lowercase is on, placeholder
+        # tokens distinct) live on EffectiveRules, i.e. after the preset is applied; run them here so
+        # a bad combination fails when params load, naming the full key, not when a stage starts.
+        try:
+            self.normalize.rules.effective()
+        except ConfigError as exc:
+            raise ConfigError(f"normalize.rules.{exc}") from None
         check(
             self.model.vocab_size is None or self.model.vocab_size == self.vocab.vocab_size,
             "model.vocab_size",

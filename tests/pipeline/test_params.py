@@ -146,3 +146,36 @@ def test_yaml11_scientific_floats_are_numbers(tmp_path):
     tree["training"] = {"lr": "fast"}
     with pytest.raises(ConfigError, match="training.lr: expected a number"):
         load_params(_write(tmp_path, tree))
+
+
+@pytest.mark.parametrize(
+    "rules, key, fragment",
+    [
+        ({"emoji": "name", "emoji_wrapper": "user"}, "emoji_wrapper", "placeholder tokens must differ: 'user' is also user_token"),
+        ({"user_token": "url"}, "user_token", "'url' is also url_token"),
+        ({"hashtags": "replace", "hashtag_token": "url"}, "hashtag_token", "'url' is also url_token"),
+        ({"user_token": "Usuario"}, "user_token", "must be lower-case when lowercase is on"),
+        ({"preset": "pysentimiento", "emoji_wrapper": "EMOJI"}, "emoji_wrapper", "must be lower-case"),  # preset lowercase is off ...
+    ],
+)
+def test_rule_combinations_are_checked_when_params_load(tmp_path, rules, key, fragment):
+    """These cross-field checks used to run only when a stage called rules.effective(), without the
+    file or the section in the message (and a clash always blamed url_token)."""
+    tree = {**_base(), "normalize": {"rules": rules}}
+    if rules.get("preset") == "pysentimiento":
+        tree["normalize"]["rules"] = {**rules, "lowercase": True}  # ... so turn it on
+    path = _write(tmp_path, tree)
+    with pytest.raises(ConfigError) as exc:
+        load_params(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: normalize.rules.{key}: "), msg
+    assert fragment in msg and "\n" not in msg, msg
+
+
+def test_distinct_and_lower_case_placeholders_load(tmp_path):
+    tree = {**_base(), "normalize": {"rules": {"emoji": "name", "emoji_wrapper": "emoji", "user_token": "usuario"}}}
+    params = load_params(_write(tmp_path, tree))
+    assert params.normalize.rules.effective().emoji_wrapper == "emoji"
+    # A clash only matters for the rules that are on: with mentions off, user_token is not inserted.
+    tree = {**_base(), "normalize": {"rules": {"mentions": False, "user_token": "url"}}}
+    load_params(_write(tmp_path, tree))

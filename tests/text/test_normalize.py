@@ -376,7 +376,12 @@ def test_invalid_rules_name_the_field(overrides, key):
 
 @pytest.mark.parametrize(
     "overrides,key",
-    [({"url_token": "URL"}, "url_token"), ({"user_token": "url"}, "url_token"), ({"emoji_wrapper": "Emoji"}, "emoji_wrapper")],
+    [
+        ({"url_token": "URL"}, "url_token"),
+        ({"user_token": "url"}, "user_token"),  # a clash names the later key (it used to always say url_token)
+        ({"emoji_wrapper": "user", "emoji": "name"}, "emoji_wrapper"),
+        ({"emoji_wrapper": "Emoji"}, "emoji_wrapper"),
+    ],
 )
 def test_invalid_combinations_fail_on_effective(overrides, key):
     with pytest.raises(ConfigError, match=rf"^{key}:"):

@@ -256,8 +256,10 @@ class EffectiveRules:
 
     def __post_init__(self) -> None:
         _check_rule_values(self, skip_none=False)
-        tokens = placeholder_tokens(self)
-        check(len(set(tokens)) == len(tokens), "url_token", f"placeholder tokens must differ, got {tokens}")
+        owner: dict[str, str] = {}  # token -> the key that set it first; a clash names the later key
+        for key, token in _placeholder_fields(self):
+            check(token not in owner, key, f"placeholder tokens must differ: {token!r} is also {owner.get(token)}")
+            owner[token] = key
         if self.lowercase:
             # Placeholders are inserted before lowercasing, which would otherwise change them.
             for name in ("url_token", "user_token", "hashtag_token", "emoji_wrapper"):
@@ -957,19 +959,24 @@ def normalize_texts(texts: list[str], rules: EffectiveRules | NormalizeRules) ->
 # --------------------------------------------------------------------------------------------------
 
 
+def _placeholder_fields(r: EffectiveRules) -> list[tuple[str, str]]:
+    """(key, token) of every placeholder the enabled rules insert, in rule order."""
+    fields_ = []
+    if r.urls:
+        fields_.append(("url_token", r.url_token))
+    if r.mentions:
+        fields_.append(("user_token", r.user_token))
+    if r.hashtags in ("replace", "token_split"):
+        fields_.append(("hashtag_token", r.hashtag_token))
+    if r.emoji == "name" and r.emoji_wrapper:
+        fields_.append(("emoji_wrapper", r.emoji_wrapper))
+    return fields_
+
+
 def placeholder_tokens(rules: EffectiveRules | NormalizeRules) -> list[str]:
     """Tokens the enabled rules insert; the vocab stage makes each one a single SentencePiece piece."""
     r = rules.effective() if isinstance(rules, NormalizeRules) else rules
-    tokens = []
-    if r.urls:
-        tokens.append(r.url_token)
-    if r.mentions:
-        tokens.append(r.user_token)
-    if r.hashtags in ("replace", "token_split"):
-        tokens.append(r.hashtag_token)
-    if r.emoji == "name" and r.emoji_wrapper:
-        tokens.append(r.emoji_wrapper)
-    return tokens
+    return [token for _, token in _placeholder_fields(r)]
 
 
 def placeholder_only_expr(expr: pl.Expr, rules: EffectiveRules | NormalizeRules) -> pl.Expr:
