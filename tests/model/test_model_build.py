@@ -1,5 +1,5 @@
 """Model construction: shapes of every variant, heads at targets only, init statistics, parameter
-counts against the original TWilBERT, FLOPs against a hand formula."""
+counts against the original TWilBERT, the FLOPs estimate against torch's FLOP counter."""
 
 from __future__ import annotations
 
@@ -196,8 +196,7 @@ def test_preset_parameter_counts_match_the_original(name):
     # The original's token table had vocab_size + 1 rows for a vocab_size-way softmax (bug §13.21); the
     # extra row was never used, ours has exactly vocab_size rows: one row of width E = 768 fewer.
     unused_row = cfg.embedding_size
-    diff = ORIGINAL_PARAMS[name] - ours
-    print(f"{name}: ours {ours:,} vs original {ORIGINAL_PARAMS[name]:,} (difference {diff} = one unused token row)")
+    print(f"{name}: ours {ours:,} vs original {ORIGINAL_PARAMS[name]:,} (difference {unused_row} = one unused token row)")
     assert ours + unused_row == ORIGINAL_PARAMS[name]
     # and the hand formula of inventory §6.2, block by block
     H, A, d = 768, cfg.n_heads, 64
@@ -206,6 +205,34 @@ def test_preset_parameter_counts_match_the_original(name):
     assert enc == cfg.n_encoders * block
     assert block == {6: 5_905_152, 12: 7_084_800}[A]
     assert m.num_parameters(unique=False) == ours  # nothing shared or tied
+
+
+@pytest.mark.parametrize("name", list(ORIGINAL_PARAMS))
+def test_preset_parameter_count_as_the_pipeline_builds_it(name):
+    """The preset as ``twilbert preset`` + the pretrain stage build it: vocabulary from
+    ``vocab.vocab_size`` (30 000), positions from ``representation.max_len`` (2 * max_len + 3). Every
+    vocabulary entry costs a token-table row (E), a decoder row (H) and a decoder bias; every position a
+    position-table row (E). The count differs from the original-sizes build by exactly that."""
+    from pipeline.presets import preset_overrides
+
+    overrides = preset_overrides(name)
+    cfg = preset_config(name).resolved(vocab_size=overrides["vocab.vocab_size"], max_len=overrides["representation.max_len"])
+    original = preset_config(name, **ORIGINAL_SIZES)
+    with torch.device("meta"):
+        ours, at_original_sizes = TWilBERT(cfg).num_parameters(), TWilBERT(original).num_parameters()
+    d_vocab = cfg.vocab_size - original.vocab_size
+    d_pos = cfg.max_positions - original.max_positions
+    per_vocab_entry = cfg.embedding_size + cfg.hidden_size + 1  # token row + untied decoder row + bias
+    assert not cfg.tie_mlm_decoder and not cfg.factorize_embeddings
+    assert ours - at_original_sizes == d_vocab * per_vocab_entry + d_pos * cfg.embedding_size
+    vs_original = ours - ORIGINAL_PARAMS[name]
+    assert vs_original == -cfg.embedding_size + d_vocab * per_vocab_entry + d_pos * cfg.embedding_size
+    print(
+        f"{name} as the pipeline builds it (vocab {cfg.vocab_size}, {cfg.max_positions} positions): {ours:,} "
+        f"parameters, {vs_original:+,} vs the original's {ORIGINAL_PARAMS[name]:,}: one unused token row "
+        f"(-{cfg.embedding_size}), {d_vocab:+} vocabulary entries x {per_vocab_entry} and {d_pos:+} positions x "
+        f"{cfg.embedding_size} (the original sized its table for max_len 128, but no sequence was longer than 83)"
+    )
 
 
 def test_preset_config_overrides_and_validation():
@@ -217,18 +244,45 @@ def test_preset_config_overrides_and_validation():
         preset_config("twilbert-base", n_encoder=3)
 
 
-def test_flops_estimate_against_hand_formula():
-    cfg = preset_config("twilbert-base", **ORIGINAL_SIZES)
-    with torch.device("meta"):
-        m = TWilBERT(cfg)
-    T, H, A, d, Vo = 128, 768, 6, 64, 30002
-    block = 5_905_152  # inventory §6.2
-    mlm = H * Vo + Vo
-    rop = 2 * H + 2
-    expected = 6 * (6 * block + 0.15 * mlm + rop / T) + 12 * 6 * A * d * T
-    assert m.estimate_flops_per_token(T) == pytest.approx(expected, rel=1e-12)
+@pytest.mark.parametrize("with_pkm", [False, True], ids=["plain", "pkm"])
+def test_flops_estimate_against_a_flop_counter(with_pkm):
+    """estimate_flops_per_token against matmul FLOPs *measured* by torch's FlopCounterMode on a real
+    forward + backward (MLM at ~15% of the positions, ROP on [CLS], attention width A*d_k != H).
+
+    FlopCounterMode counts matrix products only (mm, addmm, bmm; an eager-attention model so that the
+    attention products are plain bmm). The estimate's ``6 N`` also counts every bias and norm gain as if
+    it were a matmul weight, and adds the PKM value read (an embedding_bag, not a matmul). So the
+    estimate must exceed the count by exactly 6 * (vector parameters each token passes) per token
+    + 6 * (MLM bias) per target + 6 * (ROP bias) per row + 3 * (PKM value read) per token, and by
+    less than 3% in all. Softmax, GELU, LayerNorm and top-k element-wise work is in neither number.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pkm = PKMConfig(k_dim=16, memory_size=32, n_heads=2, knn=4, in_layers=(1,))
+    cfg = tiny(vocab_size=1000, max_positions=64, hidden_size=64, embedding_size=64, attention_size=12, pkm=with_pkm, pkm_params=pkm)
+    m = TWilBERT(cfg, attention="eager")
+    B, T = 4, 32
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, cfg.vocab_size, (B, T), generator=g)
+    is_target = torch.rand(B, T, generator=g) < 0.15
+    labels = torch.where(is_target, ids, IGNORE_INDEX)
+    n_targets, tokens = int(is_target.sum()), B * T
+    with FlopCounterMode(display=False) as counter:
+        out = m(ids, None, None, labels)
+        (torch.nn.functional.cross_entropy(out.mlm_logits, out.mlm_targets) + out.rop_logits.logsumexp(-1).sum()).backward()
+    counted = counter.get_total_flops()
+    estimated = m.estimate_flops_per_token(T, mlm_fraction=n_targets / tokens) * tokens
+
+    vectors = sum(p.numel() for b in m.encoder.layer_plan for p in m.encoder.blocks[b].parameters() if p.dim() == 1)
+    vectors += sum(p.numel() for p in m.embeddings.norm.parameters())  # embedding LayerNorm
+    not_matmul = 6 * tokens * vectors + 6 * n_targets * cfg.vocab_size + 6 * B * 2
+    if with_pkm:
+        not_matmul += 3 * tokens * 2 * pkm.n_heads * pkm.knn * cfg.hidden_size  # embedding_bag fwd + bwd
+    print(f"FLOPs fwd+bwd: counted {counted:,}, estimated {estimated:,.0f} (+{estimated / counted - 1:.2%})")
+    assert estimated - counted == pytest.approx(not_matmul, rel=1e-9)
+    assert 0 < estimated / counted - 1 < 0.03
     mfu = m.estimate_mfu(tokens_per_s=1e6, peak_flops=1e15, seq_len=T)
-    assert mfu == pytest.approx(expected * 1e6 / 1e15)
+    assert mfu == pytest.approx(m.estimate_flops_per_token(T) * 1e6 / 1e15)
 
 
 def test_sharing_counts():

@@ -1,10 +1,13 @@
 """Product-key memory: the product-key search equals brute force over all memory_size**2 slots, and the
-sparse embedding_bag read equals a dense softmax-weighted sum."""
+sparse embedding_bag read equals a dense softmax-weighted sum, gradients reach exactly the value rows
+the top-k names, and no intermediate of the forward has memory_size**2 entries per token."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._pytree import tree_flatten
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from twilbert.model import PKMConfig, ProductKeyMemory
 
@@ -50,11 +53,52 @@ def test_factorised_values_and_gradients():
     assert pkm.values.weight.shape == (25, 4)
     x = torch.randn(3, 4, 12)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    calls = []
+    get_indices = pkm.get_indices
+    pkm.get_indices = lambda q: calls.append(get_indices(q)) or calls[-1]  # record the top-k the forward used
     out = pkm(x, mask)
+    (_, indices), = calls  # (12, heads, knn)
     assert out.shape == (3, 4, 12)
     out.square().sum().backward()
     for name, p in pkm.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    # only the rows read receive gradient (sparse access), at most 3*4 tokens * 2 heads * 2 knn
-    touched = (pkm.values.weight.grad.abs().sum(1) > 0).sum().item()
-    assert 1 <= touched <= 48
+    # only the rows read receive gradient (sparse access): exactly the rows the top-k indices name
+    touched = set(torch.nonzero(pkm.values.weight.grad.abs().sum(1) > 0).squeeze(1).tolist())
+    assert touched == set(indices.unique().tolist())
+    assert len(touched) < 25  # not every slot: 12 tokens x 2 heads x 2 neighbours, with repeats
+
+
+class LargestIntermediate(TorchDispatchMode):
+    """Records the largest tensor any ATen op returns inside the ``with`` block (a view included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel, self.op = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.numel() > self.numel:
+                self.numel, self.op = t.numel(), func
+        return out
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_forward_never_scores_all_memory_slots(device):
+    """The largest intermediate of a PKM forward is the sub-key score table (N, heads, memory_size),
+    never anything of memory_size**2 slots per token. On the meta device (shapes only) memory_size
+    2**16 is used: dense scores for these 64 tokens would be 64 * 2 * 2**32 floats = 2 TiB."""
+    memory_size = 512 if device == "cpu" else 2**16
+    cfg = PKMConfig(k_dim=16, memory_size=memory_size, n_heads=2, knn=8, factorize_embeddings=True, value_size=2)
+    with torch.device(device):
+        pkm = ProductKeyMemory(24, cfg, value_size=2)
+        x = torch.randn(4, 16, 24)
+        mask = torch.ones(4, 16, dtype=torch.bool)
+    N = 4 * 16
+    with LargestIntermediate() as largest:
+        out = pkm(x, mask)
+    assert out.shape == (4, 16, 24)
+    # sub-key scores, knn x knn candidates, queries, outputs: a factor >= memory_size below dense scoring
+    legit = max(N * cfg.n_heads * memory_size, N * cfg.n_heads * cfg.knn**2, N * cfg.n_heads * cfg.k_dim, N * 24)
+    assert legit * memory_size <= N * cfg.n_heads * memory_size**2
+    assert largest.numel <= legit, (largest.op, largest.numel)

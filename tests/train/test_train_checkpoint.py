@@ -185,3 +185,103 @@ def test_files_are_not_private(tmp_path):
     save_checkpoint(tmp_path, model, CONFIG)
     for name in (MODEL_FILE, CONFIG_FILE, TRAINER_FILE, CHECKSUMS_FILE):
         assert (tmp_path / name).stat().st_mode & 0o044, f"{name} is readable only by its owner"
+
+
+# --------------------------------------------------------------------------------------------------
+# the real model: tied decoder, shared layers, product-key memory, dropout (RNG), BatchNorm buffers
+
+
+def real_config():
+    from twilbert.model import ModelConfig, PKMConfig, ROPConfig
+
+    return ModelConfig(
+        vocab_size=60,
+        max_positions=24,
+        factorize_embeddings=True,
+        embedding_size=16,
+        hidden_size=32,
+        n_encoders=3,
+        n_heads=4,
+        cross_sharing=True,  # layers 0 and 2 share one block
+        tie_mlm_decoder=True,
+        mlm_transform=True,
+        input_dropout=0.1,  # dropout: the next step depends on the restored torch RNG
+        output_dropout=0.1,
+        pkm=True,
+        pkm_params=PKMConfig(k_dim=8, memory_size=6, n_heads=2, knn=3, in_layers=(1,), batch_norm=True),
+        rop=ROPConfig(n_hidden=1, hidden_size=16),
+    )
+
+
+def make_real_trainer(seed: int):
+    from twilbert.model import TWilBERT
+
+    torch.manual_seed(seed)
+    model = TWilBERT(real_config())
+    opt = build_optimizer("lamb", param_groups(model, 0.01), lr=1e-2)
+    sched = build_schedule("noam", opt, warmup_steps=3, hidden_size=32, scale=10.0)
+    return model, opt, sched
+
+
+def real_step(model, opt, sched, seed: int) -> torch.Tensor:
+    """One pre-training step on a fixed random batch (padding included, so the masked BatchNorm and
+    the attention mask are exercised); returns the loss."""
+    from twilbert.data.masking import mask_tokens, maskable_positions
+    from twilbert.model import CLS_ID, PAD_ID, SEP_ID
+    from twilbert.train.objectives import pretraining_loss
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 60, (6, 12), generator=g)
+    ids[:, 0], ids[:, 5], ids[:, 11] = CLS_ID, SEP_ID, SEP_ID
+    ids[3, 8:] = PAD_ID
+    mask = ids != PAD_ID
+    types = (torch.arange(12) > 5).long().expand(6, 12)
+    masked, labels = mask_tokens(ids, maskable_positions(ids, mask), model.config.masked_lm, 60, generator=g)
+    rop = torch.randint(0, 2, (6,), generator=g)
+    model.train()
+    out = model(masked, types, mask, labels)
+    loss = pretraining_loss(out, None, rop, model.config).total
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.detach()
+
+
+def test_round_trip_of_a_real_twilbert_is_exact(tmp_path):
+    from twilbert.config import to_dict
+
+    model, opt, sched = make_real_trainer(seed=0)
+    assert model.encoder.layer_plan == (0, 1, 0) and model.mlm_head.decoder is None  # shared, tied
+    for step in range(4):
+        real_step(model, opt, sched, seed=step)
+    config = to_dict(model.config)
+    torch.manual_seed(77)  # the dropout stream the next step will use
+    save_checkpoint(tmp_path / "ck", model, config, optimizer=opt, scheduler=sched, extra={"step": 4})
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    expected_loss = real_step(model, opt, sched, seed=4)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    expected_opt = opt.state_dict()
+
+    torch.manual_seed(999)  # scramble the RNG, and build from different initial weights
+    model2, opt2, sched2 = make_real_trainer(seed=1)
+    assert not torch.equal(model2.embeddings.token.weight, saved["embeddings.token.weight"])
+    load_checkpoint(tmp_path / "ck", model2, expected_config=config)
+    for k, v in model2.state_dict().items():  # weights and buffers (PKM BatchNorm running stats)
+        assert torch.equal(v, saved[k]), k
+        assert v.dtype == saved[k].dtype, k
+    assert load_trainer_state(tmp_path / "ck", opt2, sched2) == {"step": 4}
+    # the next step after reloading equals the next step without the round trip, bit for bit
+    loss2 = real_step(model2, opt2, sched2, seed=4)
+    assert torch.equal(loss2, expected_loss)
+    for k, v in model2.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+    for pid, state in expected_opt["state"].items():
+        for name, value in state.items():
+            got = opt2.state_dict()["state"][pid][name]
+            assert torch.equal(torch.as_tensor(got), torch.as_tensor(value)), (pid, name)
+    from safetensors.torch import load_file  # the shared block and the tied table are stored once
+
+    names = load_file(tmp_path / "ck" / MODEL_FILE).keys()
+    assert not any("decoder" in n for n in names) and not any(n.startswith("encoder.blocks.2") for n in names)

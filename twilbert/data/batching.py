@@ -218,7 +218,8 @@ class MaskedBatches(torch.utils.data.Dataset):
     ``torch.Generator`` seeded by :func:`mask_seed`: masks do not depend on workers, devices, ranks or
     on where a run was resumed. The shards are opened lazily in each process (memory maps are not
     pickled). Adds ``mlm_labels`` (B, T) (-100 off target), ``n_targets`` and ``n_rop`` (labelled
-    rows; 0 without ROP) to :func:`collate`'s dict; ``input_ids`` are the corrupted ids.
+    rows; 0 without ROP) to :func:`collate`'s dict; ``input_ids`` are the corrupted ids. Under
+    ``masked_lm.static_targets`` also ``mlm_slots`` (int): the MLM head's fixed row count for the batch.
     """
 
     def __init__(
@@ -259,9 +260,13 @@ class MaskedBatches(torch.utils.data.Dataset):
         generator = torch.Generator().manual_seed(mask_seed(self.seed, epoch, position))
         ids = batch["input_ids"]
         maskable = maskable_positions(ids, batch["attention_mask"])  # (B, T)
-        masked, labels = mask_tokens(ids, maskable, self.masking, self.vocab_size, batch.get("word_starts"), generator)
+        # static_targets: the MLM head gathers exactly K rows for this (B, T) shape; masking caps at K
+        slots = self.masking.target_slots(ids.numel()) if self.masking.static_targets else None
+        masked, labels = mask_tokens(ids, maskable, self.masking, self.vocab_size, batch.get("word_starts"), generator, slots)
         batch["input_ids"], batch["mlm_labels"] = masked, labels
         batch["n_targets"] = int((labels != IGNORE_INDEX).sum())
+        if slots is not None:
+            batch["mlm_slots"] = slots  # pass as TWilBERT(..., mlm_slots=...)
         batch["n_rop"] = int((batch["rop_labels"] != IGNORE_INDEX).sum()) if self.use_rop else 0
         batch["position"] = position
         return batch

@@ -11,36 +11,68 @@ How targets are chosen (all three types share one code path)
 3. Every run is tiled, left to right, into consecutive *spans* of ``ℓ`` units, with ``ℓ`` drawn i.i.d.
    from the span-length distribution (``token``: always 1). The last span of a run is cut at the run's
    end, so spans never cross ``[SEP]``, ``[UNK]`` or padding.
-4. Spans are visited in a random order per row and taken while the row's running target count is
-   below its budget ``k = ceil(budget · n_maskable)`` (at least 1 when the row has any maskable
-   token). The last span taken may overshoot ``k`` by up to (its length - 1) tokens, exactly as in the
-   original; spans never overlap, so no token is counted twice.
+4. The ``S`` spans of a row are put in a random order and taken by *systematic sampling* at rate
+   ``q = budget``: with one ``u ~ U[0, 1)`` per row, the span at position ``i`` (0-based) of the order
+   is taken iff ``floor(q (i+1) + u) > floor(q i + u)``. A row gets ``floor(q S)`` or ``ceil(q S)``
+   spans (``q S`` on average: stochastic rounding) and *every span is taken with probability exactly
+   q, whatever its length*. Hence, on any data:
 
-Because spans are visited in an order independent of their lengths, the lengths of the spans taken
-follow the configured distribution (Wald's identity; only the cut spans at run ends differ).
+   * the expected masked fraction is exactly ``budget``, short segments included;
+   * the lengths of the spans taken follow the lengths of the tiling (step 3) exactly, in expectation.
+
+   For ``token`` masking (S = n) a row gets ``floor(q n)`` or ``ceil(q n)`` targets.
+
+What remains (measured on tweet-like pairs ``[CLS] a [SEP] b [SEP]``, both segment lengths uniform
+in [5, 40] or in [3, 10], 2% ``[UNK]``, budget 0.15, harmonic ``max_span`` 3, 12 800 rows each):
+
+* masked fraction 0.1498 / 0.1494 (``span``) and 0.1501 / 0.1500 (``token``), within sampling error
+  of 0.15. The previous rule (``ceil(budget · n)`` per row, at least 1, and an always-taken last span
+  overshooting the budget) gave 0.172 / 0.222 (``span``) and 0.161 / 0.187 (``token``).
+* span lengths p(1), p(2), p(3) = 0.577, 0.265, 0.158 on [5, 40] segments and 0.619, 0.260, 0.122 on
+  [3, 10], against the configured 6/11, 3/11, 2/11 = 0.545, 0.273, 0.182. The shift comes only from
+  the spans cut at run ends (step 3): it is what never crossing a special token or padding costs, and
+  ``tests/data/test_masking.py`` checks that the observed histogram is the cut tiling's, computed
+  exactly from the runs of the data. (The previous rule looked closer, 0.566 / 0.269 / 0.166 on
+  [5, 40], only because its overshooting last span favoured long spans, the same bias that inflated
+  the fraction.) A tiling conditioned to end exactly at each run's end would roughly halve the shift
+  (computed with the renewal recursion) but needs rejection sampling over several candidate tilings;
+  not done. Long runs (no separators) give the configured histogram within sampling error.
 
 Deviations from the original ``Utils.mask_spans`` (inventory §5.1), each deliberate:
 * Spans cannot run past ``[SEP]`` into the next segment's pads (bug §5.1 / §13.6): padding and
   special tokens are never targets and never change.
 * Spans never overlap, so a token is never drawn twice nor double-counted against the budget.
 * Spans are a random tiling of each run rather than "length first, then a uniform start among free
-  positions"; this is what makes the procedure vectorisable. Marginally every maskable token is
-  equally likely to be a target, as before.
-* ``token`` masking selects exactly ``k`` tokens per row (the original drew Bernoulli(budget) per
-  token and redrew the row until at least one was chosen).
-* ``budget · n`` is rounded up with a 1e-9 tolerance, so ``0.15 · 20`` gives 3 targets, not 4 (the
-  original's ``math.ceil(0.15 * 20)`` is 4 because of binary floating point).
+  positions"; this is what makes the procedure vectorisable. Every maskable token is a target with
+  probability exactly ``budget`` (each span is taken with that probability).
+* The per-row budget is met *in expectation* (stochastic rounding over spans), not by
+  ``ceil(budget · n)`` plus an overshooting last span: that rule (the original's, and this module's
+  first version) over-masked short tweets (22% instead of 15% on 3-10 token segments). Systematic
+  rather than independent (Bernoulli) sampling of spans keeps each row's span count within one of
+  ``q S``, close to the original's fixed per-row budget. A short row may therefore get no target at all (a row
+  of 5 maskable tokens gets one with probability 0.75 under ``token`` masking); the original redrew
+  such rows until one token was chosen, which is the same bias again.
 
 Static targets (``MaskedLMConfig.static_targets``)
 --------------------------------------------------
-With ``static_targets`` the batch gets *exactly* ``K = num_static_targets(maskable, budget)`` =
-``round_half_up(budget · M)`` targets, ``M`` being the number of maskable tokens in the whole batch
-(or exactly ``num_targets`` when the caller passes it, e.g. a fixed K per padded batch shape). The
-per-row selection above is trimmed (or topped up) to K with largest-remainder apportionment: first
-every row's overshoot is dropped, then one target from each row whose ``ceil`` rounded up the most.
-When ``M`` is constant per batch shape (packed rows, as in Cramming) K is constant too, so the sparse
-MLM gather ``(K, V)`` has a static shape for ``torch.compile``. A row keeps at least one target
-unless K is smaller than the number of rows with maskable tokens.
+Masking is *the same* with or without ``static_targets``: the number of real targets follows the
+budget as above. What changes is the shape seen by the MLM head. A ``(B, T)`` batch gets
+``K = masked_lm.target_slots(B * T)`` target *slots* (a function of the padded shape only, see
+:meth:`MaskedLMConfig.target_slots`); the head gathers exactly K hidden states, the real targets
+first and then ignored (``-100``) filler slots, so the vocabulary projection and the loss have the
+static shape ``(K, V)`` for a given batch shape, with no data-dependent indexing and no host sync
+(Cramming's sparse prediction, ``num_masks_guaranteed``). ``mask_tokens`` caps the real targets at K
+so that none is ever dropped by the head; the cap sits about 3 standard deviations above the
+expected count even when *every* position is maskable, so on real batches (3 specials per row and
+padding) it never binds: 0 of 6 000 batches of 32 tweet pairs and 0 of 6 000 batches of 32 x 88
+all-maskable positions went over it (``span`` harmonic 3, ``span`` geometric 10, ``token``). When it
+does, random whole spans are dropped (the last one possibly cut) until K remain.
+
+Why one K per batch *shape* rather than one K for the whole run (``budget x batch_size x longest
+sequence``): the encoder already sees one shape per length bucket, so a per-shape K adds no shape for
+``torch.compile``, while a single K would make the head of a 24-token batch project as many rows as
+that of an 88-token batch (3.7 times the work). A caller that wants one K anyway passes it as
+``max_targets`` here and ``mlm_slots`` to the model.
 """
 
 from __future__ import annotations
@@ -53,7 +85,6 @@ import torch.nn.functional as F
 from twilbert.model.config import MASK_ID, N_SPECIAL, MaskedLMConfig
 
 IGNORE_INDEX = -100  # label of non-target positions (the default ignore_index of F.cross_entropy)
-_CEIL_TOLERANCE = 1e-9
 
 
 class Selection(NamedTuple):
@@ -89,25 +120,6 @@ def span_length_probs(cfg: MaskedLMConfig) -> torch.Tensor:
     return weights / weights.sum()
 
 
-def row_budgets(maskable: torch.Tensor, budget: float) -> torch.Tensor:
-    """Targets per row: ``ceil(budget · n)`` (1e-9 tolerance), >= 1 when n > 0, 0 when n = 0. ``(B,)``."""
-    n = maskable.sum(dim=1)  # (B,)
-    k = torch.ceil(n.double() * budget - _CEIL_TOLERANCE).long()
-    return torch.where(n > 0, k.clamp(min=1), torch.zeros_like(k))
-
-
-def num_static_targets(maskable: torch.Tensor, budget: float) -> int:
-    """Targets per batch under ``static_targets``: ``floor(budget · M + 0.5)``, M = maskable tokens.
-
-    At least 1 when M > 0, and 0 for a batch with nothing maskable. Round-half-up (not Python's
-    banker's rounding) so that K is a monotone function of M.
-    """
-    m = int(maskable.sum())
-    if m == 0:
-        return 0
-    return max(1, int(budget * m + 0.5))
-
-
 def _shift_right(x: torch.Tensor, fill) -> torch.Tensor:
     """``x[:, t-1]`` at position t, ``fill`` at t=0. ``(B, T)``."""
     return F.pad(x[:, :-1], (1, 0), value=fill)
@@ -118,12 +130,12 @@ def select_targets(
     cfg: MaskedLMConfig,
     word_starts: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    num_targets: int | None = None,
+    max_targets: int | None = None,
 ) -> Selection:
     """Choose MLM target positions (see the module docstring). Does not touch token ids.
 
-    ``num_targets`` forces an exact batch total (implies static targets); otherwise the batch total is
-    exact only when ``cfg.static_targets`` is set.
+    ``max_targets`` caps the batch total (random whole spans are dropped above it); ``None`` means
+    ``cfg.target_slots(B * T)`` under ``cfg.static_targets`` and no cap otherwise.
     """
     if maskable.dim() != 2:
         raise ValueError(f"maskable must be (B, T), got shape {tuple(maskable.shape)}")
@@ -165,54 +177,46 @@ def select_targets(
     span_ntok.scatter_add_(1, span_idx, maskable.long())
     span_ntok = span_ntok[:, :T]  # (B, S=T) tokens per span, 0 for unused slots
 
-    # --- visit spans in random order, take them until the row budget is reached --------------
-    priority = torch.rand(B, T, generator=generator, device=device)
+    # --- visit spans in random order, take them by systematic sampling at rate budget ---------
+    priority = torch.rand(B, T, generator=generator, device=device)  # (B, S)
     priority = priority.masked_fill(span_ntok == 0, 2.0)  # unused slots last
     order = torch.argsort(priority, dim=1)  # (B, S) random permutation of spans
-    ntok_sorted = span_ntok.gather(1, order)
-    before_sorted = torch.cumsum(ntok_sorted, dim=1) - ntok_sorted  # targets already taken
-    k = row_budgets(maskable, cfg.budget)  # (B,)
-    take_sorted = (before_sorted < k[:, None]) & (ntok_sorted > 0)
+    ntok_sorted = span_ntok.gather(1, order)  # (B, S)
+    q = float(cfg.budget)
+    u = torch.rand(B, 1, generator=generator, device=device, dtype=torch.float64)  # (B, 1) one offset per row
+    i = torch.arange(T, device=device, dtype=torch.float64)  # (S,) position in the visiting order
+    # position i is taken iff the grid u, u+1, u+2, ... (step 1/q in units of positions) falls in it:
+    # probability exactly q for every position, floor(qS) or ceil(qS) positions among the first S
+    take_sorted = (torch.floor(q * (i + 1) + u) > torch.floor(q * i + u)) & (ntok_sorted > 0)  # (B, S)
     take_span = torch.zeros_like(take_sorted).scatter(1, order, take_sorted)  # (B, S)
-    before_span = torch.zeros_like(before_sorted).scatter(1, order, before_sorted)  # (B, S)
 
     span_idx_c = span_idx.clamp(max=T - 1)
     targets = maskable & take_span.gather(1, span_idx_c)  # (B, T)
 
-    if cfg.static_targets or num_targets is not None:
-        K = num_static_targets(maskable, cfg.budget) if num_targets is None else int(num_targets)
-        targets = _exactly_k(targets, maskable, new_span, span_idx_c, before_span, k, K, cfg.budget, generator)
+    if max_targets is None and cfg.static_targets:
+        max_targets = cfg.target_slots(B * T)
+    if max_targets is not None and int(targets.sum()) > max_targets:
+        targets = _drop_spans(targets, priority.gather(1, span_idx_c), int(max_targets))
 
     span_ids = torch.where(targets, span_idx, torch.full_like(span_idx, -1))
     return Selection(targets=targets, span_ids=span_ids)
 
 
-def _exactly_k(targets, maskable, new_span, span_idx, before_span, k, K, budget, generator) -> torch.Tensor:
-    """Trim (or top up) a selection to exactly K targets in the batch, by largest remainder.
+def _drop_spans(targets: torch.Tensor, span_priority: torch.Tensor, K: int) -> torch.Tensor:
+    """Keep the K targets whose spans have the lowest visiting priority; drop the rest.
 
-    Each selected token gets its rank r in its row's selection order (spans in visiting order,
-    tokens left to right) and the score ``budget · n_row - r``; the K best-scoring tokens are kept.
-    Overshoot tokens (r >= k) are dropped first, then the last token of the rows whose ``ceil`` rounded
-    up the most (Hamilton's largest-remainder rule). Unselected maskable tokens (only needed when an
-    explicit K exceeds the selection) are added last, at random.
+    ``span_priority`` (B, T) is each token's span priority (uniform, drawn for the visiting order and
+    independent of the selection), so whole random spans are dropped; ties inside the span at the
+    boundary are broken right to left, so a cut span keeps its left part and stays contiguous.
     """
     B, T = targets.shape
-    M = int(maskable.sum())
-    if K > M:
-        raise ValueError(f"cannot take {K} MLM targets from a batch with {M} maskable tokens")
-    pos = torch.arange(T, device=targets.device).expand(B, T)
-    span_first_pos = torch.cummax(torch.where(new_span, pos, torch.zeros_like(pos)), dim=1).values
-    rank = before_span.gather(1, span_idx) + (pos - span_first_pos)  # (B, T) order of selection
-    exact = budget * maskable.sum(dim=1, keepdim=True).double()  # (B, 1) un-rounded row budget
-    noise = torch.rand(B, 1, generator=generator, device=targets.device).double()
-    # core tokens (rank < k) score in (0, T]; overshoot tokens in [-3T-2, -2T-2); unselected maskable
-    # tokens in (-4T-11, -4T-10]; the rest -inf. Ties between rows are broken by a random row order.
-    score = exact - rank.double() - (2.0 * T + 2.0) * (rank >= k[:, None]).double() + 1e-6 * noise
-    filler = -(4.0 * T + 10.0) - torch.rand(B, T, generator=generator, device=targets.device).double()
-    score = torch.where(targets, score, torch.where(maskable, filler, torch.full_like(score, -torch.inf)))
+    pos = torch.arange(T, device=targets.device, dtype=torch.float64).expand(B, T)
+    # float32 priorities differ by >= 2**-24 ~ 6e-8; the position term stays below that for T < 6e4
+    score = -span_priority.double() - 1e-12 * pos  # (B, T)
+    score = torch.where(targets, score, torch.full_like(score, -torch.inf))
     keep = torch.zeros(B * T, dtype=torch.bool, device=targets.device)
     keep[torch.topk(score.view(-1), K).indices] = True
-    return keep.view(B, T)
+    return keep.view(B, T) & targets
 
 
 def apply_mask(
@@ -249,18 +253,18 @@ def mask_tokens(
     vocab_size: int,
     word_starts: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    num_targets: int | None = None,
+    max_targets: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic masking of a batch: ``(masked_ids (B, T), labels (B, T) with -100 off target)``.
 
     ``maskable``: ``maskable_positions(input_ids, attention_mask)``. ``word_starts``: (B, T) bool, True
     where a token begins a word (needed for ``type: word``). ``generator``: a ``torch.Generator`` on
-    the batch's device, for reproducible masks. ``num_targets``: force exactly this many targets in the
-    batch (see the module docstring); by default exact counts follow ``cfg.static_targets``.
+    the batch's device, for reproducible masks. ``max_targets``: cap on the batch's targets; by default
+    ``cfg.target_slots(B * T)`` under ``cfg.static_targets`` (the MLM head's slot count), else none.
     """
     if input_ids.shape != maskable.shape:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and maskable {tuple(maskable.shape)} differ")
-    selection = select_targets(maskable, cfg, word_starts, generator, num_targets)
+    selection = select_targets(maskable, cfg, word_starts, generator, max_targets)
     return apply_mask(input_ids, selection.targets, cfg, vocab_size, generator)
 
 
@@ -270,8 +274,6 @@ __all__ = [
     "apply_mask",
     "mask_tokens",
     "maskable_positions",
-    "num_static_targets",
-    "row_budgets",
     "select_targets",
     "span_length_probs",
 ]

@@ -20,6 +20,7 @@ Deviations from the original (inventory §6), each deliberate:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,7 +79,7 @@ class MaskedLMConfig:
     geometric_p: float = 0.2  # SpanBERT's released p
     budget: float = 0.15
     probs: MaskProbs = field(default_factory=MaskProbs)
-    static_targets: bool = False  # exactly round(budget * maskable) targets per batch (static shapes)
+    static_targets: bool = False  # MLM head on a fixed number of target slots per batch shape (see target_slots)
     loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
@@ -86,6 +87,27 @@ class MaskedLMConfig:
         check(0.0 < self.budget < 1.0, "budget", f"must be in (0, 1), got {self.budget}")
         check(0.0 < self.geometric_p <= 1.0, "geometric_p", "must be in (0, 1]")
         check(self.loss_weight >= 0.0, "loss_weight", "must be >= 0")
+
+    def target_slots(self, n_positions: int) -> int:
+        """MLM target slots of a batch of ``n_positions = B * T`` padded positions (``static_targets``).
+
+        ``K = min(n, ceil(budget · n + 3 · sqrt(budget · n · max_span)))``: a function of the batch
+        *shape* only, so a compiled MLM head/loss sees one shape per batch shape (the encoder already
+        does; length buckets keep those few). Why this margin: masking takes each span with probability
+        ``budget`` (``twilbert.data.masking``), so the target count has mean ``budget · M`` (M <= n
+        maskable tokens) and a variance of about ``budget · M · E[ℓ²] / E[ℓ] <= budget · M · ℓ_max``
+        (the Bernoulli bound; systematic sampling is below it but for a +-1 span per row); ``K`` sits
+        about 3 standard deviations above the mean even when every position is maskable, and real
+        batches (specials, padding) are far below it. Masking caps the real targets at K, so the head never drops one.
+        Deviation from Cramming (``round(0.15 · B · T)`` slots, excess targets silently dropped).
+        ``max_span`` counts words for ``word`` masking, so there the margin is approximate (the cap
+        still holds). ``token`` masking spans one token: ``ℓ_max = 1``.
+        """
+        if n_positions < 0:
+            raise ValueError(f"n_positions must be >= 0, got {n_positions}")
+        longest = 1 if self.type == "token" else self.max_span
+        mean = self.budget * n_positions
+        return min(n_positions, math.ceil(mean + 3.0 * math.sqrt(mean * longest)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,8 +175,6 @@ class ModelConfig:
                 "embedding_size",
                 f"must equal hidden_size={self.hidden_size} unless factorize_embeddings is true, got {self.embedding_size}",
             )
-        if self.tie_mlm_decoder and self.factorize_embeddings and not self.mlm_transform:
-            pass  # tying through the E->H projection is handled by the head (decoder maps H->E first)
         for name in ("input_dropout", "output_dropout", "attention_dropout"):
             check(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)")
         check(self.initializer_range > 0, "initializer_range", "must be > 0")

@@ -3,7 +3,8 @@
 Deviations from the original TWilBERT (inventory §6.4), each deliberate:
 * The MLM head projects only the ~15% target positions to the vocabulary (the original applied its
   ``Dense(H -> V)`` softmax at every position and masked the loss afterwards): with V = 30k this is
-  the single biggest matmul of a small model.
+  the single biggest matmul of a small model. With ``masked_lm.static_targets`` it projects a fixed
+  number of target slots per batch shape instead (static shapes for ``torch.compile``, Cramming).
 * Optional BERT transform (``mlm_transform``: Linear -> GELU -> LayerNorm) and optional decoder tying
   (``tie_mlm_decoder``); the original had neither (set both false to reproduce it).
 * Heads are initialised like the rest of the model, truncated normal(0, ``initializer_range``). The
@@ -50,13 +51,32 @@ class MLMHead(nn.Module):
         hidden: torch.Tensor,  # (B, T, H)
         labels: torch.Tensor,  # (B, T) long, IGNORE_INDEX = not a target
         token_table: torch.Tensor | None = None,  # (V, E or H): the tied decoder weight
+        slots: int | None = None,  # fixed number of target rows K (static shapes), or None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        is_target = labels != IGNORE_INDEX  # (B, T)
-        h = hidden[is_target]  # (N, H), row-major order of the targets
-        targets = labels[is_target]  # (N,)
-        h = self.transform(h)  # (N, width)
+        """Logits and target ids at the targets, in row-major order.
+
+        ``slots=None``: exactly the N targets, ``(N, V), (N,)`` (a boolean gather: data-dependent
+        shape, one host sync). ``slots=K``: ``(K, V), (K,)``, the N real targets first, then ``K - N``
+        filler rows whose target is ``IGNORE_INDEX`` (the cross-entropy ignores them). The gather index
+        comes from a stable sort, so the shapes depend on ``labels.shape`` and K only: nothing
+        data-dependent for ``torch.compile`` and no sync (Cramming's sparse prediction). Real targets
+        past the K-th would be dropped; ``masking`` caps them at ``masked_lm.target_slots(B * T)``.
+        """
+        if slots is None:
+            is_target = labels != IGNORE_INDEX  # (B, T)
+            h = hidden[is_target]  # (N, H), row-major order of the targets
+            targets = labels[is_target]  # (N,)
+        else:
+            flat = labels.reshape(-1)  # (BT,)
+            if not 0 <= slots <= flat.numel():
+                raise ValueError(f"slots must be in [0, B*T={flat.numel()}], got {slots}")
+            is_filler = (flat == IGNORE_INDEX).to(torch.uint8)  # (BT,) 0 = target, sorts first
+            index = torch.sort(is_filler, stable=True).indices[:slots]  # (K,) targets in row-major order, then fillers
+            h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)  # (K, H)
+            targets = flat.index_select(0, index)  # (K,) IGNORE_INDEX on filler rows
+        h = self.transform(h)  # (N or K, width)
         weight = token_table if self.tied else self.decoder.weight  # (V, width)
-        return F.linear(h, weight, self.bias), targets  # (N, V), (N,)
+        return F.linear(h, weight, self.bias), targets  # (N or K, V), (N or K,)
 
 
 class ROPHead(nn.Module):

@@ -31,7 +31,7 @@ from twilbert.model.pkm import ProductKeyMemory
 class PretrainOutput:
     hidden: torch.Tensor  # (B, T, H) final hidden states
     mlm_logits: torch.Tensor | None  # (N, V) at the N targets, row-major order; None without labels
-    mlm_targets: torch.Tensor | None  # (N,) the target ids
+    mlm_targets: torch.Tensor | None  # (N,) the target ids; (K,) with -100 filler rows when mlm_slots=K
     rop_logits: torch.Tensor | None  # (B, 2); None when rop.use_rop is false
 
 
@@ -89,12 +89,17 @@ class TWilBERT(nn.Module):
         attention_mask: torch.Tensor | None = None,  # (B, T) bool
         mlm_labels: torch.Tensor | None = None,  # (B, T) long, -100 = not a target
         position_ids: torch.Tensor | None = None,
+        *,
+        mlm_slots: int | None = None,  # static shapes: K target rows (masked_lm.target_slots(B*T))
     ) -> PretrainOutput:
+        """``mlm_slots=None`` returns the MLM logits at the N targets; ``mlm_slots=K`` returns K rows,
+        fillers marked -100 in ``mlm_targets`` (see :meth:`MLMHead.forward`): count real targets as
+        ``mlm_targets != -100``, not ``numel()``."""
         hidden = self.encode(input_ids, token_type_ids, attention_mask, position_ids)  # (B, T, H)
         mlm_logits = mlm_targets = None
         if mlm_labels is not None:
             table = self.embeddings.token.weight if self.mlm_head.tied else None  # (V, E)
-            mlm_logits, mlm_targets = self.mlm_head(hidden, mlm_labels, table)  # (N, V), (N,)
+            mlm_logits, mlm_targets = self.mlm_head(hidden, mlm_labels, table, slots=mlm_slots)  # (N or K, V), (N or K,)
         rop_logits = self.rop_head(hidden) if self.rop_head is not None else None  # (B, 2)
         return PretrainOutput(hidden=hidden, mlm_logits=mlm_logits, mlm_targets=mlm_targets, rop_logits=rop_logits)
 

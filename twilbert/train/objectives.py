@@ -27,7 +27,7 @@ class PretrainOutputLike(Protocol):
     """What the loss reads from the model's ``PretrainOutput``."""
 
     mlm_logits: torch.Tensor  # (N, V) logits at the MLM targets, row-major order
-    mlm_targets: torch.Tensor  # (N,) target ids
+    mlm_targets: torch.Tensor  # (N,) target ids; -100 on the filler rows of a fixed-slot head (mlm_slots)
     rop_logits: torch.Tensor | None  # (B, 2), or None without the ROP head
 
 
