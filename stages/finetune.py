@@ -9,6 +9,9 @@ import typer
 
 from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
 
+REPORT_ARTIFACTS = ("metrics.json", "class_report.md", "class_report.json", "confusion.png", "confusion.csv", "predictions.tsv",
+                    "history.csv", "run_info.json")
+
 
 def main(
     task: str = typer.Option(..., "--task", "-t", help="Task name: a key of `tasks` in params.yaml."),
@@ -17,16 +20,19 @@ def main(
     vocab_model: Path = typer.Option(Path("models/vocab/spm.model"), help="Output of the vocab stage."),
     model_out: Path = typer.Option(None, help="Default: models/finetune/<task>."),
     report_out: Path = typer.Option(None, help="Default: reports/finetune/<task>."),
+    checkpoint_dir: Path = typer.Option(None, help="Per-epoch checkpoints, to resume a killed run. Default: models/finetune/.checkpoints/<task>."),
 ) -> None:
     """Fine-tune a classifier for one task (single text or text pair): evaluate dev every epoch, keep the
     best by the task's metric, evaluate test with the best-dev model, and save a self-contained model
     (weights, config, label map, tokenizer and normalisation settings) plus reports (metrics, per-class
-    report, confusion matrix, predictions)."""
+    report, confusion matrix, predictions). With finetuning.seeds, one run per seed: metrics.json holds
+    mean and sd over seeds, and the best-dev seed's model is saved. A killed run resumes from its last
+    per-epoch checkpoint."""
     p = load(params)
     if task not in p.tasks:
         fail(f"{params}: tasks.{task}: no such task (known: {', '.join(sorted(p.tasks)) or 'none'})")
     from twilbert.finetune.config import effective_finetuning
-    from twilbert.finetune.train import finetune_task
+    from twilbert.finetune.runs import final_metrics, finetune_runs
 
     model_out = model_out or Path("models/finetune") / task
     report_out = report_out or Path("reports/finetune") / task
@@ -38,8 +44,8 @@ def main(
         model_cfg = p.model.resolved(vocab_size=Tokenizer.from_file(vocab_model).vocab_size, max_len=p.representation.max_len)
     sections = ("finetuning", f"tasks.{task}", "normalize.rules")
     with tracked(f"finetune:{task}", params, p, sections, fallback=Path(f"logs/tracking/finetune-{task}.jsonl")) as t:
-        summary = run_guarded(
-            finetune_task,
+        result = run_guarded(
+            finetune_runs,
             task,
             p.tasks[task],
             p.finetuning,
@@ -47,6 +53,7 @@ def main(
             rules=p.normalize.rules.effective(),
             model_out=model_out,
             report_out=report_out,
+            checkpoint_dir=checkpoint_dir,
             pretrained_dir=pretrained_dir,
             model_config=model_cfg,
             impl=p.impl,
@@ -54,13 +61,17 @@ def main(
             log_fn=t.log_metrics,
             progress=progress_enabled(p),
         )
-        t.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        for name in ("metrics.json", "class_report.md", "confusion.png", "predictions.tsv"):
+        t.log_metrics(final_metrics(result))
+        for name in REPORT_ARTIFACTS:
             t.log_artifact(report_out / name, "report")
+        if "runs" in result:  # several seeds: every seed's reports
+            t.log_artifact(report_out / "runs", "report/runs")
         t.log_artifact(model_out / "config.json", "model")
         from pipeline.pyfunc import log_finetuned_model
 
         model_uri = log_finetuned_model(t, model_out)  # servable: mlflow models serve -m runs:/<run id>/model
-    typer.echo(f"finetune {task}: " + json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float))}))
+    shown = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    shown.update({f"test.{result['selection_metric']}": result["test"].get(result["selection_metric"])})
+    typer.echo(f"finetune {task}: " + json.dumps(shown))
     if model_uri:
         typer.echo(f"finetune {task}: MLflow model {model_uri} (serve: mlflow models serve -m {model_uri} --env-manager local --host 127.0.0.1)")

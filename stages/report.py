@@ -19,28 +19,33 @@ def main(
     finetune_reports: Path = typer.Option(Path("reports/finetune"), help="Per-task reports of the finetune stages."),
     pretrain_metrics: Path = typer.Option(Path("reports/pretrain/metrics.json"), help="Final pre-training metrics."),
     evaluate_metrics: Path = typer.Option(Path("reports/evaluate/metrics.json"), help="Evaluate-stage metrics."),
-    out_dir: Path = typer.Option(Path("reports"), help="Where summary.json and summary.md go."),
+    out_dir: Path = typer.Option(Path("reports"), help="Where summary.json, summary.md and timing.json go."),
 ) -> None:
     """Train a TF-IDF (word + char n-grams) + logistic-regression baseline per task, tuned on dev only,
     and write reports/summary.json and reports/summary.md: every task, the fine-tuned model against the
-    baseline on the same metrics, and the pre-training results."""
+    baseline on the same metrics (mean ± sd over seeds where finetuning.seeds is set), and the
+    pre-training results. Wall times go to reports/timing.json, not to the summary.json metric."""
     p = load(params)
     from twilbert.finetune.baseline import run_baseline
-    from twilbert.report import build_summary, load_task_report, render_markdown, write_summary
+    from twilbert.finetune.reports import RUN_INFO_FILE
+    from twilbert.report import build_summary, build_timing, load_task_report, write_summary
 
     rules = p.normalize.rules.effective()
-    task_reports, baselines = {}, {}
+    task_reports, baselines, run_info = {}, {}, {}
     with tracked("report", params, p, ("tasks", "normalize.rules"), fallback=Path("logs/tracking/report.jsonl")) as t:
         for name, task in p.tasks.items():
             task_reports[name] = run_guarded(load_task_report, finetune_reports / name)
+            run_info[name] = _read_json(finetune_reports / name / RUN_INFO_FILE)
             baselines[name] = run_guarded(run_baseline, task, rules=rules, data_root=params.parent, seed=p.finetuning.seed)
-        summary = build_summary(task_reports, baselines, _read_json(pretrain_metrics), _read_json(evaluate_metrics))
-        write_summary(summary, out_dir)
+        pretraining = _read_json(pretrain_metrics)
+        summary = build_summary(task_reports, baselines, pretraining, _read_json(evaluate_metrics))
+        timing = build_timing(run_info, pretraining, task_reports)
+        write_summary(summary, out_dir, timing)
         for name, entry in summary["tasks"].items():
             for split in ("test", "baseline"):
                 block = entry.get(split) or {}
                 block = block.get("test", block) if split == "baseline" else block
                 t.log_metrics({f"{name}.{split}.{k}": v for k, v in block.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        t.log_artifact(out_dir / "summary.md")
-        t.log_artifact(out_dir / "summary.json")
-    typer.echo(render_markdown(summary))
+        for name in ("summary.md", "summary.json", "timing.json"):
+            t.log_artifact(out_dir / name)
+    typer.echo((out_dir / "summary.md").read_text(encoding="utf-8"))

@@ -176,3 +176,41 @@ def test_single_run_has_no_sd():
     e = aggregate_runs([{"dev": {"f1_macro": 0.5}, "test": {"f1_macro": 0.4}}], "f1_macro")
     assert e["runs"]["n"] == 1 and e["runs"]["test_sd"]["f1_macro"] is None and e["test"]["f1_macro"] == 0.4
     assert not math.isnan(e["dev"]["f1_macro"])
+
+
+# --------------------------------------------------------------------------------------------------
+# finetuning.seeds layout, wall times
+
+
+def test_seed_runs_as_a_dict_and_the_winning_seed_in_markdown():
+    runs = {f"seed-{s}": {"seed": s, "dev": {"f1_macro": d}, "test": {"f1_macro": t}} for s, d, t in ((1, 0.50, 0.70), (2, 0.60, 0.40))}
+    report = {"selection_metric": "f1_macro", "seeds": [1, 2], "chosen_seed": 2, "dev": {"f1_macro": 0.55}, "test": {"f1_macro": 0.55},
+              "dev_sd": {"f1_macro": 0.07}, "test_sd": {"f1_macro": 0.21}, "runs": runs}
+    s = build_summary({"t": report}, {})
+    e = s["tasks"]["t"]
+    assert e["runs"]["seeds"] == [1, 2] and e["test"]["f1_macro"] == pytest.approx(0.55)
+    assert e["runs"]["test_sd"]["f1_macro"] == pytest.approx(np.std([0.70, 0.40], ddof=1))
+    assert e["info"] == {"seeds": [1, 2], "chosen_seed": 2}
+    assert e["runs"] == build_summary({"t": {**report, "runs": list(runs.values())}}, {})["tasks"]["t"]["runs"]
+    md = render_markdown(s)
+    assert "- t: seed 2 won on dev f1_macro (seed 1: 0.5000 / 0.7000, seed 2: 0.6000 / 0.4000)" in md
+
+
+def test_wall_times_stay_out_of_the_summary_and_go_to_timing(tmp_path):
+    from twilbert.report import RUN_DETAIL_KEYS, build_timing
+
+    old = {**SENT, "train_seconds": 47.5, "total_seconds": 54.6, "train_tokens_per_s": 2485.2}
+    pre = {**PRE, "wall_s": 77.1, "tokens_per_s": 1955.3, "resumed_from_step": 40}
+    s = build_summary({"sentiment": old}, BASE, pre, EVAL)
+    assert s["tasks"]["sentiment"]["info"] == {"task": "sentiment", "task_type": "single_label", "best_epoch": 3}
+    assert not set(s["pretraining"]["training"]) & set(RUN_DETAIL_KEYS) and s["pretraining"]["training"]["steps"] == 116
+    timing = build_timing({"sentiment": {"train_seconds": 50.0, "total_seconds": 60.0}}, pre, {"sentiment": old})
+    assert timing["tasks"]["sentiment"] == {"train_seconds": 50.0, "total_seconds": 60.0, "train_tokens_per_s": 2485.2}
+    assert timing["pretraining"] == {"wall_s": 77.1, "tokens_per_s": 1955.3, "resumed_from_step": 40}
+    js, md = write_summary(s, tmp_path, timing)
+    assert "wall" not in js.read_text() and "seconds" not in js.read_text()
+    assert json.loads((tmp_path / "timing.json").read_text()) == timing
+    text = md.read_text()
+    assert "| wall time (s) | 77.1 |" in text and "| sentiment | 50.0 | 60.0 | 2485.2 |" in text
+    write_summary(s, tmp_path / "again", {**timing, "pretraining": {"wall_s": 99.0}})
+    assert (tmp_path / "again" / "summary.json").read_bytes() == js.read_bytes()  # wall times never change the metric

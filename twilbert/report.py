@@ -2,8 +2,10 @@
 
 Inputs are the files the stages wrote (``reports/finetune/<task>/metrics.json`` and
 ``class_report.json``, ``reports/pretrain/metrics.json``, ``reports/evaluate/metrics.json``) and the
-baselines of :func:`twilbert.finetune.baseline.run_baseline`. Output: ``summary.json`` (numbers) and
-``summary.md`` (tables a person reads).
+baselines of :func:`twilbert.finetune.baseline.run_baseline`. Output: ``summary.json`` (numbers, a DVC
+metric: the same on every rerun of the same inputs), ``summary.md`` (tables a person reads) and
+``timing.json`` (wall times, throughput, resume details: :data:`RUN_DETAIL_KEYS`, which never go into
+summary.json).
 
 ``summary.json`` layout::
 
@@ -14,13 +16,15 @@ baselines of :func:`twilbert.finetune.baseline.run_baseline`. Output: ``summary.
         "baseline": {"model", "selection_metric", "best_params", "dev_selection", "grid",
                      "dev": {...}, "test": {...}, ...},   # scalar metrics, no per-class tables
         "delta_test": {metric: model - baseline},        # every metric both sides have
-        "info": {...},                      # the rest of metrics.json (best_epoch, seconds, ...)
+        "info": {...},                      # the rest of metrics.json (best_epoch, chosen_seed, ...)
         "runs": {...}                       # only for a task with several runs
      }},
      "pretraining": {"training": {...} | None, "evaluation": {...} | None}}
 
 Several runs per task (seeds, a small grid): a task report may be a list of runs, or a dict with a
-``runs`` list; each run is a report (``dev``, ``test``, optional ``config`` dict, optional ``seed``).
+``runs`` list or dict (``finetuning.seeds`` writes ``{"seed-<s>": run}``, see
+:mod:`twilbert.finetune.runs`; its ``chosen_seed``, the best-dev seed whose model was saved, is
+shown in summary.md); each run is a report (``dev``, ``test``, optional ``config`` dict, optional ``seed``).
 Runs are grouped by ``config``; each group gets the mean and the sample standard deviation (ddof 1)
 of every metric; the group with the best **dev** mean of the selection metric wins (ties: the first
 one listed; test never takes part), and the task's ``dev``/``test`` are that group's means.
@@ -41,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from twilbert.config import ConfigError
+from twilbert.finetune.metrics import mean_sd
 
 _NUMBER = (int, float, np.integer, np.floating)
 
@@ -126,14 +131,6 @@ def _delta(model: dict[str, float | None], baseline: dict[str, float | None]) ->
 # several runs per task
 
 
-def mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
-    """Mean and sample sd (ddof 1; None for one run). None when any run lacks the value."""
-    if not values or any(not _finite(v) for v in values):
-        return None, None
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else None)
-
-
 def _aggregate(runs: list[dict[str, Any]], split: str, selection: str) -> tuple[dict, dict]:
     blocks = [scalar_block(r.get(split), selection) for r in runs]
     keys = list(dict.fromkeys(k for b in blocks for k in b))
@@ -145,7 +142,8 @@ def aggregate_runs(runs: list[dict[str, Any]], selection: str) -> dict[str, Any]
     """Group runs by ``config``, aggregate each group, pick the group with the best dev mean.
 
     Returns ``{"dev", "test" (the winner's means), "runs": {"n", "dev_sd", "test_sd", "config",
-    "seeds", "grid": [{"config", "n", "dev_mean", "dev_sd"}], "chosen_by"}}``.
+    "seeds", "grid": [{"config", "n", "dev_mean", "dev_sd"}], "per_run": [{"seed", "dev", "test"}]
+    (the winner's runs, selection metric), "chosen_by"}}``.
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
@@ -162,6 +160,8 @@ def aggregate_runs(runs: list[dict[str, Any]], selection: str) -> dict[str, Any]
     _, members, dev_mean, dev_sd = best
     test_mean, test_sd = _aggregate(members, "test", selection)
     seeds = [r["seed"] for r in members if "seed" in r]
+    per_run = [{"seed": r.get("seed"), "dev": lookup(r.get("dev") or {}, selection), "test": lookup(r.get("test") or {}, selection)}
+               for r in members]
     return {
         "dev": dev_mean,
         "test": test_mean,
@@ -172,6 +172,7 @@ def aggregate_runs(runs: list[dict[str, Any]], selection: str) -> dict[str, Any]
             "config": members[0].get("config"),
             "seeds": seeds,
             "grid": grid,
+            "per_run": per_run,
             "chosen_by": f"dev mean of {selection}",
         },
     }
@@ -195,20 +196,33 @@ def _baseline_entry(b: dict[str, Any] | None, selection: str | None) -> dict[str
     return out
 
 
+# Values that change on every rerun (wall clock, throughput, where a run resumed): never in
+# summary.json (a DVC metric, so it must be the same on a rerun), but in timing.json beside it.
+TIMING_FILE = "timing.json"
+RUN_DETAIL_KEYS = ("train_seconds", "total_seconds", "train_tokens_per_s", "wall_s", "seconds", "tokens_per_s", "mfu",
+                   "resumed_from_epoch", "resumed_from_step", "checkpoint_dir")
+
+
+def _info(report: dict[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in drop and k not in RUN_DETAIL_KEYS}
+
+
 def _model_entry(report: dict[str, Any] | list | None) -> dict[str, Any]:
     if report is None:
         return {"selection_metric": None, "dev": {}, "test": {}}
     runs = report if isinstance(report, list) else report.get("runs")
+    if isinstance(runs, dict):  # finetuning.seeds: {"seed-<s>": run} (a dict, so DVC flattens it)
+        runs = list(runs.values())
     if runs is not None:
         if not runs:
             raise ReportError("a task report with an empty list of runs")
         head = report if isinstance(report, dict) else {}
         selection = head.get("selection_metric") or runs[0].get("selection_metric")
         agg = aggregate_runs(runs, selection)
-        info = {k: v for k, v in head.items() if k not in ("runs", "dev", "test", "selection_metric")}
+        info = _info(head, ("runs", "dev", "test", "dev_sd", "test_sd", "selection_metric"))
         return {"selection_metric": selection, "dev": agg["dev"], "test": agg["test"], "info": info, "runs": agg["runs"]}
     selection = report.get("selection_metric")
-    info = {k: v for k, v in report.items() if k not in ("dev", "test", "selection_metric")}
+    info = _info(report, ("dev", "test", "selection_metric"))
     return {"selection_metric": selection, "dev": scalar_block(report.get("dev"), selection), "test": scalar_block(report.get("test"), selection), "info": info}
 
 
@@ -245,7 +259,28 @@ def build_summary(
         entry["baseline"] = _baseline_entry(b, entry["selection_metric"])
         entry["delta_test"] = _delta(entry["test"], entry["baseline"]["test"]) if entry["baseline"] else {}
         tasks[name] = entry
-    return {"tasks": tasks, "pretraining": {"training": _pick(pretraining), "evaluation": _pick(evaluation)}}
+    return {"tasks": tasks, "pretraining": {"training": _drop_details(_pick(pretraining)), "evaluation": _drop_details(_pick(evaluation))}}
+
+
+def _drop_details(block: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if block is None else {k: v for k, v in block.items() if k not in RUN_DETAIL_KEYS}
+
+
+def build_timing(
+    task_run_info: dict[str, dict[str, Any] | None],
+    pretraining: dict[str, Any] | None = None,
+    task_reports: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``timing.json``: what :data:`RUN_DETAIL_KEYS` keeps out of summary.json. Per task, the
+    finetune stage's ``run_info.json`` (plus any such key a metrics.json still carries); for
+    pre-training, those keys of its metrics.json."""
+    tasks = {}
+    for name in dict.fromkeys([*task_run_info, *(task_reports or {})]):
+        report = (task_reports or {}).get(name)
+        legacy = {k: v for k, v in report.items() if k in RUN_DETAIL_KEYS} if isinstance(report, dict) else {}
+        tasks[name] = {**legacy, **(task_run_info.get(name) or {})}
+    pre = _pick(pretraining)
+    return {"tasks": tasks, "pretraining": None if pre is None else {k: v for k, v in pre.items() if k in RUN_DETAIL_KEYS}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -352,12 +387,22 @@ def _runs_tables(tasks: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {_cell(name)} | {_cell(_config_text(g['config']))} | {g['n']} | {_pm(g['dev_mean'], g['dev_sd'])} | {test} | {'chosen' if chosen else ''} |"
             )
+    saved = [(n, e) for n, e in multi.items() if (e.get("info") or {}).get("chosen_seed") is not None]
+    if saved:
+        lines += ["", "Saved model per task: the seed with the best dev score (test never used). Per seed, dev / test:", ""]
+        for name, e in saved:
+            per_run = ", ".join(
+                f"seed {p['seed']}: {fmt(p['dev'])} / {fmt(p['test'])}" for p in e["runs"].get("per_run", []) if p.get("seed") is not None
+            )
+            lines.append(f"- {_cell(name)}: seed {e['info']['chosen_seed']} won on dev {_cell(e['selection_metric'])} ({_cell(per_run)})")
     return lines
 
 
-def _pretraining_lines(pre: dict[str, Any]) -> list[str]:
+def _pretraining_lines(pre: dict[str, Any], timing: dict[str, Any] | None = None) -> list[str]:
     lines = ["", "## Pre-training"]
     train, ev = pre.get("training"), pre.get("evaluation")
+    if train is not None and (timing or {}).get("pretraining"):
+        train = {**train, **timing["pretraining"]}
     if not train and not ev:
         return lines + ["", "No pre-training metrics were found."]
     if ev:
@@ -391,13 +436,27 @@ def _pretraining_lines(pre: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(summary: dict[str, Any]) -> str:
-    """``summary.md``: the task table, accuracy / macro-F1, baseline choices, runs (when any), pre-training."""
+def _timing_lines(timing: dict[str, Any] | None) -> list[str]:
+    tasks = {n: t for n, t in ((timing or {}).get("tasks") or {}).items() if t}
+    if not tasks:
+        return []
+    lines = ["", "## Fine-tuning run times", "", "Wall clock of the last run (timing.json; not a metric, it changes on every rerun).", "",
+             "| task | train s | total s | train tokens / s |", "|---|---:|---:|---:|"]
+    for name, t in tasks.items():
+        tps = t.get("train_tokens_per_s")
+        lines.append(f"| {_cell(name)} | {fmt(t.get('train_seconds'), 1)} | {fmt(t.get('total_seconds'), 1)} | {fmt(tps, 1) if tps is not None else 'n/a'} |")
+    return lines
+
+
+def render_markdown(summary: dict[str, Any], timing: dict[str, Any] | None = None) -> str:
+    """``summary.md``: the task table, accuracy / macro-F1, baseline choices, runs (when any),
+    pre-training, and (given ``timing``) wall times."""
     lines = ["# TWilBERT results", ""]
     tasks = summary.get("tasks", {})
     lines += _task_tables(tasks) if tasks else ["No tasks."]
     lines += _runs_tables(tasks)
-    lines += _pretraining_lines(summary.get("pretraining") or {})
+    lines += _pretraining_lines(summary.get("pretraining") or {}, timing)
+    lines += _timing_lines(timing)
     return "\n".join(lines) + "\n"
 
 
@@ -418,13 +477,16 @@ def _strict(obj: Any) -> Any:
     return obj
 
 
-def write_summary(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``out_dir/summary.json`` and ``out_dir/summary.md``; returns both paths."""
+def write_summary(summary: dict[str, Any], out_dir: str | Path, timing: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``out_dir/summary.json`` and ``out_dir/summary.md`` (and ``out_dir/timing.json`` when
+    ``timing`` is given: wall times stay out of summary.json, a DVC metric); returns the first two."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "summary.json", out / "summary.md"
     js.write_text(json.dumps(_strict(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    md.write_text(render_markdown(summary), encoding="utf-8")
+    md.write_text(render_markdown(summary, timing), encoding="utf-8")
+    if timing is not None:
+        (out / TIMING_FILE).write_text(json.dumps(_strict(timing), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     return js, md
 
 
@@ -432,6 +494,7 @@ __all__ = [
     "ReportError",
     "aggregate_runs",
     "build_summary",
+    "build_timing",
     "fmt",
     "load_task_report",
     "lookup",
