@@ -149,3 +149,39 @@ def test_mfu_counts_real_tokens_at_their_own_lengths(inputs, tmp_path):
     assert logged["mfu"] < logged["mfu_padded"]
     # the attention term really is per token at its own length: not the same as the mean length
     assert per_token != pytest.approx(model.estimate_flops_per_token(n_real / B, mlm_fraction=batch["n_targets"] / n_real), rel=1e-6)
+
+
+def test_static_targets_train_exactly_like_dynamic_targets(inputs, tmp_path, monkeypatch):
+    """masked_lm.static_targets gives the MLM head a fixed row count per batch shape (filler rows
+    labelled -100): the same masks, so the same losses, metrics and weights as the dynamic head."""
+    from dataclasses import replace
+
+    from twilbert.model.twilbert import TWilBERT
+
+    seen: list = []
+    forward = TWilBERT.forward
+
+    def recording(self, *args, mlm_slots=None, **kw):
+        out = forward(self, *args, mlm_slots=mlm_slots, **kw)
+        if self.training:
+            seen.append((mlm_slots, out.mlm_targets.shape[0], int((out.mlm_targets != -100).sum())))
+        return out
+
+    monkeypatch.setattr(TWilBERT, "forward", recording)
+    base = tiny_model(inputs["vocab_size"])
+    static = replace(base, masked_lm=replace(base.masked_lm, static_targets=True))
+    summaries, weights, calls = [], [], []
+    for name, cfg in (("dynamic", base), ("static", static)):
+        seen.clear()
+        trainer = make_trainer(inputs, tmp_path / name, model_cfg=cfg, max_steps=6)
+        summaries.append(trainer.run())
+        weights.append(params(trainer.raw_model))
+        calls.append(list(seen))
+    dynamic, static_calls = calls
+    assert all(slots is None and rows == real for slots, rows, real in dynamic)
+    assert all(slots is not None and rows == slots and real < rows for slots, rows, real in static_calls)
+    assert [real for *_, real in dynamic] == [real for *_, real in static_calls]  # the same targets
+    for k in ("loss", "mlm_loss", "mlm_accuracy"):
+        assert summaries[0][k] == pytest.approx(summaries[1][k], rel=1e-5, abs=1e-6), k
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-5)

@@ -32,8 +32,8 @@ scheduler and the per-rank RNG states (dropout). A resumed run gives bit-identic
 Non-finite guard: a step whose loss or gradient norm is NaN/inf is skipped (gradients dropped, the
 optimizer untouched; the step counter and the schedule still advance, since the data did); after
 ``training.max_bad_steps`` consecutive skipped steps training stops with :class:`NonFiniteLossError`.
-Checking costs one host sync per optimizer step (the MLM head's boolean gather already syncs per
-micro-batch).
+Checking costs one host sync per optimizer step (without ``masked_lm.static_targets`` the MLM
+head's boolean gather also syncs per micro-batch; with it, the head's shapes are fixed and it does not).
 
 Checkpoints and config changes
 ------------------------------
@@ -674,8 +674,9 @@ class Pretrainer:
             with sync:
                 with autocast(self.device, self.amp_dtype):
                     mask = b["attention_mask"] if mb["n_real"] < mb["n_padded"] else None  # no mask: faster SDPA
-                    out = self.model(b["input_ids"], b["token_type_ids"], mask, b["mlm_labels"])
-                mlm_ce = F.cross_entropy(out.mlm_logits.float(), out.mlm_targets, reduction="sum")  # only targets
+                    # mlm_slots (masked_lm.static_targets): a fixed row count per batch shape, -100 filler rows
+                    out = self.model(b["input_ids"], b["token_type_ids"], mask, b["mlm_labels"], mlm_slots=mb.get("mlm_slots"))
+                mlm_ce = F.cross_entropy(out.mlm_logits.float(), out.mlm_targets, ignore_index=IGNORE_INDEX, reduction="sum")  # only targets
                 loss = cfg.masked_lm.loss_weight * mlm_ce / den_mlm
                 if use_rop:
                     rop_ce = F.cross_entropy(out.rop_logits.float(), b["rop_labels"], ignore_index=IGNORE_INDEX, reduction="sum")
@@ -684,8 +685,8 @@ class Pretrainer:
             with torch.no_grad():
                 step_loss += loss.detach()
                 stats[0] += mlm_ce.detach()
-                stats[1] += out.mlm_targets.numel()
-                stats[2] += (out.mlm_logits.argmax(-1) == out.mlm_targets).sum()
+                stats[1] += (out.mlm_targets != IGNORE_INDEX).sum()  # real targets (slots add filler rows)
+                stats[2] += (out.mlm_logits.argmax(-1) == out.mlm_targets).sum()  # filler rows (-100) never match
                 if use_rop:
                     valid = b["rop_labels"] != IGNORE_INDEX  # (B,)
                     stats[3] += rop_ce.detach()
