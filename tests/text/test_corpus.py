@@ -67,6 +67,8 @@ def test_every_malformed_row_is_quarantined_with_its_reason(tmp_path):
     assert all(r[0] == str(src) for r in rejects)
     # Undecodable bytes are kept visibly (backslash-escaped, and backslashes themselves doubled).
     assert r"bad \\xff\\xfe bytes" in next(r[3] for r in rejects if r[2] == "invalid_utf8")
+    # Control characters are escaped too: one reject per line for any reader, no terminal escapes.
+    assert r"con nul \x00 dentro" in next(r[3] for r in rejects if r[2] == "control_chars")
     assert df["line"].to_list() == [2, 13]
     assert df["reply_text"][1] == "pues a mi me parece bien todo"  # the CRLF line ending is not content
     assert stats.crlf_line_endings == 1

@@ -233,8 +233,16 @@ def _iter_line_chunks(path: Path, chunk_bytes: int, max_bytes: int) -> Iterator[
                     return
 
 
+# Backslash-escapes for the rejects file: its own separators (tab, newline), and every other control
+# or line-breaking character (C0, DEL, C1, U+2028/9), so that any line reader (``str.splitlines``
+# included) sees one reject per line and a terminal never runs an escape sequence from a bad input.
+_ESCAPES = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\r"): "\\r", ord("\n"): "\\n"}
+_ESCAPES |= {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if c not in _ESCAPES}
+_ESCAPES |= {0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 def _escape_raw(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n")
+    return s.translate(_ESCAPES)
 
 
 class _Deduper:
