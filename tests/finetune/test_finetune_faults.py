@@ -305,3 +305,20 @@ def test_checkpoint_files_are_safetensors_and_weights_only_state(tmp_path, tok_p
     st = json.loads((d / "state.json").read_text())
     assert st["epoch"] == 2 and len(st["history"]) == 2 and st["fingerprint"] and "run_config" in st
     assert st["run_config"]["finetuning"]["lr"] == 0.01 and set(st["run_config"]["data_sha256"]) == {"train", "dev", "test"}
+
+
+def test_a_checkpoint_that_does_not_fit_the_code_is_moved_aside_untouched(tmp_path, capsys):
+    import torch.nn as nn
+
+    def objects(width):
+        model = nn.Linear(width, 2)
+        opt = torch.optim.Adam(model.parameters())
+        return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), np.random.default_rng(0)
+
+    EpochCheckpoints(tmp_path / "c", {"k": 1}).save(1, *objects(2)[:3], objects(2)[3], None, {})
+    model, opt, sched, rng = objects(3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert EpochCheckpoints(tmp_path / "c", {"k": 1}).resume(model, opt, sched, rng) is None
+    assert re.search(r"epoch-0001 does not fit this code \(weights: other shapes for \['weight'\]\); moving them to .*c-stale-", capsys.readouterr().err)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert [p.name for p in next(tmp_path.glob("c-stale-*")).iterdir()] == ["epoch-0001"]

@@ -121,6 +121,18 @@ def test_multi_label_thresholded_jaccard_by_hand():
     assert not math.isclose(m["accuracy"], soft)
 
 
+def test_multi_label_stance_f1_is_the_mean_binary_f1_of_the_named_labels_by_hand():
+    # B1: selecting a multi-label task on stance_f1 raised KeyError after epoch 1
+    t = TaskConfig(train_file="a", dev_file="b", test_file="c", categories={"a": 0, "b": 1, "c": 2}, multi_label=True, stance_f1=("a", "c"))
+    gold = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0], [1, 1, 1]])
+    probs = np.array([[0.9, 0.5, 0.1], [0.2, 0.3, 0.7], [0.6, 0.2, 0.3], [0.1, 0.6, 0.8]])
+    # label a: gold rows 0, 2, 3; predicted 0, 2 -> P 1, R 2/3, F1 0.8
+    # label c: gold rows 0, 3; predicted 1, 3 -> P 1/2, R 1/2, F1 0.5
+    m = compute_metrics(gold, probs, t)
+    assert selection_metric(t) == "stance_f1"
+    assert m["stance_f1"] == pytest.approx((0.8 + 0.5) / 2) and selection_score(m, t) == pytest.approx(0.65)
+
+
 def test_regression_metrics():
     t = TaskConfig(train_file="a", dev_file="b", test_file="c", regression=True, eval_metric="pearson")
     gold = np.array([0.1, 0.5, 0.9, 0.3, 0.7])

@@ -23,7 +23,8 @@ A checkpoint whose fingerprint (of the run config: effective finetuning settings
 sha256 of the split files and of the tokenizer, normalisation rules, model config and the sha256 of
 the initial encoder weights) differs from the current run is never resumed: the differing keys are
 printed and ``root`` is moved aside to ``<root>-stale-<time>`` (nothing is deleted), and training
-starts afresh. Why not an error: ``root`` persists across ``dvc repro`` runs, and changing params is
+starts afresh. The same happens to a checkpoint of this run config that does not fit the current
+code (other weight names or shapes, other optimizer groups). Why not an error: ``root`` persists across ``dvc repro`` runs, and changing params is
 the normal way to start a new experiment (``dvc exp run -S finetuning.lr=...``); an error would make
 every such run after an interruption need a manual ``rm``. The pre-training checkpoints behave the
 same way (:func:`twilbert.train.pretrain.choose_resume_checkpoint`).
@@ -129,6 +130,23 @@ def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
+def _misfit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, weights: dict, best: dict, trainer: dict) -> str | None:
+    """Why a checkpoint cannot be loaded into these objects (checked before anything is loaded, so a
+    misfit leaves the fresh model untouched); None when it fits."""
+    current = model.state_dict()
+    for name, stored in (("weights", weights), ("best weights", best)):
+        missing, unexpected = sorted(set(current) - set(stored)), sorted(set(stored) - set(current))
+        if missing or unexpected:
+            return f"{name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        shapes = [k for k in current if tuple(current[k].shape) != tuple(stored[k].shape)]
+        if shapes:
+            return f"{name}: other shapes for {shapes[:5]}"
+    groups = trainer.get("optimizer", {}).get("param_groups", [])
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in optimizer.param_groups]:
+        return "optimizer parameter groups differ"
+    return None
+
+
 @dataclass
 class Resumed:
     """What a verified checkpoint restores besides the weights, optimizer, schedule and RNGs."""
@@ -225,11 +243,13 @@ class EpochCheckpoints:
                 raise CheckpointError(f"{p}: sha256 {got[:12]}… does not match {CHECKSUMS_FILE} ({want[:12]}…); file corrupted")
         return checksums
 
-    def _move_aside(self, stored: dict[str, Any]) -> None:
-        diffs = config_differences(stored, self.run_config)
-        listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs) or "(no run config stored)"
+    def _move_aside(self, stored: dict[str, Any], reason: str | None = None) -> None:
+        if reason is None:
+            diffs = config_differences(stored, self.run_config)
+            listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs) or "(no run config stored)"
+            reason = f"checkpoints in {self.root} belong to a different run ({listing})"
         stale = self.root.with_name(f"{self.root.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
-        self.say(f"checkpoints in {self.root} belong to a different run ({listing}); moving them to {stale} and starting afresh")
+        self.say(f"{reason}; moving them to {stale} and starting afresh")
         shutil.move(str(self.root), str(stale))
 
     def resume(
@@ -255,12 +275,13 @@ class EpochCheckpoints:
                 self._move_aside(state.get("run_config") or {})
                 return None
             weights = load_file(str(directory / MODEL_FILE))
-            missing, unexpected = set(model.state_dict()) - set(weights), set(weights) - set(model.state_dict())
-            if missing or unexpected:
-                raise CheckpointError(f"{directory / MODEL_FILE}: missing weights {sorted(missing)}, unexpected {sorted(unexpected)}")
-            model.load_state_dict(weights)
             best = load_file(str(directory / BEST_FILE)) if BEST_FILE in checksums else weights
             trainer = torch.load(directory / TRAINER_FILE, map_location="cpu", weights_only=True)
+            misfit = _misfit(model, optimizer, weights, best, trainer)
+            if misfit:  # same run config, other code (a changed model or optimizer): not resumable
+                self._move_aside(state.get("run_config") or {}, reason=f"{directory} does not fit this code ({misfit})")
+                return None
+            model.load_state_dict(weights)
             optimizer.load_state_dict(trainer["optimizer"])
             scheduler.load_state_dict(trainer["scheduler"])
             for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
@@ -274,7 +295,11 @@ class EpochCheckpoints:
 
     def clear(self) -> None:
         """After a finished run: remove its checkpoints, keep ``root`` (a DVC output must exist)."""
-        for p in [*self.list(), *self.root.glob(".tmp-*")] if self.root.is_dir() else []:
+        if not self.root.is_dir():
+            return
+        for p in self.list():  # renamed first (atomic), so a kill mid-delete leaves no half checkpoint
+            os.replace(p, self.root / f".tmp-cleared-{p.name}-{uuid.uuid4().hex}")
+        for p in self.root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
 
 
