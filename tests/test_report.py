@@ -52,7 +52,7 @@ BASE = {
     "stance": baseline({"accuracy": 0.55, "f1_macro": 0.50, "stance_f1": 0.5600}, {"accuracy": 0.53, "f1_macro": 0.51, "stance_f1": 0.5404}, "stance_f1"),
 }
 PRE = {"steps": 116, "loss": 6.78, "mlm_accuracy": 0.0359, "rop_accuracy": 0.4375, "device": "cpu"}
-EVAL = {"mlm_accuracy": 0.1234, "mlm_perplexity": 321.5, "baseline_majority_accuracy": 0.0456, "baseline_unigram_perplexity": 654.3,
+EVAL = {"mlm_accuracy": 0.1234, "mlm_perplexity": 321.5, "baseline_unigram_accuracy": 0.0456, "baseline_unigram_perplexity": 654.3,
         "rop_accuracy": 0.6789, "pseudo_perplexity": float("nan")}
 
 

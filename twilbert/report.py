@@ -414,7 +414,7 @@ def _pretraining_lines(pre: dict[str, Any], timing: dict[str, Any] | None = None
             "",
             "| metric | model | context-free baseline |",
             "|---|---:|---:|",
-            f"| MLM accuracy | {fmt(ev.get('mlm_accuracy'))} | {fmt(ev.get('baseline_majority_accuracy'))} |",
+            f"| MLM accuracy | {fmt(ev.get('mlm_accuracy'))} | {fmt(ev.get('baseline_unigram_accuracy'))} |",
             f"| MLM perplexity | {fmt(ev.get('mlm_perplexity'), 2)} | {fmt(ev.get('baseline_unigram_perplexity'), 2)} |",
         ]
         if "rop_accuracy" in ev:

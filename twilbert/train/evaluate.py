@@ -21,8 +21,7 @@ What is measured, and how (each number is re-computed independently in ``tests/t
   - ``baseline_unigram_accuracy``: **the issue's number**. The unigram-frequency guesser ignores the
     context and guesses the most probable token under the train unigram distribution at every target,
     i.e. always the most frequent train token (``baseline_unigram_token_id``). No context-free guesser
-    has a higher expected accuracy. ``baseline_majority_accuracy`` / ``baseline_majority_token_id``
-    are the same numbers under their former names, kept for readers of older metrics (deprecated);
+    has a higher expected accuracy;
   - ``baseline_unigram_sampled_accuracy``: the expected accuracy of guessing by *sampling* from the
     train frequencies instead (mean over targets of the target's train frequency); lower, shown because
     "frequency guesser" is sometimes read that way;
@@ -282,8 +281,6 @@ def _mlm_rop_pass(model, ds, tokenizer, shards_dir, batch_size, seed, report_exa
         "baseline_unigram_loss": ce / n if defined else nan,
         "baseline_unigram_perplexity": math.exp(ce / n) if defined else nan,
         "baseline_train_tokens": n_train_tokens,
-        "baseline_majority_accuracy": hits / n if defined else nan,  # deprecated alias of baseline_unigram_accuracy
-        "baseline_majority_token_id": majority,  # deprecated alias of baseline_unigram_token_id
     }
     if model.rop_head is not None:
         metrics.update({k: m[k] for k in ("rop_examples", "rop_loss", "rop_accuracy", "rop_precision", "rop_recall", "rop_f1")})
@@ -358,7 +355,7 @@ def _report(split, metrics, examples, majority, tokenizer) -> str:
         "",
         "Baselines on the same MLM targets, from train-split token frequencies (no context): the "
         f"unigram-frequency guesser, which always guesses the most frequent train token `{_cell(piece)}` "
-        f"(id {majority}), scores `baseline_unigram_accuracy` (`baseline_majority_accuracy` is its former name); "
+        f"(id {majority}), scores `baseline_unigram_accuracy`; "
         "guessing by sampling from the frequencies would score `baseline_unigram_sampled_accuracy` on average; "
         "the smoothed unigram distribution has cross-entropy `baseline_unigram_loss`. PLL is the mean "
         "log-probability of each token with only that token masked (divided by scored tokens, not by the "
