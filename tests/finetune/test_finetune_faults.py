@@ -322,3 +322,19 @@ def test_a_checkpoint_that_does_not_fit_the_code_is_moved_aside_untouched(tmp_pa
     assert re.search(r"epoch-0001 does not fit this code \(weights: other shapes for \['weight'\]\); moving them to .*c-stale-", capsys.readouterr().err)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert [p.name for p in next(tmp_path.glob("c-stale-*")).iterdir()] == ["epoch-0001"]
+
+
+def test_moved_aside_checkpoints_never_pile_up(tmp_path):
+    """Each change of run config moves the old checkpoints aside; only the newest KEEP_STALE stay."""
+    from twilbert.finetune.checkpoint import KEEP_STALE, EpochCheckpoints
+
+    root = tmp_path / "task"
+    for i in range(KEEP_STALE + 3):
+        root.mkdir()
+        (root / "epoch-0001").mkdir()
+        (root / "epoch-0001" / "marker").write_text(str(i))
+        EpochCheckpoints(root, {"lr": i}, say=lambda msg: None)._move_aside({"lr": -1}, reason=f"config {i} changed")
+        assert not root.exists()
+    left = sorted(tmp_path.glob("task-stale-*"))
+    assert len(left) == KEEP_STALE
+    assert sorted(int((p / "epoch-0001" / "marker").read_text()) for p in left) == list(range(3, KEEP_STALE + 3))

@@ -22,12 +22,12 @@ reported and the previous one is used.
 A checkpoint whose fingerprint (of the run config: effective finetuning settings, the task, the
 sha256 of the split files and of the tokenizer, normalisation rules, model config and the sha256 of
 the initial encoder weights) differs from the current run is never resumed: the differing keys are
-printed and ``root`` is moved aside to ``<root>-stale-<time>`` (nothing is deleted), and training
-starts afresh. The same happens to a checkpoint of this run config that does not fit the current
+printed and ``root`` is moved aside to ``<root>-stale-<time>`` (the :data:`KEEP_STALE` newest such
+directories are kept, older ones deleted, so they never pile up), and training starts afresh. The same happens to a checkpoint of this run config that does not fit the current
 code (other weight names or shapes, other optimizer groups). Why not an error: ``root`` persists across ``dvc repro`` runs, and changing params is
 the normal way to start a new experiment (``dvc exp run -S finetuning.lr=...``); an error would make
-every such run after an interruption need a manual ``rm``. The pre-training checkpoints behave the
-same way (:func:`twilbert.train.pretrain.choose_resume_checkpoint`).
+every such run after an interruption need a manual ``rm``. (Pre-training, whose checkpoints cost far
+more, keeps one sub-directory per run config instead: :mod:`twilbert.train.pretrain`.)
 
 ``impl`` (device, threads, precision) is not in the fingerprint: it may change speed only.
 """
@@ -56,6 +56,7 @@ from twilbert.train.checkpoint import CheckpointError, config_differences
 from twilbert.utils import sha256_file
 
 KEEP = 2
+KEEP_STALE = 2  # moved-aside checkpoint directories of older run configs kept per task
 MODEL_FILE = "model.safetensors"
 BEST_FILE = "best.safetensors"
 TRAINER_FILE = "trainer_state.pt"
@@ -248,9 +249,13 @@ class EpochCheckpoints:
             diffs = config_differences(stored, self.run_config)
             listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs) or "(no run config stored)"
             reason = f"checkpoints in {self.root} belong to a different run ({listing})"
-        stale = self.root.with_name(f"{self.root.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+        # Names sort by time (nanoseconds within the second), which the pruning below relies on.
+        stale = self.root.with_name(f"{self.root.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}")
         self.say(f"{reason}; moving them to {stale} and starting afresh")
         shutil.move(str(self.root), str(stale))
+        older = sorted(self.root.parent.glob(f"{self.root.name}-stale-*"))[:-KEEP_STALE]  # names sort by time
+        for old in older:
+            shutil.rmtree(old, ignore_errors=True)
 
     def resume(
         self,
