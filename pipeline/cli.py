@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from stages import embed, evaluate, finetune, hf, normalize, pairs, predict, preset, pretrain, report, vocab
+from stages import compare, embed, evaluate, finetune, hf, normalize, pairs, predict, preset, pretrain, report, vocab
 
 app = typer.Typer(
     name="twilbert",
     help="TWilBERT: pre-train, evaluate and fine-tune BERT-like models for Spanish Twitter.\n\n"
     "normalize, vocab, pairs, pretrain, evaluate, finetune and report are the stages of the DVC "
     "pipeline (`dvc repro` runs them in order) and read their settings from params.yaml; preset, "
-    "predict, embed, export-hf and import-hf use what the pipeline made.",
+    "compare, predict, embed, export-hf and import-hf use what the pipeline made.",
     no_args_is_help=True,
     # Help texts are plain text: paths like models/pretrain[/final] must not be read as rich markup.
     rich_markup_mode=None,
@@ -26,6 +26,7 @@ app.command("evaluate")(evaluate.main)
 app.command("finetune")(finetune.main)
 app.command("report")(report.main)
 app.command("preset")(preset.main)
+app.command("compare")(compare.main)
 app.command("predict")(predict.main)
 app.command("embed")(embed.main)
 app.command("export-hf")(hf.export_main)

@@ -43,13 +43,36 @@ def fail(message: str) -> None:
 
 
 def load(params_path: Path):
-    """Load params; a bad config exits with a one-line message naming the key."""
+    """Load params; a bad config exits with a one-line message naming the key.
+
+    Inside a DVC experiment the failure is also recorded in MLflow (a FAILED run for the stage, the
+    message as a tag), because a queued experiment with bad params would otherwise fail before any
+    run exists, visible only in ``dvc queue status``."""
     from pipeline.params import load_params
 
     try:
         return load_params(params_path)
     except ConfigError as exc:
+        _record_config_failure(params_path, str(exc))
         fail(str(exc))
+
+
+def _record_config_failure(params_path: Path, message: str) -> None:
+    """A FAILED MLflow stage run for a params error, when DVC runs the stage in an experiment."""
+    stage = os.environ.get("DVC_STAGE")
+    if not stage or not os.environ.get("DVC_EXP_NAME"):
+        return
+    from pipeline.tracking import stage_run
+
+    try:
+        # DVC names foreach stages `finetune@sentiment`; our runs are `finetune:sentiment`.
+        with stage_run(stage.replace("@", ":"), params_path, {}) as tracker:
+            tracker.set_tags({"twilbert.error": message[:5000]})
+            raise StageError(message)
+    except StageError:
+        pass
+    except Exception:  # noqa: BLE001 - recording a failure must never hide the failure itself
+        pass
 
 
 def progress_enabled(params) -> bool:

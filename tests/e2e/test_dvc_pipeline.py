@@ -131,8 +131,9 @@ def test_dvc_exp_run_records_the_variant_in_dvc_and_mlflow(project):
     root, env = project
     _run(["dvc", "exp", "run", "-S", "model.n_encoders=6", "-n", "enc6"], root, env)
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], root, env).stdout)
-    text = json.dumps(shown)
-    assert "enc6" in text
+    exps = [e for c in shown for e in (c.get("experiments") or []) if e.get("name") == "enc6"]
+    assert exps, json.dumps(shown)[:2000]
+    assert exps[0]["revs"][0]["data"]["params"]["params.yaml"]["data"]["model"]["n_encoders"] == 6
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
@@ -145,3 +146,66 @@ def test_dvc_exp_run_records_the_variant_in_dvc_and_mlflow(project):
     # Only the stages downstream of `model` ran again.
     assert {r.data.tags.get("twilbert.stage") for r in runs} >= {"pretrain", "evaluate", "finetune:sentiment"}
     assert "normalize" not in {r.data.tags.get("twilbert.stage") for r in runs}
+
+
+def _wait_for_queue(root: Path, env: dict, timeout: float = 900) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _run(["dvc", "queue", "status"], root, env).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+
+
+def test_queued_grid_runs_every_point_and_reports_failures(project):
+    """A 2-point fine-tuning grid plus one broken point, queued and run by DVC: both good points are
+    in `dvc exp show --json` and in MLflow under one grid parent; the broken one fails alone, visibly
+    in `dvc queue status` and in MLflow; `twilbert compare` summarises the grid."""
+    root, env = project
+    if not (root / "models/finetune/sentiment/model.safetensors").is_file():
+        _run(["dvc", "repro"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "baseline for the grid", "--allow-empty"], root, env)
+    _run(["dvc", "exp", "run", "--queue", "-S", "finetuning.lr=0.001,0.002,-1"], root, env)
+    _run(["dvc", "queue", "start", "-j", "1"], root, env)
+    status = _wait_for_queue(root, env)
+    assert status.count("Success") == 2 and status.count("Failed") == 1, status
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], root, env).stdout)
+    from pipeline.experiments import parse_exp_show, summarise
+
+    experiments = parse_exp_show(shown)
+    by_lr = {e.params.get("finetuning.lr"): e for e in experiments}
+    assert set(by_lr) >= {0.001, 0.002, -1}, [(e.name, e.params.get("finetuning.lr")) for e in experiments]
+    for lr in (0.001, 0.002):
+        assert by_lr[lr].error is None and "dev" in by_lr[lr].metrics["reports/finetune/sentiment/metrics.json"]
+    assert by_lr[-1].error is not None
+    grid = summarise(experiments, "sentiment")
+    assert [r["config"]["finetuning.lr"] for r in grid["configs"]] and {r["config"]["finetuning.lr"] for r in grid["configs"]} == {0.001, 0.002}
+    assert grid["best"]["dev_mean"] == max(r["dev_mean"] for r in grid["configs"])  # chosen on dev
+    assert [f["config"]["finetuning.lr"] for f in grid["failed"]] == [-1]
+    out = _run(["python", "-m", "pipeline.cli", "compare", "--task", "sentiment"], root, env).stdout
+    assert "best on dev" in out and "finetuning.lr" in out and "-1" in out
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("twilbert")
+    names = {by_lr[lr].name: lr for lr in (0.001, 0.002, -1)}
+    failed_name = next(n for n, lr in names.items() if lr == -1)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`twilbert.stage` LIKE 'finetune:%'")
+    mine = [r for r in runs if r.data.tags.get("dvc.exp_name") in names]
+    grids = {r.data.tags.get("twilbert.grid") for r in mine}
+    assert len(grids) == 1 and None not in grids  # one grid for everything queued from this commit
+    good = [r for r in mine if r.data.tags["dvc.exp_name"] != failed_name]
+    assert {(r.data.tags["dvc.exp_name"], r.data.tags["twilbert.stage"]) for r in good} == {
+        (n, f"finetune:{t}") for n in names if n != failed_name for t in ("sentiment", "stance")}
+    assert all(r.info.status == "FINISHED" for r in good)
+    # The broken point fails at its first stage that reads `finetuning` (DVC stops the experiment there).
+    bad = [r for r in mine if r.data.tags["dvc.exp_name"] == failed_name]
+    assert len(bad) == 1 and bad[0].info.status == "FAILED", [(r.data.tags["twilbert.stage"], r.info.status) for r in bad]
+    assert "finetuning.lr" in bad[0].data.tags["twilbert.error"]
+    grid_parent = client.search_runs([exp.experiment_id], filter_string=f"tags.`twilbert.grid` = '{grids.pop()}'")
+    assert any(r.data.tags.get("mlflow.parentRunId") for r in grid_parent)
