@@ -81,6 +81,7 @@ class EvaluateParams:
 class TrackingParams:
     experiment: str = "twilbert"  # MLflow experiment name
     enabled: bool = True
+    group: str = ""  # MLflow grid parent name for dvc exp runs; TWILBERT_GRID overrides; "" = exp-<baseline rev>
 
 
 @dataclass(frozen=True, kw_only=True)
