@@ -99,7 +99,10 @@ Deliberate limits (identical in the reference, tested):
   ``../shared/data`` but one under the default preset: double-escaped HTML (``&amp;quot;`` ->
   ``&quot;`` -> ``"``). Contrived inputs can also break it where emoji handling changes what touches
   what: a stray U+FE0F after ``#`` (``#️PARTE`` -> ``#parte``, a tag next time), a keycap glued to a
-  word (``jajáj1️⃣``), ``İ`` lower-cased to ``i`` + U+0307. The original presets are not idempotent.
+  word (``jajáj1️⃣``), ``İ`` lower-cased to ``i`` + U+0307 (and 28 other letters whose lower case
+  changes word class, e.g. the Kelvin sign), and a hashtag split that exposes a URL
+  (``#0Www.0`` -> ``0 www.0``, a URL next time). The hypothesis properties in
+  tests/text/test_normalize_properties.py exclude exactly these. The original presets are not idempotent.
 
 Speed: most rules touch a minority of rows (URLs, mentions, NFD text, HTML, hashtags, laughter, runs,
 emoji), so each first finds its rows with a cheap scan and runs the full rule on those rows only
