@@ -185,3 +185,16 @@ def test_static_targets_train_exactly_like_dynamic_targets(inputs, tmp_path, mon
         assert summaries[0][k] == pytest.approx(summaries[1][k], rel=1e-5, abs=1e-6), k
     for k in weights[0]:
         torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-5)
+
+
+def test_without_a_terminal_status_lines_replace_the_bar(inputs, tmp_path, monkeypatch, capsys):
+    """No TTY (nohup, CI): no progress bar, but a status line per interval, so a log shows progress."""
+    import twilbert.train.pretrain as P
+
+    monkeypatch.setattr(P, "STATUS_EVERY_S", 0.0)
+    trainer = make_trainer(inputs, tmp_path / "plain", max_steps=4, log_every=2)
+    trainer.progress = True
+    trainer.run()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pretrain: step ")]
+    assert [line.split()[2] for line in lines] == ["2/4", "4/4"]
+    assert all("loss" in line and "real tokens/s" in line for line in lines)

@@ -141,6 +141,7 @@ FINAL_DIR = "final"
 SUMMARY_FILE = "summary.json"
 FINAL_META_FILE = "pretrain.json"  # in final/: tokenizer path and sha256, steps, fingerprint
 KEEP_CHECKPOINTS = 2  # per run config
+STATUS_EVERY_S = 30.0  # status lines on stderr when there is no terminal for a progress bar
 KEEP_RUNS = 3  # run-config directories kept under checkpoints/ (the current one included)
 FAULT_ENV = "TWILBERT_FAULT"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -890,6 +891,10 @@ class Pretrainer:
         tokens0 = st.tokens_real
         show = self.progress and self.dist.is_main and sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=st.step, unit="step", desc="pretrain", disable=not show, dynamic_ncols=True)
+        # Without a terminal (nohup, CI, a cluster job's log) the bar is off: a status line at most every
+        # STATUS_EVERY_S seconds tells the log reader the run is alive and how far it is.
+        plain = self.progress and self.dist.is_main and not show
+        last_status = time.perf_counter()
         batches = None
         stopped, last_metrics, saved_at = False, (self.history[-1][1] if self.history else {}), -1
         with bar:
@@ -915,6 +920,10 @@ class Pretrainer:
                     if metrics:
                         last_metrics = metrics
                         bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+                        if plain and (time.perf_counter() - last_status >= STATUS_EVERY_S or done):
+                            last_status = time.perf_counter()
+                            _say(f"step {st.step}/{self.total_steps} (epoch {st.epoch}): loss {metrics['loss']:.4f}, "
+                                 f"mlm_accuracy {metrics.get('mlm_accuracy', math.nan):.4f}, {metrics['tokens_per_s']:.0f} real tokens/s")
                 # `done` too: a budget that ends before an epoch end and a checkpoint_every multiple must
                 # still leave a checkpoint (to resume a finished run, and for the DVC out to exist).
                 if epoch_end or done or (tr.checkpoint_every and st.step % tr.checkpoint_every == 0):
