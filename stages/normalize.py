@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, load, progress_enabled, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
 
 
 def main(
@@ -19,6 +19,7 @@ def main(
     from twilbert.text.corpus import normalize_corpora
 
     root = params.parent  # params paths are relative to the params file (kept relative in stats)
+    check_dvc_deps(params, [*p.data.pairs, *p.data.tweets])
     with tracked("normalize", params, p, ("data", "normalize"), fallback=Path("logs/tracking/normalize.jsonl")) as t:
         stats = run_guarded(
             normalize_corpora,
@@ -43,3 +44,24 @@ def main(
         f"normalize: {tot['rows_in']} rows in -> {tot['rows_out']} out, {tot['rows_dropped']} dropped, "
         f"{tot['rows_rejected']} rejected (see {out_dir / 'rejects.tsv'})"
     )
+
+
+def check_dvc_deps(params: Path, inputs: list[str]) -> None:
+    """Under ``dvc repro`` (``DVC_STAGE`` is set), every corpus in ``data.pairs``/``data.tweets`` must be a
+    dependency of this stage in dvc.yaml: DVC cannot read a list from params into ``deps``, so the
+    files are listed there by hand, and a file missing from that list would never trigger a rerun when it
+    changes (stale models, silently)."""
+    import os
+
+    stage = os.environ.get("DVC_STAGE")
+    dvc_yaml = Path("dvc.yaml")
+    if not stage or not dvc_yaml.is_file():
+        return
+    import yaml
+
+    deps = ((yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage, {}) or {}).get("deps", [])
+    listed = {os.path.normpath(d) for d in deps if isinstance(d, str)}
+    missing = [f for f in inputs if os.path.normpath(os.path.relpath(params.parent / f)) not in listed]
+    if missing:
+        fail(f"dvc.yaml: stages.{stage}.deps: add {', '.join(repr(m) for m in missing)} (the corpora of params "
+             "data.pairs / data.tweets), or DVC will not rerun the pipeline when they change")

@@ -338,3 +338,32 @@ def test_deduper_finds_the_same_duplicates_as_before_across_chunks():
     assert start == hashes.size  # every row went through
     merged = np.sort(np.concatenate(d.runs))
     np.testing.assert_array_equal(merged, seen)  # the runs are disjoint and hold exactly the seen set
+
+
+def test_normalize_under_dvc_refuses_corpora_missing_from_dvc_yaml_deps(tmp_path, monkeypatch):
+    """DVC cannot template a params list into deps: a corpus named in params but not in dvc.yaml's deps
+    would never trigger a rerun, so the stage refuses to run under DVC and names the key to fix."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from tests.conftest import REPO
+
+    (tmp_path / "data").mkdir()
+    for name in ("pairs.tsv", "more.tsv"):
+        (tmp_path / "data" / name).write_text("ORIG_ID\tORIG_TEXT\tREPLY_ID\tREPLY_TEXT\n1\thola que tal todo\t2\tmuy bien y tu\n")
+    params = (REPO / "params.yaml").read_text()
+    params = params.replace("pairs: [data/sample/pairs.tsv]", "pairs: [data/pairs.tsv, data/more.tsv]").replace("tweets: [data/sample/tweets.tsv]", "tweets: []")
+    for split in ("train", "dev", "test"):
+        for task in ("sentiment", "stance"):
+            params = params.replace(f"data/sample/tasks/{task}/{split}.tsv", str(REPO / f"data/sample/tasks/{task}/{split}.tsv"))
+    (tmp_path / "params.yaml").write_text(params)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  normalize:\n    cmd: x\n    deps:\n      - data/pairs.tsv\n      - stages/normalize.py\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TWILBERT_TRACKING", "off")
+    monkeypatch.setenv("DVC_STAGE", "normalize")
+    bad = CliRunner().invoke(app, ["normalize", "--params", "params.yaml", "--out-dir", "out"])
+    assert bad.exit_code == 2 and "stages.normalize.deps: add 'data/more.tsv'" in bad.stderr, bad.output
+    assert not (tmp_path / "out").exists()
+    monkeypatch.delenv("DVC_STAGE")  # a plain command line: no DVC, no check
+    ok = CliRunner().invoke(app, ["normalize", "--params", "params.yaml", "--out-dir", "out"])
+    assert ok.exit_code == 0, ok.output
