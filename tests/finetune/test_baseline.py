@@ -185,7 +185,8 @@ def test_task_class_weights_become_example_weights(tmp_path, monkeypatch):
     splits = load_task(task)
     keep = np.flatnonzero((splits["train"].labels != 2) | (np.arange(150) % 5 == 0))  # pos made rare
     train = type(splits["train"])(**{**vars(splits["train"]), "ids": [splits["train"].ids[i] for i in keep],
-                                      "texts": [splits["train"].texts[i] for i in keep], "labels": splits["train"].labels[keep]})
+                                      "texts": [splits["train"].texts[i] for i in keep], "labels": splits["train"].labels[keep],
+                                      "lines": None, "rows_in": None})  # a new split, not a quarantine
     seen = []
     original = bl._fit_binary
     monkeypatch.setattr(bl, "_fit_binary", lambda X, y, sw, C, seed: seen.append(sw) or original(X, y, sw, C, seed))

@@ -99,7 +99,7 @@ def test_empty_text_names_line(tmp_path):
     with pytest.raises(TaskDataError, match=r"empty text in column 'TEXT': line 3"):
         read_split(p, task())
     p = write(tmp_path / "b.tsv", "ID\tTEXT\tCLASS\n1\thola\tP\n\n2\tx\tN\n")  # a blank line
-    with pytest.raises(TaskDataError, match=r"empty text in column 'TEXT': line 3"):
+    with pytest.raises(TaskDataError, match=r"b\.tsv: line 3 is blank, the header has 3"):
         read_split(p, task())
 
 
@@ -136,8 +136,8 @@ def test_regression_labels_and_parse_errors(tmp_path):
 
 
 def test_load_task_resolves_against_root_and_reads_pairs(tmp_path):
-    for split in ("train", "dev", "test"):
-        write(tmp_path / f"{split}.tsv", "ID\tTEXT\tTARGET\tCLASS\n1\tsi claro\tla propuesta\tP\n")
+    for split in ("train", "dev", "test"):  # distinct ids: a repeated one would be quarantined
+        write(tmp_path / f"{split}.tsv", f"ID\tTEXT\tTARGET\tCLASS\n{split}1\tsi claro\tla propuesta\tP\n")
     splits = load_task(task(aux_header="TARGET"), root=tmp_path)
     assert splits["dev"].aux_texts == ["la propuesta"] and splits["test"].texts == ["si claro"]
 
@@ -211,3 +211,27 @@ def test_per_task_finetuning_overrides():
     with pytest.raises(ConfigError, match=r"^tasks\.senti\.finetuning\.epochs: expected int"):
         raw = {"train_file": "a", "dev_file": "b", "test_file": "c", "categories": {"a": 0, "b": 1}, "finetuning": {"epochs": 1.5}}
         from_dict(TaskConfig, raw, "tasks.senti")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"repeated_ids": "keep"}, r"^tasks\.x\.repeated_ids: expected one of \['drop', 'error'\], got 'keep'"),
+        ({"max_chars": 0}, r"^tasks\.x\.max_chars: must be >= 1"),
+        ({"delimiter": "¦"}, r"^tasks\.x\.delimiter: must be one single-byte"),  # polars reads single-byte separators only
+        ({"delimiter": "\n"}, r"^tasks\.x\.delimiter: must not be a line break"),
+    ],
+)
+def test_task_reading_keys_are_validated_naming_the_key(extra, message):
+    base = {"train_file": "a", "dev_file": "b", "test_file": "c", "categories": {"N": 0, "P": 1}}
+    with pytest.raises(ConfigError, match=message):
+        from_dict(TaskConfig, {**base, **extra}, prefix="tasks.x")
+    assert from_dict(TaskConfig, base).repeated_ids == "drop" and from_dict(TaskConfig, base).max_chars == 5000
+
+
+def test_a_non_tab_delimiter_counts_its_own_fields(tmp_path):
+    p = write(tmp_path / "a.csv", "ID;TEXT;CLASS\n1;hola\tcon tab;P\n2;corto\n")  # a tab is whitespace here, not a control char
+    with pytest.raises(TaskDataError, match=r"a\.csv: line 3 has 2 fields, the header has 3"):
+        read_split(p, task(delimiter=";"))
+    write(p, "ID;TEXT;CLASS\n1;hola\tcon tab;P\n")
+    assert read_split(p, task(delimiter=";")).texts == ["hola\tcon tab"]

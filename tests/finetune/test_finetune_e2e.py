@@ -29,7 +29,8 @@ from twilbert.train.checkpoint import save_checkpoint
 from twilbert.train.config import ImplConfig
 
 MODEL_FILES = ("model.safetensors", "config.json", "spm.model", "checksums.json")
-REPORT_FILES = ("metrics.json", "class_report.json", "class_report.md", "confusion.png", "confusion.csv", "predictions.tsv", "history.csv")
+REPORT_FILES = ("metrics.json", "class_report.json", "class_report.md", "confusion.png", "confusion.csv", "predictions.tsv", "history.csv",
+                "rejects.tsv")
 CPU = ImplConfig(device="cpu", tokenizer_threads=1)
 LABELS = ["N", "NEU", "P"]
 CUES = {"N": "ja", "NEU": "que", "P": "bien"}  # a word that makes the label learnable
@@ -241,3 +242,61 @@ def test_encoder_must_fit_tokenizer_and_lengths(tmp_path, tok_path):
     with pytest.raises(ConfigError, match=r"is not the vocabulary the encoder in .* was pre-trained with"):
         finetune_task("t", task, FinetuningConfig(max_len=12), pretrained_dir=tmp_path / "pre", **kw)
     assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists()  # nothing written on a config error
+
+
+def test_repeated_ids_are_quarantined_reported_and_the_baseline_sees_the_same_splits(tmp_path, tok_path, capfd):
+    """Dev/test rows whose id is in an earlier split: left out of training, selection and test, listed
+    in rejects.tsv, counted in metrics.json "data" (rows_in = rows_used + rejected), one stderr line;
+    the baseline (report stage) reads the very same splits."""
+    from twilbert.finetune.baseline import run_baseline
+
+    write_task(tmp_path / "task", sizes=(18, 9, 9))
+    root = tmp_path / "task"
+
+    def rename(split: str, line: int, new_id: str) -> None:  # give row `line` (1-based file line) another id
+        p = root / f"{split}.tsv"
+        rows = p.read_text(encoding="utf-8").splitlines()
+        rows[line - 1] = "\t".join([new_id, *rows[line - 1].split("\t")[1:]])
+        p.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    rename("dev", 3, "train-4")  # dev line 3 has train's id at train line 6
+    rename("test", 2, "train-0")  # test line 2: in train (line 2)
+    rename("test", 5, "dev-0")  # test line 5: in dev (line 2)
+    rename("test", 7, "train-4")  # in train and in (quarantined) dev: train wins
+    task = make_task(root, categories={lab: i for i, lab in enumerate(LABELS)})
+    ft = FinetuningConfig(epochs=1, batch_size=8, max_len=12, path_load_weights="random", lr=1e-2)
+    capfd.readouterr()
+    res = finetune_task("leaky", task, ft, tokenizer_path=tok_path, rules=None, model_out=tmp_path / "m",
+                        report_out=tmp_path / "r", model_config=tiny_model_config(tok_path), impl=CPU, progress=False)
+    check_outputs(tmp_path / "m", tmp_path / "r")
+    warned = [ln for ln in capfd.readouterr().err.splitlines() if "quarantined" in ln]
+    assert len(warned) == 1 and warned[0].startswith("tasks.leaky: warning: quarantined 4 rows"), warned
+    assert "dev.tsv: 1 row (line 3 id 'train-4'" in warned[0] and "test.tsv: 3 rows (line 2 id 'train-0'" in warned[0]
+
+    data = json.loads((tmp_path / "r" / "metrics.json").read_text())["data"]
+    assert data == res["data"] == {
+        "train": {"rows_in": 18, "rows_used": 18, "rejected": {}},
+        "dev": {"rows_in": 9, "rows_used": 8, "rejected": {"id_in_train": 1}},
+        "test": {"rows_in": 9, "rows_used": 6, "rejected": {"id_in_train": 2, "id_in_dev": 1}},
+    }
+    for d in data.values():
+        assert d["rows_in"] == d["rows_used"] + sum(d["rejected"].values())
+    rejects = read_tsv(tmp_path / "r" / "rejects.tsv")
+    assert rejects.columns == ["file", "line", "id", "reason", "also_in"]
+    assert rejects.select("line", "id", "reason").rows() == [
+        ("3", "train-4", "id_in_train"), ("2", "train-0", "id_in_train"), ("5", "dev-0", "id_in_dev"), ("7", "train-4", "id_in_train")]
+    assert [Path(f).name for f in rejects["file"]] == ["dev.tsv", "test.tsv", "test.tsv", "test.tsv"]
+    assert [a.rsplit("/", 1)[-1] for a in rejects["also_in"]] == ["train.tsv:6", "train.tsv:2", "dev.tsv:2", "train.tsv:6"]
+    pred = read_tsv(tmp_path / "r" / "predictions.tsv")
+    assert len(pred) == 6 and not set(pred["id"]) & {"train-0", "dev-0", "train-4"}
+    assert res["train_examples"] == 18
+
+    base = run_baseline(task, name="leaky")
+    assert base["data"] == data
+    assert len(base["outputs"]["dev"]) == 8 and len(base["outputs"]["test"]) == 6
+    # nothing quarantined: rejects.tsv is still written (a stable DVC output), a header alone
+    write_task(tmp_path / "clean", sizes=(9, 6, 6))
+    finetune_task("clean", make_task(tmp_path / "clean", categories={lab: i for i, lab in enumerate(LABELS)}), ft, tokenizer_path=tok_path,
+                  rules=None, model_out=tmp_path / "m2", report_out=tmp_path / "r2", model_config=tiny_model_config(tok_path), impl=CPU,
+                  progress=False)
+    assert (tmp_path / "r2" / "rejects.tsv").read_text() == "file\tline\tid\treason\talso_in\n"

@@ -52,7 +52,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import FeatureUnion
 
 from twilbert.finetune.config import TaskConfig
-from twilbert.finetune.data import TaskSplit, class_weights, load_task, normalize_column
+from twilbert.finetune.data import TaskSplit, class_weights, data_counts, load_task, normalize_column
 from twilbert.finetune.metrics import compute_metrics, selection_metric, selection_score
 from twilbert.text.normalize import EffectiveRules, NormalizeRules
 
@@ -193,17 +193,22 @@ def run_baseline(
     data_root: str | Path | None = None,
     seed: int = 0,
     splits: dict[str, TaskSplit] | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Train, tune on dev, evaluate once on test. ``splits`` (from :func:`load_task`) skips reading.
 
+    The splits are those of the fine-tuning run: :func:`load_task` applies the same repeated-id
+    quarantine (``task.repeated_ids``), so model and baseline are scored on the same rows; ``data``
+    in the result holds the counts (``name`` only labels the stderr warning).
+
     Returns ``{"model", "selection_metric", "best_params", "dev_selection", "grid", "dev", "test",
-    "outputs", "train_examples", "features", "converged", "seconds"}``: ``dev``/``test`` are the full
+    "outputs", "train_examples", "data", "features", "converged", "seconds"}``: ``dev``/``test`` are the full
     :func:`compute_metrics` dicts (per-class tables included); ``outputs`` holds the numpy
     probabilities (``{"dev": ..., "test": ...}``, the arrays the metrics were computed from: not
     JSON, :func:`twilbert.report.build_summary` leaves them out).
     """
     t0 = time.perf_counter()
-    splits = splits if splits is not None else load_task(task, data_root)
+    splits = splits if splits is not None else load_task(task, data_root, name=name)
     fitted, chosen = fit_select(task, splits["train"], splits["dev"], rules=rules, seed=seed)
     test_probs = fitted.predict(pair_texts(splits["test"], rules))  # the only time test is looked at
     kind = "ridge regression" if task.regression else "logistic regression (one-vs-rest, liblinear)"
@@ -217,6 +222,7 @@ def run_baseline(
         "test": compute_metrics(splits["test"].labels, test_probs, task),
         "outputs": {"dev": chosen["dev_probs"], "test": test_probs},
         "train_examples": len(splits["train"]),
+        "data": data_counts(splits),
         "features": sum(len(v.vocabulary_) for _, v in fitted.features.transformer_list),
         "converged": chosen["converged"],
         "seconds": round(time.perf_counter() - t0, 3),

@@ -113,10 +113,18 @@ class TaskConfig:
     average_metric: Literal["macro", "micro", "weighted", "none"] = "macro"
     class_metric: int | None = None  # select on one class's metric (0 works: the original ignored it)
     stance_f1: tuple[str, ...] = ()  # mean F1 over these labels, e.g. [AGAINST, FAVOR]
+    # A dev row whose id is in train, or a test row whose id is in train or dev (leakage): "drop"
+    # quarantines it (left out of that split, listed in reports/finetune/<task>/rejects.tsv, counted in
+    # metrics.json "data", one warning on stderr); "error" refuses the task, naming the row. Default
+    # drop: real splits have such rows (TASS 2020 has one id in train and test, with two labels).
+    repeated_ids: Literal["drop", "error"] = "drop"
+    max_chars: int = 5000  # a longer text (or aux text) is an error naming its line (as data.max_chars for corpora)
     finetuning: dict[str, Any] | None = None  # per-task overrides of the `finetuning` section
 
     def __post_init__(self) -> None:
-        check(len(self.delimiter) == 1, "delimiter", "must be one character")
+        check(len(self.delimiter) == 1 and len(self.delimiter.encode()) == 1, "delimiter", "must be one single-byte (ASCII) character")
+        check(self.delimiter not in "\n\r", "delimiter", "must not be a line break")
+        check(self.max_chars >= 1, "max_chars", "must be >= 1")
         check(self.label_separator != "", "label_separator", "must not be empty")
         if self.regression:
             check(not self.categories, "categories", "must be empty for a regression task")

@@ -1,5 +1,5 @@
 """Fine-tuning reports: metrics.json, per-class report (JSON + Markdown), confusion data and plot,
-test predictions, per-epoch history. Plain files for DVC (metrics, plots) and for people.
+test predictions, per-epoch history, and the split rows left out (rejects.tsv). Plain files for DVC (metrics, plots) and for people.
 
 The original printed its results to the console only (inventory §7.4); here every number that was
 printed is in a file, and the per-class report is built from the labels, not parsed from text.
@@ -20,7 +20,10 @@ from twilbert.finetune.config import TaskConfig
 from twilbert.finetune.data import TaskSplit
 from twilbert.finetune.metrics import confusion, predictions_from_outputs
 
-REPORT_FILES = ("metrics.json", "class_report.json", "class_report.md", "confusion.png", "confusion.csv", "predictions.tsv", "history.csv")
+REPORT_FILES = ("metrics.json", "class_report.json", "class_report.md", "confusion.png", "confusion.csv", "predictions.tsv", "history.csv",
+                "rejects.tsv")
+REJECTS_FILE = "rejects.tsv"
+REJECTS_HEADER = ("file", "line", "id", "reason", "also_in")
 RUN_INFO_FILE = "run_info.json"  # wall times and resume details: change on every run, so not in metrics.json
 _CONTROL_SPACE = re.compile(r"[\t\r\n]")
 
@@ -53,6 +56,16 @@ def write_json(path: Path, obj: Any) -> None:
 
 def _label_set(row: np.ndarray, labels: list[str], sep: str) -> str:
     return sep.join(labels[i] for i in np.flatnonzero(row))
+
+
+def write_rejects(out: Path, splits: dict[str, TaskSplit]) -> int:
+    """``rejects.tsv``: one row per row read from a split file and left out (file, line, id, reason,
+    also_in = ``<file>:<line>`` of the same id in an earlier split), in split then line order. Always
+    written (a header alone when nothing was left out), so it is a stable DVC output. Returns the count."""
+    rows = [r for s in splits.values() for r in s.rejected]
+    body = "".join("\t".join([_clean(str(r.path)), str(r.line), _clean(r.id), r.reason, _clean(r.also_in)]) + "\n" for r in rows)
+    (out / REJECTS_FILE).write_text("\t".join(REJECTS_HEADER) + "\n" + body, encoding="utf-8")
+    return len(rows)
 
 
 def write_metrics(out: Path, summary: dict[str, Any], dev: dict[str, Any], test: dict[str, Any]) -> None:
@@ -174,6 +187,7 @@ def write_history(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 __all__ = [
+    "REJECTS_FILE",
     "REPORT_FILES",
     "RUN_INFO_FILE",
     "scalar_metrics",
@@ -183,4 +197,5 @@ __all__ = [
     "write_json",
     "write_metrics",
     "write_predictions",
+    "write_rejects",
 ]

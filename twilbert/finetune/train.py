@@ -1,7 +1,9 @@
 """Fine-tune one task: train on train, select the best epoch on dev, report dev and test.
 
 Loop (``finetune_task``):
-1. read and validate the three splits, normalise and tokenise them (:mod:`twilbert.finetune.data`);
+1. read and validate the three splits (dev/test rows whose id is in an earlier split quarantined,
+   counted in metrics.json ``data`` and listed in rejects.tsv), normalise and tokenise them
+   (:mod:`twilbert.finetune.data`);
 2. build the encoder (pre-trained checkpoint, or random for ``path_load_weights: random``) and the
    classifier head; seed everything from ``finetuning.seed``;
 3. every epoch: length-bucketed batches in a fresh seeded order, gradient accumulation, clipping,
@@ -41,11 +43,21 @@ from tqdm.auto import tqdm
 from twilbert.config import ConfigError, to_dict
 from twilbert.finetune.checkpoint import EpochCheckpoints, all_finite, tensors_sha256
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
-from twilbert.finetune.data import EncodedSplit, bucketed_batches, class_weights, collate, encode_split, eval_batches, load_task
+from twilbert.finetune.data import EncodedSplit, bucketed_batches, class_weights, collate, data_counts, encode_split, eval_batches, load_task
 from twilbert.finetune.losses import build_loss
 from twilbert.finetune.metrics import BestTracker, compute_metrics, selection_metric, selection_score
 from twilbert.finetune.model import SequenceClassifier, load_encoder, pretrained_tokenizer_sha256, probabilities, save_finetuned
-from twilbert.finetune.reports import RUN_INFO_FILE, scalar_metrics, write_json, write_class_report, write_confusion, write_history, write_metrics, write_predictions
+from twilbert.finetune.reports import (
+    RUN_INFO_FILE,
+    scalar_metrics,
+    write_class_report,
+    write_confusion,
+    write_history,
+    write_json,
+    write_metrics,
+    write_predictions,
+    write_rejects,
+)
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.normalize import EffectiveRules, NormalizeRules
@@ -317,7 +329,7 @@ def finetune_task(
 ) -> dict[str, Any]:
     """Fine-tune task ``name`` once and write ``model_out/`` (model.safetensors, config.json, spm.model,
     checksums.json) and ``report_out/`` (metrics.json, class_report.json/.md, confusion.png/.csv,
-    predictions.tsv, history.csv, and run_info.json: wall times, throughput and resume details, kept
+    predictions.tsv, history.csv, rejects.tsv (split rows left out: repeated ids), and run_info.json: wall times, throughput and resume details, kept
     out of metrics.json so that the DVC metric is the same on every rerun). Returns the summary
     written to metrics.json, plus the dev/test scalar metrics and ``run_info``.
 
@@ -345,7 +357,7 @@ def finetune_task(
 
     # data and model
     tokenizer = Tokenizer.from_file(tokenizer_path)
-    splits = load_task(task, data_root)
+    splits = load_task(task, data_root, name=name)  # repeated ids quarantined (or an error): task.repeated_ids
     torch.manual_seed(ft.seed)
     rng = np.random.default_rng(ft.seed)
     if encoder_factory is not None:
@@ -474,6 +486,7 @@ def finetune_task(
         "train_examples": len(train),
         "train_tokens": trainer.tokens,
         "device": device.type,
+        "data": data_counts(splits),  # per split: rows_in = rows_used + sum(rejected), rows in rejects.tsv
     }
     run_info = {  # changes on every run: not a DVC metric
         "train_seconds": round(trainer.seconds, 3),
@@ -489,6 +502,7 @@ def finetune_task(
     write_confusion(report_out, task, splits["test"].labels, test_probs)
     write_predictions(report_out, task, splits["test"], test_probs)
     write_history(report_out, history)
+    write_rejects(report_out, splits)
     write_json(report_out / RUN_INFO_FILE, run_info)
     if clear_checkpoints:
         checkpoints.clear()
