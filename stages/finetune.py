@@ -10,7 +10,7 @@ import typer
 from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
 
 REPORT_ARTIFACTS = ("metrics.json", "class_report.md", "class_report.json", "confusion.png", "confusion.csv", "predictions.tsv",
-                    "history.csv", "run_info.json")
+                    "history.csv", "run_info.json", "rejects.tsv")
 
 
 def main(

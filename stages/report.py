@@ -36,7 +36,7 @@ def main(
         for name, task in p.tasks.items():
             task_reports[name] = run_guarded(load_task_report, finetune_reports / name)
             run_info[name] = _read_json(finetune_reports / name / RUN_INFO_FILE)
-            baselines[name] = run_guarded(run_baseline, task, rules=rules, data_root=params.parent, seed=p.finetuning.seed)
+            baselines[name] = run_guarded(run_baseline, task, name=name, rules=rules, data_root=params.parent, seed=p.finetuning.seed)
         pretraining = _read_json(pretrain_metrics)
         summary = build_summary(task_reports, baselines, pretraining, _read_json(evaluate_metrics))
         timing = build_timing(run_info, pretraining, task_reports)

@@ -139,6 +139,7 @@ def finetune_runs(
         "chosen_by": f"best dev {selection} over the seeds (test never used)",
         "train_examples": first["train_examples"],
         "device": first["device"],
+        "data": first.get("data"),  # rows in / used / quarantined per split: the same for every seed
         "dev": dev,
         "test": test,
         "dev_sd": dev_sd,
