@@ -220,3 +220,23 @@ def test_multi_label_task_selects_on_stance_f1(tmp_path, tok_path):
     for split in ("dev", "test"):
         assert res[split]["stance_f1"] == pytest.approx((per_class[split]["N"]["f1"] + per_class[split]["P"]["f1"]) / 2)
     assert res["best_dev_score"] == pytest.approx(res["dev"]["stance_f1"])
+
+
+def test_every_epoch_prints_one_progress_line(tmp_path, capsys):
+    """One stderr line per epoch (train loss, dev selection metric, best so far), with or without a TTY."""
+    from tests.finetune.test_finetune_e2e import CPU, make_task, tiny_model_config, write_task
+    from tests.finetune.test_finetune_data import make_tokenizer
+    from twilbert.finetune.config import FinetuningConfig
+    from twilbert.finetune.train import finetune_task
+    from twilbert.model.twilbert import TWilBERT
+    from twilbert.text.normalize import NormalizeRules
+
+    tok = make_tokenizer(tmp_path)
+    write_task(tmp_path / "t", sizes=(12, 6, 6))
+    mc = tiny_model_config(tok)
+    finetune_task("tiny", make_task(tmp_path / "t", categories={"N": 0, "NEU": 1, "P": 2}), FinetuningConfig(epochs=3, batch_size=4, max_len=12),
+                  tokenizer_path=tok, rules=NormalizeRules(), model_out=tmp_path / "m", report_out=tmp_path / "r",
+                  encoder_factory=lambda: TWilBERT(mc), impl=CPU, progress=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("finetune tiny: epoch ")]
+    assert [line.split()[3] for line in lines] == ["1/3:", "2/3:", "3/3:"]
+    assert "(best so far)" in lines[0] and all("dev f1_macro" in line for line in lines)

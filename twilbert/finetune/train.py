@@ -446,6 +446,9 @@ def finetune_task(
         history.append({"epoch": epoch, "train_loss": train_loss, "lr": lr, "dev_score": score, **{f"dev_{k}": v for k, v in dev_scalars.items()}})
         logged.append([epoch, {"train.loss": train_loss, "lr": lr, "dev.selection": score, **{f"dev.{k}": v for k, v in dev_scalars.items()}}])
         stopped = tracker.should_stop
+        _say(name, f"epoch {epoch}/{ft.epochs}: train loss {train_loss:.4f}, dev {selection_metric(task)} {score:.4f}"
+                   + (" (best so far)" if is_best else f" (best: epoch {tracker.best_epoch}, {tracker.best_score:.4f})")
+                   + (", early stop" if stopped else ""))
         state = {"tracker": [tracker.best_score, tracker.best_epoch, tracker.since_best], "counters": trainer.counters(),
                  "best_dev": best_dev, "history": history, "logged": logged, "stopped": stopped}
         checkpoints.save(epoch, model, optimizer, scheduler, rng, None if is_best else best_state, state)
