@@ -9,8 +9,8 @@ subprocess so peak RSS is per phase:
   Parquet); tweets/s counts both texts of each pair;
 * the **peer**: a straightforward per-row Python implementation of the same rules (the original
   TWilBERT's approach: ``re`` + ``html.unescape`` + ``emoji`` per row), timed on the same texts
-  (on ``--reference-tweets`` of them, since it is slow), and the vectorised expression alone on the
-  same texts, for a like-for-like ratio;
+  (as many as ``--tweets`` by default; ``--reference-tweets N`` times fewer), and the vectorised
+  expression alone on the same texts, for a like-for-like ratio;
 * the ``pysentimiento`` preset (vectorised, streaming) beside pysentimiento's own per-row
   ``preprocess_tweet`` (the peer RoBERTuito users run) on the same real texts;
 * ``vocab`` (SentencePiece on a sample) and ``pairs`` (tokenise + ROP negatives + Arrow shards).
@@ -175,10 +175,11 @@ def phase_pairs(workdir: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tweets", type=int, default=1_000_000, help="texts to normalise (pairs = tweets / 2)")
-    ap.add_argument("--reference-tweets", type=int, default=100_000, help="texts for the per-row peer")
+    ap.add_argument("--reference-tweets", type=int, default=0, help="texts for the per-row peers (0 = all the tweets normalised)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/twilbert-bench-data"))
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.reference_tweets = args.reference_tweets or args.tweets
     if args.phase:
         fn = {"normalize": lambda: phase_normalize(args.workdir), "compare": lambda: phase_compare(args.workdir, args.reference_tweets),
               "pysentimiento": lambda: phase_pysentimiento(args.workdir, args.tweets, args.reference_tweets),
