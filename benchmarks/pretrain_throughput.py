@@ -1,55 +1,92 @@
-"""Pre-training throughput: TWilBERT vs Hugging Face ``transformers`` on real tweet-length batches.
+"""Pre-training throughput: what ``twilbert pretrain`` runs vs Hugging Face ``transformers``, on real tweets.
 
-A training step = forward + loss + backward + optimiser step (AdamW, same settings for all). Every
-system trains on the *same examples* with the *same masked positions*; only the batching differs:
+A training step = one optimizer step: forward + loss + backward + gradient clipping + optimizer +
+schedule. Every system trains on the *same examples* with the *same masked positions and labels*;
+only the batching and the implementation differ.
 
-* **ours**: TWilBERT (MLM + ROP), length-bucketed batches padded to the batch's longest row (no mask
-  at all when a batch has no padding), MLM decoder run only at the targets (sparse prediction).
-* **hf max_length**: ``BertForPreTraining`` (or ``AlbertForPreTraining`` with ``--albert``) fed rows
-  padded to a fixed ``--hf-max-length`` (128), as ``padding="max_length"`` tokenisation does; random
-  batches; MLM labels -100 off target; NSP/SOP label = our ROP label. This is the primary peer.
-* **hf longest**: the same, random batches padded to the batch's longest row (HF's
-  ``DataCollatorWithPadding`` default; the stronger peer).
-* **hf bucketed**: HF on *our* bucketed batches: same shapes as ours, so the ratio isolates the model
-  implementation (sparse MLM head, SDPA mask handling) from the batching.
+* **ours** is the product's code path, not a re-implementation: the real tweets of ``../shared/data``
+  go through the normalize stage's core (``twilbert.text.corpus.normalize_corpora``, default rules and
+  drop rules), the vocab stage's SentencePiece trainer (``train_vocab``) and the pairs stage's
+  ``twilbert.data.pairs.build_pair_shards`` (``negatives: swap``) into Arrow shards under ``--workdir``
+  (each cached, rebuilt when its inputs change); then ``twilbert.train.pretrain.Pretrainer`` is built
+  and ``setup()`` as ``twilbert pretrain`` does (model, AdamW from ``build_optimizer`` with its weight-
+  decay groups, linear schedule, clipping, ``impl`` precision/compile). Its own loader
+  (``Pretrainer.loader``: ``LengthBucketBatches`` + ``MaskedBatches``, span masking seeded per plan
+  position) produces the micro-batches, and each timed step is ``Pretrainer.train_step([mb])``: loss
+  normalisation, sparse MLM head, the non-finite guard and its one host sync per step included. Real
+  tokens are counted as the Pretrainer counts them (``Pretrainer._host_counts``) and cross-checked
+  against its own ``state.tokens_real`` at the end.
+* **hf max_length** (the primary peer): ``BertForPreTraining`` (or ``AlbertForPreTraining`` with
+  ``--albert``) on the same rows in random batches, padded to ``--hf-max-length`` (128) as
+  ``padding="max_length"`` tokenisation does; MLM labels -100 off target (= our ``mlm_labels``),
+  NSP/SOP label = our ROP label.
+* **hf longest**: the same random batches padded to their longest row (``DataCollatorWithPadding``'s
+  default; the stronger peer).
+* **hf bucketed**: HF on *our* micro-batches, tensor for tensor (same shapes, T a multiple of 8), so
+  the ratio isolates the implementation (sparse MLM head, SDPA without a mask on unpadded batches)
+  from the batching.
 
-Sizes match: H, L, A (head dim H/A), FFN 4H, vocabulary, position table, dropout 0, post-LN, GELU,
-embedding LayerNorm, attention biases, BERT's MLM transform (Linear-GELU-LN) and a decoder tied to
-the embeddings. Ours is therefore configured like BERT (``mlm_transform`` and ``tie_mlm_decoder`` on,
-``attention_size`` null), not like the original TWilBERT-Base recipe (384-wide attention, no
-transform): the comparison is of implementations, not of recipes. HF adds a pooler (one H x H per
-sequence), which is negligible.
+The HF steps are what an HF training loop does: move the batch, autocast forward (``out.loss``),
+backward, ``clip_grad_norm`` to ``training.clip_grad_norm``, optimizer, schedule, ``zero_grad``; the
+optimizer and schedule are built by the same product functions with the same settings (AdamW, lr,
+betas, eps, weight decay and its groups, ``fused`` on CUDA), each peer on its own copy of the HF model
+(same init). Every system's batches wait on the host (pinned on CUDA) and are moved inside the timed
+step. Batch assembly (our loader's collate + masking; the HF padding) is outside the timing; our
+loader's time per batch is reported as ``ours_loader_ms`` (``impl.num_workers`` > 0 hides it in a run).
 
-Throughput counts REAL (non-pad) tokens/s: every system processes the same real tokens, so ratios
-are ratios of wall time. On CUDA ``mfu`` uses nanoGPT's formula on unshared FLOPs
-(``TWilBERT.estimate_mfu``, positions computed incl. padding) against the H100 bf16 dense peak.
+Sizes match: H, L, A (head dim H/A), FFN 4H, vocabulary (the SentencePiece model's), position table,
+dropout 0, post-LN, GELU, embedding LayerNorm, attention biases, BERT's MLM transform (Linear-GELU-LN)
+and a decoder tied to the embeddings. Ours is therefore configured like BERT (``mlm_transform`` and
+``tie_mlm_decoder`` on, ``attention_size`` null), not like the original TWilBERT-Base recipe
+(384-wide attention, no transform): the comparison is of implementations, not of recipes. HF adds a
+pooler (one H x H per sequence), which is negligible. With ``--albert`` both are factorised (E =
+``--embedding-size``) and all-shared.
 
-Lengths: the real texts of ``../shared/data`` (all tasks), normalised with the default rules,
-tokenised by a SentencePiece model trained on them (cached in ``--workdir``; or ``--spm PATH``), each
-segment cut to ``--max-len``; pairs are consecutive texts (tweet, next text) with ROP label 1, or
-swapped with label 0.
+Throughput counts REAL (non-pad) tokens/s over the measured steps: every system processes the same
+real tokens, so ratios are ratios of wall time. On CUDA ``mfu`` is the Pretrainer's own accounting
+(``twilbert.train.pretrain.useful_mfu``: nanoGPT's ``6N + 12·L·A·d_k·T`` on the unshared model, over
+real tokens at their own lengths, MLM head at the targets only); ``mfu_padded`` counts every computed
+position. The peak is picked from the GPU's name (989.4e12 bf16 dense for H100 SXM and H200; see
+``PEAKS``; ``--peak-flops`` overrides) and printed.
 
-Timing: after ``--warmup`` steps per system, the systems run interleaved step by step (ours, HF, HF,
-HF, ours, ...), so load from other processes on a shared CPU falls on all of them alike; each
-system's figure is its real tokens / the sum of its step times. With ``--compile`` raise
-``--warmup``: bucketed batches have varying shapes and the first ones recompile. On a CPU shared
-with other jobs, ``--threads 1`` gives steadier figures: a 2-thread step stalls at every parallel
-region whenever the other core is busy, and that penalises many small ops more than a few big GEMMs.
+Data: pairs are the 205 real (tweet, reply) pairs of ``twilbert_reply_pairs_es`` plus the texts of
+every other task paired with the next text of the same file (so lengths follow the real tweet-length
+distribution); ``negatives: swap`` gives each pair in order (ROP 1) and swapped (ROP 0); each segment
+is cut to ``--max-len`` (params.yaml ``representation.max_len``). The train split feeds the loader.
+The HF peers' rows are the rows of our measured micro-batches, each of which is one length bucket
+drawn at random from the epoch's plan: over tens of steps (the base preset's 40, or more) their union
+follows the real length distribution (``mean_real_len`` vs ``train_mean_len`` in the JSON line); over
+a handful it does not, and the random peers' padding is then not representative (a note says so).
 
-Usage: ``python benchmarks/pretrain_throughput.py --preset small --device cpu``
-Prints a table, then a final JSON line (``tokens_per_s``, ``hf_tokens_per_s``, ``ratio_vs_hf``...).
-Not a test. Needs ``transformers`` (the ``hf`` extra).
+Timing: after ``--warmup`` steps per system (on our first micro-batches, HF batched alike), the
+systems run interleaved step by step (ours, HF, HF, HF, ours, ...), so load from other processes on a
+shared CPU falls on all of them alike; each figure is its real tokens / the sum of its step times
+(``torch.cuda.synchronize`` around each step on CUDA). With ``--compile`` raise ``--warmup``:
+bucketed batches have varying shapes and the first ones recompile. On a CPU shared with other jobs,
+``--threads 1`` gives steadier figures.
+
+Usage::
+
+    python benchmarks/pretrain_throughput.py --preset small --device cpu --threads 1
+    python benchmarks/pretrain_throughput.py --preset base --device cuda --precision bf16 --compile --steps 200 --warmup 30
+
+Prints a table, then a final JSON line (``tokens_per_s``, ``hf_tokens_per_s``, ``ratio_vs_hf``,
+``ratio_vs_hf_longest``, ``ratio_vs_hf_bucketed``, on CUDA ``mfu``...). Not a test. Needs
+``transformers`` (the ``hf`` extra).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import platform
+import shutil
 import sys
+import tempfile
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,218 +94,305 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
+REPLY_PAIRS = SHARED / "twilbert_reply_pairs_es" / "pairs.tsv"
 sys.path.insert(0, str(REPO))
 
-from twilbert.data.masking import IGNORE_INDEX, mask_tokens, maskable_positions  # noqa: E402
-from twilbert.model.config import CLS_ID, PAD_ID, SEP_ID, MaskedLMConfig, ModelConfig  # noqa: E402
-from twilbert.model.twilbert import TWilBERT  # noqa: E402
-from twilbert.train.objectives import pretraining_loss  # noqa: E402
+from twilbert.data.batching import IGNORE_INDEX  # noqa: E402
+from twilbert.model.config import PAD_ID, ModelConfig  # noqa: E402
+from twilbert.train.config import ImplConfig, TrainingConfig  # noqa: E402
+from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups  # noqa: E402
+from twilbert.train.pretrain import Pretrainer, useful_mfu  # noqa: E402
+from twilbert.train.runtime import autocast, maybe_compile  # noqa: E402
+from twilbert.train.schedules import build_schedule  # noqa: E402
 
 PRESETS = {
     # name: (H, L, A, vocab, default batch, default steps)
     "small": dict(hidden=256, layers=4, heads=4, vocab=8000, batch=32, steps=16),
     "base": dict(hidden=768, layers=6, heads=6, vocab=30000, batch=128, steps=40),  # TWilBERT-Base sizes
 }
-H100_BF16_PEAK = 989.4e12
+# bf16 dense tensor-core peaks by GPU name (first match wins; the name is upper-cased)
+PEAKS = (
+    (("GH200",), 989.4e12, "GH200"),
+    (("H200", "NVL"), 835e12, "H200 NVL"),
+    (("H200",), 989.4e12, "H200 (SXM)"),
+    (("H100", "PCIE"), 756e12, "H100 PCIe"),
+    (("H100", "NVL"), 835e12, "H100 NVL"),
+    (("H100",), 989.4e12, "H100 SXM"),
+    (("A100",), 312e12, "A100"),
+)
+DEFAULT_PEAK = (989.4e12, "H100 SXM (GPU not recognised: pass --peak-flops)")
+CACHE_KEY = "bench-key.json"
+MIN_REPRESENTATIVE_STEPS = 20  # below this, the measured rows sample too few length buckets
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
-# real tweet lengths
+# data: the product's stages, cached in --workdir
 
 
-def real_texts() -> list[str]:
+def _cached(directory: Path, key: dict, build) -> bool:
+    """Run ``build()`` unless ``directory`` holds a finished build with this ``key``; True if it ran."""
+    key_file = directory / CACHE_KEY
+    want = json.dumps(key, sort_keys=True, default=str)
+    if key_file.is_file() and key_file.read_text() == want:
+        return False
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    build()
+    key_file.write_text(want)
+    return True
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def task_files() -> list[Path]:
+    return [f for f in sorted(SHARED.glob("*/*.tsv")) if f.parent != REPLY_PAIRS.parent]
+
+
+def write_task_pairs(path: Path) -> int:
+    """Every task text paired with the next text of its file, as a pairs TSV; returns the pair count."""
     import polars as pl
 
-    texts: list[str] = []
-    for f in sorted(SHARED.glob("*/*.tsv")):
-        df = pl.read_csv(f, separator="\t", quote_char=None, infer_schema=False, has_header=True)
-        for col in ("TEXT", "TEXT_B", "REPLY_TEXT"):
-            if col in df.columns:
-                texts.extend(t for t in df[col].to_list() if t)
-    return texts
+    n = 0
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("ORIG_ID\tORIG_TEXT\tREPLY_ID\tREPLY_TEXT\n")
+        for f in task_files():
+            df = pl.read_csv(f, separator="\t", quote_char=None, infer_schema=False, has_header=True)
+            texts = [t for t in df["TEXT"].to_list() if t]
+            tag = f"{f.parent.name}/{f.stem}"
+            for i in range(0, len(texts) - 1, 2):
+                out.write(f"{tag}:{i}\t{texts[i]}\t{tag}:{i + 1}\t{texts[i + 1]}\n")
+                n += 1
+    return n
 
 
-def tokenised_segments(args) -> tuple[list[np.ndarray], int]:
-    """Normalised, tokenised, truncated real texts (file order) and the vocabulary size."""
-    from twilbert.text.normalize import NormalizeRules, normalize_texts, placeholder_tokens
+def prepare_data(args) -> tuple[Path, Path]:
+    """normalize -> vocab -> pairs, as the pipeline's stages run them; returns (spm model, shards dir)."""
+    from twilbert.data.pairs import PairsConfig, build_pair_shards
+    from twilbert.text.corpus import normalize_corpora
+    from twilbert.text.normalize import NormalizeConfig, placeholder_tokens
     from twilbert.text.tokenizer import Tokenizer
     from twilbert.text.vocab import VocabConfig, train_vocab
 
-    rules = NormalizeRules().effective()
-    texts = [t for t in normalize_texts(real_texts(), rules) if t]
+    work = args.workdir
+    sources = [*task_files(), REPLY_PAIRS]
+    norm_cfg = NormalizeConfig()
+    norm_dir = work / "normalized"
+
+    def normalize() -> None:
+        t0 = time.perf_counter()
+        n = write_task_pairs(norm_dir / "task_pairs.tsv")
+        stats = normalize_corpora(pairs=[REPLY_PAIRS, norm_dir / "task_pairs.tsv"], tweets=[], cfg=norm_cfg, out_dir=norm_dir)
+        t = stats["total"]
+        say(f"normalize: {n} task pairs + {REPLY_PAIRS.name}: {t['rows_in']} in, {t['rows_out']} out, "
+            f"{t['rows_dropped']} dropped, {t['rows_rejected']} rejected ({time.perf_counter() - t0:.1f}s)")
+
+    sources_key = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sources]
+    _cached(norm_dir, {"sources": sources_key, "normalize": asdict(norm_cfg), "pairing": "next text, v1"}, normalize)
+    parquet = norm_dir / "pairs.parquet"
+
     if args.spm:
-        spm_path = Path(args.spm)
+        spm = Path(args.spm)
     else:
-        spm_path = args.workdir / f"spm{args.vocab_size}.model"
-        if not spm_path.exists():
+        vocab_cfg = VocabConfig(vocab_size=args.vocab_size, input_sentence_size=0)
+        vocab_dir = work / f"vocab-{args.vocab_size}"
+
+        def vocab() -> None:
             t0 = time.perf_counter()
-            cfg = VocabConfig(vocab_size=args.vocab_size, input_sentence_size=0, num_threads=4)
-            train_vocab(texts, cfg, spm_path.with_suffix(""), placeholder_tokens(rules))
-            print(f"trained a {args.vocab_size}-piece vocabulary in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    tok = Tokenizer.from_file(spm_path)
-    values, offsets = tok.encode_flat(texts)
-    segs = [values[offsets[i] : offsets[i + 1]][: args.max_len].astype(np.int64) for i in range(len(texts))]
-    return [s for s in segs if s.size], tok.vocab_size
+            train_vocab([parquet], vocab_cfg, vocab_dir / "spm", placeholder_tokens(norm_cfg.rules.effective()))
+            say(f"vocab: trained a {args.vocab_size}-piece SentencePiece model in {time.perf_counter() - t0:.1f}s")
 
+        _cached(vocab_dir, {"corpus": _sha256(parquet), "vocab": asdict(vocab_cfg)}, vocab)
+        spm = vocab_dir / "spm.model"
+    tok = Tokenizer.from_file(spm)
 
-@dataclass
-class Example:
-    ids: np.ndarray  # (T,) [CLS] a [SEP] b [SEP]
-    types: np.ndarray  # (T,)
-    rop: int  # 1 in order, 0 swapped
-    masked: np.ndarray | None = None  # (T,) after masking
-    labels: np.ndarray | None = None  # (T,) -100 off target
+    pairs_cfg = PairsConfig(negatives="swap")
+    shards = work / f"shards-{tok.sha256[:12]}-L{args.max_len}"
 
+    def pairs() -> None:
+        t0 = time.perf_counter()
+        m = build_pair_shards(parquet, None, tok, pairs_cfg, args.max_len, shards, progress=False)
+        say(f"pairs: {json.dumps(m['rows'])} ({time.perf_counter() - t0:.1f}s)")
 
-def make_examples(segs: list[np.ndarray], n: int, rng: np.random.Generator) -> list[Example]:
-    """``n`` pairs of consecutive texts drawn at random; half of them swapped (ROP label 0)."""
-    starts = rng.choice(len(segs) - 1, size=n, replace=False)
-    out = []
-    for s in starts:
-        a, b, label = segs[s], segs[s + 1], int(rng.integers(2))
-        if label == 0:
-            a, b = b, a
-        ids = np.concatenate([[CLS_ID], a, [SEP_ID], b, [SEP_ID]])
-        types = np.concatenate([np.zeros(a.size + 2, np.int64), np.ones(b.size + 1, np.int64)])
-        out.append(Example(ids, types, label))
-    return out
+    _cached(shards, {"corpus": _sha256(parquet), "tokenizer": tok.sha256, "max_len": args.max_len, "pairs": asdict(pairs_cfg)}, pairs)
+    return spm, shards
 
 
 # --------------------------------------------------------------------------------------------------
-# batches
+# configs
 
 
-@dataclass
-class Batch:
-    input_ids: torch.Tensor  # (B, T) masked ids
-    token_type_ids: torch.Tensor  # (B, T)
-    attention_mask: torch.Tensor | None  # (B, T): bool for ours (None = no padding), long for HF
-    labels: torch.Tensor  # (B, T) -100 off target
-    rop: torch.Tensor  # (B,)
-    real_tokens: int
-    positions: int  # B * T, what the model computes on
-
-
-def pad(examples: list[Example], length: int | None, hf: bool, device) -> Batch:
-    T = length or max(e.ids.size for e in examples)
-    B = len(examples)
-    ids = np.full((B, T), PAD_ID, np.int64)
-    types = np.zeros((B, T), np.int64)
-    labels = np.full((B, T), IGNORE_INDEX, np.int64)
-    for r, e in enumerate(examples):  # batch assembly happens before timing
-        ids[r, : e.ids.size], types[r, : e.ids.size], labels[r, : e.ids.size] = e.masked, e.types, e.labels
-    real = ids != PAD_ID
-    if hf:
-        mask = torch.from_numpy(real.astype(np.int64)).to(device)
-    else:
-        mask = None if real.all() else torch.from_numpy(real).to(device)
-    t = lambda x: torch.from_numpy(x).to(device)  # noqa: E731
-    rop = torch.tensor([e.rop for e in examples], device=device)
-    return Batch(t(ids), t(types), mask, t(labels), rop, int(real.sum()), B * T)
-
-
-def bucketed(examples: list[Example], batch_size: int, rng) -> list[list[Example]]:
-    """Sort by length, cut into batches, shuffle the batch order (length-bucketed sampling)."""
-    order = sorted(range(len(examples)), key=lambda i: examples[i].ids.size)
-    chunks = [[examples[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
-    return [chunks[i] for i in rng.permutation(len(chunks))]
-
-
-def random_batches(examples: list[Example], batch_size: int, rng) -> list[list[Example]]:
-    perm = rng.permutation(len(examples))
-    return [[examples[i] for i in perm[s : s + batch_size]] for s in range(0, len(perm), batch_size)]
-
-
-def apply_masks(batches: list[list[Example]], mcfg: MaskedLMConfig, vocab: int, seed: int) -> None:
-    """Mask each example once (our span masking, in our bucketed batches); every system reuses it."""
-    g = torch.Generator().manual_seed(seed)
-    for exs in batches:
-        T = max(e.ids.size for e in exs)
-        ids = torch.full((len(exs), T), PAD_ID, dtype=torch.long)
-        for r, e in enumerate(exs):
-            ids[r, : e.ids.size] = torch.from_numpy(e.ids)
-        masked, labels = mask_tokens(ids, maskable_positions(ids, ids != PAD_ID), mcfg, vocab, generator=g)
-        for r, e in enumerate(exs):
-            e.masked, e.labels = masked[r, : e.ids.size].numpy(), labels[r, : e.ids.size].numpy()
-
-
-# --------------------------------------------------------------------------------------------------
-# models and steps
-
-
-def build_models(args, vocab: int, positions: int, device):
+def configs(args, vocab: int, positions: int) -> tuple[ModelConfig, TrainingConfig, ImplConfig]:
     p = PRESETS[args.preset]
     H, L, A = p["hidden"], p["layers"], p["heads"]
-    E = args.embedding_size if args.albert else H
-    ours_cfg = ModelConfig(
+    model = ModelConfig(
         vocab_size=vocab,
         max_positions=positions,
         factorize_embeddings=args.albert,
         cross_sharing=args.albert,
-        embedding_size=E,
+        embedding_size=args.embedding_size if args.albert else H,
         hidden_size=H,
         n_encoders=L,
         n_heads=A,
         attention_size=None,
+        input_dropout=0.0,
+        output_dropout=0.0,
+        attention_dropout=0.0,
+        attention_bias=True,
+        embedding_layer_norm=True,
+        norm="post",
+        layer_norm_eps=1e-12,
         mlm_transform=True,
         tie_mlm_decoder=True,
     )
-    torch.manual_seed(0)
-    ours = TWilBERT(ours_cfg).to(device)
+    if args.static_targets:
+        from dataclasses import replace
+
+        model = replace(model, masked_lm=replace(model.masked_lm, static_targets=True))
+    training = TrainingConfig(
+        batch_size=args.batch_size,
+        max_steps=args.warmup + args.steps,
+        optimizer="adamw",
+        lr=args.lr,
+        betas=(0.9, 0.999),
+        eps=1e-6,
+        weight_decay=0.01,
+        schedule="linear",
+        warmup_steps=args.warmup,
+        accum_iters=1,
+        clip_grad_norm=1.0,
+        seed=args.seed,
+        checkpoint_every=0,
+        log_every=10**9,  # the benchmark never calls run(): nothing is logged or checkpointed
+        bucket_width=8,
+    )
+    impl = ImplConfig(
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        attention="sdpa",
+        num_threads=args.threads,
+        num_workers=0,
+        progress=False,
+    )
+    return model, training, impl
+
+
+def hf_model(args, cfg: ModelConfig):
     common = dict(
-        vocab_size=vocab,
-        hidden_size=H,
-        num_hidden_layers=L,
-        num_attention_heads=A,
-        intermediate_size=4 * H,
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.n_encoders,
+        num_attention_heads=cfg.n_heads,
+        intermediate_size=4 * cfg.hidden_size,
         hidden_act="gelu",
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
-        max_position_embeddings=positions,
+        max_position_embeddings=cfg.max_positions,
         type_vocab_size=2,
-        layer_norm_eps=1e-12,
+        layer_norm_eps=cfg.layer_norm_eps,
+        initializer_range=cfg.initializer_range,
+        pad_token_id=PAD_ID,
     )
     if args.albert:
         from transformers import AlbertConfig, AlbertForPreTraining
 
-        hf_cfg = AlbertConfig(**common, embedding_size=E, num_hidden_groups=1, inner_group_num=1, classifier_dropout_prob=0.0)
-        hf = AlbertForPreTraining(hf_cfg)
-    else:
-        from transformers import BertConfig, BertForPreTraining
+        hf_cfg = AlbertConfig(**common, embedding_size=cfg.embedding_size, num_hidden_groups=1, inner_group_num=1,
+                              classifier_dropout_prob=0.0)
+        return AlbertForPreTraining(hf_cfg)
+    from transformers import BertConfig, BertForPreTraining
 
-        hf = BertForPreTraining(BertConfig(**common))
-    # transformers picks SDPA by default when torch has it; the JSON line records what it used
-    return ours, hf.to(device)
+    return BertForPreTraining(BertConfig(**common))  # transformers picks SDPA; the JSON line records it
 
 
-def make_step(model, kind: str, device, precision: str, compile_: bool):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-    model.train()
-    fwd = torch.compile(model, dynamic=True) if compile_ else model
-    autocast = (
-        (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-    )
+# --------------------------------------------------------------------------------------------------
+# HF batches built from our micro-batches
 
-    def step(b: Batch) -> None:
-        with autocast():
-            if kind == "ours":
-                out = fwd(b.input_ids, b.token_type_ids, b.attention_mask, mlm_labels=b.labels)
-                loss = pretraining_loss(out, None, b.rop, model.config).total
-            else:
-                rop_key = "sentence_order_label" if "Albert" in type(model).__name__ else "next_sentence_label"
-                out = fwd(input_ids=b.input_ids, token_type_ids=b.token_type_ids, attention_mask=b.attention_mask,
-                          labels=b.labels, **{rop_key: b.rop})
-                loss = out.loss
-        loss.backward()
+
+@dataclass
+class Row:
+    ids: torch.Tensor  # (t,) masked ids, as our loader made them
+    types: torch.Tensor  # (t,)
+    labels: torch.Tensor  # (t,) -100 off target
+    rop: int  # 1 in order, 0 swapped, -100 unlabelled
+
+
+def rows_of(mb: dict) -> list[Row]:
+    lengths = mb["attention_mask"].sum(1).tolist()  # right padding: row r is its first t tokens
+    return [
+        Row(mb["input_ids"][r, :t].clone(), mb["token_type_ids"][r, :t].clone(), mb["mlm_labels"][r, :t].clone(),
+            int(mb["rop_labels"][r]))
+        for r, t in enumerate(lengths)
+    ]
+
+
+def hf_batch(rows: list[Row], length: int | None, pin: bool) -> dict:
+    """HF inputs for ``rows``, right-padded to ``length`` (None: the longest row)."""
+    T = length or max(r.ids.numel() for r in rows)
+    B = len(rows)
+    ids = torch.full((B, T), PAD_ID, dtype=torch.long)
+    types = torch.zeros((B, T), dtype=torch.long)
+    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        t = r.ids.numel()
+        ids[i, :t], types[i, :t], labels[i, :t], mask[i, :t] = r.ids, r.types, r.labels, 1
+    out = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels,
+           "rop": torch.tensor([r.rop for r in rows], dtype=torch.long)}
+    return {k: v.pin_memory() for k, v in out.items()} if pin else out
+
+
+def hf_of_ours(mb: dict, pin: bool) -> dict:
+    """Our micro-batch as HF inputs, tensor for tensor (same shape; mask as 0/1 long)."""
+    out = {"input_ids": mb["input_ids"].clone(), "token_type_ids": mb["token_type_ids"].clone(),
+           "attention_mask": mb["attention_mask"].long(), "labels": mb["mlm_labels"].clone(),
+           "rop": mb["rop_labels"].clone()}
+    return {k: v.pin_memory() for k, v in out.items()} if pin else out
+
+
+def random_batches(rows: list[Row], batch_size: int, length: int | None, rng: np.random.Generator, pin: bool) -> list[dict]:
+    perm = rng.permutation(len(rows))
+    return [hf_batch([rows[i] for i in perm[s : s + batch_size]], length, pin) for s in range(0, len(perm), batch_size)]
+
+
+def hf_stepper(model, trainer: Pretrainer, albert: bool):
+    """An HF training loop's step, with the Pretrainer's optimizer/schedule/clipping settings."""
+    tr, device, amp = trainer.training, trainer.device, trainer.amp_dtype
+    model.to(device).train()
+    fused = {"fused": True} if device.type == "cuda" and tr.optimizer in ("adam", "adamw") else {}
+    opt = build_optimizer(tr.optimizer, param_groups(model, tr.weight_decay), lr=tr.lr, betas=tr.betas, eps=tr.eps,
+                          weight_decay=tr.weight_decay, **fused)
+    sched = build_schedule(tr.schedule, opt, warmup_steps=tr.warmup_steps, total_steps=max(trainer.total_steps, tr.warmup_steps, 1),
+                           hidden_size=trainer.model_cfg.hidden_size, scale=tr.lr)
+    fwd = maybe_compile(model, trainer.impl.compile)
+    rop_key = "sentence_order_label" if albert else "next_sentence_label"
+
+    def step(batch: dict) -> None:
+        b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast(device, amp):
+            out = fwd(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"],
+                      labels=b["labels"], **{rop_key: b["rop"]})
+        out.loss.backward()
+        clip_grad_norm(model.parameters(), tr.clip_grad_norm)
         opt.step()
+        sched.step()
         opt.zero_grad(set_to_none=True)
 
     return step
 
 
+# --------------------------------------------------------------------------------------------------
+
+
 def sync(device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def device_name(device) -> str:
@@ -285,28 +409,41 @@ def device_name(device) -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
-# --------------------------------------------------------------------------------------------------
+def gpu_peak(name: str) -> tuple[float, str]:
+    upper = name.upper()
+    for needles, peak, label in PEAKS:
+        if all(n in upper for n in needles):
+            return peak, label
+    return DEFAULT_PEAK
+
+
+def count(micro: list[list[dict]]) -> np.ndarray:
+    """Sum of the Pretrainer's own per-step counts: sequences, real, padded, Σ real len², Σ padded len², targets."""
+    return np.sum([Pretrainer._host_counts(m) for m in micro], axis=0) if micro else np.zeros(6)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--steps", type=int, default=None, help="measured steps per system (default: the preset's)")
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=None, help="measured optimizer steps of ours (default: the preset's)")
+    ap.add_argument("--warmup", type=int, default=2, help="unmeasured steps per system first")
     ap.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
-    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    ap.add_argument("--compile", action="store_true", help="torch.compile every model (dynamic shapes)")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="impl.precision (auto: bf16 on CUDA)")
+    ap.add_argument("--compile", action="store_true", help="impl.compile: torch.compile ours (and every HF peer)")
+    ap.add_argument("--static-targets", action="store_true", help="masked_lm.static_targets (fixed MLM head shapes)")
     ap.add_argument("--albert", action="store_true", help="factorised + all-shared, peer AlbertForPreTraining")
     ap.add_argument("--embedding-size", type=int, default=128, help="E with --albert")
     ap.add_argument("--max-len", type=int, default=48, help="tokens per segment (params.yaml representation.max_len)")
     ap.add_argument("--hf-max-length", type=int, default=128, help="HF padding='max_length' length")
     ap.add_argument("--vocab-size", type=int, default=None, help="default: the preset's")
     ap.add_argument("--spm", default=None, help="use this SentencePiece model instead of training one")
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--no-longest", action="store_true", help="skip the 'hf longest' and 'hf bucketed' rows")
+    ap.add_argument("--peak-flops", type=float, default=None, help="GPU peak for MFU (default: from the GPU's name)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/twilbert-bench-pretrain"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--threads", type=int, default=0, help="impl.num_threads: torch CPU threads (0 = torch's default)")
     args = ap.parse_args()
     p = PRESETS[args.preset]
     args.steps = args.steps or p["steps"]
@@ -314,87 +451,173 @@ def main() -> None:
     args.vocab_size = args.vocab_size or p["vocab"]
     if 2 * args.max_len + 3 > args.hf_max_length:
         raise SystemExit(f"--max-len {args.max_len}: pairs may exceed --hf-max-length {args.hf_max_length}")
-    if not SHARED.is_dir() and not args.spm:
+    if not SHARED.is_dir():
         raise SystemExit(f"needs the real tweets in {SHARED}")
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
     args.workdir.mkdir(parents=True, exist_ok=True)
     import transformers
 
-    segs, vocab = tokenised_segments(args)
+    spm, shards = prepare_data(args)
+    from twilbert.text.tokenizer import Tokenizer
+
+    vocab = Tokenizer.from_file(spm).vocab_size
+    positions = max(args.hf_max_length, 2 * args.max_len + 3)  # one position table size for both
+    model_cfg, training, impl = configs(args, vocab, positions)
+    if args.device == "cuda":
+        peak, peak_name = (args.peak_flops, "--peak-flops") if args.peak_flops else gpu_peak(torch.cuda.get_device_name())
+    else:
+        peak, peak_name = (args.peak_flops or DEFAULT_PEAK[0]), "n/a on CPU"
+
+    out_dir = Path(tempfile.mkdtemp(prefix="pretrainer-", dir=args.workdir))  # nothing is saved there
+    try:
+        trainer = Pretrainer(model_cfg=model_cfg, training=training, impl=impl, shards_dir=shards, tokenizer_path=spm,
+                             out_dir=out_dir, progress=False, peak_flops=peak)
+        trainer.setup()
+        result = measure(args, trainer, transformers, peak, peak_name)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    print(json.dumps(result))
+
+
+def measure(args, trainer: Pretrainer, transformers, peak: float, peak_name: str) -> dict:
+    device = trainer.device
+    pin = device.type == "cuda"
+    n_total = args.warmup + args.steps
+
+    # --- our micro-batches, from the Pretrainer's own loader (plan order, epochs as run() walks them) ---
+    micro: list[list[dict]] = []
+    loader_s, epoch = 0.0, 0
+    while len(micro) < n_total:
+        it = iter(trainer.loader(epoch, 0))
+        while len(micro) < n_total:
+            t0 = time.perf_counter()
+            mb = next(it, None)
+            loader_s += time.perf_counter() - t0
+            if mb is None:
+                break
+            micro.append([mb])  # accum_iters = 1: one micro-batch per optimizer step
+        epoch += 1
+    warm_micro, meas_micro = micro[: args.warmup], micro[args.warmup :]
+
+    # --- the HF peers' batches: the same rows, masks and labels (copied before anything trains) ---
     rng = np.random.default_rng(args.seed)
-    examples = make_examples(segs, args.steps * args.batch_size, rng)
-    ours_batches = bucketed(examples, args.batch_size, rng)
-    positions = max(args.hf_max_length, 2 * args.max_len + 3)
-    ours, hf = build_models(args, vocab, positions, device)
-    apply_masks(ours_batches, ours.config.masked_lm, vocab, args.seed)
-    rand_batches = random_batches(examples, args.batch_size, rng)
-
-    systems = {  # name -> (model kind, batches)
-        "ours (bucketed)": ("ours", ours, [pad(b, None, False, device) for b in ours_batches]),
-        f"hf max_length={args.hf_max_length}": ("hf", hf, [pad(b, args.hf_max_length, True, device) for b in rand_batches]),
-    }
+    B = args.batch_size
+    warm_rows = [r for m in warm_micro for r in rows_of(m[0])]
+    meas_rows = [r for m in meas_micro for r in rows_of(m[0])]
+    peers = {f"hf max_length={args.hf_max_length}": args.hf_max_length}
     if not args.no_longest:
-        systems["hf longest (random)"] = ("hf", hf, [pad(b, None, True, device) for b in rand_batches])
-        systems["hf bucketed"] = ("hf", hf, [pad(b, None, True, device) for b in ours_batches])
-    steps = {name: make_step(model, kind, device, args.precision, args.compile) for name, (kind, model, _) in systems.items()}
+        peers["hf longest (random)"] = None
+        peers["hf bucketed"] = "ours"
+    hf_batches: dict[str, tuple[list[dict], list[dict]]] = {}
+    for name, length in peers.items():
+        if length == "ours":
+            hf_batches[name] = ([hf_of_ours(m[0], pin) for m in warm_micro], [hf_of_ours(m[0], pin) for m in meas_micro])
+        else:
+            warm = random_batches(warm_rows, B, length, rng, pin) if warm_rows else []
+            hf_batches[name] = (warm, random_batches(meas_rows, B, length, rng, pin))
 
-    # warm-up (allocator, kernels, compile), then interleave the systems step by step, so that load
-    # from other processes (a shared CPU) falls on all of them alike
-    for name, (_, _, batches) in systems.items():
-        for b in batches[: args.warmup]:
+    base_hf = hf_model(args, trainer.model_cfg)
+    steps = {"ours (Pretrainer)": None}
+    for name in peers:
+        steps[name] = hf_stepper(copy.deepcopy(base_hf), trainer, args.albert)
+
+    # --- warm-up (allocator, kernels, compile), then interleaved measured steps ---
+    skipped = 0
+    for m in warm_micro:
+        skipped += not trainer.train_step(m)
+    for name, (warm, _) in hf_batches.items():
+        for b in warm:
             steps[name](b)
     sync(device)
-    elapsed = dict.fromkeys(systems, 0.0)
-    for i in range(args.steps):
-        for name, (_, _, batches) in systems.items():
-            t0 = time.perf_counter()
-            steps[name](batches[i])
-            sync(device)
-            elapsed[name] += time.perf_counter() - t0
+    elapsed = dict.fromkeys(steps, 0.0)
+    counts = {name: [0, 0, 0] for name in steps}  # real tokens, padded positions, MLM targets of the measured steps
+    n_steps = dict.fromkeys(steps, 0)
+    longest = max([len(meas_micro), *(len(v[1]) for v in hf_batches.values())])
+    ours_name = next(iter(steps))
+    for i in range(longest):
+        for name in steps:
+            if name == ours_name:
+                if i >= len(meas_micro):
+                    continue
+                t0 = time.perf_counter()
+                skipped += not trainer.train_step(meas_micro[i])
+                sync(device)
+                elapsed[name] += time.perf_counter() - t0
+            else:
+                batches = hf_batches[name][1]
+                if i >= len(batches):
+                    continue
+                b = batches[i]
+                t0 = time.perf_counter()
+                steps[name](b)
+                sync(device)
+                elapsed[name] += time.perf_counter() - t0
+                counts[name][0] += int(b["attention_mask"].sum())
+                counts[name][1] += b["input_ids"].numel()
+                counts[name][2] += int((b["labels"] != IGNORE_INDEX).sum())
+            n_steps[name] += 1
+
+    # --- ours counted as the Pretrainer counts, and cross-checked with its state ---
+    seqs, real, padded, real_sq, padded_sq, targets = count(meas_micro)
+    counts[ours_name] = [int(real), int(padded), int(targets)]
+    trainer.sync_counts()
+    expect = int(count(micro)[1]) if not skipped else None
+    if expect is not None and trainer.state.tokens_real != expect:
+        raise SystemExit(f"token count mismatch: Pretrainer counted {trainer.state.tokens_real}, the benchmark {expect}")
+    for name in peers:
+        if counts[name][0] != counts[ours_name][0] or counts[name][2] != counts[ours_name][2]:
+            raise SystemExit(f"{name}: {counts[name][0]} real tokens / {counts[name][2]} MLM targets, ours "
+                             f"{counts[ours_name][0]} / {counts[ours_name][2]}: not the same examples")
 
     rows = {}
-    for name, (kind, model, batches) in systems.items():
-        real = sum(b.real_tokens for b in batches)
-        pos = sum(b.positions for b in batches)
+    for name in steps:
         dt = elapsed[name]
+        tok, pos, _ = counts[name]
         rows[name] = {
-            "tokens_per_s": real / dt,
+            "tokens_per_s": tok / dt,
             "positions_per_s": pos / dt,
-            "seq_per_s": args.steps * args.batch_size / dt,
-            "step_ms": 1000 * dt / args.steps,
-            "padding": 1 - real / pos,
-            "mean_T": pos / (args.batch_size * args.steps),
+            "seq_per_s": len(meas_rows) / dt,
+            "step_ms": 1000 * dt / max(n_steps[name], 1),
+            "steps": n_steps[name],
+            "padding": 1 - tok / pos,
+            "mean_T": pos / max(n_steps[name], 1) / B,
         }
-    names = list(systems)
-    ours_row, hf_row = rows[names[0]], rows[names[1]]
-    print(f"{'system':<24}{'real tok/s':>12}{'seq/s':>10}{'step ms':>10}{'padding':>9}{'mean T':>8}{'vs ours':>9}", file=sys.stderr)
+    names = list(steps)
+    ours_row, hf_row = rows[ours_name], rows[names[1]]
+    say(f"{'system':<24}{'real tok/s':>12}{'seq/s':>10}{'step ms':>10}{'steps':>7}{'padding':>9}{'mean T':>8}{'ours vs':>9}")
     for name, r in rows.items():
-        print(
-            f"{name:<24}{r['tokens_per_s']:>12,.0f}{r['seq_per_s']:>10.1f}{r['step_ms']:>10.1f}{r['padding']:>9.1%}"
-            f"{r['mean_T']:>8.1f}{ours_row['tokens_per_s'] / r['tokens_per_s']:>8.2f}x",
-            file=sys.stderr,
-        )
+        say(f"{name:<24}{r['tokens_per_s']:>12,.0f}{r['seq_per_s']:>10.1f}{r['step_ms']:>10.1f}{r['steps']:>7}"
+            f"{r['padding']:>9.1%}{r['mean_T']:>8.1f}{ours_row['tokens_per_s'] / r['tokens_per_s']:>8.2f}x")
 
+    raw = trainer.raw_model
+    hf_model_ = base_hf
     result = {
         "device": device_name(device),
         "preset": args.preset + ("+albert" if args.albert else ""),
-        "precision": args.precision,
+        "path": "twilbert.train.pretrain.Pretrainer.setup/loader/train_step",
+        "precision": str(trainer.amp_dtype or torch.float32).removeprefix("torch."),
         "compile": args.compile,
-        "batch_size": args.batch_size,
-        "steps": args.steps,
-        "vocab_size": vocab,
-        "mean_real_len": sum(e.ids.size for e in examples) / len(examples),
+        "static_targets": args.static_targets,
+        "batch_size": B,
+        "steps": len(meas_micro),
+        "warmup": args.warmup,
+        "vocab_size": trainer.model_cfg.vocab_size,
+        "train_rows": trainer.plan.n_rows,
+        "mean_real_len": round(real / max(seqs, 1), 2),  # of the measured rows; compare with the train split's
+        "train_mean_len": round(float(np.mean(trainer.batches.dataset.lengths)), 2),
         "tokens_per_s": round(ours_row["tokens_per_s"]),
         "hf_tokens_per_s": round(hf_row["tokens_per_s"]),
         "ratio_vs_hf": round(ours_row["tokens_per_s"] / hf_row["tokens_per_s"], 3),
         "ours_padding": round(ours_row["padding"], 4),
         "hf_padding": round(hf_row["padding"], 4),
-        "ours_params": ours.num_parameters(),
-        "hf_params": sum(p.numel() for p in hf.parameters()),
-        "hf_model": type(hf).__name__,
-        "hf_attention": getattr(hf.config, "_attn_implementation", None),
+        "ours_step_ms": round(ours_row["step_ms"], 2),
+        "ours_loader_ms": round(1000 * loader_s / len(micro), 2),
+        "ours_skipped_steps": skipped,
+        "ours_params": raw.num_parameters(),
+        "hf_params": sum(q.numel() for q in hf_model_.parameters()),
+        "hf_model": type(hf_model_).__name__,
+        "hf_attention": getattr(hf_model_.config, "_attn_implementation", None),
         "transformers": transformers.__version__,
         "torch": torch.__version__,
     }
@@ -403,9 +626,22 @@ def main() -> None:
             result[f"{key}_tokens_per_s"] = round(rows[name]["tokens_per_s"])
             result[f"ratio_vs_{key}"] = round(ours_row["tokens_per_s"] / rows[name]["tokens_per_s"], 3)
     if device.type == "cuda":
-        result["peak_flops"] = H100_BF16_PEAK
-        result["mfu"] = round(ours.estimate_mfu(ours_row["positions_per_s"], H100_BF16_PEAK, round(ours_row["mean_T"])), 4)
-    print(json.dumps(result))
+        common = dict(mlm_targets=targets, world_size=1, peak_flops=peak)
+        dt = elapsed[ours_name]
+        result["peak_flops"] = peak
+        result["peak_used"] = peak_name
+        result["mfu"] = round(useful_mfu(raw, tokens=real, sum_sq_lengths=real_sq, seconds=dt, **common), 4)
+        result["mfu_padded"] = round(useful_mfu(raw, tokens=padded, sum_sq_lengths=padded_sq, seconds=dt, **common), 4)
+        # the same useful work (our model's FLOPs on the real tokens) in the primary peer's time
+        result["hf_mfu"] = round(useful_mfu(raw, tokens=real, sum_sq_lengths=real_sq, seconds=elapsed[names[1]], **common), 4)
+        say(f"MFU against {peak / 1e12:.1f} TFLOP/s bf16 dense ({peak_name}): ours {result['mfu']:.1%} "
+            f"({result['mfu_padded']:.1%} counting padding), {names[1]} {result['hf_mfu']:.1%}")
+    if len(meas_micro) < MIN_REPRESENTATIVE_STEPS and not args.no_longest:
+        say(f"note: {len(meas_micro)} measured steps: the random peers' rows come from that few length buckets, "
+            f"so their padding is not the real one (use >= {MIN_REPRESENTATIVE_STEPS} steps for a measurement)")
+    if skipped:
+        say(f"warning: the Pretrainer skipped {skipped} non-finite step(s): their optimizer step did not run")
+    return result
 
 
 if __name__ == "__main__":
