@@ -29,6 +29,7 @@ def main(
     params: Path = PARAMS_OPTION,
     batch_size: int = typer.Option(64, min=1, help="Texts per forward pass (batches are sorted by length)."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto."),
+    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the forward pass (default: on from 5000 texts; a one-off ~20-30 s compilation, then ~1.6x faster on CPU)."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on when stderr is a terminal)."),
 ) -> None:
     """Embed texts with a TWilBERT encoder (cls or mean pooling) into .arrow or .npy."""
@@ -48,6 +49,9 @@ def main(
     predictor = run_guarded(load_model, model, vocab_model=vocab_model, normalize=normalize, device=device)
     data = run_guarded(read_lines, sys.stdin) if input is None else run_guarded(read_input_file, input, text_column, aux_column, id_column, fmt)
     show = progress if progress is not None else sys.stderr.isatty()
+    from twilbert.inference import AUTO_COMPILE_TEXTS
+
+    predictor.compile = compile if compile is not None else len(data.texts) >= AUTO_COMPILE_TEXTS
     try:
         vectors = predictor.embed(data.texts, data.aux, pooling=pooling, batch_size=batch_size, progress=show)
         write_embeddings(vectors, output, data.ids)

@@ -25,6 +25,7 @@ def main(
     output: Path = typer.Option(None, "--output", "-o", help="Write JSON lines here instead of stdout."),
     batch_size: int = typer.Option(64, min=1, help="Texts per forward pass (batches are sorted by length)."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto."),
+    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the forward pass (default: on from 5000 texts; a one-off ~20-30 s compilation, then ~1.6x faster on CPU)."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on for files when stderr is a terminal)."),
 ) -> None:
     """Predict labels (or values) for texts: one JSON line per input,
@@ -45,6 +46,9 @@ def main(
             fail(f"{model}: a text-pair model needs the second texts: give --aux-column")
         data = run_guarded(read_input_file, input, text_column, aux_column, id_column, fmt)
     show = progress if progress is not None else (input is not None and sys.stderr.isatty())
+    from twilbert.inference import AUTO_COMPILE_TEXTS
+
+    predictor.compile = compile if compile is not None else len(data.texts) >= AUTO_COMPILE_TEXTS
     try:
         rows = predictor.predict(data.texts, data.aux, batch_size=batch_size, progress=show)
     except InputError as exc:

@@ -219,3 +219,20 @@ def test_import_twilbert_stays_light():
     code = "import sys, twilbert; assert callable(twilbert.load); print(sorted(m for m in ('torch', 'polars', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_compiled_forward_equals_eager(models):
+    """compile=True (torch.compile, dynamic shapes) gives the eager outputs to float rounding, for
+    predictions and embeddings, across batches of several shapes (with and without a mask)."""
+    import twilbert
+
+    eager = twilbert.load(models["single"])
+    compiled = twilbert.load(models["single"], compile=True)
+    texts = TEXTS * 3
+    np.testing.assert_allclose(compiled.outputs(texts, batch_size=4), eager.outputs(texts, batch_size=4), atol=1e-5)
+    np.testing.assert_allclose(compiled.embed(texts, pooling="mean", batch_size=5), eager.embed(texts, pooling="mean", batch_size=5), atol=1e-5)
+    assert set(compiled._compiled) == {"classifier", "encode"} and not eager._compiled
+    result = run_cli("predict", "--model", str(models["single"]), "--compile", stdin="\n".join(TEXTS) + "\n")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose([[r["probabilities"][lab] for lab in LABELS] for r in json_lines(result.stdout)],
+                               reference(models["single"], TEXTS), atol=1e-5)
