@@ -84,7 +84,7 @@ def log_model(model_dir: str | Path, name: str = MODEL_NAME):
         warnings.filterwarnings("ignore", message=".*type hints.*")
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=TWilBERTPyfunc(),
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),  # models from code: no pickle
             artifacts={ARTIFACT: str(model_dir)},
             signature=_signature(pair),
             input_example=example,  # also written as serving_input_example.json for `mlflow models serve`

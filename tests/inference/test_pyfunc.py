@@ -71,6 +71,10 @@ def test_logged_model_loads_and_serves(model_dir, tmp_path, monkeypatch):
     loaded = mlflow.pyfunc.load_model(uri)
     got = loaded.predict(pd.DataFrame({"text": TWEETS}))
     assert got.to_dict(orient="records") == expected
+    # logged as code, not as a pickled object: nothing in the model is unpickled when it loads
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl")))
+    files = {p.name for p in local.rglob("*") if p.is_file()}
+    assert "pyfunc_model.py" in files and not {f for f in files if f.endswith((".pkl", ".pickle"))}, files
 
     # served: mlflow models serve -m runs:/<id>/model --env-manager local
     mlflow_bin = Path(sys.executable).parent / "mlflow"
