@@ -367,3 +367,111 @@ def test_normalize_under_dvc_refuses_corpora_missing_from_dvc_yaml_deps(tmp_path
     monkeypatch.delenv("DVC_STAGE")  # a plain command line: no DVC, no check
     ok = CliRunner().invoke(app, ["normalize", "--params", "params.yaml", "--out-dir", "out"])
     assert ok.exit_code == 0, ok.output
+
+
+# -- the fast paths keep the results of the straightforward ones ----------------------------------
+
+
+def test_split_lines_is_decode_then_split_and_refuses_invalid_utf8():
+    from twilbert.text.corpus import _split_lines
+
+    for data in (b"", b"a", b"a\n", b"\n\n", "a\tb\r\nñ😂\n\nz".encode(), b"x" * 70 + b"\n" + "é".encode() * 9):
+        got = _split_lines(data)
+        assert got is not None and got.dtype == pl.String
+        assert got.to_list() == data.decode("utf-8").split("\n"), data
+    for bad in (b"ok\n\xff", b"\xed\xa0\x80", b"\xc0\xaf", "é".encode()[:1]):  # stray, surrogate, overlong, cut
+        assert _split_lines(bad) is None, bad
+
+
+def test_few_words_expr_agrees_with_counting_words():
+    from twilbert.text.corpus import few_words_expr
+    from twilbert.text.normalize import word_count_expr
+
+    rng = np.random.default_rng(3)
+    pieces = ["a", "ñu", "😂", "x.y", " ", "  ", "\t", "\u00a0", "\u3000", "\u2028", "\x1c"]
+    texts = ["".join(rng.choice(pieces, rng.integers(0, 9))) for _ in range(3000)] + ["", " ", None]
+    s = pl.DataFrame({"t": texts}, schema={"t": pl.String})
+    for k in (0, 1, 2, 3, 5, 65):
+        got = s.select(few_words_expr(pl.col("t"), k))["t"].to_list()
+        want = s.select(word_count_expr(pl.col("t")) <= k)["t"].to_list()
+        assert got == want, k
+        assert got[:-1] == [len(t.split()) <= k for t in texts[:-1]]  # Python's own str.split
+
+
+def test_reader_thread_errors_and_early_stops_reach_the_caller():
+    from twilbert.text.corpus import _prefetch
+
+    def items(closed):
+        try:
+            yield 1
+            yield 2
+            raise CorpusError("x.tsv: cannot open")
+        finally:
+            closed.append(True)
+
+    closed = []
+    got = []
+    with pytest.raises(CorpusError, match="cannot open"):
+        for x in _prefetch(items(closed)):
+            got.append(x)
+    assert got == [1, 2] and closed == [True]
+
+    closed = []
+    stream = _prefetch(items(closed), depth=1)
+    assert next(stream) == 1
+    stream.close()  # the consumer stops early: the thread stops and the source is closed
+    assert closed == [True]
+
+
+def test_writer_thread_errors_reach_the_caller():
+    from twilbert.text.corpus import _BackgroundWriter
+
+    written = []
+
+    def write(x):
+        if x == 3:
+            raise OSError("disk full")
+        written.append(x)
+
+    w = _BackgroundWriter(write, depth=1)
+    with pytest.raises(OSError, match="disk full"):
+        for i in range(100):
+            w.put(i)
+        w.close()
+    assert written == [0, 1, 2]  # in order, and nothing after the failure
+
+
+def test_ingest_output_matches_the_eager_reference_pipeline(tmp_path):
+    """The single streaming query (validation + normalisation + drop rules) against the eager steps
+    it replaced, run here one after the other on the same rows: same rows, same order, same values."""
+    from twilbert.text.corpus import _validate_and_split
+    from twilbert.text.normalize import normalize_expr, placeholder_only_expr, word_count_expr
+
+    rng = np.random.default_rng(5)
+    words = ["hola", "JAJAJAJA", "#SiSePuede", "@ana", "https://t.co/x", "&amp;", "RT", "sííííí", "😂", "user", "ok", "…"]
+    rows = []
+    for i in range(3000):
+        a, b = " ".join(rng.choice(words, rng.integers(1, 6))), " ".join(rng.choice(words, rng.integers(1, 6)))
+        rows.append(f"{i}\t{a}\t{10**6 + i}\t{b}")
+    rows[10] = "bad\tline"  # a reject
+    rows[20] = rows[21].replace("21\t", "9999\t", 1)  # a duplicate (ids aside)
+    payload = HEADER + ("\n".join(rows) + "\n").encode()
+    stats, df, _, _ = _run(tmp_path, payload, chunk_bytes=20_000)
+
+    lines = pl.DataFrame({"line": rows}).with_columns(
+        pl.lit(None, dtype=pl.String).alias("_pre_reason"), (pl.int_range(len(rows)) + 2).alias("_line")
+    )
+    v = _validate_and_split(lines, "pairs", 5000).filter(pl.col("reason").is_null())
+    cols = ["orig_id", "orig_text", "reply_id", "reply_text"]
+    good = v.select([pl.col(c).str.strip_chars() for c in cols] + [pl.col("_line").alias("line")])
+    good = good.with_columns([word_count_expr(pl.col(c)).alias(f"_wc_{c}") for c in ("orig_text", "reply_text")])
+    good = good.with_columns([normalize_expr(pl.col(c), _rules()).alias(c) for c in ("orig_text", "reply_text")])
+    drop = (
+        pl.any_horizontal([pl.col(c).str.len_chars() == 0 for c in ("orig_text", "reply_text")])
+        | pl.all_horizontal([placeholder_only_expr(pl.col(c), _rules()) for c in ("orig_text", "reply_text")])
+        | pl.all_horizontal([pl.col(f"_wc_{c}") <= 2 for c in ("orig_text", "reply_text")])
+    )
+    good = good.filter(~drop)
+    good = good.filter(pl.concat_str(["orig_text", "reply_text"], separator="\t").is_first_distinct())  # exact duplicates
+    assert df.select(cols + ["line"]).equals(good.select(cols + ["line"]))
+    assert stats.rejected["wrong_column_count"] == 1 and stats.dropped["duplicate"] >= 1 and stats.reconciles
