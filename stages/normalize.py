@@ -60,8 +60,10 @@ def check_dvc_deps(params: Path, inputs: list[str]) -> None:
     import yaml
 
     deps = ((yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage, {}) or {}).get("deps", [])
-    listed = {os.path.normpath(d) for d in deps if isinstance(d, str)}
-    missing = [f for f in inputs if os.path.normpath(os.path.relpath(params.parent / f)) not in listed]
+    # Compared as absolute paths: either side may be relative (to dvc.yaml's folder, or to params.yaml's)
+    # or absolute (a corpus outside the repo).
+    listed = {os.path.abspath(d) for d in deps if isinstance(d, str)}
+    missing = [f for f in inputs if os.path.abspath(params.parent / f) not in listed]
     if missing:
         fail(f"dvc.yaml: stages.{stage}.deps: add {', '.join(repr(m) for m in missing)} (the corpora of params "
              "data.pairs / data.tweets), or DVC will not rerun the pipeline when they change")

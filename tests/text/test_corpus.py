@@ -369,6 +369,36 @@ def test_normalize_under_dvc_refuses_corpora_missing_from_dvc_yaml_deps(tmp_path
     assert ok.exit_code == 0, ok.output
 
 
+def test_normalize_under_dvc_accepts_an_absolute_corpus_listed_in_deps(tmp_path, monkeypatch):
+    """A corpus outside the repo, named by absolute path in params and in dvc.yaml, is accepted (both
+    sides are compared as absolute paths); left out of deps it is still refused."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from tests.conftest import REPO
+
+    outside, repo = tmp_path / "elsewhere", tmp_path / "repo"
+    outside.mkdir(), repo.mkdir()
+    corpus = outside / "tweets.tsv"
+    corpus.write_text("ID\tTEXT\n1\thola que tal todo bien\n")
+    params = (REPO / "params.yaml").read_text()
+    params = params.replace("pairs: [data/sample/pairs.tsv]", "pairs: []").replace("tweets: [data/sample/tweets.tsv]", f"tweets: [{corpus}]")
+    for split in ("train", "dev", "test"):
+        for task in ("sentiment", "stance"):
+            params = params.replace(f"data/sample/tasks/{task}/{split}.tsv", str(REPO / f"data/sample/tasks/{task}/{split}.tsv"))
+    (repo / "params.yaml").write_text(params)
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("TWILBERT_TRACKING", "off")
+    monkeypatch.setenv("DVC_STAGE", "normalize")
+    (repo / "dvc.yaml").write_text("stages:\n  normalize:\n    cmd: x\n    deps:\n      - stages/normalize.py\n")
+    bad = CliRunner().invoke(app, ["normalize", "--params", "params.yaml", "--out-dir", "out"])
+    assert bad.exit_code == 2 and f"add '{corpus}'" in bad.stderr, bad.output
+    (repo / "dvc.yaml").write_text(f"stages:\n  normalize:\n    cmd: x\n    deps:\n      - {corpus}\n")
+    ok = CliRunner().invoke(app, ["normalize", "--params", "params.yaml", "--out-dir", "out"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((repo / "out" / "stats.json").read_text())["total"]["rows_in"] == 1
+
+
 # -- the fast paths keep the results of the straightforward ones ----------------------------------
 
 
