@@ -26,7 +26,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import json
-import math
 import queue
 import threading
 from collections import Counter
@@ -568,7 +567,7 @@ def ingest(
 
         total = sum(p.stat().st_size for p in paths if p.exists())
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"normalize {kind}")
-    chunks = _prefetch(iter(()))
+    chunks = None  # the current file's reader thread (a _prefetch generator)
     try:
         for path in paths:
             if not path.is_file():
@@ -627,7 +626,8 @@ def ingest(
                 stats.empty_files.append(str(path))
                 stats.warnings.append(f"{path}: {what}; nothing read from it (listed in params data.{kind})")
     finally:
-        chunks.close()  # stops the reader thread
+        if chunks is not None:
+            chunks.close()  # stops the reader thread
         try:
             background.close()
         finally:
