@@ -411,3 +411,20 @@ def test_params_section_round_trip():
         from_dict(NormalizeConfig, {"rules": {"max_char_run": 1}}, prefix="normalize")
     with pytest.raises(ConfigError, match=r"normalize\.rules\.lowercase: expected bool"):
         from_dict(NormalizeConfig, {"rules": {"lowercase": "yes"}}, prefix="normalize")
+
+
+HASH_RUNS = [
+    "C##Tag", "C###TagDos", "##tag", "x ##", "&#tag", "#a#b", "#a,#b", "a#", "#2024", "hola#Tag", "@#MesQueUnClub",
+    "# hola", "#_", "#Reyes_Magos #COVID19 #HTMLParser", "##", "#ñandúFeliz", "¡#SíSePuede!", "😂#Hola😂", "#a##b",
+]
+
+
+@pytest.mark.parametrize("mode", ["split", "token_split"])
+def test_hashtag_runs_match_the_reference_regex(mode):
+    """The pieces-based split (no regex with a left-context group) against the per-row reference, on the
+    cases where that group decides: runs of ``#``, a word or ``&`` before the ``#``, tags in a row."""
+    rules = NormalizeRules(hashtags=mode).effective()
+    assert normalize_texts(HASH_RUNS, rules) == [normalize_row(t, rules) for t in HASH_RUNS]
+    assert normalize_texts(["C##Tag"], NormalizeRules(hashtags=mode, lowercase=False).effective())[0] == (
+        "C# Tag" if mode == "split" else "C# hashtag Tag"
+    )

@@ -93,7 +93,7 @@ Deliberate limits (identical in the reference, tested):
   Rust regex and Python's ``re`` agree character for character. Tags in other scripts are kept as is.
   Where an original uses ``\\w``, its style uses Python's ``\\w`` as an explicit class
   (:func:`python_word`): Rust's own ``\\w`` differs (it includes combining marks and ZWJ).
-* The ``twilbert``/``pysentimiento`` hashtag and emoji steps use the noncharacters U+FDD0-U+FDD3 as
+* The hashtag split (``split``, ``token_split``) and the ``pysentimiento`` emoji step use the noncharacters U+FDD0-U+FDD4 as
   in-band markers: a text that already contains them may come out differently.
 * Idempotence, ``normalize(normalize(x)) == normalize(x)``, holds on every real tweet of
   ``../shared/data`` but one under the default preset: double-escaped HTML (``&amp;quot;`` ->
