@@ -147,3 +147,54 @@ def test_all_padding_row_is_finite_and_backend_independent():
     a, b = sdpa.encode(ids, types, mask), eager.encode(ids, types, mask)
     assert torch.isfinite(a).all() and torch.isfinite(b).all()
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},  # post-LN
+        {"norm": "pre"},
+        {"cross_sharing": True},
+        {"pkm": True, "pkm_params": PKMConfig(k_dim=8, memory_size=8, n_heads=2, knn=3, in_layers=(2,), batch_norm=True)},
+    ],
+    ids=["post", "pre", "shared", "pkm-last"],
+)
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_first_only_equals_the_first_row_of_the_full_encoder(kw, attention):
+    """``first_only`` (what a [CLS] classifier runs) is the full encoder's first row, with and without
+    padding, in eval mode; a PKM last layer in training mode runs in full (its batch-norm statistics
+    span every real token), so there too the rows are equal and the running statistics move alike."""
+    torch.manual_seed(0)
+    model = TWilBERT(tiny(**kw), attention=attention).eval()
+    ids, types, mask = padded_batch()
+    for m in (mask, None):
+        full = model.encode(ids, types, m)  # (B, T, H)
+        first = model.encode(ids, types, m, first_only=True)  # (B, 1, H)
+        assert first.shape == (ids.shape[0], 1, full.shape[-1])
+        torch.testing.assert_close(first, full[:, :1], rtol=1e-5, atol=1e-6)
+    if kw.get("pkm"):
+        a, b = copy.deepcopy(model).train(), copy.deepcopy(model).train()
+        torch.manual_seed(1)
+        full = a.encode(ids, types, mask)
+        torch.manual_seed(1)
+        first = b.encode(ids, types, mask, first_only=True)
+        torch.testing.assert_close(first, full[:, :1], rtol=1e-5, atol=1e-6)
+        bn_a, bn_b = (next(mod for mod in x.modules() if isinstance(mod, MaskedBatchNorm1d)) for x in (a, b))
+        torch.testing.assert_close(bn_b.running_mean, bn_a.running_mean, rtol=0, atol=0)
+
+
+def test_first_only_gradients_equal_the_full_encoder_at_cls():
+    """Training a [CLS] head through ``first_only`` gives the same gradients as the full last layer
+    (the positions it skips never reach the loss). Dropout off so both see the same function."""
+    torch.manual_seed(0)
+    cfg = tiny(input_dropout=0.0, output_dropout=0.0)
+    a = TWilBERT(cfg).train()
+    b = copy.deepcopy(a)
+    ids, types, mask = padded_batch()
+    a.encode(ids, types, mask)[:, 0].square().sum().backward()
+    b.encode(ids, types, mask, first_only=True)[:, 0].square().sum().backward()
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        if pa.grad is None:
+            assert pb.grad is None or not pb.grad.any(), name
+            continue
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-4, atol=1e-6, msg=name)

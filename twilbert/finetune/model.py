@@ -123,11 +123,13 @@ class SequenceClassifier(nn.Module):
         token_type_ids: torch.Tensor | None = None,  # (B, T)
         attention_mask: torch.Tensor | None = None,  # (B, T) bool
     ) -> torch.Tensor:
+        # A [CLS] head reads one position: the last layer computes only that one (TWilBERT.encode).
+        first_only = self.collapse_mode == "cls"
         if self.frozen:
             with torch.no_grad():
-                hidden = self.encoder.encode(input_ids, token_type_ids, attention_mask)  # (B, T, H)
+                hidden = self.encoder.encode(input_ids, token_type_ids, attention_mask, first_only=first_only)  # (B, T or 1, H)
         else:
-            hidden = self.encoder.encode(input_ids, token_type_ids, attention_mask)  # (B, T, H)
+            hidden = self.encoder.encode(input_ids, token_type_ids, attention_mask, first_only=first_only)  # (B, T or 1, H)
         pooled = pool(hidden, input_ids, attention_mask, self.collapse_mode, self.use_special_tokens)  # (B, H')
         return self.head(self.dropout(pooled))  # (B, n_outputs)
 

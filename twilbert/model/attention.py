@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# (q, k, v, key_mask, dropout_p) -> out, all (B, A, T, d_k); key_mask (B, 1, 1, T) bool, True = attend.
+# (q, k, v, key_mask, dropout_p) -> out: q (B, A, Tq, d_k), k and v (B, A, T, d_k), out (B, A, Tq, d_k);
+# key_mask (B, 1, 1, T) bool, True = attend. Tq is T, or 1 when only the first position is wanted.
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, float], torch.Tensor]
 
 
@@ -79,11 +80,22 @@ class SelfAttention(nn.Module):
         self,
         x: torch.Tensor,  # (B, T, H)
         key_mask: torch.Tensor | None = None,  # (B, 1, 1, T) bool, True = real key
+        *,
+        first_only: bool = False,  # only the first position's output (queries from x[:, :1])
     ) -> torch.Tensor:
+        """(B, T, H), or (B, 1, H) with ``first_only``: every key and value, but only the first query --
+        what a [CLS] classifier needs from the last layer (see :meth:`Encoder.forward`)."""
         B, T, _ = x.shape
         A, d = self.n_heads, self.head_dim
-        q, k, v = self.qkv(x).split(A * d, dim=-1)  # 3 x (B, T, A*d)
-        q, k, v = (t.view(B, T, A, d).transpose(1, 2) for t in (q, k, v))  # 3 x (B, A, T, d)
-        y = self.attend(q, k, v, key_mask, self.dropout if self.training else 0.0)  # (B, A, T, d)
-        y = y.transpose(1, 2).reshape(B, T, A * d)  # (B, T, A*d)
-        return self.out(y)  # (B, T, H)
+        if first_only:
+            w, b = self.qkv.weight, self.qkv.bias  # (3*A*d, H), (3*A*d,): rows are Q | K | V
+            q = F.linear(x[:, :1], w[: A * d], None if b is None else b[: A * d])  # (B, 1, A*d)
+            k, v = F.linear(x, w[A * d :], None if b is None else b[A * d :]).split(A * d, dim=-1)  # 2 x (B, T, A*d)
+        else:
+            q, k, v = self.qkv(x).split(A * d, dim=-1)  # 3 x (B, T, A*d)
+        Tq = q.shape[1]  # T, or 1 with first_only
+        q = q.view(B, Tq, A, d).transpose(1, 2)  # (B, A, Tq, d)
+        k, v = (t.view(B, T, A, d).transpose(1, 2) for t in (k, v))  # 2 x (B, A, T, d)
+        y = self.attend(q, k, v, key_mask, self.dropout if self.training else 0.0)  # (B, A, Tq, d)
+        y = y.transpose(1, 2).reshape(B, Tq, A * d)  # (B, Tq, A*d)
+        return self.out(y)  # (B, Tq, H)

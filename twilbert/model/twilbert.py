@@ -76,11 +76,13 @@ class TWilBERT(nn.Module):
         token_type_ids: torch.Tensor | None = None,  # (B, T) long; None -> segment A
         attention_mask: torch.Tensor | None = None,  # (B, T) bool, True = real token; None -> no padding
         position_ids: torch.Tensor | None = None,  # (B, T) or (T,) long; None -> 0..T-1
+        *,
+        first_only: bool = False,  # only the first ([CLS]) position's final state: (B, 1, H), cheaper
     ) -> torch.Tensor:
         if attention_mask is not None and attention_mask.dtype != torch.bool:
             raise TypeError(f"attention_mask must be bool (True = real token), got {attention_mask.dtype}")
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, H)
-        return self.encoder(x, attention_mask)  # (B, T, H)
+        return self.encoder(x, attention_mask, first_only=first_only)  # (B, T, H), or (B, 1, H)
 
     def forward(
         self,
