@@ -129,7 +129,9 @@ def run_stage(stage: str, params: Path, workdir: Path) -> dict:
     """One stage as its real command, in a fresh wrapper: wall seconds and the tree's peak RSS."""
     args = {
         "normalize": ["--out-dir", str(workdir / "normalized")],
-        "vocab": ["--normalized-dir", str(workdir / "normalized"), "--out-dir", str(workdir / "vocab")],
+        # every output under workdir: the stage's default --stats-path is the repo's reports/vocab/stats.json
+        "vocab": ["--normalized-dir", str(workdir / "normalized"), "--out-dir", str(workdir / "vocab"),
+                  "--stats-path", str(workdir / "vocab_stats.json")],
         "pairs": ["--normalized-dir", str(workdir / "normalized"), "--vocab-model", str(workdir / "vocab" / "spm.model"),
                   "--out-dir", str(workdir / "pairs"), "--stats-path", str(workdir / "pairs_stats.json")],
     }[stage]
