@@ -18,6 +18,8 @@ pre-training heads, plus the classifier head), ``config.json`` and ``spm.model``
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import shutil
 from dataclasses import dataclass
@@ -125,10 +127,7 @@ class SequenceClassifier(nn.Module):
     ) -> torch.Tensor:
         # A [CLS] head reads one position: the last layer computes only that one (TWilBERT.encode).
         first_only = self.collapse_mode == "cls"
-        if self.frozen:
-            with torch.no_grad():
-                hidden = self.encoder.encode(input_ids, token_type_ids, attention_mask, first_only=first_only)  # (B, T or 1, H)
-        else:
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():
             hidden = self.encoder.encode(input_ids, token_type_ids, attention_mask, first_only=first_only)  # (B, T or 1, H)
         pooled = pool(hidden, input_ids, attention_mask, self.collapse_mode, self.use_special_tokens)  # (B, H')
         return self.head(self.dropout(pooled))  # (B, n_outputs)

@@ -71,20 +71,15 @@ class EncoderBlock(nn.Module):
         *,
         first_only: bool = False,  # compute only position 0's output: (B, 1, H)
     ) -> torch.Tensor:
-        if first_only:
-            # Every token still serves as a key/value; the residual, norms and FFN run on row 0 alone.
-            mask = None if attention_mask is None else attention_mask[:, :1]  # (B, 1)
-            if self.pre_norm:
-                x = x[:, :1] + self.dropout(self.attn(self.norm1(x), key_mask, first_only=True))  # (B, 1, H)
-                return x + self.dropout(self.ffn(self.norm2(x), mask))  # (B, 1, H)
-            x = self.norm1(x[:, :1] + self.dropout(self.attn(x, key_mask, first_only=True)))  # (B, 1, H)
-            return self.norm2(x + self.dropout(self.ffn(x, mask)))  # (B, 1, H)
+        # first_only: every token still serves as a key/value; the residual, norms and FFN run on row 0.
+        res = x[:, :1] if first_only else x  # (B, Tq, H), Tq = 1 or T
+        mask = attention_mask[:, :1] if first_only and attention_mask is not None else attention_mask  # (B, Tq)
         if self.pre_norm:
-            x = x + self.dropout(self.attn(self.norm1(x), key_mask))  # (B, T, H)
-            x = x + self.dropout(self.ffn(self.norm2(x), attention_mask))  # (B, T, H)
+            x = res + self.dropout(self.attn(self.norm1(x), key_mask, first_only=first_only))  # (B, Tq, H)
+            x = x + self.dropout(self.ffn(self.norm2(x), mask))  # (B, Tq, H)
         else:
-            x = self.norm1(x + self.dropout(self.attn(x, key_mask)))  # (B, T, H)
-            x = self.norm2(x + self.dropout(self.ffn(x, attention_mask)))  # (B, T, H)
+            x = self.norm1(res + self.dropout(self.attn(x, key_mask, first_only=first_only)))  # (B, Tq, H)
+            x = self.norm2(x + self.dropout(self.ffn(x, mask)))  # (B, Tq, H)
         return x
 
 
