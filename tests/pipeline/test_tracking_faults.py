@@ -170,16 +170,20 @@ def test_store_back_at_the_end_of_the_stage_gets_everything_replayed(tmp_path, s
 
 
 def test_store_locked_mid_run_costs_one_deadline_and_is_replayed(tmp_path, store, monkeypatch):
-    """The store locks after a good start: one flush waits TWILBERT_TRACKING_DEADLINE, not MLflow's 20 s
-    busy wait; the rest goes to the fallback and into the same run at the end."""
+    """The store locks after a good start: one flush waits the tracker's deadline, not MLflow's 20 s
+    busy wait; the rest goes to the fallback and into the same run at the end.
+
+    Initialisation runs under the default deadline and only the tracker's per-call deadline is cut to
+    1 s once the run is open: a 1 s deadline for the whole stage made the start itself time out on a
+    slow CI machine (creating the experiment and the parent run there took more than a second)."""
     db, client = store
-    monkeypatch.setenv("TWILBERT_TRACKING_DEADLINE", "1")
     monkeypatch.setenv("TWILBERT_TRACKING_TIMEOUT", "1")
     fb = tmp_path / "fb.jsonl"
     took: list[float] = []
     with pytest.warns(UserWarning) as rec:
         with tracked("finetune:stance", _params_file(tmp_path), _params(), ("finetuning",), fallback=fb) as t:
             assert t.active
+            t.deadline_s = 1.0
             _stage_body(t, (1,))
             t.flush()
             with ExclusiveLock(db), _timed(took):
