@@ -12,9 +12,10 @@ Both systems run the *same fine-tuned model* on the *same real tweets* of ``../s
 4. **ours**: :meth:`twilbert.inference.Predictor.predict` on the raw tweets -- what ``twilbert
    predict`` runs: normalisation, tokenisation, length-sorted batches padded only to the batch's
    longest row (no mask when a batch has no padding), ``torch.inference_mode``. Normalisation and
-   tokenisation are *inside* the timed region. Measured eager and with ``compile=True``
-   (``torch.compile``, what ``twilbert predict`` does by itself from 5000 texts); the compilation
-   happens in the warm-up round and its cost is reported (``compile_warmup_s``).
+   tokenisation are *inside* the timed region. The headline is the default path (fp32, eager).
+   ``--bf16`` (on by default) also measures ``precision="bf16"`` (autocast), with the peer under the
+   same autocast (``hf_bs*_bf16``), and how far bf16 moves our own fp32 outputs. ``--compiled`` also
+   measures ``compile=True``; the compilation happens in the warm-up round (``compile_warmup_s``).
    **peer**: ``pipeline("text-classification", model=export, top_k=None)`` on the already-normalised
    tweets (its tokenisation and post-processing inside the timed region, our normalisation given to
    it for free), at several batch sizes (``--hf-batch-sizes``; batch size 1 is the pipeline's
@@ -26,11 +27,10 @@ figure is the best round (tweets / seconds), so a burst of load from another pro
 does not decide the ratio. Threads: the same ``torch.set_num_threads`` for all.
 
 Usage: ``python benchmarks/predict_throughput.py [--tweets 2000] [--preset base] [--threads 2]``
-Prints a table, then a final JSON line with ``tweets_per_s`` and ``ratio_vs_hf`` for what ``twilbert
-predict`` itself runs on this many texts (compiled from :data:`twilbert.inference.AUTO_COMPILE_TEXTS`
-texts on, eager below: ``cli_path``), both paths' figures (``tweets_per_s_eager``,
-``tweets_per_s_compiled``, ``ratio_vs_hf_eager``, ``ratio_vs_hf_compiled``) and ``hf_tweets_per_s``
-(best peer setting).
+Prints a table, then a final JSON line with ``tweets_per_s``, ``hf_tweets_per_s`` (best peer setting)
+and ``ratio_vs_hf`` for what ``twilbert predict`` runs by default, then the bf16 figures
+(``tweets_per_s_bf16``, ``ratio_vs_hf_bf16``, ``speedup_bf16_vs_fp32``, ``label_agreement_bf16_vs_fp32``)
+and, with ``--compiled``, the compiled ones.
 Not a test. Needs ``transformers`` (the ``hf`` extra).
 """
 
@@ -121,6 +121,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/twilbert-bench-predict"))
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure --precision bf16 against the pipeline under the same autocast")
+    ap.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=False,
+                    help="also measure --compile (a 30-60 s compilation in the warm-up round)")
     args = ap.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"needs the real tweets in {SHARED}")
@@ -131,13 +135,13 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
 
-    from twilbert.inference import AUTO_COMPILE_TEXTS, load
+    from twilbert.inference import load
     from twilbert.text.normalize import normalize_texts
 
     model_dir, hf_dir = build_model(args)
     raw = [t for t in read_tsv(TASK / "test.tsv")["TEXT"].to_list() if t][: args.tweets]
     ours = load(model_dir, device="cpu")
-    fast = load(model_dir, device="cpu", compile=True)
+    half = load(model_dir, device="cpu", precision="bf16")
     normalised = normalize_texts(raw, ours.rules)
     hf_sizes = sorted(set(args.hf_batch_sizes))
 
@@ -146,13 +150,25 @@ def main() -> None:
         return transformers.pipeline("text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device="cpu",
                                      top_k=None, truncation=True, max_length=args.max_len + 2, **kw)
 
-    systems = {
-        "ours": lambda: ours.predict(raw, batch_size=args.batch_size),
-        "ours_compiled": lambda: fast.predict(raw, batch_size=args.batch_size),
-    }
+    def in_bf16(fn):  # the peer gets the same autocast as ours (thread-local, so it reaches the pipeline's forward)
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fn()
+        return run
+
+    systems = {"ours": lambda: ours.predict(raw, batch_size=args.batch_size)}
     peers = {f"hf_bs{bs}": pipe(bs) for bs in hf_sizes}
     for name, peer in peers.items():
         systems[name] = (lambda p: (lambda: p(normalised)))(peer)  # the pipeline runs its forward under no_grad
+    bf16_peers = []
+    if args.bf16:
+        systems["ours_bf16"] = lambda: half.predict(raw, batch_size=args.batch_size)
+        for name, peer in list(peers.items()):
+            bf16_peers.append(f"{name}_bf16")
+            systems[f"{name}_bf16"] = in_bf16((lambda p: (lambda: p(normalised)))(peer))
+    if args.compiled:
+        fast = load(model_dir, device="cpu", compile=True)
+        systems["ours_compiled"] = lambda: fast.predict(raw, batch_size=args.batch_size)
     times: dict[str, list[float]] = {k: [] for k in systems}
     out = {}
     warmup_s = {}
@@ -169,46 +185,66 @@ def main() -> None:
     rate = {k: n / min(v) for k, v in times.items()}
     best_hf = max(peers, key=lambda k: rate[k])  # the strongest peer setting decides the headline ratio
     labels = list(out["ours"][0]["probabilities"])
-    p_mine = np.array([[r["probabilities"][k] for k in labels] for r in out["ours"]])
-    p_fast = np.array([[r["probabilities"][k] for k in labels] for r in out["ours_compiled"]])
-    p_theirs = np.array([[{d["label"]: d["score"] for d in r}[k] for k in labels] for r in out[best_hf]])
+
+    def probs(name: str) -> np.ndarray:  # (N, C) in `labels` order, for ours and the pipeline alike
+        if name.startswith("ours"):
+            return np.array([[r["probabilities"][k] for k in labels] for r in out[name]])
+        return np.array([[{d["label"]: d["score"] for d in r}[k] for k in labels] for r in out[name]])
+
+    p_mine, p_theirs = probs("ours"), probs(best_hf)
     agree = float(np.mean(p_mine.argmax(1) == p_theirs.argmax(1)))
     lengths = ours.encode(raw).lengths
-    # The headline is what `twilbert predict` runs on this input: it compiles by itself from
-    # AUTO_COMPILE_TEXTS texts on, so below that the eager path is the product's figure.
-    cli = "compiled" if n >= AUTO_COMPILE_TEXTS else "eager"
-    cli_key = "ours_compiled" if cli == "compiled" else "ours"
+    # The headline is what `twilbert predict` runs by default: fp32, eager (bf16 and compile are opt-in).
     result = {
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
         "preset": args.preset,
         "tweets": n,
         "batch_size": args.batch_size,
         "mean_tokens": round(float(np.mean(lengths)), 1),
-        "cli_path": cli,
-        "tweets_per_s": round(rate[cli_key], 1),
-        "tweets_per_s_compiled": round(rate["ours_compiled"], 1),
-        "tweets_per_s_eager": round(rate["ours"], 1),
+        "tweets_per_s": round(rate["ours"], 1),
         "hf_tweets_per_s": round(rate[best_hf], 1),
         "hf_best_setting": best_hf,
         "hf_tweets_per_s_by_batch_size": {k: round(rate[k], 1) for k in peers},
-        "ratio_vs_hf": round(rate[cli_key] / rate[best_hf], 2),
-        "ratio_vs_hf_compiled": round(rate["ours_compiled"] / rate[best_hf], 2),
-        "ratio_vs_hf_eager": round(rate["ours"] / rate[best_hf], 2),
-        "compile_warmup_s": round(warmup_s["ours_compiled"], 1),
+        "ratio_vs_hf": round(rate["ours"] / rate[best_hf], 2),
         "label_agreement": round(agree, 4),
         "max_abs_prob_diff": float(np.abs(p_mine - p_theirs).max()),
-        "max_abs_prob_diff_compiled": float(np.abs(p_mine - p_fast).max()),
+    }
+    if args.bf16:
+        best_hf16 = max(bf16_peers, key=lambda k: rate[k])
+        p_half = probs("ours_bf16")
+        result.update({
+            "tweets_per_s_bf16": round(rate["ours_bf16"], 1),
+            "hf_tweets_per_s_bf16": round(rate[best_hf16], 1),
+            "hf_best_setting_bf16": best_hf16,
+            "ratio_vs_hf_bf16": round(rate["ours_bf16"] / rate[best_hf16], 2),
+            "ratio_bf16_vs_hf_fp32": round(rate["ours_bf16"] / rate[best_hf], 2),
+            "speedup_bf16_vs_fp32": round(rate["ours_bf16"] / rate["ours"], 2),
+            "label_agreement_bf16_vs_fp32": round(float(np.mean(p_half.argmax(1) == p_mine.argmax(1))), 4),
+            "max_abs_prob_diff_bf16_vs_fp32": float(np.abs(p_half - p_mine).max()),
+        })
+    if args.compiled:
+        result.update({
+            "tweets_per_s_compiled": round(rate["ours_compiled"], 1),
+            "ratio_vs_hf_compiled": round(rate["ours_compiled"] / rate[best_hf], 2),
+            "compile_warmup_s": round(warmup_s["ours_compiled"], 1),
+            "max_abs_prob_diff_compiled": float(np.abs(p_mine - probs("ours_compiled")).max()),
+        })
+    result.update({
         "rounds_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
         "transformers": transformers.__version__,
         "torch": torch.__version__,
-    }
+    })
     print(f"{'system':<40}{'tweets/s':>10}", file=sys.stderr)
     for k in systems:
         print(f"{k:<40}{rate[k]:>10.1f}", file=sys.stderr)
-    print(f"ratio vs the best HF setting ({best_hf}): {result['ratio_vs_hf']:.2f}x for twilbert predict ({cli}); "
-          f"{result['ratio_vs_hf_compiled']:.2f}x compiled, "
-          f"{result['ratio_vs_hf_eager']:.2f}x eager (compilation {result['compile_warmup_s']} s once); "
+    print(f"ratio vs the best HF setting ({best_hf}): {result['ratio_vs_hf']:.2f}x for twilbert predict (fp32, eager); "
           f"same labels on {agree:.2%}", file=sys.stderr)
+    if args.bf16:
+        print(f"bf16 (both systems under autocast): {result['ratio_vs_hf_bf16']:.2f}x vs {best_hf16}; "
+              f"{result['speedup_bf16_vs_fp32']:.2f}x our fp32; labels as fp32 on "
+              f"{result['label_agreement_bf16_vs_fp32']:.2%}", file=sys.stderr)
+    if args.compiled:
+        print(f"compiled: {result['ratio_vs_hf_compiled']:.2f}x (compilation {result['compile_warmup_s']} s once)", file=sys.stderr)
     print(json.dumps(result))
 
 

@@ -19,11 +19,17 @@ segment cut to the model's ``max_len``. Speed comes from these, not from approxi
   ~15 % of the Base encoder's FLOPs (``Encoder.forward``'s ``first_only``);
 * normalisation and tokenisation are vectorised over the whole input (polars, SentencePiece's
   thread pool), not per text;
+* optionally ``precision="bf16"``: matrix products in bfloat16 under ``torch.autocast`` (norms, softmax
+  and the outputs stay float32). On a CPU with native bf16 (AVX512-BF16 / AMX) this is several times
+  faster than float32 (2.7-3.4x for TWilBERT-Base on 2 EPYC cores, where one 768x3072 GEMM runs at
+  ~150 GFLOPS in fp32 and ~560 in bf16); probabilities move by ~1e-3. Off by default because it changes
+  the numbers, however slightly: the default reproduces the evaluated model's outputs to float rounding;
 * optionally ``compile=True``: the forward pass through ``torch.compile(dynamic=True)`` (one graph for
-  every batch shape). On 2 CPU cores it ran the Base-sized classifier about 1.6x faster (fused
-  epilogues, prepacked weights), after a one-off compilation of ~20-30 s, so it pays off from a few
-  thousand texts; outputs equal the eager ones to float rounding (~1e-6). The CLI turns it on by
-  itself for inputs of at least :data:`AUTO_COMPILE_TEXTS` texts.
+  every batch shape); outputs equal the eager ones to float rounding (~1e-6). Opt-in only: on 2 CPU
+  cores the eager path already runs its GEMMs at the machine's fp32 GEMM rate, and the compiled
+  Base classifier ran 0.88x (EPYC) to 1.1x (Xeon) the eager speed after a 30-60 s compilation
+  (``benchmarks/predict_throughput.py``). An earlier version compiled by itself from 5000 texts on
+  the strength of a 1.6x measured once; neither machine since has reproduced that.
 
 Outputs of :meth:`Predictor.predict`, one dict per text:
 ``{"label": str, "probabilities": {label: p}}`` (single-label, softmax),
@@ -50,7 +56,7 @@ from twilbert.text.normalize import EffectiveRules, NormalizeRules
 from twilbert.text.tokenizer import Tokenizer
 
 POOLINGS = ("cls", "mean")
-AUTO_COMPILE_TEXTS = 5000  # `twilbert predict/embed` compile the forward pass from this many texts on
+PRECISIONS = ("fp32", "bf16")  # the dtype of the matrix products (bf16: torch.autocast; see above)
 
 
 class InputError(ConfigError):
@@ -74,6 +80,7 @@ class Predictor:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     source: str = ""
     compile: bool = False  # run the forward pass through torch.compile (see the module docstring)
+    precision: str = "fp32"  # fp32 | bf16 (autocast matrix products; see the module docstring)
     _compiled: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def _fn(self, name: str):
@@ -84,6 +91,12 @@ class Predictor:
         if name not in self._compiled:
             self._compiled[name] = torch.compile(fn, dynamic=True)
         return self._compiled[name]
+
+    def _autocast(self):
+        """bf16: autocast on the model's device; fp32: a no-op context."""
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     # -- what the model is -------------------------------------------------------------------------
     @property
@@ -154,8 +167,9 @@ class Predictor:
         data = self.encode(texts, aux)
         out = np.zeros((len(data), self.classifier.head.out_features), dtype=np.float32)
         forward = self._fn("classifier")
-        for b in self.batches(data, batch_size, progress=progress, desc="predict"):
-            out[b.index] = forward(b.input_ids, b.token_type_ids, b.attention_mask).float().cpu().numpy()  # (B, C)
+        with self._autocast():
+            for b in self.batches(data, batch_size, progress=progress, desc="predict"):
+                out[b.index] = forward(b.input_ids, b.token_type_ids, b.attention_mask).float().cpu().numpy()  # (B, C)
         return out
 
     def predict(self, texts: Sequence[str], aux: Sequence[str] | None = None, batch_size: int = 64, *, progress: bool = False) -> list[dict[str, Any]]:
@@ -189,11 +203,12 @@ class Predictor:
         data = self.encode(texts, aux)
         out = np.zeros((len(data), self.hidden_size), dtype=np.float32)
         encode = self._fn("encode")
-        for b in self.batches(data, batch_size, progress=progress, desc="embed"):
-            # cls: the last layer computes only [CLS] (TWilBERT.encode's first_only; same vectors)
-            hidden = encode(b.input_ids, b.token_type_ids, b.attention_mask, first_only=pooling == "cls")  # (B, T or 1, H)
-            vec = pool(hidden, b.input_ids, b.attention_mask, "cls" if pooling == "cls" else "avg", use_special_tokens=True)  # (B, H)
-            out[b.index] = vec.float().cpu().numpy()
+        with self._autocast():
+            for b in self.batches(data, batch_size, progress=progress, desc="embed"):
+                # cls: the last layer computes only [CLS] (TWilBERT.encode's first_only; same vectors)
+                hidden = encode(b.input_ids, b.token_type_ids, b.attention_mask, first_only=pooling == "cls")  # (B, T or 1, H)
+                vec = pool(hidden.float(), b.input_ids, b.attention_mask, "cls" if pooling == "cls" else "avg", use_special_tokens=True)  # (B, H)
+                out[b.index] = vec.cpu().numpy()
         return out
 
     def __repr__(self) -> str:
@@ -250,6 +265,7 @@ def load(
     device: str | torch.device = "cpu",
     attention: str = "sdpa",
     compile: bool = False,
+    precision: str = "fp32",
 ) -> Predictor:
     """Load a fine-tuned model directory or a pre-trained checkpoint for prediction / embedding.
 
@@ -258,10 +274,13 @@ def load(
     explicit rules. ``vocab_model``: the SentencePiece model of a pre-trained checkpoint (default: the
     one its ``pretrain.json`` records; a fine-tuned model always uses its own ``spm.model``).
     ``compile``: run the forward pass through ``torch.compile`` (faster on large inputs; see above).
+    ``precision``: ``fp32`` (default) or ``bf16`` (autocast matrix products; faster, ~1e-3 off; see above).
     """
     from twilbert.finetune.model import FORMAT, load_encoder, load_finetuned, resolve_pretrained_dir
     from twilbert.train.checkpoint import CheckpointError, read_config
 
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     directory = resolve_pretrained_dir(path)
     dev = _device(device)
     stored = read_config(directory)
@@ -278,6 +297,7 @@ def load(
             device=dev,
             source=str(path),
             compile=compile,
+            precision=precision,
         )
     encoder = load_encoder(directory, attention=attention).to(dev).eval()
     if vocab_model is None:
@@ -298,6 +318,7 @@ def load(
         device=dev,
         source=str(path),
         compile=compile,
+        precision=precision,
     )
 
 

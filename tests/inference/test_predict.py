@@ -236,3 +236,38 @@ def test_compiled_forward_equals_eager(models):
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose([[r["probabilities"][lab] for lab in LABELS] for r in json_lines(result.stdout)],
                                reference(models["single"], TEXTS), atol=1e-5)
+
+
+def test_bf16_precision_runs_linears_in_bf16_and_stays_close_to_fp32(models):
+    """precision="bf16": the matrix products run in bfloat16 (a forward hook sees bf16 outputs), the
+    returned probabilities / embeddings are float32 and within bf16 rounding of the fp32 ones; the CLI
+    takes --precision, and a bad value is a one-line error."""
+    import twilbert
+
+    fp32 = twilbert.load(models["single"])
+    bf16 = twilbert.load(models["single"], precision="bf16")
+    seen: list[torch.dtype] = []
+    linear = next(m for m in bf16.classifier.modules() if isinstance(m, torch.nn.Linear))
+    handle = linear.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    texts = TEXTS * 3
+    got = bf16.outputs(texts, batch_size=4)
+    handle.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    want = fp32.outputs(texts, batch_size=4)
+    assert got.dtype == np.float32
+    p_got = probabilities(torch.from_numpy(got), "single_label").numpy()
+    p_want = probabilities(torch.from_numpy(want), "single_label").numpy()
+    np.testing.assert_allclose(p_got, p_want, atol=3e-2)
+    emb, emb32 = bf16.embed(texts, pooling="mean", batch_size=5), fp32.embed(texts, pooling="mean", batch_size=5)
+    assert emb.dtype == np.float32
+    cos = (emb * emb32).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(emb32, axis=1))
+    assert cos.min() > 0.99, cos
+    result = run_cli("predict", "--model", str(models["single"]), "--precision", "bf16", stdin="\n".join(TEXTS) + "\n")
+    assert result.exit_code == 0, result.output
+    rows = json_lines(result.stdout)
+    np.testing.assert_allclose([[r["probabilities"][lab] for lab in LABELS] for r in rows], reference(models["single"], TEXTS), atol=3e-2)
+    assert "precision must be one of" in error_line(run_cli("predict", "--model", str(models["single"]), "--precision", "fp8", stdin="hola\n"))
+    from twilbert.inference import InputError
+
+    with pytest.raises(InputError, match="precision"):
+        twilbert.load(models["single"], precision="half")
