@@ -63,6 +63,20 @@ def read_tsv(path: Path):
     return pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False, has_header=True)
 
 
+def gemm_rate(tokens: int, hidden: int, repeats: int = 20) -> float:
+    """GFLOPS of one fp32 ``linear`` (tokens, hidden) -> (tokens, 4 * hidden): the machine's own ceiling
+    for the FFN matmuls that dominate the encoder."""
+    x, w = torch.randn(tokens, hidden), torch.randn(4 * hidden, hidden)
+    for _ in range(3):
+        torch.nn.functional.linear(x, w)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * tokens * hidden * 4 * hidden / best / 1e9
+
+
 def build_model(args) -> tuple[Path, Path]:
     """A fine-tuned model directory and its transformers export, cached in ``--workdir``."""
     from twilbert.finetune.config import FinetuningConfig, TaskConfig
@@ -191,6 +205,16 @@ def main() -> None:
             return np.array([[r["probabilities"][k] for k in labels] for r in out[name]])
         return np.array([[{d["label"]: d["score"] for d in r}[k] for k in labels] for r in out[name]])
 
+    # How close the fp32 path is to this machine's ceiling: the matmul FLOPs it does (counted by torch's
+    # FlopCounterMode on one pass) per second of its best round, next to one GEMM of the FFN's shape
+    # (tokens of an average batch x 768 -> 3072) timed here in the same process.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        ours.predict(raw, batch_size=args.batch_size)
+    ours_gflops = counter.get_total_flops() / min(times["ours"]) / 1e9
+    gemm_gflops = gemm_rate(int(args.batch_size * np.mean(ours.encode(raw).lengths)), ours.hidden_size)
+
     p_mine, p_theirs = probs("ours"), probs(best_hf)
     agree = float(np.mean(p_mine.argmax(1) == p_theirs.argmax(1)))
     lengths = ours.encode(raw).lengths
@@ -206,6 +230,8 @@ def main() -> None:
         "hf_best_setting": best_hf,
         "hf_tweets_per_s_by_batch_size": {k: round(rate[k], 1) for k in peers},
         "ratio_vs_hf": round(rate["ours"] / rate[best_hf], 2),
+        "ours_matmul_gflops": round(ours_gflops, 1),
+        "gemm_gflops_fp32": round(gemm_gflops, 1),
         "label_agreement": round(agree, 4),
         "max_abs_prob_diff": float(np.abs(p_mine - p_theirs).max()),
     }
@@ -239,6 +265,8 @@ def main() -> None:
         print(f"{k:<40}{rate[k]:>10.1f}", file=sys.stderr)
     print(f"ratio vs the best HF setting ({best_hf}): {result['ratio_vs_hf']:.2f}x for twilbert predict (fp32, eager); "
           f"same labels on {agree:.2%}", file=sys.stderr)
+    print(f"fp32 path: {ours_gflops:.0f} GFLOPS of matmuls, against {gemm_gflops:.0f} GFLOPS for one FFN-shaped GEMM "
+          f"here ({ours_gflops / gemm_gflops:.0%})", file=sys.stderr)
     if args.bf16:
         print(f"bf16 (both systems under autocast): {result['ratio_vs_hf_bf16']:.2f}x vs {best_hf16}; "
               f"{result['speedup_bf16_vs_fp32']:.2f}x our fp32; labels as fp32 on "
