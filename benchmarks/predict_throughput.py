@@ -171,15 +171,14 @@ def main() -> None:
         return run
 
     systems = {"ours": lambda: ours.predict(raw, batch_size=args.batch_size)}
-    peers = {f"hf_bs{bs}": pipe(bs) for bs in hf_sizes}
-    for name, peer in peers.items():
-        systems[name] = (lambda p: (lambda: p(normalised)))(peer)  # the pipeline runs its forward under no_grad
+    peers = {f"hf_bs{bs}": (lambda p: (lambda: p(normalised)))(pipe(bs)) for bs in hf_sizes}
+    systems.update(peers)  # the pipeline runs its forward under no_grad
     bf16_peers = []
     if args.bf16:
         systems["ours_bf16"] = lambda: half.predict(raw, batch_size=args.batch_size)
-        for name, peer in list(peers.items()):
+        for name, run in peers.items():
             bf16_peers.append(f"{name}_bf16")
-            systems[f"{name}_bf16"] = in_bf16((lambda p: (lambda: p(normalised)))(peer))
+            systems[f"{name}_bf16"] = in_bf16(run)
     if args.compiled:
         fast = load(model_dir, device="cpu", compile=True)
         systems["ours_compiled"] = lambda: fast.predict(raw, batch_size=args.batch_size)
@@ -213,11 +212,11 @@ def main() -> None:
     with FlopCounterMode(display=False) as counter:
         ours.predict(raw, batch_size=args.batch_size)
     ours_gflops = counter.get_total_flops() / min(times["ours"]) / 1e9
-    gemm_gflops = gemm_rate(int(args.batch_size * np.mean(ours.encode(raw).lengths)), ours.hidden_size)
+    lengths = ours.encode(raw).lengths
+    gemm_gflops = gemm_rate(int(args.batch_size * np.mean(lengths)), ours.hidden_size)
 
     p_mine, p_theirs = probs("ours"), probs(best_hf)
     agree = float(np.mean(p_mine.argmax(1) == p_theirs.argmax(1)))
-    lengths = ours.encode(raw).lengths
     # The headline is what `twilbert predict` runs by default: fp32, eager (bf16 and compile are opt-in).
     result = {
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",

@@ -21,7 +21,7 @@ segment cut to the model's ``max_len``. Speed comes from these, not from approxi
   thread pool), not per text;
 * optionally ``precision="bf16"``: matrix products in bfloat16 under ``torch.autocast`` (norms, softmax
   and the outputs stay float32). On a CPU with native bf16 (AVX512-BF16 / AMX) this is several times
-  faster than float32 (2.7-3.4x for TWilBERT-Base on 2 EPYC cores, where one 768x3072 GEMM runs at
+  faster than float32 (2.6-3.1x for TWilBERT-Base on 2 EPYC cores, where one 768x3072 GEMM runs at
   ~150 GFLOPS in fp32 and ~560 in bf16); probabilities move by ~1e-3. Off by default because it changes
   the numbers, however slightly: the default reproduces the evaluated model's outputs to float rounding;
 * optionally ``compile=True``: the forward pass through ``torch.compile(dynamic=True)`` (one graph for
@@ -94,8 +94,7 @@ class Predictor:
 
     def _autocast(self):
         """bf16: autocast on the model's device; fp32: a no-op context."""
-        if self.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        _check_precision(self.precision)
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     # -- what the model is -------------------------------------------------------------------------
@@ -248,6 +247,11 @@ def _resolve_rules(normalize: Any, default: EffectiveRules | None) -> EffectiveR
     raise TypeError(f"normalize: expected None, False, NormalizeRules or EffectiveRules, got {type(normalize).__name__}")
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+
+
 def _device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -273,14 +277,13 @@ def load(
     checkpoint does not, so the project's default rules are used), False = no normalisation, or
     explicit rules. ``vocab_model``: the SentencePiece model of a pre-trained checkpoint (default: the
     one its ``pretrain.json`` records; a fine-tuned model always uses its own ``spm.model``).
-    ``compile``: run the forward pass through ``torch.compile`` (faster on large inputs; see above).
+    ``compile``: run the forward pass through ``torch.compile`` (opt-in; on CPU it has not paid off, see above).
     ``precision``: ``fp32`` (default) or ``bf16`` (autocast matrix products; faster, ~1e-3 off; see above).
     """
     from twilbert.finetune.model import FORMAT, load_encoder, load_finetuned, resolve_pretrained_dir
     from twilbert.train.checkpoint import CheckpointError, read_config
 
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    _check_precision(precision)
     directory = resolve_pretrained_dir(path)
     dev = _device(device)
     stored = read_config(directory)
