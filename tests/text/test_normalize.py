@@ -296,6 +296,24 @@ def test_html_unescape_is_exactly_html_unescape(raw):
     assert normalize_texts([raw], only_html) == [html.unescape(raw)]
 
 
+def test_unicode_nfc_is_exactly_unicodedata_nfc():
+    """The NFC rule composes letter + mark pairs in one pass and runs full NFC only where a trigger
+    character is left: it must equal ``unicodedata.normalize("NFC")`` on pairs, stacked marks in either
+    order (reordering), marks with no base, singletons, Hangul jamo and text that is already NFC."""
+    marks = ["\u0301", "\u0303", "\u0308", "\u0300", "\u0323", "\u0327", "\u0307", "\u030c", "\u0336"]
+    bases = ["a", "e", "i", "n", "u", "A", "N", "o", "s", "ǖ", "\u03b1", "\u0438", "ñ", "x", " ", "😂", "1"]
+    others = ["\u212b", "\u2126", "\u1100\u1161\u11a8", "\u1100\u1161", "\uac00\u11a8", "\u0344", "\u0958", "hola", "\ufb2c"]
+    rng = random.Random(7)
+    texts = [b + m for b in bases for m in marks] + others
+    texts += ["".join(rng.choice(bases + marks + others) for _ in range(rng.randint(1, 10))) for _ in range(3000)]
+    switches = ("html_unescape", "urls", "mentions", "remove_rt", "remove_ellipsis", "laughter", "lowercase", "collapse_whitespace")
+    only_nfc = dataclasses.replace(DEFAULT, **{k: False for k in switches}, hashtags="keep", emoji="keep", max_char_run=0)
+    got = normalize_texts(texts, only_nfc)
+    bad = [(t, g) for t, g in zip(texts, got) if g != unicodedata.normalize("NFC", t)]
+    assert not bad, bad[:5]
+    assert sum(not unicodedata.is_normalized("NFC", t) for t in texts) > 1000  # the fast and the full path both ran
+
+
 def test_nulls_and_other_columns_pass_through():
     df = pl.DataFrame({"id": [1, 2, 3], "text": ["Hola @ana", None, ""]})
     out = df.with_columns(normalize_expr(pl.col("text"), DEFAULT))

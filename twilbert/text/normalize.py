@@ -542,6 +542,35 @@ def _nfc_trigger() -> str:
     return _ranges_class(sorted(cps))
 
 
+@functools.cache
+def _nfc_pairs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Every two-character canonical composition of the Latin, Greek and Cyrillic blocks
+    (``"a" + U+0301`` -> ``"á"``): base + combining mark -> the composed character, where NFC composes
+    exactly that pair. Replacing one adjacent pair by its composition keeps the text canonically
+    equivalent, so the NFC of the result is the NFC of the original."""
+    pats, comps = [], []
+    for cp in range(0x00C0, 0x0530):
+        c = chr(cp)
+        d = unicodedata.decomposition(c)
+        if d and not d.startswith("<") and len(d.split()) == 2:
+            pair = "".join(chr(int(h, 16)) for h in d.split())
+            if unicodedata.normalize("NFC", pair) == c:
+                pats.append(pair)
+                comps.append(c)
+    return tuple(pats), tuple(comps)
+
+
+def _nfc(s: pl.Series) -> pl.Series:
+    """NFC of rows that hold a trigger character. Decomposed Spanish text (a fifth of the real tweets of
+    ../shared/data are NFD) only needs letter + mark pairs composed: one Aho-Corasick pass does that,
+    and only rows where a trigger character remains afterwards run polars' full ``normalize("NFC")``,
+    about five times slower per row. Exact: the pass keeps the text canonically equivalent, and a text
+    with no trigger character is already NFC (:func:`_nfc_trigger`)."""
+    pats, comps = _nfc_pairs()
+    composed = s.str.replace_many(list(pats), list(comps))
+    return _apply_where(composed, composed.str.contains(_nfc_trigger()), lambda t: t.str.normalize("NFC"))
+
+
 # --------------------------------------------------------------------------------------------------
 # Steps: each takes and returns a pl.Expr of strings
 # --------------------------------------------------------------------------------------------------
@@ -928,7 +957,7 @@ def _literal(token: str) -> str:
 
 # One function per rule name of RULE_ORDERS: (expr, rules) -> expr, a no-op when the rule is off.
 _STEPS: dict[str, Callable[[pl.Expr, EffectiveRules], pl.Expr]] = {
-    "unicode_nfc": lambda e, r: _on_matching_rows(e, _nfc_trigger(), lambda s: s.str.normalize("NFC")) if r.unicode_nfc else e,
+    "unicode_nfc": lambda e, r: _on_matching_rows(e, _nfc_trigger(), _nfc) if r.unicode_nfc else e,
     "html_unescape": lambda e, r: _html_unescape(e) if r.html_unescape else e,
     "urls": lambda e, r: _urls(e, r.url_style, r.url_token) if r.urls else e,
     "mentions": lambda e, r: _mentions(e, r.mention_style, r.user_token) if r.mentions else e,
