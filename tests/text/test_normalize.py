@@ -29,9 +29,10 @@ from twilbert.text.normalize import (
     normalize_texts,
     placeholder_only_expr,
     placeholder_tokens,
+    split_tag_words,
     word_count_expr,
 )
-from twilbert.text.reference import normalize_row
+from twilbert.text.reference import _split_tag, normalize_row
 
 DEFAULT = NormalizeRules().effective()
 RAW = [raw for raw, _ in GOLDEN]
@@ -446,3 +447,17 @@ def test_hashtag_runs_match_the_reference_regex(mode):
     assert normalize_texts(["C##Tag"], NormalizeRules(hashtags=mode, lowercase=False).effective())[0] == (
         "C# Tag" if mode == "split" else "C# hashtag Tag"
     )
+
+
+def test_split_tag_words_equals_the_reference_lookarounds():
+    """The numpy hashtag split against the reference's zero-width lookaround regex, on random bodies
+    of ASCII and two-byte Latin letters (cases, digits, "_"), batched so bodies sit next to each other
+    (a boundary must never reach across two bodies) and with empty and one-character bodies."""
+    alphabet = "aAbBzZ09_ñÑáÁßÿÀÞøØɏĀ"
+    rng = random.Random(3)
+    bodies = ["", "a", "_", "A", "Ñ", "aB", "HTMLParser", "COVID19", "a1b2", "Reyes_Magos", "ÁéÍ", "ñandúFeliz"]
+    bodies += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(5000)]
+    got = split_tag_words(pl.Series(bodies)).to_list()
+    assert got == [_split_tag(b) for b in bodies]
+    assert split_tag_words(pl.Series(["x", "AB", "Cd"])).to_list() == ["x", "AB", "Cd"]  # no boundary across bodies
+    assert split_tag_words(pl.Series([], dtype=pl.String)).to_list() == []
