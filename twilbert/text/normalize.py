@@ -744,7 +744,7 @@ def split_tag_words(body: pl.Series) -> pl.Series:
     shift = np.zeros(len(data) + 1, dtype=np.int64)
     np.cumsum(twice, out=shift[1:])
     new_offsets = offsets + shift[offsets]
-    res = pa.LargeStringArray.from_buffers(n, pa.py_buffer(new_offsets.astype(np.int64)), pa.py_buffer(out))
+    res = pa.LargeStringArray.from_buffers(n, pa.py_buffer(new_offsets), pa.py_buffer(out))
     return pl.Series(body.name, res)
 
 
@@ -924,32 +924,32 @@ def _emoji_dead_ends() -> tuple[str, ...]:
 
 
 @functools.cache
-def _emoji_table_frame(mode: str, wrapper: str) -> pl.DataFrame:
-    """:func:`_emoji_replacements` as a frame, in its order, with each pattern's first character."""
-    pats, repl = _emoji_replacements(mode, wrapper)
-    return pl.DataFrame({"pat": pats, "repl": repl}).with_columns(
-        pl.col("pat").str.slice(0, 1).alias("first"), (pl.col("pat").str.slice(0, 1).str.len_bytes() == 1).alias("ascii")
-    )
+def _emoji_pattern_frame(pats: tuple[str, ...], repl: tuple[str, ...]) -> pl.DataFrame:
+    """An emoji replacement table as a frame, in its order, with each pattern's first character."""
+    first = pl.Series(pats, dtype=pl.String).str.slice(0, 1)
+    return pl.DataFrame({"pat": pats, "repl": repl, "first": first, "ascii": first.str.len_bytes() == 1})
+
+
+def _replace_emoji(s: pl.Series, pats: tuple[str, ...], repl: tuple[str, ...]) -> pl.Series:
+    """``s.str.replace_many(pats, repl, leftmost=True)`` for an emoji table (or one that starts with
+    emoji prefixes), building the automaton only from the patterns that can match in ``s``.
+
+    Why: building it for all ~5250 sequences cost 15 ms per call, i.e. per streaming batch, more than
+    the matching itself. A pattern can only match where its first character occurs; every first
+    character is ASCII (keycaps, always kept) or in :func:`_emoji_trigger`, whose occurrences are
+    collected. The kept patterns keep their order, so the leftmost-first matches are the same."""
+    present = s.str.extract_all(_emoji_trigger()).explode().drop_nulls().unique()
+    table = _emoji_pattern_frame(pats, repl)
+    sub = table.filter(pl.col("ascii") | pl.col("first").is_in(present.implode()))
+    return s.str.replace_many(sub["pat"].implode(), sub["repl"].implode(), leftmost=True)
 
 
 def _emoji(expr: pl.Expr, mode: str, style: str, wrapper: str) -> pl.Expr:
     if mode == "keep":
         return expr
     pats, repl = _emoji_replacements(mode, wrapper)
-    table = _emoji_table_frame(mode, wrapper)
-    trigger = _emoji_trigger()
-
-    def direct(s: pl.Series) -> pl.Series:
-        # Building the automaton for all 5246 sequences cost 15 ms per call, i.e. per streaming batch,
-        # more than the matching itself. Only sequences that start with a character of this batch can
-        # match, so the others are left out (in the same priority order: same matches). Keycaps start
-        # with ASCII and are always in.
-        present = s.str.extract_all(trigger).explode().drop_nulls().unique()
-        sub = table.filter(pl.col("ascii") | pl.col("first").is_in(present.implode()))
-        return s.str.replace_many(sub["pat"].implode(), sub["repl"].implode(), leftmost=True)
-
     if style != "pysentimiento" or mode != "name":
-        return _on_matching_rows(expr, _emoji_trigger(), direct)
+        return _on_matching_rows(expr, _emoji_trigger(), lambda s: _replace_emoji(s, pats, repl))
     return expr.map_batches(functools.partial(_emoji_pysentimiento, wrapper=wrapper), return_dtype=pl.String, is_elementwise=True)
 
 
@@ -968,20 +968,20 @@ def _emoji_pysentimiento(s: pl.Series, wrapper: str) -> pl.Series:
     """
     pats, repl = _emoji_replacements("name", wrapper)
     dead = _emoji_dead_ends()
-    table = list(dead) + list(pats)  # dead ends are longer than the emoji they start with: matched first
+    table = dead + pats  # dead ends are longer than the emoji they start with: matched first
     codes = emoji_codes()
     hit = (s.str.contains(_emoji_trigger()) | s.str.contains("|", literal=True)).fill_null(False)
     if not hit.any():
         return s
     rows = hit.arg_true()
     texts = s.gather(rows)
-    out = texts.str.replace_many(table, [_DEAD_END] * len(dead) + list(repl), leftmost=True)
+    out = _replace_emoji(texts, table, (_DEAD_END,) * len(dead) + repl)
     slow = out.str.contains(_DEAD_END, literal=True) | texts.str.contains("|", literal=True)
     if slow.any():
         idx = slow.arg_true()
         slow_texts = texts.gather(idx)
-        pipe_repl = [_DEAD_END] * len(dead) + [f"|{codes[p]}|" if p in codes else r for p, r in zip(pats, repl)]
-        marked = slow_texts.str.replace_many(table, pipe_repl, leftmost=True)
+        pipe_repl = (_DEAD_END,) * len(dead) + tuple(f"|{codes[p]}|" if p in codes else r for p, r in zip(pats, repl))
+        marked = _replace_emoji(slow_texts, table, pipe_repl)
         dead_rows = marked.str.contains(_DEAD_END, literal=True).arg_true()
         if len(dead_rows):
             import emoji
