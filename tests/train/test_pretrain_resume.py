@@ -258,3 +258,32 @@ def test_rerunning_a_finished_run_keeps_its_metrics(reference, inputs, tmp_path)
     assert again["steps"] == reference["summary"]["steps"] and again["loss"] == reference["summary"]["loss"]
     assert _same_rows(logged, reference["logged"])
     assert again["tokens_per_s"] and again["tokens_per_s"] > 0
+
+
+def test_changed_training_code_trains_afresh_unless_resumed_explicitly(reference, inputs, tmp_path, monkeypatch, capsys):
+    """The stale-weights case: DVC reruns the stage because its code changed; the old code's finished
+    checkpoint (same params) must not become final/. Naming it in resume_from continues it on purpose."""
+    import twilbert.train.pretrain as pretrain_module
+
+    out, strict = tmp_path / "out", tmp_path / "strict"
+    shutil.copytree(reference["out"], out)
+    shutil.copytree(reference["out"], strict)
+    finished = ckpts(out)[-1]
+    stored = json.loads((finished.parent / "run.json").read_text())["run_config"]
+    assert stored["code_sha256"] == pretrain_module.training_code_sha256()  # the real hash of the real code
+    monkeypatch.setattr(pretrain_module, "training_code_sha256", lambda: "f" * 64)  # an edit of the training code
+    capsys.readouterr()
+    summary = run(inputs, out, stop_after_steps=1)
+    err = capsys.readouterr().err
+    assert summary["resumed_from_step"] == 0 and summary["steps"] == 1  # trained, not the old final
+    assert "code_sha256" in err and "starting fresh" in err
+    assert finished.parent in list_runs(out / "checkpoints") and finished.is_dir()  # the old code's run is kept
+    # on_config_change: error names the code as the only difference and how to continue the run
+    with pytest.raises(RunConfigMismatchError, match="only the code differs.*resume_from") as refused:
+        run(inputs, strict, training={"on_config_change": "error"}, stop_after_steps=1)
+    assert [k for k, _, _ in refused.value.differences] == ["code_sha256"]
+    # resume_from: a difference in code alone is reported, and the run continues (here: it had finished)
+    explicit = run(inputs, tmp_path / "explicit", training={"resume_from": str(finished)})
+    assert "written by other training code" in capsys.readouterr().err
+    assert explicit["resumed_from_step"] == reference["summary"]["steps"]
+    assert_identical(weights(tmp_path / "explicit" / "final"), weights(reference["out"] / "final"))

@@ -41,7 +41,7 @@ class TrainingConfig:
     # restart: a config without checkpoints of its own trains from scratch (what `dvc exp run -S` needs);
     # error: refuse that when the out dir holds checkpoints of another config, listing the differing keys.
     on_config_change: Literal["restart", "error"] = "restart"
-    resume_from: str | None = None  # resume from this checkpoint (a step-* dir or a dir of them); must match the config
+    resume_from: str | None = None  # resume from this checkpoint (a step-* dir or a dir of them); must match the run config but for the code
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "accum_iters", "n_gpus", "log_every", "bucket_width", "max_bad_steps"):

@@ -55,9 +55,14 @@ config without checkpoints of its own does when the out dir holds another config
 * ``error``: stop with :class:`RunConfigMismatchError` listing the differing keys (for a plain
   "resume my run" where a silent restart would waste days).
 
+The run config includes the sha256 of the training code (:func:`training_code_sha256`), so an edit of
+that code -- which is why DVC reruns the stage -- trains afresh too, instead of publishing the old code's
+finished checkpoint.
+
 ``training.resume_from`` names a checkpoint explicitly (a ``step-*`` directory, or a directory of them,
 e.g. copied from another machine); one written by a different run config is always an error listing
-the differing keys (issue 7). A newer checkpoint of the same config in ``out_dir`` wins over it, so a
+the differing keys (issue 7), except a difference in code alone, which is reported and resumed (the
+way to continue an interrupted run after an upgrade). A newer checkpoint of the same config in ``out_dir`` wins over it, so a
 crash after such a resume resumes from the crash point. The configs of the newest ``KEEP_RUNS``
 directories are kept, older ones are deleted. Checkpoints of the flat layout before this one
 (``checkpoints/step-*``) are moved into their config's directory.
@@ -134,6 +139,7 @@ from twilbert.train.runtime import (
 )
 from twilbert.train.schedules import build_schedule
 from twilbert.utils import sha256_file as _sha256_file
+from twilbert.utils import source_sha256
 
 CHECKPOINTS_DIR = "checkpoints"
 RUN_FILE = "run.json"  # in checkpoints/<fingerprint>/: the run config of that directory
@@ -204,6 +210,18 @@ def _say(message: str) -> None:
 
 
 
+def training_code_sha256() -> str:
+    """sha256 of the code this module runs (itself and every ``twilbert`` module it imports).
+
+    Why in the run config: without it, a ``dvc repro`` after an edit of the training or model code
+    reran this stage only to find the old code's *finished* checkpoint under the same params and
+    publish it as ``final/`` -- stale weights under a fresh-looking stage. With it, new code is a new
+    run config: it trains from scratch and the old code's checkpoints are kept, as for a params change.
+    To continue a run under new code on purpose (a crash, then an upgrade), name its checkpoint in
+    ``training.resume_from``: there a difference in code alone is reported, not refused."""
+    return source_sha256(__name__)
+
+
 def run_config(model_cfg: ModelConfig, training: TrainingConfig, world_size: int, shards_dir: Path, tokenizer_sha256: str) -> dict:
     """Everything that determines the trained weights (``impl`` excluded: speed only)."""
     train = {k: v for k, v in to_dict(training).items() if k not in FINGERPRINT_EXCLUDED}
@@ -213,6 +231,7 @@ def run_config(model_cfg: ModelConfig, training: TrainingConfig, world_size: int
         "world_size": world_size,
         "shards_manifest_sha256": _sha256_file(Path(shards_dir) / "manifest.json"),
         "tokenizer_sha256": tokenizer_sha256,
+        "code_sha256": training_code_sha256(),
     }
 
 
@@ -361,7 +380,10 @@ def choose_resume_checkpoint(root: Path, expected: dict, *, resume_from: str | P
                 raise CheckpointError(f"training.resume_from={str(source)!r}: no usable step-* checkpoint there")
         if explicit[1].get("fingerprint") != want:
             diffs = _differences(_stored_run_config(explicit[1]), expected)
-            raise RunConfigMismatchError(explicit[0], diffs, "training.resume_from must name a checkpoint of the same run config")
+            if [k for k, _, _ in diffs] != ["code_sha256"]:
+                raise RunConfigMismatchError(explicit[0], diffs, "training.resume_from must name a checkpoint of the same run config")
+            _say(f"training.resume_from={str(source)!r} was written by other training code (code_sha256 "
+                 f"{str(diffs[0][1])[:12]} -> {str(diffs[0][2])[:12]}); resuming it under this code, as asked")
         if own is not None and _step_of(own[0]) >= _step_of(explicit[0]):
             _say(f"{own[0]} is newer than training.resume_from={str(source)!r}; resuming from it")
             return own[0]
@@ -376,11 +398,13 @@ def choose_resume_checkpoint(root: Path, expected: dict, *, resume_from: str | P
             stored = None
         diffs = _differences(stored, expected)
         if on_config_change == "error":
+            code_only = [k for k, _, _ in diffs] == ["code_sha256"]
             raise RunConfigMismatchError(
                 other,
                 diffs,
                 "training.on_config_change is 'error': set it to 'restart' to train this config from scratch "
-                "(the other config's checkpoints are kept), or restore the params",
+                "(the other config's checkpoints are kept), or restore the params"
+                + (f"; only the code differs: to continue that run under this code, set training.resume_from={str(other)!r}" if code_only else ""),
             )
         _say(f"no checkpoint of this run config; the newest other one in {root} differs ({_listing(diffs)}); starting fresh, keeping it")
     return None
