@@ -278,6 +278,23 @@ def test_another_config_moves_the_checkpoints_aside_and_starts_afresh(tmp_path, 
     assert fresh["test"] == res["test"]
 
 
+def test_edited_code_does_not_resume_the_old_code_s_checkpoints(tmp_path, tok_path, task, monkeypatch, capsys):
+    """An edit of the fine-tuning code (why DVC reruns the stage) makes another run config: the
+    interrupted run's checkpoints are moved aside, not continued under the new code."""
+    with monkeypatch.context() as m:
+        LossHook(m, {10: "kill"})
+        with pytest.raises(Interrupt):
+            run(tmp_path, tok_path, task, sub="cut")
+    state = json.loads(next((tmp_path / "cut" / "ckpt").glob("epoch-*/state.json")).read_text())
+    assert state["run_config"]["code_sha256"] == train_mod.finetune_code_sha256()  # the real code's hash
+    capsys.readouterr()
+    monkeypatch.setattr(train_mod, "finetune_code_sha256", lambda: "f" * 64)
+    res = run(tmp_path, tok_path, task, sub="cut")
+    assert re.search(r"belong to a different run \(code_sha256: '[0-9a-f]{64}' -> 'f{64}'\); moving them", capsys.readouterr().err)
+    assert res["run_info"]["resumed_from_epoch"] is None
+    assert len(list((tmp_path / "cut").glob("ckpt-stale-*"))) == 1
+
+
 def test_changed_data_is_another_run(tmp_path, tok_path, task, capsys):
     import torch.nn as nn
 

@@ -21,7 +21,7 @@ reported and the previous one is used.
 
 A checkpoint whose fingerprint (of the run config: effective finetuning settings, the task, the
 sha256 of the split files and of the tokenizer, normalisation rules, model config and the sha256 of
-the initial encoder weights) differs from the current run is never resumed: the differing keys are
+the initial encoder weights, and of the fine-tuning code) differs from the current run is never resumed: the differing keys are
 printed and ``root`` is moved aside to ``<root>-stale-<time>`` (the :data:`KEEP_STALE` newest such
 directories are kept, older ones deleted, so they never pile up), and training starts afresh. The same happens to a checkpoint of this run config that does not fit the current
 code (other weight names or shapes, other optimizer groups). Why not an error: ``root`` persists across ``dvc repro`` runs, and changing params is

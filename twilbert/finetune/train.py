@@ -65,7 +65,7 @@ from twilbert.text.tokenizer import Tokenizer
 from twilbert.train.config import ImplConfig
 from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
 from twilbert.train.schedules import build_schedule
-from twilbert.utils import sha256_file
+from twilbert.utils import sha256_file, source_sha256
 
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -296,6 +296,14 @@ def evaluate_split(
 # --------------------------------------------------------------------------------------------------
 # the task
 
+def finetune_code_sha256() -> str:
+    """sha256 of the code this module runs (itself and every ``twilbert`` module it imports): in the
+    run config, so that a checkpoint left by an interrupted run is not resumed by edited code (DVC
+    reruns the stage because of the edit; half a run from each version of the code would be neither's
+    result). As for pre-training (:func:`twilbert.train.pretrain.training_code_sha256`)."""
+    return source_sha256(__name__)
+
+
 def default_checkpoint_dir(model_out: str | Path) -> Path:
     """``<model_out>/../.checkpoints/<model_out name>``: ``models/finetune/.checkpoints/<task>`` for the
     stage (declared ``persist: true`` in dvc.yaml, so DVC keeps it across an interrupted run)."""
@@ -380,6 +388,7 @@ def finetune_task(
         "normalize": _rules_dict(rules),
         "model": to_dict(encoder.config),
         "initial_encoder_sha256": tensors_sha256(encoder.state_dict()),
+        "code_sha256": finetune_code_sha256(),
     }
     enc = {s: encode_split(splits[s], tokenizer, max_len=ft.max_len, rules=rules, num_threads=impl.tokenizer_threads) for s in splits}
     model = SequenceClassifier(
