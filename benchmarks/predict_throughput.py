@@ -28,7 +28,8 @@ does not decide the ratio. Threads: the same ``torch.set_num_threads`` for all.
 
 Usage: ``python benchmarks/predict_throughput.py [--tweets 2000] [--preset base] [--threads 2]``
 Prints a table, then a final JSON line with ``tweets_per_s``, ``hf_tweets_per_s`` (best peer setting)
-and ``ratio_vs_hf`` (with ``ratio_vs_hf_by_round``, the same ratio within each round) for what ``twilbert predict`` runs by default, then the bf16 figures
+and ``ratio_vs_hf`` (and ``ratio_vs_hf_by_round``, the same ratio within each round) for what
+``twilbert predict`` runs by default, then the bf16 figures
 (``tweets_per_s_bf16``, ``ratio_vs_hf_bf16``, ``speedup_bf16_vs_fp32``, ``label_agreement_bf16_vs_fp32``)
 and, with ``--compiled``, the compiled ones.
 Not a test. Needs ``transformers`` (the ``hf`` extra).
@@ -229,8 +230,8 @@ def main() -> None:
         "hf_best_setting": best_hf,
         "hf_tweets_per_s_by_batch_size": {k: round(rate[k], 1) for k in peers},
         "ratio_vs_hf": round(rate["ours"] / rate[best_hf], 2),
-        # Round by round (each round runs every system in turn, so a slow spell of this shared CPU falls on
-        # both sides of one ratio): how much the headline moves between rounds and runs.
+        # The same ratio within each round (every system runs once per round, one after another): how far
+        # the best-of headline moves with the load of this shared CPU.
         "ratio_vs_hf_by_round": [round(h / o, 2) for o, h in zip(times["ours"], times[best_hf])],
         "ours_matmul_gflops": round(ours_gflops, 1),
         "gemm_gflops_fp32": round(gemm_gflops, 1),
