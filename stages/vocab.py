@@ -24,15 +24,16 @@ def main(
     vocab.input_sentence_size: about 0.45 GB + 2.3 KB per sampled text (1.15 GB at 300k, 2.8 GB at 1M,
     5.0 GB at 2M with vocab_size 30000, unigram)."""
     p = load(params)
-    from twilbert.text.normalize import placeholder_tokens
+    from twilbert.text.normalize import glued_placeholder_tokens, placeholder_tokens
     from twilbert.text.vocab import train_vocab
 
     inputs = [normalized_dir / "pairs.parquet", normalized_dir / "tweets.parquet"]
     out_dir.mkdir(parents=True, exist_ok=True)
+    rules = p.normalize.rules.effective()
     with tracked("vocab", params, p, ("vocab", "normalize.rules"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
         start = time.perf_counter()
         model_path = run_guarded(
-            train_vocab, inputs, p.vocab, out_dir / "spm", placeholder_tokens(p.normalize.rules.effective())
+            train_vocab, inputs, p.vocab, out_dir / "spm", placeholder_tokens(rules), glued_placeholder_tokens(rules)
         )
         seconds = time.perf_counter() - start
         stats = summarize(json.loads((out_dir / "vocab.json").read_text(encoding="utf-8")), seconds)

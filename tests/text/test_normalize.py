@@ -29,6 +29,7 @@ from twilbert.text.normalize import (
     normalize_texts,
     placeholder_only_expr,
     placeholder_tokens,
+    glued_placeholder_tokens,
     split_tag_words,
     word_count_expr,
 )
@@ -340,6 +341,29 @@ def test_placeholder_tokens():
     assert placeholder_tokens(r) == ["enlace", "user", "hashtag", "emoji"]
     assert placeholder_tokens(NormalizeRules(urls=False, mentions=False, hashtags="replace").effective()) == ["hashtag"]
     assert placeholder_tokens(NormalizeRules(emoji="remove", emoji_wrapper="emoji").effective()) == ["url", "user"]
+
+
+def test_glued_placeholder_tokens():
+    assert glued_placeholder_tokens(DEFAULT) == []
+    assert glued_placeholder_tokens(NormalizeRules(hashtags="token_split", emoji_wrapper="emoji")) == []
+    assert glued_placeholder_tokens(NormalizeRules(preset="twilbert")) == ["url", "user"]
+    pys = NormalizeRules(preset="pysentimiento").effective()
+    assert glued_placeholder_tokens(pys) == [pys.url_token, pys.user_token, pys.hashtag_token]
+    assert glued_placeholder_tokens(NormalizeRules(preset="twilbert", urls=False)) == ["user"]
+
+
+@pytest.mark.parametrize("preset", ["default", "twilbert", "pysentimiento"])
+def test_only_glued_placeholders_follow_a_non_space_character(preset):
+    """What the vocab stage relies on: a placeholder not in ``glued_placeholder_tokens`` is always
+    inserted after a space (or at the start), so it needs no bare SentencePiece piece."""
+    rules = NormalizeRules(preset=preset, hashtags="token_split", emoji_wrapper="emoji").effective()
+    texts = ["visita:https://t.co/x", "(@ana) dice", "mira:@pepe", "(#ReyesMagos)", "hola#Tag y:#Otro",
+             "«@ana»", "ver:www.ejemplo.com", "¡😂!", "x😂y", "“#tag”", "@ana:@pepe", "RT @x:hola http://a.es"]
+    glued = set(glued_placeholder_tokens(rules))
+    for text, out in zip(texts, normalize_texts(texts, rules)):
+        for token in set(placeholder_tokens(rules)) - glued:
+            for m in re.finditer(re.escape(token), out):
+                assert m.start() == 0 or out[m.start() - 1].isspace(), (preset, text, out, token)
 
 
 def test_placeholder_only_expr():

@@ -27,7 +27,7 @@ def make_lines(n: int, seed: int) -> list[str]:
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory) -> Tokenizer:
     out = tmp_path_factory.mktemp("vocab") / "spm"
-    path = train_vocab(make_lines(400, 0), VocabConfig(vocab_size=300, input_sentence_size=0), out, PLACEHOLDERS)
+    path = train_vocab(make_lines(400, 0), VocabConfig(vocab_size=300, input_sentence_size=0), out, PLACEHOLDERS, ["hashtag"])
     return Tokenizer.from_file(path)
 
 
@@ -35,7 +35,8 @@ def test_special_ids_and_identity(tok, tmp_path_factory):
     assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID) == (0, 1, 2, 3, 4)
     assert tok.vocab_size == 300
     assert tok.sha256 == hashlib.sha256(tok._bytes).hexdigest()
-    assert tok.placeholder_ids["user"] == (tok.piece_to_id("\u2581user"), tok.piece_to_id("user"))
+    assert tok.placeholder_ids["user"] == (tok.piece_to_id("\u2581user"),)  # spaced only
+    assert tok.placeholder_ids["hashtag"] == (tok.piece_to_id("\u2581hashtag"), tok.piece_to_id("hashtag"))  # glued too
     assert set(tok.placeholder_ids) == set(PLACEHOLDERS)
 
 

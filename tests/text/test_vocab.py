@@ -30,9 +30,9 @@ def make_lines(n: int = 400, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(lexicon + PLACEHOLDERS, rng.integers(3, 15))) for _ in range(n)]
 
 
-def _train(tmp: Path, **kw) -> Path:
+def _train(tmp: Path, glued=(), lines=None, **kw) -> Path:
     cfg = VocabConfig(**{"vocab_size": 300, "input_sentence_size": 0, **kw})
-    return train_vocab(make_lines(), cfg, tmp / "spm", PLACEHOLDERS)
+    return train_vocab(make_lines() if lines is None else lines, cfg, tmp / "spm", PLACEHOLDERS, glued)
 
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
@@ -49,14 +49,34 @@ def test_special_tokens_have_the_fixed_ids(tmp_path, model_type):
 
 
 def test_placeholders_are_single_pieces_in_every_context(tmp_path):
-    sp = spm.SentencePieceProcessor(model_file=str(_train(tmp_path)))
+    sp = spm.SentencePieceProcessor(model_file=str(_train(tmp_path, glued=["user"])))
     assert sp.encode("user url hola", out_type=str)[:2] == ["\u2581user", "\u2581url"]
     assert sp.encode("ja hashtag", out_type=str)[-1] == "\u2581hashtag"
-    # After punctuation the bare form is used, still one piece.
+    # After punctuation the bare form of a glued placeholder is used, still one piece.
     assert "user" in sp.encode("(user)", out_type=str)
     # Whitespace-separated placeholders never fall apart into characters.
     for p in PLACEHOLDERS:
         assert len(sp.encode(p)) == 1
+
+
+def test_placeholders_do_not_split_words_that_contain_them(tmp_path):
+    """Without a bare ``url`` piece (placeholders our normaliser always spaces), ``burla`` keeps its
+    letters together; with one (the original's glued URL style) SentencePiece cuts it around ``url``."""
+    lines = make_lines() + ["se burla de user", "burlas y burlan url", "no te burles"] * 20
+    spaced = spm.SentencePieceProcessor(model_file=str(_train(tmp_path / "a", lines=lines)))
+    glued = spm.SentencePieceProcessor(model_file=str(_train(tmp_path / "b", lines=lines, glued=["url"])))
+    assert "url" not in spaced.encode("burla", out_type=str)
+    assert spaced.piece_to_id("url") == UNK_ID  # no such piece
+    assert "url" in glued.encode("burla", out_type=str)
+    assert spaced.encode("visita url", out_type=str)[-1] == glued.encode("visita url", out_type=str)[-1] == "\u2581url"
+    summary = json.loads((tmp_path / "a" / "vocab.json").read_text())
+    assert summary["placeholders"]["url"] == [spaced.piece_to_id("\u2581url")]
+    assert summary["stats"]["placeholders_single_piece"] == 1.0
+
+
+def test_glued_placeholders_must_be_placeholders(tmp_path):
+    with pytest.raises(ConfigError, match="glued placeholders \\['emoji'\\]"):
+        _train(tmp_path, glued=["emoji"])
 
 
 def test_text_round_trips_exactly_with_identity_normalisation(tmp_path):
@@ -74,7 +94,7 @@ def test_outputs_and_summary(tmp_path):
     assert summary["specials"] == {t: i for i, t in enumerate(SPECIAL_TOKENS)}
     assert summary["vocab_size"] == 300 and summary["texts_used"] == summary["texts_seen"] == 400
     sp = spm.SentencePieceProcessor(model_file=str(model))
-    assert summary["placeholders"]["url"] == [sp.piece_to_id("\u2581url"), sp.piece_to_id("url")]
+    assert summary["placeholders"]["url"] == [sp.piece_to_id("\u2581url")]
     vocab_lines = (tmp_path / "spm.vocab").read_text(encoding="utf-8").splitlines()
     assert [ln.split("\t")[0] for ln in vocab_lines] == [sp.id_to_piece(i) for i in range(300)]
 
@@ -191,7 +211,7 @@ def test_bad_inputs_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="placeholder"):
         train_vocab(make_lines(10), VocabConfig(vocab_size=100), tmp_path / "spm", ["two words"])
     with pytest.raises(ConfigError, match="must exceed"):
-        train_vocab(make_lines(10), VocabConfig(vocab_size=8), tmp_path / "spm", ["a", "b"])
+        train_vocab(make_lines(10), VocabConfig(vocab_size=8), tmp_path / "spm", ["a", "b"], ["b"])  # 5 specials + 3 pieces
 
 
 def test_config_validation_names_the_key():
@@ -206,10 +226,11 @@ def test_config_validation_names_the_key():
 
 
 def test_summary_reports_coverage_figures(tmp_path):
-    _train(tmp_path)
+    _train(tmp_path, glued=["url"])
     summary = json.loads((tmp_path / "vocab.json").read_text())
     s = summary["stats"]
-    assert summary["learned_pieces"] == 300 - 5 - 2 * len(PLACEHOLDERS) and summary["user_defined_pieces"] == 6
+    # One "▁p" per placeholder, plus the bare "url" of the one glued placeholder.
+    assert summary["learned_pieces"] == 300 - 5 - len(PLACEHOLDERS) - 1 and summary["user_defined_pieces"] == 4
     assert s["probe_texts"] == 400
     assert s["placeholders_single_piece"] == 1.0 and s["placeholder_single_piece"] == dict.fromkeys(PLACEHOLDERS, True)
     lines = make_lines()
@@ -217,7 +238,7 @@ def test_summary_reports_coverage_figures(tmp_path):
     assert s["placeholder_coverage"] == 1.0
     assert 0.0 <= s["unk_rate"] < 0.01 and s["pieces_per_text"] >= s["pieces_per_word"] >= 1.0
     # Deterministic, so vocab.json (a DVC output) does not change from run to run.
-    _train(tmp_path / "again")
+    _train(tmp_path / "again", glued=["url"])
     assert json.loads((tmp_path / "again" / "vocab.json").read_text()) == summary
 
 

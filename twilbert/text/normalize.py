@@ -1098,6 +1098,25 @@ def placeholder_tokens(rules: EffectiveRules | NormalizeRules) -> list[str]:
     return [token for _, token in _placeholder_fields(r)]
 
 
+def glued_placeholder_tokens(rules: EffectiveRules | NormalizeRules) -> list[str]:
+    """The placeholders (of :func:`placeholder_tokens`) that the rules may insert right after a
+    non-space character, as the originals' styles do (``visita:url``, ``ana@usuario``, ``(hashtag``).
+
+    Why it matters: SentencePiece matches a user-defined piece anywhere, even inside a word. The vocab
+    stage therefore registers a bare piece ``p`` (besides ``▁p``) only for these. Under our default
+    styles every placeholder is inserted with spaces around it, so it is always ``▁p`` and the bare
+    piece would only split words: ``burla`` -> ``▁b url a`` (about 150 words of the *burla* family
+    in the 137k real tweets of ../shared/data, counted; tests/text/test_vocab.py shows the split)."""
+    r = rules.effective() if isinstance(rules, NormalizeRules) else rules
+    glued = {
+        "url_token": r.url_style != "default",
+        "user_token": r.mention_style != "default",
+        "hashtag_token": r.hashtag_style == "pysentimiento",
+        "emoji_wrapper": False,  # " emoji name emoji " with spaces in every style
+    }
+    return [token for key, token in _placeholder_fields(r) if glued[key]]
+
+
 def placeholder_only_expr(expr: pl.Expr, rules: EffectiveRules | NormalizeRules) -> pl.Expr:
     """True where a (normalised) text has at least one word and every word is a placeholder token,
     e.g. ``"user user url"`` (inventory §2.1: such pairs carry no language)."""
@@ -1125,6 +1144,7 @@ __all__ = [
     "normalize_expr",
     "normalize_texts",
     "placeholder_tokens",
+    "glued_placeholder_tokens",
     "placeholder_only_expr",
     "word_count_expr",
     "cap_char_runs",

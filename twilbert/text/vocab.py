@@ -15,11 +15,15 @@ Deviations from the original TWilBERT (inventory §3), each deliberate:
   normaliser never produced. SentencePiece still collapses runs of spaces (harmless: the normaliser
   already did).
 * Placeholders emitted by the normaliser (``user``, ``url``, ...) are *user-defined symbols*, so each
-  is always one piece. Each placeholder ``p`` is registered twice: ``▁p`` (after a space, the usual
-  case, so ``"hola user"`` is ``▁hola ▁user``: one token, and it starts a word) and bare ``p`` (after
-  punctuation, as in ``"(user)"``). SentencePiece matches user-defined symbols greedily anywhere, so
-  ``"usernames"`` becomes ``▁user names``-like pieces: the normaliser should emit placeholders that
-  are not prefixes of common words (``user``/``url``/``hashtag``/``emoji`` are fine for Spanish).
+  is always one piece: ``▁p`` (``"hola user"`` is ``▁hola ▁user``: one token, and it starts a word).
+  SentencePiece matches user-defined symbols greedily anywhere, even inside a word, so a bare ``p``
+  is registered too only for the placeholders the normaliser's styles insert glued to a preceding
+  character (``visita:url`` under the original's URL style; ``normalize.glued_placeholder_tokens``).
+  Under our default styles there are none: a bare ``url`` would turn every ``burla`` into
+  ``▁b url a`` (the first version did that: ~150 words of the *burla* family in the 137k real tweets).
+  ``▁p`` still matches at the start of a longer word (``usera`` -> ``▁user a``, 2 words in those
+  tweets), so placeholders should not be prefixes of common words (``user``/``url``/``hashtag``/``emoji``
+  are fine for Spanish).
 * Training is reproducible: SentencePiece's own sentence sampling (``input_sentence_size`` with
   ``shuffle_input_sentence``) is *not* reproducible across processes in 0.2.3 even after
   ``set_random_generator_seed`` (measured), so we sample ourselves (seeded reservoir sampling) and
@@ -99,8 +103,12 @@ class VocabConfig:
         check(1 <= self.num_threads <= 1024, "num_threads", f"must be in [1, 1024], got {self.num_threads}")
 
 
-def placeholder_pieces(placeholders: Sequence[str]) -> list[str]:
-    """User-defined pieces for the placeholders: every ``▁p`` first, then every bare ``p``."""
+def placeholder_pieces(placeholders: Sequence[str], glued: Sequence[str] = ()) -> list[str]:
+    """User-defined pieces for the placeholders: every ``▁p`` first, then a bare ``p`` for each of
+    ``glued`` (the placeholders that can follow a non-space character; see the module docstring)."""
+    stray = [g for g in glued if g not in placeholders]
+    if stray:
+        raise ConfigError(f"vocab: glued placeholders {stray} are not among the placeholders {list(placeholders)}")
     for p in placeholders:
         if not p or re.search(r"\s", p) or WORD_START in p:
             raise ConfigError(f"vocab: placeholder {p!r} must be non-empty, without spaces or '{WORD_START}'")
@@ -108,7 +116,7 @@ def placeholder_pieces(placeholders: Sequence[str]) -> list[str]:
             raise ConfigError(f"vocab: placeholder {p!r} clashes with a special token")
     if len(set(placeholders)) != len(placeholders):
         raise ConfigError(f"vocab: duplicate placeholders in {list(placeholders)}")
-    return [WORD_START + p for p in placeholders] + list(placeholders)
+    return [WORD_START + p for p in placeholders] + [p for p in placeholders if p in glued]
 
 
 def parquet_texts(paths: Sequence[Path], batch_rows: int = 65_536) -> Iterator[str]:
@@ -198,13 +206,16 @@ def _drain(items: list[str]) -> Iterator[str]:
 PROBE_TEXTS = 20_000  # training texts (the first of the sample) re-encoded for the summary's stats
 
 
-def vocab_stats(sp: spm.SentencePieceProcessor, probe: Sequence[str], placeholders: Sequence[str]) -> dict:
+def vocab_stats(
+    sp: spm.SentencePieceProcessor, probe: Sequence[str], placeholders: Sequence[str], glued: Sequence[str] = ()
+) -> dict:
     """Deterministic quality figures of a trained model on ``probe`` (some of its training texts).
 
     * ``unk_rate``: share of pieces that are ``[UNK]`` (characters cut by ``character_coverage``);
     * ``pieces_per_text`` / ``pieces_per_word``: how finely text is cut;
-    * ``placeholders_single_piece``: share of placeholders that encode as their one piece both after a
-      space (``▁user``) and after punctuation (``user``) -- anything below 1.0 is a bug;
+    * ``placeholders_single_piece``: share of placeholders that encode as their one piece after a
+      space (``▁user``) and, for the ``glued`` ones, after punctuation (``user``) -- anything below
+      1.0 is a bug;
     * ``placeholder_coverage``: of the placeholder *occurrences* in the probe (whitespace tokens equal
       to one), the share encoded as exactly that placeholder's piece; ``placeholder_occurrences``: how
       many there were (0 leaves coverage at 1.0).
@@ -217,8 +228,8 @@ def vocab_stats(sp: spm.SentencePieceProcessor, probe: Sequence[str], placeholde
     single = {}
     for ph in placeholders:
         spaced = sp.encode(f"hola {ph} adios")
-        glued = sp.encode(f"({ph})")
-        single[ph] = sp.piece_to_id(WORD_START + ph) in spaced and sp.piece_to_id(ph) in glued
+        bare_ok = ph not in glued or sp.piece_to_id(ph) in sp.encode(f"({ph})")
+        single[ph] = sp.piece_to_id(WORD_START + ph) in spaced and bare_ok
     occurrences = hits = 0
     if placeholders:
         ph_ids = {sp.piece_to_id(WORD_START + ph) for ph in placeholders}
@@ -249,14 +260,17 @@ def train_vocab(
     cfg: VocabConfig,
     out_prefix: Path,
     placeholders: Sequence[str] = (),
+    glued: Sequence[str] = (),
 ) -> Path:
     """Train SentencePiece and write ``<out_prefix>.model``, ``<out_prefix>.vocab`` and ``vocab.json``.
 
     ``corpus``: a list of ``Path`` objects (normalised parquet files; missing ones skipped) or any
-    iterable of already-normalised texts. Returns the path of the ``.model`` file.
+    iterable of already-normalised texts. ``placeholders`` become pieces ``▁p``; those also in
+    ``glued`` a bare ``p`` as well (``normalize.placeholder_tokens`` / ``glued_placeholder_tokens``).
+    Returns the path of the ``.model`` file.
     """
     out_prefix = Path(out_prefix)
-    user_pieces = placeholder_pieces(list(placeholders))
+    user_pieces = placeholder_pieces(list(placeholders), list(glued))
     n_reserved = N_SPECIAL + len(user_pieces)
     if cfg.vocab_size <= n_reserved:
         raise ConfigError(
@@ -295,12 +309,12 @@ def train_vocab(
         "model_type": cfg.model_type,
         "normalization_rule_name": NORMALIZATION_RULE,
         "specials": {tok: i for i, tok in enumerate(SPECIAL_TOKENS)},
-        "placeholders": {p: [sp.piece_to_id(WORD_START + p), sp.piece_to_id(p)] for p in placeholders},
+        "placeholders": {p: [sp.piece_to_id(WORD_START + p)] + ([sp.piece_to_id(p)] if p in glued else []) for p in placeholders},
         "texts_seen": seen,
         "texts_used": used,
         "learned_pieces": sp.get_piece_size() - N_SPECIAL - len(user_pieces),
         "user_defined_pieces": len(user_pieces),
-        "stats": vocab_stats(sp, probe, list(placeholders)),
+        "stats": vocab_stats(sp, probe, list(placeholders), list(glued)),
         "config": to_dict(cfg),
     }
     (out_prefix.parent / "vocab.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
