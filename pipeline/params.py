@@ -115,6 +115,31 @@ class Params:
         check(self.model.max_positions is None, "model.max_positions", "is derived from representation.max_len; leave it null")
         for name in self.tasks:
             check(name.replace("_", "").replace("-", "").isalnum(), f"tasks.{name}", "task names use letters, digits, _ and -")
+        self._check_tasks_fit_the_encoder()
+
+    def _check_tasks_fit_the_encoder(self) -> None:
+        """Every task's longest input must fit the pipeline encoder's position table (``2 *
+        representation.max_len + 3``), checked when params load: the fine-tune stage refuses it too,
+        but only after hours of pre-training. Tasks that load another checkpoint
+        (``path_load_weights``) are checked against it by the fine-tune stage."""
+        from twilbert.finetune.config import effective_finetuning
+
+        positions = 2 * self.representation.max_len + 3
+        for name, task in self.tasks.items():
+            ft = effective_finetuning(self.finetuning, task, name)
+            if ft.path_load_weights not in (None, "random"):
+                continue
+            pair = task.aux_header is not None
+            need = 2 * ft.max_len + 3 if pair else ft.max_len + 2
+            most = (positions - 3) // 2 if pair else positions - 2
+            key = f"tasks.{name}.finetuning.max_len" if "max_len" in (task.finetuning or {}) else "finetuning.max_len"
+            check(
+                need <= positions,
+                key,
+                f"{ft.max_len} tokens per segment{' (a text pair)' if pair else ''} need {need} positions, the "
+                f"encoder has {positions} (2 * representation.max_len + 3); use max_len <= {most} for task "
+                f"{name!r}, or raise representation.max_len",
+            )
 
 
 def _input_files(p: Params) -> dict[str, str]:

@@ -22,6 +22,8 @@ _RECIPE_COMMON: dict[str, Any] = {
     "vocab.model_type": "bpe",
     "vocab.vocab_size": 30000,
     "representation.max_len": 40,
+    # Fine-tuning segments must fit the 2 * 40 + 3 positions (a text pair: two segments of <= 40).
+    "finetuning.max_len": 40,
     "training.batch_size": 64,
     "training.accum_iters": 32,
     "training.optimizer": "adam",

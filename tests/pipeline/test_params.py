@@ -86,6 +86,26 @@ def test_task_file_missing_names_the_task_key(tmp_path):
         load_params(_write(tmp_path, tree))
 
 
+def test_task_inputs_must_fit_the_encoder_positions_when_params_load(tmp_path):
+    """Caught at load, not by the fine-tune stage after pre-training (2 * max_len + 3 positions)."""
+    base = {"train_file": "data/pairs.tsv", "dev_file": "data/pairs.tsv", "test_file": "data/pairs.tsv", "categories": {"A": 0, "B": 1}}
+    tree = {**_base(), "representation": {"max_len": 40}, "finetuning": {"max_len": 48}}
+    tree["tasks"] = {"single": base}  # 48 + 2 <= 83: fits
+    assert load_params(_write(tmp_path, tree)).tasks["single"].aux_header is None
+    tree["tasks"] = {"single": base, "pair": {**base, "aux_header": "TARGET"}}  # 2 * 48 + 3 = 99 > 83
+    with pytest.raises(ConfigError, match=r"finetuning\.max_len: 48 tokens per segment \(a text pair\) need 99 positions, "
+                       r"the encoder has 83 .* use max_len <= 40 for task 'pair'"):
+        load_params(_write(tmp_path, tree))
+    tree["tasks"]["pair"]["finetuning"] = {"max_len": 41}  # a task's own override is named as such
+    with pytest.raises(ConfigError, match=r"tasks\.pair\.finetuning\.max_len: 41 tokens"):
+        load_params(_write(tmp_path, tree))
+    tree["tasks"]["pair"]["finetuning"] = {"max_len": 40}
+    assert load_params(_write(tmp_path, tree)).tasks["pair"].finetuning == {"max_len": 40}
+    # Another checkpoint has its own position table: the fine-tune stage checks against that one.
+    tree["tasks"]["pair"]["finetuning"] = {"path_load_weights": "models/elsewhere"}
+    assert load_params(_write(tmp_path, tree), check_files=False)
+
+
 def test_task_categories_and_weights_validated(tmp_path):
     base = {"train_file": "data/pairs.tsv", "dev_file": "data/pairs.tsv", "test_file": "data/pairs.tsv"}
     tree = _base()

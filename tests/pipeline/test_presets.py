@@ -22,6 +22,8 @@ def test_write_preset_keeps_params_valid_and_sets_the_original_recipe(tmp_path):
     assert (p.model.n_encoders, p.model.n_heads, p.model.hidden_size, p.model.attention_size) == (12, 12, 768, 64)
     assert (p.training.batch_size, p.training.accum_iters, p.training.warmup_steps) == (64, 32, 10000)
     assert p.training.schedule == "noam" and p.vocab.vocab_size == 30000
+    # Fine-tuning segments fit the preset's 2 * 40 + 3 positions, the text-pair task's included.
+    assert p.representation.max_len == p.finetuning.max_len == 40 and any(t.aux_header for t in p.tasks.values())
     assert "# TWilBERT pipeline parameters" in params.read_text()  # comments survive
     assert p.data == load_params(REPO / "params.yaml").data  # untouched sections stay
 
