@@ -1,4 +1,5 @@
-"""DDP: 2 processes (torchrun, gloo, CPU) x accum 1 == 1 process x accum 2, same global batches.
+"""DDP: the same params (accum_iters 2, a global count) train the same model on 2 processes (torchrun,
+gloo, CPU; one micro-batch each per update) as on 1 (two micro-batches per update): same global batches.
 
 Run as a module (``python -m tests.train.test_pretrain_ddp ARGS_JSON``) it is the worker torchrun starts.
 """
@@ -51,7 +52,7 @@ def test_two_processes_equal_one_process_with_accumulation(tmp_path):
     common = {"vocab_size": inputs["vocab_size"], "shards": str(inputs["shards"]), "tokenizer": str(inputs["tokenizer"])}
     single = train({**common, "accum": 2, "out": str(tmp_path / "single")})
 
-    args = json.dumps({**common, "accum": 1, "out": str(tmp_path / "ddp")})
+    args = json.dumps({**common, "accum": 2, "out": str(tmp_path / "ddp")})
     cmd = D.torchrun_command(2, ["-m", "tests.train.test_pretrain_ddp", args])
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)

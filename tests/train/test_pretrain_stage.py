@@ -85,7 +85,7 @@ def test_n_gpus_2_relaunches_under_torchrun_as_the_module(inputs, tmp_path):
 
     from tests.conftest import REPO
 
-    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 2, "n_gpus": 2})
+    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 2, "n_gpus": 2, "accum_iters": 2})
     cmd = [sys.executable, "-m", "pipeline.cli", "pretrain", "--params", str(params), "--shards-dir", str(inputs["shards"]),
            "--vocab-model", str(inputs["tokenizer"]), "--out-dir", str(tmp_path / "out"), "--reports-dir", str(tmp_path / "reports")]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}

@@ -27,9 +27,9 @@ class TrainingConfig:
     weight_decay: float = 0.0
     schedule: Literal["noam", "linear", "constant"] = "noam"
     warmup_steps: int = 100
-    accum_iters: int = 1  # micro-batches per optimizer step
+    accum_iters: int = 1  # micro-batches per optimizer step, over all processes (a multiple of the process count)
     clip_grad_norm: float = 1.0  # 0 = off
-    n_gpus: int = 1  # >1 means "launch with torchrun"; the stage prints the exact command
+    n_gpus: int = 1  # >1 means "launch with torchrun"; speed only: an update is batch_size x accum_iters sequences in all
     path_initial_weights: str | None = None  # continue from these weights (a checkpoint dir)
     seed: int = 1234
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = only at epoch ends
@@ -56,6 +56,13 @@ class TrainingConfig:
         check(self.schedule != "noam" or self.warmup_steps >= 1, "warmup_steps", "noam needs warmup_steps >= 1")
         check(self.clip_grad_norm >= 0, "clip_grad_norm", "must be >= 0")
         check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        check(
+            self.accum_iters % self.n_gpus == 0,
+            "accum_iters",
+            f"{self.accum_iters} micro-batches per update cannot be shared by n_gpus={self.n_gpus} processes; use a "
+            f"multiple of {self.n_gpus} (an update is batch_size x accum_iters sequences in all: e.g. batch_size "
+            f"{max(1, self.batch_size // self.n_gpus)} x accum_iters {self.accum_iters * self.n_gpus} for about the same update)",
+        )
         check(self.resume_from is None or bool(str(self.resume_from).strip()), "resume_from", "must be a path or null")
 
 

@@ -6,7 +6,8 @@ optimizer steps; ``train_step`` is one step over its micro-batches.
 
 Loss normalisation (why accumulation and DDP equal one big batch)
 ------------------------------------------------------------------
-One optimizer step sees ``accum_iters`` micro-batches on each of ``W`` processes. Before any forward
+One optimizer step sees ``accum_iters`` micro-batches in all, ``A = accum_iters / W`` on each of ``W``
+processes (``training.accum_iters`` must be a multiple of ``W``). Before any forward
 pass, the step's MLM target count ``N_mlm`` and labelled ROP row count ``N_rop`` are summed over the
 micro-batches (the masks are made in the data pipeline, so the counts are known on the host) and
 all-reduced over the ranks. Each micro-batch then back-propagates
@@ -19,7 +20,8 @@ gradient averaging). The usual ``loss / accum_iters`` is only right when every m
 number of targets, which bucketing, partial batches and dynamic masking all break. Consequence:
 ``W`` processes × ``accum A`` × batch ``b`` train the same model as 1 process × ``accum W·A`` × batch
 ``b`` (same batches: both read the plan positions ``k·W·A ... (k+1)·W·A - 1`` at step ``k``, with the
-same masks, which are seeded per plan position). Exceptions: dropout (per-process random streams) and
+same masks, which are seeded per plan position) -- which is why ``accum_iters`` is the global count:
+the same params train the same model on any number of processes. Exceptions: dropout (per-process random streams) and
 PKM batch-norm statistics (per micro-batch, as any batch norm).
 
 The original (inventory §7.1, §8) averaged each micro-batch's loss over its own targets and divided
@@ -104,7 +106,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from twilbert.config import to_dict
+from twilbert.config import ConfigError, to_dict
 from twilbert.data.batching import IGNORE_INDEX, LengthBucketBatches, MaskedBatches, PlanSampler
 from twilbert.data.shards import ShardDataset, load_manifest
 from twilbert.model.config import ModelConfig
@@ -555,6 +557,19 @@ class Pretrainer:
         if cfg.max_positions is not None and int(train.lengths.max()) > cfg.max_positions:
             raise ValueError(f"the longest train row has {int(train.lengths.max())} tokens > model.max_positions={cfg.max_positions}")
         W, rank = self.dist.world_size, self.dist.rank
+        # training.accum_iters counts the micro-batches of one update over *all* processes, so an
+        # update is batch_size x accum_iters sequences however many GPUs run it, and the same params
+        # train the same model on 1 or W processes (the equivalence in the module docstring). The
+        # original's n_gpus (Keras multi_gpu_model) also kept the update size; a per-process count
+        # would make `-S training.n_gpus=8` silently train with 8x larger updates.
+        if tr.accum_iters % W:
+            raise ConfigError(
+                f"training.accum_iters: {tr.accum_iters} micro-batches per update cannot be shared by {W} "
+                f"processes; use a multiple of {W} (an update is training.batch_size x accum_iters sequences "
+                f"in all: e.g. batch_size {max(1, tr.batch_size // W)} x accum_iters {tr.accum_iters * W} for "
+                f"about the same update, or accum_iters {W} for a {W}x larger one)"
+            )
+        self.accum = tr.accum_iters // W  # this process's micro-batches per update
         self.plan = LengthBucketBatches(train.lengths, tr.batch_size, tr.bucket_width, tr.seed, world_size=W, rank=rank)
         self.batches = MaskedBatches(
             self.shards_dir,
@@ -565,7 +580,7 @@ class Pretrainer:
             use_rop=cfg.rop.use_rop,
             max_positions=cfg.max_positions,
         )
-        self.steps_per_epoch = math.ceil(len(self.plan) / tr.accum_iters)
+        self.steps_per_epoch = math.ceil(len(self.plan) / self.accum)
         self.total_steps = tr.max_steps if tr.max_steps > 0 else tr.epochs * self.steps_per_epoch
 
         # --- model, optimizer, schedule -----------------------------------------------------------
@@ -928,7 +943,7 @@ class Pretrainer:
                     break
                 if batches is None:
                     batches = iter(self.loader(st.epoch, st.cursor))
-                k = min(tr.accum_iters, len(self.plan) - st.cursor)
+                k = min(self.accum, len(self.plan) - st.cursor)
                 micro = [next(batches) for _ in range(k)]
                 self.train_step(micro)
                 if self.fault and self.fault.kind == "kill_after_step" and st.step == self.fault.n:
