@@ -47,5 +47,15 @@ def import_main(
     typer.echo(f"import-hf: {info['model_type']} -> {out} (MLM head {info['mlm_head']}; max |diff| of hidden states {diff:.2g})")
     for w in info["warnings"]:
         typer.echo(f"  warning: {w}")
+    # max_positions and vocab_size are derived in params.yaml (the loader refuses them under model:),
+    # so they are printed as the keys they come from.
+    model = dict(info["model"])
+    positions, vocab_size = model.pop("max_positions"), model.pop("vocab_size")
     typer.echo("  model section (params.yaml `model:` must match it for training.path_initial_weights):")
-    typer.echo("  " + json.dumps(info["model"], sort_keys=True))
+    typer.echo("  " + json.dumps(model, sort_keys=True))
+    if (positions - 3) % 2 == 0:
+        typer.echo(f"  and vocab.vocab_size: {vocab_size}, representation.max_len: {(positions - 3) // 2} "
+                   f"({positions} positions = 2 * max_len + 3)")
+    else:
+        typer.echo(f"  and vocab.vocab_size: {vocab_size}; its {positions} positions are not 2 * max_len + 3, so it can be "
+                   "fine-tuned (finetuning.path_load_weights) and embedded, not continued in pre-training")

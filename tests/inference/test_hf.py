@@ -253,3 +253,33 @@ def test_import_loads_weights_only_through_safetensors(tmp_path):
         import_hf(pickled, tmp_path / "out-bin")
     assert not (tmp_path / "out-bin" / "model.safetensors").exists()
     assert import_hf(tmp_path / "st", tmp_path / "out-st")["max_abs_diff_hidden"] <= 1e-5
+
+
+@pytest.mark.parametrize("positions", [41, 40])
+def test_import_prints_a_model_section_that_params_yaml_accepts(tmp_path, positions):
+    """What import-hf prints for params.yaml loads there (max_positions and vocab_size are derived
+    keys, printed as vocab.vocab_size / representation.max_len) and matches the checkpoint for
+    training.path_initial_weights; a table that is not 2 * max_len + 3 says it cannot be continued."""
+    import json
+
+    import yaml
+
+    from pipeline.params import load_params
+    from twilbert.train.pretrain import load_initial_weights
+
+    hf_checkpoint("bert", tmp_path / "hf", max_position_embeddings=positions)
+    res = run_cli("import-hf", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "ck"))
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    model = json.loads(lines[[i for i, ln in enumerate(lines) if "model section" in ln][0] + 1])
+    assert "max_positions" not in model and "vocab_size" not in model
+    if positions == 40:
+        assert "not 2 * max_len + 3" in res.output and "not continued in pre-training" in res.output
+        return
+    assert "and vocab.vocab_size: 150, representation.max_len: 19 (41 positions = 2 * max_len + 3)" in res.output
+    (tmp_path / "pairs.tsv").write_text("ORIG_ID\tORIG_TEXT\tREPLY_ID\tREPLY_TEXT\n")
+    tree = {"data": {"pairs": ["pairs.tsv"]}, "model": model, "vocab": {"vocab_size": 150}, "representation": {"max_len": 19}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    p = load_params(tmp_path / "params.yaml")
+    cfg = p.model.resolved(vocab_size=p.vocab.vocab_size, max_len=p.representation.max_len)
+    load_initial_weights(TWilBERT(cfg), tmp_path / "ck", cfg)  # raises ConfigMismatchError on any difference
