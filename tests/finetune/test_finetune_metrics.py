@@ -47,8 +47,12 @@ def test_single_label_metrics_match_sklearn():
     for i, label in enumerate(["AGAINST", "NEUTRAL", "FAVOR"]):
         assert m["per_class"][label]["f1"] == pytest.approx(rep[str(i)]["f1-score"])
         assert m["per_class"][label]["support"] == rep[str(i)]["support"]
-    # pearson on class indices (the original's meaning), checked with scipy
-    assert m["pearson"] == pytest.approx(pearsonr(GOLD, PRED)[0])
+    # No pearson for unordered classes: AGAINST=0 < NEUTRAL=1 < FAVOR=2 would be an arbitrary order.
+    assert "pearson" not in m
+    # Declared ordinal, the correlation of class indices (the original's meaning), checked with scipy.
+    ordered = compute_metrics(GOLD, onehot_probs(PRED, 3), task(ordinal=True))
+    assert ordered["pearson"] == pytest.approx(pearsonr(GOLD, PRED)[0])
+    assert {k: v for k, v in ordered.items() if k != "pearson"} == m
 
 
 def test_stance_f1_is_mean_f1_of_named_classes_by_hand():
@@ -97,6 +101,13 @@ def test_selection_config_errors():
         TaskConfig(train_file="a", dev_file="b", test_file="c", regression=True)
     with pytest.raises(ConfigError, match="pearson is not defined for a multi-label"):
         task(multi_label=True, eval_metric="pearson")
+    with pytest.raises(ConfigError, match="eval_metric: pearson of class indices is meaningful only for ordered classes"):
+        task(eval_metric="pearson")
+    assert selection_metric(task(eval_metric="pearson", ordinal=True)) == "pearson"
+    with pytest.raises(ConfigError, match="ordinal: a multi-label task has no ordered classes"):
+        task(multi_label=True, ordinal=True, eval_metric="accuracy")
+    with pytest.raises(ConfigError, match="ordinal: is for classification tasks"):
+        TaskConfig(train_file="a", dev_file="b", test_file="c", regression=True, eval_metric="pearson", ordinal=True)
 
 
 def test_multi_label_thresholded_jaccard_by_hand():

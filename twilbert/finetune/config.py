@@ -102,6 +102,10 @@ class TaskConfig:
     class_weights: dict[str, float] | Literal["auto", "ones"] = "ones"
     regression: bool = False
     multi_label: bool = False
+    # Single-label classes ordered by their indices (e.g. N=0 < NEU=1 < P=2): only then is a Pearson
+    # correlation of class indices meaningful, so only then may eval_metric be pearson and does
+    # metrics.json report it. (The original computed pearson on the class ids of any task, §13.)
+    ordinal: bool = False
     # Multi-label class fields: "names" = the labels present, e.g. "anger|joy" (empty = none);
     # "multi_hot" = one 0/1 per category in index order, e.g. "0|1|0" (the original's SemEval E-c
     # files; there ``categories`` was {"0": 0, "1": 1} and the label count came from the data; here
@@ -147,12 +151,21 @@ class TaskConfig:
         check(0.0 < self.threshold < 1.0, "threshold", "must be in (0, 1)")
         if not self.regression:
             check(not (self.multi_label and self.eval_metric == "pearson"), "eval_metric", "pearson is not defined for a multi-label task")
+            check(not (self.multi_label and self.ordinal), "ordinal", "a multi-label task has no ordered classes")
+            check(
+                self.eval_metric != "pearson" or self.ordinal,
+                "eval_metric",
+                "pearson of class indices is meaningful only for ordered classes: set ordinal: true if the "
+                "categories' indices are ordered (N: 0, NEU: 1, P: 2), or select on f1/accuracy",
+            )
             check(
                 self.average_metric != "none" or self.class_metric is not None or self.eval_metric in ("accuracy", "pearson")
                 or (bool(self.stance_f1) and self.eval_metric == "f1"),
                 "average_metric",
                 "'none' gives one value per class: set class_metric to select one",
             )
+        else:
+            check(not self.ordinal, "ordinal", "is for classification tasks (a regression task's values are already ordered)")
         if self.finetuning is not None:
             _check_overrides(self.finetuning, "finetuning")
 

@@ -12,8 +12,9 @@ Fixed from the original ``FinetuningMonitor`` (inventory §7.4):
   |gold ∩ pred| / |gold ∪ pred| (1 when both are empty), the SemEval-2018 E-c metric. The original
   computed a soft Jaccard on raw sigmoid outputs (§13.11);
 * ``pearson`` on a regression task is the correlation of gold and predicted values. On a
-  classification task it is, as in the original, the correlation of gold and predicted *class
-  indices*: meaningful only when the indices are ordinal (e.g. N=0 < NEU=1 < P=2).
+  classification task it is the correlation of gold and predicted *class indices*, reported (and
+  selectable) only for a task declared ``ordinal`` (e.g. N=0 < NEU=1 < P=2). The original reported it,
+  and let dev selection use it, for any task, where the indices are arbitrary names.
 
 All values are plain floats (JSON-ready). A Pearson correlation with a constant side is reported as
 0.0 rather than NaN (no linear relation can be measured; NaN would also break JSON metrics files).
@@ -83,7 +84,8 @@ def single_label_metrics(gold: np.ndarray, pred: np.ndarray, task: TaskConfig) -
     labels = task.labels
     ids = list(range(len(labels)))
     m: dict[str, Any] = {"accuracy": float(accuracy_score(gold, pred)), **_averaged(gold, pred, ids)}
-    m["pearson"] = pearson(gold, pred)
+    if task.ordinal:
+        m["pearson"] = pearson(gold, pred)
     if task.stance_f1:
         m["stance_f1"] = stance_f1(gold, pred, [task.categories[c] for c in task.stance_f1])
     m["per_class"] = per_class_report(gold, pred, labels)
