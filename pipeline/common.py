@@ -34,12 +34,33 @@ def user_errors() -> tuple[type[BaseException], ...]:
         errs.append(CheckpointError)
     except ImportError:  # pragma: no cover - core not built yet
         pass
+    # Only modules already imported can have raised: looking them up in sys.modules keeps a failing
+    # light stage (normalize, vocab) from importing torch just to build this tuple.
+    for module, name in (
+        ("twilbert.data.shards", "ShardError"),  # missing / altered pair shards (a --shards-dir never written)
+        ("twilbert.train.pretrain", "NonFiniteLossError"),  # NaN/inf steps: the message names the params to change
+    ):
+        err = getattr(sys.modules.get(module), name, None)
+        if err is not None:
+            errs.append(err)
     return tuple(errs)
 
 
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def require_normalized(normalized_dir: Path) -> tuple[Path, Path]:
+    """``(pairs.parquet, tweets.parquet)`` of the normalize stage's output; exits with a one-line
+    message when the directory, or both files, are missing (one of the two may be absent)."""
+    files = (normalized_dir / "pairs.parquet", normalized_dir / "tweets.parquet")
+    if not normalized_dir.is_dir():
+        fail(f"{normalized_dir}: no such directory (--normalized-dir: the normalize stage's output, with "
+             f"{files[0].name} and/or {files[1].name})")
+    if not any(f.exists() for f in files):
+        fail(f"{normalized_dir}: neither {files[0].name} nor {files[1].name} exists (run the normalize stage first)")
+    return files
 
 
 def load(params_path: Path):

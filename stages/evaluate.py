@@ -9,30 +9,38 @@ import typer
 
 from pipeline.common import PARAMS_OPTION, fail, load, run_guarded, tracked
 
+HELD_OUT = ("test", "valid")  # never "train": its rows would be reported as held-out metrics
+
 
 def main(
     params: Path = PARAMS_OPTION,
     model_dir: Path = typer.Option(Path("models/pretrain/final"), help="Pre-trained model (safetensors + config.json)."),
     shards_dir: Path = typer.Option(Path("data/pairs"), help="Output of the pairs stage."),
     vocab_model: Path = typer.Option(Path("models/vocab/spm.model"), help="Output of the vocab stage."),
-    split: str = typer.Option("test", help="Held-out split to evaluate (test or valid)."),
+    split: str = typer.Option("test", help="Held-out split to evaluate: test or valid."),
     out_dir: Path = typer.Option(Path("reports/evaluate"), help="metrics.json (DVC metrics) and report.md."),
 ) -> None:
     """Evaluate the pre-trained model on held-out pairs: MLM accuracy and perplexity on masked tokens
     (beside the unigram-frequency guesser on the same tokens: baseline_unigram_accuracy), ROP accuracy
     and F1, and pseudo-log-likelihood; writes a human-readable report of a few examples."""
+    if split not in HELD_OUT:
+        fail(f"--split: expected test or valid (a held-out split), got {split!r}")
     p = load(params)
     import torch
 
     from twilbert.model import TWilBERT
     from twilbert.model.config import ModelConfig
     from twilbert.config import from_dict
+    from twilbert.data.shards import load_manifest
     from twilbert.text.tokenizer import Tokenizer
     from twilbert.train.checkpoint import load_checkpoint, read_config
     from twilbert.train.evaluate import evaluate_pretrained
 
     if not (model_dir / "config.json").is_file():
         fail(f"{model_dir}: no pre-trained model (run the pretrain stage first)")
+    if not vocab_model.is_file():
+        fail(f"{vocab_model}: no vocabulary model (run the vocab stage first)")
+    run_guarded(load_manifest, shards_dir)  # a missing shards dir fails here, before the model loads
     stored = read_config(model_dir)
     cfg = from_dict(ModelConfig, stored.get("model", stored), "model")
     model = TWilBERT(cfg, attention=p.impl.attention)
@@ -42,8 +50,8 @@ def main(
     device = "cuda" if p.impl.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     tok = Tokenizer.from_file(vocab_model)
     with tracked("evaluate", params, p, ("evaluate",), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
-        result = evaluate_pretrained(
-            model.to(device), shards_dir, split, tok,
+        result = run_guarded(
+            evaluate_pretrained, model.to(device), shards_dir, split, tok,
             batch_size=p.evaluate.batch_size, seed=p.evaluate.seed,
             pll_sentences=p.evaluate.pll_sentences, report_examples=p.evaluate.report_examples, device=device,
         )

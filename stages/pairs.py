@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, load, progress_enabled, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, require_normalized, run_guarded, tracked
 
 
 def main(
@@ -23,8 +23,10 @@ def main(
     from twilbert.data.pairs import build_pair_shards
     from twilbert.text.tokenizer import Tokenizer
 
+    if not vocab_model.is_file():
+        fail(f"{vocab_model}: no vocabulary model (run the vocab stage first)")
+    pairs_pq, tweets_pq = require_normalized(normalized_dir)
     tok = Tokenizer.from_file(vocab_model)
-    pairs_pq, tweets_pq = normalized_dir / "pairs.parquet", normalized_dir / "tweets.parquet"
     with tracked("pairs", params, p, ("pairs", "representation"), fallback=Path("logs/tracking/pairs.jsonl")) as t:
         manifest = run_guarded(
             build_pair_shards,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, load, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, load, require_normalized, run_guarded, tracked
 
 
 def main(
@@ -27,7 +27,7 @@ def main(
     from twilbert.text.normalize import glued_placeholder_tokens, placeholder_tokens
     from twilbert.text.vocab import train_vocab
 
-    inputs = [normalized_dir / "pairs.parquet", normalized_dir / "tweets.parquet"]
+    inputs = list(require_normalized(normalized_dir))  # train_vocab skips missing files ("the corpus is empty")
     out_dir.mkdir(parents=True, exist_ok=True)
     rules = p.normalize.rules.effective()
     with tracked("vocab", params, p, ("vocab", "normalize.rules"), fallback=Path("logs/tracking/vocab.jsonl")) as t:

@@ -379,7 +379,8 @@ def read_input_file(
     except pl.exceptions.NoDataError:
         raise InputError(f"{path}: empty file") from None
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, ValueError) as exc:
-        raise InputError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0]})") from None
+        where = _unreadable_line(path.read_bytes(), kind) or f"cannot be read as {kind}"
+        raise InputError(f"{path}: {where} ({str(exc).splitlines()[0]})") from None
     if df.height == 0:
         raise InputError(f"{path}: no rows (empty file or a header only)")
     first_line = 1 if kind == "jsonl" else 2  # 1-based file line of row 0
@@ -406,9 +407,52 @@ def read_input_file(
     return InputTexts(texts=out["--text-column"], aux=out["--aux-column"], ids=out["--id-column"])  # type: ignore[arg-type]
 
 
+def _unreadable_line(data: bytes, kind: str) -> str | None:
+    """Only on the error path: where a file polars could not read goes wrong ("line 3 has 4 fields,
+    the header has 3", "line 2: invalid UTF-8 at byte 6 ..."), the fine-tuning task reader's words;
+    None when no line explains it."""
+    from twilbert.finetune.data import _ragged_line, _undecodable_line
+
+    where = _undecodable_line(data)
+    if where is None and kind == "tsv":  # no quoting: every tab separates fields (CSV quotes may hold commas)
+        where = _ragged_line(data, "\t")
+    if where is None and kind == "jsonl":
+        for n, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw)
+            except ValueError as err:
+                return f"line {n}: not valid JSON ({err})"
+            if not isinstance(value, dict):
+                return f"line {n}: a JSON {type(value).__name__}, not an object"
+    return where
+
+
 def read_lines(stream) -> InputTexts:
-    """One text per line (stdin): line breaks stripped, nothing else changed."""
+    """One text per line (stdin): line breaks stripped, nothing else changed.
+
+    Input must be UTF-8: an undecodable line is an :class:`InputError` naming it (never a text with
+    surrogate escapes, which would fail deep in tokenisation)."""
+    import io
+
+    from twilbert.finetune.data import _undecodable_line
+
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:  # the bytes, so a bad line is found whatever the stream's errors= handler
+        data = buffer.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"stdin: {_undecodable_line(data) or 'invalid UTF-8'}") from None
+        stream = io.StringIO(text, newline=None)  # universal newlines, as a text stdin reads them
     texts = [line.rstrip("\r\n") for line in stream]
+    if buffer is None:  # a text stream (decoded with surrogateescape?): strict UTF-8 never gives surrogates
+        for n, line in enumerate(texts, start=1):
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise InputError(f"stdin: line {n}: invalid UTF-8 at character {err.start + 1}") from None
     if not texts:
         raise InputError("stdin: no input texts (give one text per line, or --input FILE)")
     return InputTexts(texts=texts)
