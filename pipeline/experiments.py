@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +100,10 @@ def parse_exp_show(rows: list[dict[str, Any]], *, include_baseline: bool = False
 
 
 def load_exp_show(repo: str | Path = ".", extra_args: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Run ``dvc exp show --json`` in ``repo`` (needs ``dvc`` on PATH)."""
-    proc = subprocess.run(["dvc", "exp", "show", "--json", *extra_args], cwd=repo, capture_output=True, text=True)
+    """Run ``dvc exp show --json`` in ``repo`` with this interpreter's DVC (``python -m dvc``), so
+    ``.venv/bin/twilbert compare`` works without an activated venv (a bare ``dvc`` needed it on PATH)."""
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *extra_args]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
     return json.loads(proc.stdout)

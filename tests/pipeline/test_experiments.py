@@ -82,3 +82,17 @@ def test_cli_reads_saved_json_and_writes_reports(tmp_path):
     empty.write_text(json.dumps(_show()))
     bad = CliRunner().invoke(app, ["compare", "--exp-json", str(empty)])
     assert bad.exit_code == 2 and "no experiments found" in bad.stderr
+
+
+def test_exp_show_runs_this_interpreter_s_dvc_without_a_venv_on_path(monkeypatch):
+    """`.venv/bin/twilbert compare` without an activated venv: no `dvc` on PATH, git still there."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from pipeline.experiments import load_exp_show
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert shutil.which("dvc") is None or not shutil.which("dvc").startswith(str(Path(sys.executable).parent))
+    shown = load_exp_show(Path(__file__).resolve().parents[2])
+    assert isinstance(shown, list) and shown and "rev" in shown[0]
