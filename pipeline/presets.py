@@ -72,11 +72,29 @@ def dvc_set_args(name: str) -> list[str]:
 
 
 def write_preset(name: str, params_path) -> None:
-    """Apply a preset to params.yaml in place, keeping comments (ruamel.yaml, shipped with DVC)."""
+    """Apply a preset to params.yaml in place, keeping comments (ruamel.yaml, shipped with DVC).
+
+    The result is validated (``load_params``, input files included) *before* params.yaml is replaced,
+    so a preset that does not fit the file (e.g. a task too long for the preset's positions) leaves
+    it untouched and raises ConfigError naming params.yaml and the key."""
+    import io
+    import os
+    import tempfile
+    from pathlib import Path
+
     from ruamel.yaml import YAML
 
+    from twilbert.config import ConfigError
+
+    from pipeline.params import load_params
+
+    params_path = Path(params_path)
+    if not params_path.is_file():
+        raise ConfigError(f"{params_path}: no such params file")
     yaml = YAML()
     yaml.preserve_quotes = True
+    # ruamel writes None as an empty value ("resume_from:"); keep params.yaml's explicit nulls.
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     data = yaml.load(params_path.read_text(encoding="utf-8"))
     for key, value in preset_overrides(name).items():
         node = data
@@ -86,5 +104,18 @@ def write_preset(name: str, params_path) -> None:
                 node[part] = {}
             node = node[part]
         node[parts[-1]] = list(value) if isinstance(value, tuple) else value
-    with open(params_path, "w", encoding="utf-8") as f:
-        yaml.dump(data, f)
+    text = io.StringIO()
+    yaml.dump(data, text)
+    # Validated as a sibling file, so relative input paths resolve as they will in params.yaml.
+    fd, tmp = tempfile.mkstemp(prefix=".preset-", suffix=".yaml", dir=params_path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text.getvalue())
+        try:
+            load_params(tmp)
+        except ConfigError as exc:
+            raise ConfigError(f"{params_path}: preset {name} not written: {str(exc).removeprefix(f'{tmp}: ')}") from None
+        os.replace(tmp, params_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, fail
+from pipeline.common import PARAMS_OPTION, fail, run_guarded
 
 
 def main(
@@ -23,10 +23,7 @@ def main(
     except KeyError as exc:
         fail(str(exc.args[0]))
     if write:
-        write_preset(name, params)
-        from pipeline.params import load_params
-
-        load_params(params)  # the result must still validate
+        run_guarded(write_preset, name, params)  # validated before params.yaml is replaced
         typer.echo(f"preset {name} written to {params}")
     else:
         typer.echo(" ".join(args))

@@ -42,3 +42,34 @@ def test_cli_prints_args_and_rejects_unknown_names():
     assert ok.returncode == 0 and "-S model.n_heads=6" in ok.stdout
     bad = subprocess.run([str(bin_), "preset", "bert-huge"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown preset 'bert-huge'" in bad.stderr
+
+
+def test_write_keeps_explicit_nulls(tmp_path):
+    shutil.copytree(REPO / "data" / "sample", tmp_path / "data" / "sample")
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    nulls = [ln.split("#")[0].rstrip() for ln in params.read_text().splitlines() if ln.split("#")[0].rstrip().endswith(": null")]
+    preset_leaves = {k.rsplit(".", 1)[-1] for k in preset_overrides("twilbert-base")}
+    nulls = [n for n in nulls if n.strip().split(":")[0] not in preset_leaves]  # (attention_size gets a value)
+    assert nulls  # params.yaml has some (path_initial_weights, resume_from, ...)
+    write_preset("twilbert-base", params)
+    written = [ln.split("#")[0].rstrip() for ln in params.read_text().splitlines()]
+    assert all(n in written for n in nulls)  # not turned into empty values
+
+
+def test_write_refuses_a_result_that_does_not_validate_and_leaves_params_untouched(tmp_path):
+    """A task override too long for the preset's 2 * 40 + 3 positions: nothing is written, and the CLI
+    says why in one line naming params.yaml and the key."""
+    shutil.copytree(REPO / "data" / "sample", tmp_path / "data" / "sample")
+    params = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    assert "    aux_header: TARGET\n" in text
+    text = text.replace("    aux_header: TARGET\n", "    aux_header: TARGET\n    finetuning: {max_len: 48}\n", 1)
+    params.write_text(text)
+    assert load_params(params).tasks["stance"].finetuning == {"max_len": 48}  # valid as it is (64-token segments)
+    bin_ = Path(sys.executable).parent / "twilbert"
+    res = subprocess.run([str(bin_), "preset", "twilbert-base", "--write", "--params", str(params)], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert f"{params}: preset twilbert-base not written: tasks.stance.finetuning.max_len: 48 tokens" in res.stderr
+    assert params.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]  # no temporary file left
