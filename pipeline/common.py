@@ -8,6 +8,7 @@ and exit with status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,3 +146,26 @@ def run_guarded(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except user_errors() as exc:
         fail(str(exc))
+
+
+_DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
+
+
+def check_device(device: str) -> None:
+    """A one-line error for a --device torch cannot use here (``gpu``, ``cuda:3`` on a 1-GPU machine...)."""
+    if not _DEVICE.fullmatch(device):
+        fail(f"--device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}")
+    if device in ("cpu", "auto"):
+        return
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            fail("--device: mps requested but no MPS device is available (use cpu or auto)")
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        fail(f"--device: {device} requested but no CUDA device is available (use cpu or auto)")
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        fail(f"--device: {device} requested but there are {count} CUDA device(s) (cuda:0..cuda:{count - 1})")

@@ -1,8 +1,10 @@
 """Command `embed`: contextual embeddings of a file of texts (not a DVC stage).
 
 From a pre-trained checkpoint (``models/pretrain/final``; tokenizer from ``--vocab-model`` or
-``pretrain.json``; normalisation rules from ``--params`` when that file exists, else the defaults) or
-a fine-tuned model directory (its own tokenizer and rules). Output: ``.arrow`` (``id`` +
+``pretrain.json``; normalisation rules from ``pretrain.json``, where the pretrain stage records them,
+else from ``--params`` when that file exists, else the defaults) or a fine-tuned model directory (its
+own tokenizer and rules). The checkpoint's own rules win over params.yaml, so an edit of params.yaml
+after training cannot silently change what the model is given. Output: ``.arrow`` (``id`` +
 ``embedding`` fixed-size list) or ``.npy`` (N x H float32, input order).
 """
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, fail, load, run_guarded
+from pipeline.common import PARAMS_OPTION, check_device, fail, load, run_guarded
 
 
 def main(
@@ -28,14 +30,14 @@ def main(
     vocab_model: Path = typer.Option(None, help="SentencePiece model of a pre-trained checkpoint (default: the one pretrain.json records)."),
     params: Path = PARAMS_OPTION,
     batch_size: int = typer.Option(64, min=1, help="Texts per forward pass (batches are sorted by length)."),
-    device: str = typer.Option("cpu", help="cpu | cuda | auto."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | mps | auto (cuda if available, else cpu)."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the forward pass (a one-off 30-60 s compilation; on 2 CPU cores it ran 0.9-1.1x the eager speed, so it is off unless asked for)."),
     precision: str = typer.Option("fp32", help="fp32 | bf16: matrix products in bfloat16 (autocast). On a CPU with native bf16 (AVX512-BF16/AMX) ~3x faster; probabilities move by ~1e-3."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on when stderr is a terminal)."),
 ) -> None:
     """Embed texts with a TWilBERT encoder (cls or mean pooling) into .arrow or .npy."""
     from twilbert.finetune.model import FORMAT, resolve_pretrained_dir
-    from twilbert.inference import InputError, POOLINGS, read_input_file, read_lines, write_embeddings
+    from twilbert.inference import InputError, POOLINGS, pretrained_rules, read_input_file, read_lines, write_embeddings
     from twilbert.inference import load as load_model
     from twilbert.train.checkpoint import read_config
 
@@ -43,10 +45,19 @@ def main(
         fail(f"--pooling: expected one of {list(POOLINGS)}, got {pooling!r}")
     if output.suffix not in (".npy", ".arrow"):
         fail(f"--output: {output} must end in .arrow or .npy")
-    normalize = None
-    finetuned = run_guarded(lambda: read_config(resolve_pretrained_dir(model)).get("format") == FORMAT)
-    if not finetuned and params.is_file():  # a pre-trained checkpoint stores no rules: the pipeline's
-        normalize = load(params).normalize.rules.effective()
+    check_device(device)
+    if input is None:  # stdin is one text per line: no columns to take a second text or an id from
+        for option, value in (("--aux-column", aux_column), ("--id-column", id_column)):
+            if value is not None:
+                fail(f"{option}: stdin has no columns (one text per line); use --input FILE with a header")
+    normalize, note = None, ""  # None: the model's own rules
+    directory = run_guarded(resolve_pretrained_dir, model)
+    finetuned = run_guarded(lambda: read_config(directory).get("format") == FORMAT)
+    if not finetuned and run_guarded(pretrained_rules, directory) is None:
+        # An older or imported checkpoint records no rules: the pipeline's, else the defaults.
+        if params.is_file():
+            normalize = load(params).normalize.rules.effective()
+        note = f"; {directory} records no normalisation rules, so {params if params.is_file() else 'the defaults'} gave them"
     predictor = run_guarded(load_model, model, vocab_model=vocab_model, normalize=normalize, device=device, precision=precision)
     data = run_guarded(read_lines, sys.stdin) if input is None else run_guarded(read_input_file, input, text_column, aux_column, id_column, fmt)
     show = progress if progress is not None else sys.stderr.isatty()
@@ -56,4 +67,4 @@ def main(
         write_embeddings(vectors, output, data.ids)
     except InputError as exc:
         fail(str(exc))
-    typer.echo(f"embed: {vectors.shape[0]} x {vectors.shape[1]} ({pooling}) -> {output}", err=True)
+    typer.echo(f"embed: {vectors.shape[0]} x {vectors.shape[1]} ({pooling}) -> {output}{note}", err=True)

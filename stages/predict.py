@@ -7,13 +7,12 @@ tokenizer, labels, max_len) comes from the model directory: ``twilbert.inference
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import typer
 
-from pipeline.common import fail, run_guarded
+from pipeline.common import check_device, fail, run_guarded
 
 
 def main(
@@ -66,25 +65,3 @@ def main(
         write_jsonl(rows, f, data.ids)
     typer.echo(f"predict: {len(rows)} predictions -> {output}", err=True)
 
-
-DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
-
-
-def check_device(device: str) -> None:
-    """A one-line error for a --device torch cannot use here (``gpu``, ``cuda:3`` on a 1-GPU machine...)."""
-    if not DEVICE.fullmatch(device):
-        fail(f"--device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}")
-    if device in ("cpu", "auto"):
-        return
-    import torch
-
-    if device == "mps":
-        if not torch.backends.mps.is_available():
-            fail("--device: mps requested but no MPS device is available (use cpu or auto)")
-        return
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        fail(f"--device: {device} requested but no CUDA device is available (use cpu or auto)")
-    index = int(device.partition(":")[2] or 0)
-    if index >= count:
-        fail(f"--device: {device} requested but there are {count} CUDA device(s) (cuda:0..cuda:{count - 1})")

@@ -93,7 +93,7 @@ def main(
     rank0 = rank == 0
     curves = CurveWriter(reports_dir / "curves.csv") if rank0 else None
     fallback = Path("logs/tracking/pretrain.jsonl") if rank0 else None
-    with tracked("pretrain", params, tracking_params(p, rank), ("model", "training", "representation"), fallback=fallback) as t:
+    with tracked("pretrain", params, tracking_params(p, rank), ("model", "training", "representation", "normalize.rules"), fallback=fallback) as t:
 
         def log_fn(metrics: dict, step: int) -> None:
             if rank0:
@@ -110,6 +110,7 @@ def main(
             out_dir=out_dir,
             log_fn=log_fn,
             progress=progress_enabled(p),
+            normalize=to_dict(p.normalize.rules.effective()),  # for embed / twilbert.load of final/
         )
         if rank0:
             curves.close()

@@ -235,6 +235,16 @@ def _rules_from(stored: dict[str, Any] | None) -> EffectiveRules | None:
     return from_dict(EffectiveRules, stored, "normalize")
 
 
+def pretrained_rules(directory: str | Path) -> EffectiveRules | None:
+    """The normalisation rules a pre-trained checkpoint's ``pretrain.json`` records (None if none)."""
+    from twilbert.finetune.model import PRETRAIN_META
+
+    meta_path = Path(directory) / PRETRAIN_META
+    if not meta_path.is_file():
+        return None
+    return _rules_from(json.loads(meta_path.read_text(encoding="utf-8")).get("normalize"))
+
+
 def _resolve_rules(normalize: Any, default: EffectiveRules | None) -> EffectiveRules | None:
     if normalize is None:
         return default
@@ -273,8 +283,9 @@ def load(
 ) -> Predictor:
     """Load a fine-tuned model directory or a pre-trained checkpoint for prediction / embedding.
 
-    ``normalize``: None = the model's own rules (a fine-tuned model stores them; a pre-trained
-    checkpoint does not, so the project's default rules are used), False = no normalisation, or
+    ``normalize``: None = the model's own rules (a fine-tuned model stores them, and so does a
+    pre-trained checkpoint's ``pretrain.json`` since the pretrain stage records them; for one without,
+    e.g. an older or imported checkpoint, the project's default rules), False = no normalisation, or
     explicit rules. ``vocab_model``: the SentencePiece model of a pre-trained checkpoint (default: the
     one its ``pretrain.json`` records; a fine-tuned model always uses its own ``spm.model``).
     ``compile``: run the forward pass through ``torch.compile`` (opt-in; on CPU it has not paid off, see above).
@@ -312,11 +323,12 @@ def load(
     tokenizer = Tokenizer.from_file(vocab_model)
     if tokenizer.vocab_size != encoder.config.vocab_size:
         raise CheckpointError(f"{vocab_model}: {tokenizer.vocab_size} pieces, but {path} has vocab_size={encoder.config.vocab_size}")
+    stored_rules = pretrained_rules(directory)
     # the longest input that fits the position table: [CLS] a [SEP] (single text)
     return Predictor(
         encoder=encoder,
         tokenizer=tokenizer,
-        rules=_resolve_rules(normalize, NormalizeRules().effective()),
+        rules=_resolve_rules(normalize, stored_rules or NormalizeRules().effective()),
         max_len=encoder.config.max_positions - 2,
         device=dev,
         source=str(path),

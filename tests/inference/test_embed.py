@@ -102,3 +102,43 @@ def test_embed_errors(pretrained, tmp_path):
     assert "--pooling" in error_line(run_cli(*base, "--pooling", "max", "-o", str(tmp_path / "e.npy")))
     assert ".arrow or .npy" in error_line(run_cli(*base, "-o", str(tmp_path / "e.csv")))
     assert "no column 'tweet'" in error_line(run_cli(*base, "--text-column", "tweet", "-o", str(tmp_path / "e.npy")))
+
+
+def test_a_checkpoint_s_recorded_rules_win_over_params_yaml(pretrained, tmp_path):
+    """pretrain.json records the rules the corpus went through (the pretrain stage writes them);
+    embed and twilbert.load use those, not whatever params.yaml in the working directory says."""
+    import shutil
+
+    import twilbert
+
+    out, spm = pretrained
+    ck = tmp_path / "final"
+    shutil.copytree(out / "final", ck)
+    rules = NormalizeRules(lowercase=False, hashtags="keep", laughter=False).effective()
+    meta = json.loads((ck / "pretrain.json").read_text())
+    (ck / "pretrain.json").write_text(json.dumps({**meta, "normalize": to_dict(rules)}))
+    assert twilbert.load(ck).rules == rules and twilbert.load(out).rules == NormalizeRules().effective()
+    texts = ["JAJAJA #ReyesMagos HOLA @ana", "Qué BIEN"]
+    assert normalize_texts(texts, rules) != normalize_texts(texts, NormalizeRules())
+    f = tmp_path / "t.tsv"
+    f.write_text("TEXT\n" + "".join(t + "\n" for t in texts), encoding="utf-8")
+    # A params.yaml with the default rules in the working directory: ignored for this checkpoint.
+    params = tmp_path / "params.yaml"
+    shutil.copy(Path(__file__).resolve().parents[2] / "params.yaml", params)
+    r = run_cli("embed", "--model", str(ck), "--vocab-model", str(spm), "-i", str(f), "--text-column", "TEXT",
+                "--params", str(params), "-o", str(tmp_path / "e.npy"))
+    assert r.exit_code == 0, r.output
+    enc = twilbert.load(ck, normalize=rules)
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), enc.embed(texts, pooling="cls"), atol=1e-6)
+    assert not np.allclose(np.load(tmp_path / "e.npy"), twilbert.load(ck, normalize=NormalizeRules()).embed(texts, pooling="cls"))
+    # A checkpoint without recorded rules says where its rules come from.
+    r = run_cli("embed", "--model", str(out / "final"), "--vocab-model", str(spm), "-i", str(f), "--text-column", "TEXT",
+                "--params", str(tmp_path / "none.yaml"), "-o", str(tmp_path / "d.npy"))
+    assert r.exit_code == 0 and "records no normalisation rules, so the defaults gave them" in r.output
+
+
+def test_embed_refuses_columns_on_stdin_and_unknown_devices(pretrained):
+    out, spm = pretrained
+    base = ["embed", "--model", str(out), "--vocab-model", str(spm), "-o", "x.npy"]
+    assert "--aux-column: stdin has no columns" in error_line(run_cli(*base, "--aux-column", "b"))
+    assert "--device: expected cpu, cuda, cuda:N, mps or auto, got 'gpu'" in error_line(run_cli(*base, "--device", "gpu"))

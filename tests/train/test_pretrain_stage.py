@@ -55,6 +55,14 @@ def test_only_rank_zero_tracks(inputs, tmp_path, monkeypatch, stage_runs, rank):
     if rank == 0:
         assert call["enabled"] is True and call["fallback"] is not None
         assert json.loads((tmp_path / "reports" / "metrics.json").read_text())["steps"] == 2
+        # final/ records the params' normalisation rules, for embed / twilbert.load of the checkpoint.
+        from pipeline.params import load_params
+        from twilbert.config import to_dict
+        from twilbert.inference import pretrained_rules
+
+        rules = load_params(params, check_files=False).normalize.rules.effective()
+        assert json.loads((tmp_path / "out" / "final" / "pretrain.json").read_text())["normalize"] == to_dict(rules)
+        assert pretrained_rules(tmp_path / "out" / "final") == rules
     else:
         assert call["enabled"] is False and call["fallback"] is None  # no run, no local fallback file
         assert not (tmp_path / "reports" / "metrics.json").exists()

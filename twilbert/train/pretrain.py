@@ -518,8 +518,10 @@ class Pretrainer:
         log_fn: Callable[[dict, int], None] | None = None,
         progress: bool = True,
         peak_flops: float = H100_BF16_PEAK_FLOPS,
+        normalize: dict | None = None,
     ) -> None:
         self.model_cfg, self.training, self.impl = model_cfg, training, impl
+        self.normalize = normalize  # recorded in final/pretrain.json only (not in the run config)
         self.shards_dir, self.tokenizer_path, self.out_dir = Path(shards_dir), Path(tokenizer_path), Path(out_dir)
         self.log_fn, self.progress = log_fn, progress
         self.peak_flops = peak_flops
@@ -910,6 +912,8 @@ class Pretrainer:
                 "fingerprint": self.fingerprint,
                 "run_config": self.run_config,
             }
+            if self.normalize is not None:
+                meta["normalize"] = self.normalize
             (directory / FINAL_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         D.barrier()
         return directory
@@ -1020,6 +1024,7 @@ def pretrain(
     progress: bool = True,
     stop_after_steps: int | None = None,
     peak_flops: float = H100_BF16_PEAK_FLOPS,
+    normalize: dict | None = None,
 ) -> dict:
     """Pre-train (or resume pre-training) into ``out_dir``; returns the flat summary (also ``summary.json``).
 
@@ -1028,7 +1033,9 @@ def pretrain(
     config changes" in the module docstring), ``final/`` (``model.safetensors``, ``config.json`` = the resolved
     model config, ``pretrain.json`` = tokenizer path/sha256, steps, run fingerprint) and ``summary.json``.
     Under ``torchrun`` it joins the process group (DDP). ``log_fn(metrics, step)`` is called on rank 0
-    every ``log_every`` optimizer steps.
+    every ``log_every`` optimizer steps. ``normalize``: the normalisation rules the corpus went through
+    (``to_dict(EffectiveRules)``), recorded in ``pretrain.json`` so that ``twilbert embed`` and
+    ``twilbert.load`` normalise new text as the model saw it, whatever params.yaml says later.
     """
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     trainer = Pretrainer(
@@ -1041,6 +1048,7 @@ def pretrain(
         log_fn=log_fn,
         progress=progress,
         peak_flops=peak_flops,
+        normalize=normalize,
     )
     owns_group = not D.is_initialized()
     try:
