@@ -48,7 +48,7 @@ def main(
     if p.impl.num_threads:
         torch.set_num_threads(p.impl.num_threads)
     device = "cuda" if p.impl.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    tok = Tokenizer.from_file(vocab_model)
+    tok = run_guarded(Tokenizer.from_file, vocab_model)
     with tracked("evaluate", params, p, ("evaluate",), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
         result = run_guarded(
             evaluate_pretrained, model.to(device), shards_dir, split, tok,

@@ -41,7 +41,7 @@ def main(
     if ft.path_load_weights == "random":
         from twilbert.text.tokenizer import Tokenizer
 
-        model_cfg = p.model.resolved(vocab_size=Tokenizer.from_file(vocab_model).vocab_size, max_len=p.representation.max_len)
+        model_cfg = p.model.resolved(vocab_size=run_guarded(Tokenizer.from_file, vocab_model).vocab_size, max_len=p.representation.max_len)
     sections = ("finetuning", f"tasks.{task}", "normalize.rules")
     with tracked(f"finetune:{task}", params, p, sections, fallback=Path(f"logs/tracking/finetune-{task}.jsonl")) as t:
         result = run_guarded(

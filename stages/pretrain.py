@@ -86,7 +86,7 @@ def main(
 
     if not vocab_model.is_file():
         fail(f"{vocab_model}: no vocabulary model (run the vocab stage first)")
-    tok = Tokenizer.from_file(vocab_model)
+    tok = run_guarded(Tokenizer.from_file, vocab_model)
     model_cfg = p.model.resolved(vocab_size=tok.vocab_size, max_len=p.representation.max_len)
     training = replace(p.training, max_steps=max_steps) if max_steps else p.training
     rank = process_rank()

@@ -112,6 +112,28 @@ def test_pairs_with_a_missing_vocab_model(inputs, tmp_path):
     assert not (tmp_path / "pairs").exists()
 
 
+def test_a_vocab_model_that_is_not_sentencepiece_is_named(inputs, tmp_path):
+    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"])
+    bogus = tmp_path / "spm.model"
+    bogus.write_text("not a model\n")
+    line = error_line(cli("pairs", "--params", params, "--vocab-model", bogus,
+                          "--out-dir", tmp_path / "pairs", "--stats-path", tmp_path / "stats.json"))
+    assert line.startswith(f"error: {bogus}: not a SentencePiece model")
+
+
+def test_pretrain_with_shards_of_another_tokenizer(inputs, tmp_path):
+    """The tokenizer is a valid SentencePiece model with our ids, but not the one the shards were
+    built with: one line saying so (a ValueError traceback before)."""
+    from twilbert.text.vocab import VocabConfig, train_vocab
+
+    other = train_vocab([f"hola que tal {i} user url" for i in range(200)] + ["otra cosa distinta"] * 50,
+                        VocabConfig(vocab_size=40, input_sentence_size=0), tmp_path / "other", ["user", "url"])
+    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 1})
+    line = error_line(cli("pretrain", "--params", params, "--shards-dir", inputs["shards"], "--vocab-model", other,
+                          "--out-dir", tmp_path / "out", "--reports-dir", tmp_path / "reports"), after_progress=True)
+    assert "shards were built with tokenizer" in line and "rebuild the pairs stage" in line
+
+
 @pytest.mark.parametrize("command", ["vocab", "pairs"])
 def test_a_missing_normalized_dir_is_named(inputs, tmp_path, command):
     params = write_params(tmp_path / "params.yaml", inputs["vocab_size"])

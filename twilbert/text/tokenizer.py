@@ -57,25 +57,37 @@ def build_input(
     return ids, types
 
 
+class TokenizerError(ValueError):
+    """A vocabulary model that cannot be used: not a SentencePiece model, without our special ids, or
+    not the one a model or a set of shards was built with. The stages report it in one line."""
+
+
 class Tokenizer:
     """SentencePiece with the project's fixed special ids and placeholder pieces."""
 
     pad_id, unk_id, cls_id, sep_id, mask_id = PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID
     special_ids = (PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID)
 
-    def __init__(self, model_bytes: bytes):
+    def __init__(self, model_bytes: bytes, *, source: str = "this model"):
         self._bytes = bytes(model_bytes)
-        self.sp = spm.SentencePieceProcessor(model_proto=self._bytes)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=self._bytes)
+        except RuntimeError as exc:  # SentencePiece's own parse error, e.g. a text file given as the model
+            raise TokenizerError(f"{source}: not a SentencePiece model ({str(exc).splitlines()[0]})") from None
         got = [self.sp.id_to_piece(i) for i in range(min(N_SPECIAL, self.sp.get_piece_size()))]
         if got != list(SPECIAL_TOKENS):
-            raise ValueError(
-                f"this SentencePiece model has {got} at ids 0..{N_SPECIAL - 1}, expected {list(SPECIAL_TOKENS)}: "
+            raise TokenizerError(
+                f"{source}: this SentencePiece model has {got} at ids 0..{N_SPECIAL - 1}, expected {list(SPECIAL_TOKENS)}: "
                 "train it with twilbert.text.vocab.train_vocab"
             )
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Tokenizer":
-        return cls(Path(path).read_bytes())
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise TokenizerError(f"{path}: cannot read the vocabulary model ({exc.strerror})") from None
+        return cls(data, source=str(path))
 
     # -- identity ---------------------------------------------------------------------------------
     @property
@@ -161,4 +173,4 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
 
 
-__all__ = ["Tokenizer", "build_input", "resolve_threads"]
+__all__ = ["Tokenizer", "TokenizerError", "build_input", "resolve_threads"]

@@ -65,7 +65,7 @@ from twilbert.data.masking import IGNORE_INDEX, mask_tokens, maskable_positions
 from twilbert.data.shards import ShardDataset, load_manifest, open_split
 from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS
 from twilbert.model.twilbert import TWilBERT
-from twilbert.text.tokenizer import Tokenizer
+from twilbert.text.tokenizer import Tokenizer, TokenizerError
 from twilbert.text.vocab import WORD_START
 from twilbert.train.metrics import PretrainMetrics
 
@@ -199,10 +199,10 @@ def evaluate_pretrained(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if tokenizer.vocab_size != cfg.vocab_size:
-        raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces but the model's vocab_size is {cfg.vocab_size}")
+        raise TokenizerError(f"tokenizer has {tokenizer.vocab_size} pieces but the model's vocab_size is {cfg.vocab_size}")
     manifest_sha = load_manifest(shards_dir).get("tokenizer_sha256")
     if manifest_sha is not None and manifest_sha != tokenizer.sha256:
-        raise ValueError(f"{shards_dir}: shards were built with tokenizer {manifest_sha[:12]}, not {tokenizer.sha256[:12]}")
+        raise TokenizerError(f"{shards_dir}: shards were built with tokenizer {manifest_sha[:12]}, not {tokenizer.sha256[:12]}")
 
     was_training = model.training
     model.to(device).eval()

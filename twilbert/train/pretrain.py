@@ -108,10 +108,10 @@ from torch import nn
 
 from twilbert.config import ConfigError, to_dict
 from twilbert.data.batching import IGNORE_INDEX, LengthBucketBatches, MaskedBatches, PlanSampler
-from twilbert.data.shards import ShardDataset, load_manifest
+from twilbert.data.shards import ShardDataset, ShardError, load_manifest
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
-from twilbert.text.tokenizer import Tokenizer
+from twilbert.text.tokenizer import Tokenizer, TokenizerError
 from twilbert.train import distributed as D
 from twilbert.train import checkpoint as _checkpoint_module
 from twilbert.train.checkpoint import (
@@ -547,17 +547,17 @@ class Pretrainer:
         self.tokenizer = Tokenizer.from_file(self.tokenizer_path)
         manifest = load_manifest(self.shards_dir)
         if manifest["tokenizer_sha256"] != self.tokenizer.sha256:
-            raise ValueError(
+            raise TokenizerError(
                 f"{self.shards_dir}: shards were built with tokenizer {manifest['tokenizer_sha256'][:12]}, "
                 f"but {self.tokenizer_path} is {self.tokenizer.sha256[:12]}: rebuild the pairs stage"
             )
         if cfg.vocab_size != self.tokenizer.vocab_size:
-            raise ValueError(f"model.vocab_size is {cfg.vocab_size} but the tokenizer has {self.tokenizer.vocab_size} pieces")
+            raise TokenizerError(f"model.vocab_size is {cfg.vocab_size} but the tokenizer has {self.tokenizer.vocab_size} pieces")
         train = ShardDataset(self.shards_dir, "train")
         if len(train) == 0:
-            raise ValueError(f"{self.shards_dir}: the train split is empty")
+            raise ShardError(f"{self.shards_dir}: the train split is empty")
         if cfg.max_positions is not None and int(train.lengths.max()) > cfg.max_positions:
-            raise ValueError(f"the longest train row has {int(train.lengths.max())} tokens > model.max_positions={cfg.max_positions}")
+            raise ShardError(f"{self.shards_dir}: the longest train row has {int(train.lengths.max())} tokens > model.max_positions={cfg.max_positions}")
         W, rank = self.dist.world_size, self.dist.rank
         # training.accum_iters counts the micro-batches of one update over *all* processes, so an
         # update is batch_size x accum_iters sequences however many GPUs run it, and the same params
