@@ -198,6 +198,8 @@ def test_dvc_repro_after_a_kill(setup, tmp_path):
     tiny = yaml.safe_load(setup["params"].read_text())
     for section in ("model", "training", "representation", "impl", "tracking"):
         shipped[section] = tiny[section]
+    # The shipped tasks must fit the tiny encoder's positions (checked when params load).
+    shipped["finetuning"]["max_len"] = tiny["representation"]["max_len"]  # a pair: 2 * max_len + 3 positions
     (proj / "params.yaml").write_text(yaml.safe_dump(shipped, sort_keys=False))
 
     dvc = [str(BIN / "dvc"), "repro", "-s", "pretrain"]
