@@ -25,8 +25,8 @@ def main(
 
     if not vocab_model.is_file():
         fail(f"{vocab_model}: no vocabulary model (run the vocab stage first)")
-    pairs_pq, tweets_pq = require_normalized(normalized_dir)
     tok = run_guarded(Tokenizer.from_file, vocab_model)
+    pairs_pq, tweets_pq = require_normalized(normalized_dir)
     with tracked("pairs", params, p, ("pairs", "representation"), fallback=Path("logs/tracking/pairs.jsonl")) as t:
         manifest = run_guarded(
             build_pair_shards,

@@ -116,7 +116,8 @@ def test_a_vocab_model_that_is_not_sentencepiece_is_named(inputs, tmp_path):
     params = write_params(tmp_path / "params.yaml", inputs["vocab_size"])
     bogus = tmp_path / "spm.model"
     bogus.write_text("not a model\n")
-    line = error_line(cli("pairs", "--params", params, "--vocab-model", bogus,
+    # (no normalized dir either: the vocab model, checked first, is the one named, as in a fresh clone)
+    line = error_line(cli("pairs", "--params", params, "--vocab-model", bogus, "--normalized-dir", tmp_path / "nonorm",
                           "--out-dir", tmp_path / "pairs", "--stats-path", tmp_path / "stats.json"))
     assert line.startswith(f"error: {bogus}: not a SentencePiece model")
 
