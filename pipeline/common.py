@@ -65,6 +65,24 @@ def require_normalized(normalized_dir: Path) -> tuple[Path, Path]:
     return files
 
 
+def load_tokenizer(vocab_model: Path):
+    """The vocab stage's SentencePiece model as a Tokenizer; a missing or unusable file exits with a
+    one-line message naming it."""
+    if not vocab_model.is_file():
+        fail(f"{vocab_model}: no vocabulary model (run the vocab stage first)")
+    from twilbert.text.tokenizer import Tokenizer
+
+    return run_guarded(Tokenizer.from_file, vocab_model)
+
+
+def refuse_columns_on_stdin(**columns: str | None) -> None:
+    """stdin is one text per line: a column option (``aux_column="b"`` -> ``--aux-column``) has nothing
+    to take a second text or an id from, so it is an error rather than silently ignored."""
+    for name, value in columns.items():
+        if value is not None:
+            fail(f"--{name.replace('_', '-')}: stdin has no columns (one text per line); use --input FILE with a header")
+
+
 def load(params_path: Path):
     """Load params; a bad config exits with a one-line message naming the key.
 

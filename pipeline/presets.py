@@ -77,7 +77,6 @@ def write_preset(name: str, params_path) -> None:
     The result is validated (``load_params``, input files included) *before* params.yaml is replaced,
     so a preset that does not fit the file (e.g. a task too long for the preset's positions) leaves
     it untouched and raises ConfigError naming params.yaml and the key."""
-    import io
     import os
     import tempfile
     from pathlib import Path
@@ -104,13 +103,11 @@ def write_preset(name: str, params_path) -> None:
                 node[part] = {}
             node = node[part]
         node[parts[-1]] = list(value) if isinstance(value, tuple) else value
-    text = io.StringIO()
-    yaml.dump(data, text)
     # Validated as a sibling file, so relative input paths resolve as they will in params.yaml.
     fd, tmp = tempfile.mkstemp(prefix=".preset-", suffix=".yaml", dir=params_path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text.getvalue())
+            yaml.dump(data, f)
         try:
             load_params(tmp)
         except ConfigError as exc:

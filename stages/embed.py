@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, check_device, fail, load, run_guarded
+from pipeline.common import PARAMS_OPTION, check_device, fail, load, refuse_columns_on_stdin, run_guarded
 
 
 def main(
@@ -46,10 +46,8 @@ def main(
     if output.suffix not in (".npy", ".arrow"):
         fail(f"--output: {output} must end in .arrow or .npy")
     check_device(device)
-    if input is None:  # stdin is one text per line: no columns to take a second text or an id from
-        for option, value in (("--aux-column", aux_column), ("--id-column", id_column)):
-            if value is not None:
-                fail(f"{option}: stdin has no columns (one text per line); use --input FILE with a header")
+    if input is None:
+        refuse_columns_on_stdin(aux_column=aux_column, id_column=id_column)
     normalize, note = None, ""  # None: the model's own rules
     directory = run_guarded(resolve_pretrained_dir, model)
     finetuned = run_guarded(lambda: read_config(directory).get("format") == FORMAT)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, fail, load, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, fail, load, load_tokenizer, run_guarded, tracked
 
 HELD_OUT = ("test", "valid")  # never "train": its rows would be reported as held-out metrics
 
@@ -32,15 +32,13 @@ def main(
     from twilbert.model.config import ModelConfig
     from twilbert.config import from_dict
     from twilbert.data.shards import load_manifest
-    from twilbert.text.tokenizer import Tokenizer
     from twilbert.train.checkpoint import load_checkpoint, read_config
     from twilbert.train.evaluate import evaluate_pretrained
 
     if not (model_dir / "config.json").is_file():
         fail(f"{model_dir}: no pre-trained model (run the pretrain stage first)")
-    if not vocab_model.is_file():
-        fail(f"{vocab_model}: no vocabulary model (run the vocab stage first)")
     run_guarded(load_manifest, shards_dir)  # a missing shards dir fails here, before the model loads
+    tok = load_tokenizer(vocab_model)
     stored = read_config(model_dir)
     cfg = from_dict(ModelConfig, stored.get("model", stored), "model")
     model = TWilBERT(cfg, attention=p.impl.attention)
@@ -48,7 +46,6 @@ def main(
     if p.impl.num_threads:
         torch.set_num_threads(p.impl.num_threads)
     device = "cuda" if p.impl.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    tok = run_guarded(Tokenizer.from_file, vocab_model)
     with tracked("evaluate", params, p, ("evaluate",), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
         result = run_guarded(
             evaluate_pretrained, model.to(device), shards_dir, split, tok,

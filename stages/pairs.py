@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, require_normalized, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, load, load_tokenizer, progress_enabled, require_normalized, run_guarded, tracked
 
 
 def main(
@@ -21,11 +21,8 @@ def main(
     train/valid/test by a hash of the original tweet id (all its replies in one split; `pairs.split_by`), truncate each segment to representation.max_len, and write uint16 Arrow shards."""
     p = load(params)
     from twilbert.data.pairs import build_pair_shards
-    from twilbert.text.tokenizer import Tokenizer
 
-    if not vocab_model.is_file():
-        fail(f"{vocab_model}: no vocabulary model (run the vocab stage first)")
-    tok = run_guarded(Tokenizer.from_file, vocab_model)
+    tok = load_tokenizer(vocab_model)
     pairs_pq, tweets_pq = require_normalized(normalized_dir)
     with tracked("pairs", params, p, ("pairs", "representation"), fallback=Path("logs/tracking/pairs.jsonl")) as t:
         manifest = run_guarded(

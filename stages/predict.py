@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import check_device, fail, run_guarded
+from pipeline.common import check_device, fail, refuse_columns_on_stdin, run_guarded
 
 
 def main(
@@ -36,10 +36,8 @@ def main(
     if fmt not in ("auto", "tsv", "csv", "jsonl"):
         fail(f"--format: expected auto, tsv, csv or jsonl, got {fmt!r}")
     check_device(device)
-    if input is None:  # stdin is one text per line: no columns to take a second text or an id from
-        for option, value in (("--aux-column", aux_column), ("--id-column", id_column)):
-            if value is not None:
-                fail(f"{option}: stdin has no columns (one text per line); use --input FILE with a header")
+    if input is None:
+        refuse_columns_on_stdin(aux_column=aux_column, id_column=id_column)
     predictor = run_guarded(load, model, device=device, precision=precision)
     if not predictor.is_classifier:
         fail(f"{model}: a pre-trained encoder has no classifier head; predict needs a fine-tuned model (twilbert embed gives embeddings)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, load, load_tokenizer, progress_enabled, run_guarded, tracked
 
 CURVE_FIELDS = ("step", "epoch", "loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "lr", "tokens_per_s")
 
@@ -81,12 +81,9 @@ def main(
     from dataclasses import replace
 
     from twilbert.config import to_dict
-    from twilbert.text.tokenizer import Tokenizer
     from twilbert.train.pretrain import pretrain
 
-    if not vocab_model.is_file():
-        fail(f"{vocab_model}: no vocabulary model (run the vocab stage first)")
-    tok = run_guarded(Tokenizer.from_file, vocab_model)
+    tok = load_tokenizer(vocab_model)
     model_cfg = p.model.resolved(vocab_size=tok.vocab_size, max_len=p.representation.max_len)
     training = replace(p.training, max_steps=max_steps) if max_steps else p.training
     rank = process_rank()

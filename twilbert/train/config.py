@@ -56,14 +56,23 @@ class TrainingConfig:
         check(self.schedule != "noam" or self.warmup_steps >= 1, "warmup_steps", "noam needs warmup_steps >= 1")
         check(self.clip_grad_norm >= 0, "clip_grad_norm", "must be >= 0")
         check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
-        check(
-            self.accum_iters % self.n_gpus == 0,
-            "accum_iters",
-            f"{self.accum_iters} micro-batches per update cannot be shared by n_gpus={self.n_gpus} processes; use a "
-            f"multiple of {self.n_gpus} (an update is batch_size x accum_iters sequences in all: e.g. batch_size "
-            f"{max(1, self.batch_size // self.n_gpus)} x accum_iters {self.accum_iters * self.n_gpus} for about the same update)",
-        )
+        unshared = accum_share_problem(self, self.n_gpus)
+        check(unshared is None, "accum_iters", unshared or "")
         check(self.resume_from is None or bool(str(self.resume_from).strip()), "resume_from", "must be a path or null")
+
+
+def accum_share_problem(training: TrainingConfig, processes: int) -> str | None:
+    """Why ``training.accum_iters`` cannot be shared by ``processes`` (it counts an update's
+    micro-batches over all of them, so it must be a multiple), or None. Checked for ``n_gpus`` when
+    params load and for the real world size when pre-training starts (torchrun may be run by hand)."""
+    if training.accum_iters % processes == 0:
+        return None
+    return (
+        f"{training.accum_iters} micro-batches per update cannot be shared by {processes} processes; use a "
+        f"multiple of {processes} (an update is batch_size x accum_iters sequences in all: e.g. batch_size "
+        f"{max(1, training.batch_size // processes)} x accum_iters {training.accum_iters * processes} for about "
+        f"the same update, or accum_iters {processes} for a {processes}x larger one)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

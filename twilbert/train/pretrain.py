@@ -128,7 +128,7 @@ from twilbert.train.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from twilbert.train.config import ImplConfig, TrainingConfig
+from twilbert.train.config import ImplConfig, TrainingConfig, accum_share_problem
 from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
 from twilbert.train.runtime import (
     H100_BF16_PEAK_FLOPS,
@@ -564,13 +564,9 @@ class Pretrainer:
         # train the same model on 1 or W processes (the equivalence in the module docstring). The
         # original's n_gpus (Keras multi_gpu_model) also kept the update size; a per-process count
         # would make `-S training.n_gpus=8` silently train with 8x larger updates.
-        if tr.accum_iters % W:
-            raise ConfigError(
-                f"training.accum_iters: {tr.accum_iters} micro-batches per update cannot be shared by {W} "
-                f"processes; use a multiple of {W} (an update is training.batch_size x accum_iters sequences "
-                f"in all: e.g. batch_size {max(1, tr.batch_size // W)} x accum_iters {tr.accum_iters * W} for "
-                f"about the same update, or accum_iters {W} for a {W}x larger one)"
-            )
+        unshared = accum_share_problem(tr, W)
+        if unshared:
+            raise ConfigError(f"training.accum_iters: {unshared}")
         self.accum = tr.accum_iters // W  # this process's micro-batches per update
         self.plan = LengthBucketBatches(train.lengths, tr.batch_size, tr.bucket_width, tr.seed, world_size=W, rank=rank)
         self.batches = MaskedBatches(
