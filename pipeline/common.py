@@ -66,9 +66,9 @@ def require_normalized(normalized_dir: Path) -> tuple[Path, Path]:
 
 
 def load_tokenizer(vocab_model: Path):
-    """The vocab stage's SentencePiece model as a Tokenizer; a missing or unusable file exits with a
-    one-line message naming it."""
-    if not vocab_model.is_file():
+    """The vocab stage's tokenizer (``models/vocab``, or the spm.model / tokenizer.json in it); a
+    missing or unusable one exits with a one-line message naming it."""
+    if not vocab_model.exists():
         fail(f"{vocab_model}: no vocabulary model (run the vocab stage first)")
     from twilbert.text.tokenizer import Tokenizer
 

@@ -173,7 +173,25 @@ def load_params(path: str | Path = "params.yaml", *, check_files: bool = True) -
                 raise ConfigError(f"{path}: {key}: no such file '{f}'")
             if not os.access(fp, os.R_OK):
                 raise ConfigError(f"{path}: {key}: file is not readable '{f}'")
+        if params.vocab.pretrained:
+            _check_pretrained_vocab(path, params.vocab, root)
     return params
+
+
+def _check_pretrained_vocab(path: Path, vocab: Any, root: Path) -> None:
+    """``vocab.pretrained`` names a usable tokenizer (a directory holding one, or the file) of exactly
+    ``vocab.vocab_size`` tokens: caught here, before any stage runs, rather than at the vocab stage."""
+    from twilbert.text.tokenizer import Tokenizer, TokenizerError
+
+    where = Path(vocab.pretrained) if os.path.isabs(vocab.pretrained) else root / vocab.pretrained
+    if not where.exists():
+        raise ConfigError(f"{path}: vocab.pretrained: no such file or directory '{vocab.pretrained}' (an import-hf output)")
+    try:
+        size = Tokenizer.from_file(where).vocab_size
+    except TokenizerError as exc:
+        raise ConfigError(f"{path}: vocab.pretrained: {exc}") from None
+    if size != vocab.vocab_size:
+        raise ConfigError(f"{path}: vocab.vocab_size: {vocab.vocab_size}, but vocab.pretrained has {size} tokens: set vocab.vocab_size: {size}")
 
 
 def section_dict(params: Params, *sections: str) -> dict[str, Any]:

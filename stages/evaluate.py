@@ -16,7 +16,7 @@ def main(
     params: Path = PARAMS_OPTION,
     model_dir: Path = typer.Option(Path("models/pretrain/final"), help="Pre-trained model (safetensors + config.json)."),
     shards_dir: Path = typer.Option(Path("data/pairs"), help="Output of the pairs stage."),
-    vocab_model: Path = typer.Option(Path("models/vocab/spm.model"), help="Output of the vocab stage."),
+    vocab_model: Path = typer.Option(Path("models/vocab"), help="Output of the vocab stage (its directory, or the spm.model / tokenizer.json in it)."),
     split: str = typer.Option("test", help="Held-out split to evaluate: test or valid."),
     out_dir: Path = typer.Option(Path("reports/evaluate"), help="metrics.json (DVC metrics) and report.md."),
 ) -> None:

@@ -17,7 +17,7 @@ def main(
     task: str = typer.Option(..., "--task", "-t", help="Task name: a key of `tasks` in params.yaml."),
     params: Path = PARAMS_OPTION,
     pretrained_dir: Path = typer.Option(Path("models/pretrain/final"), help="Pre-trained encoder (ignored when finetuning.path_load_weights is set)."),
-    vocab_model: Path = typer.Option(Path("models/vocab/spm.model"), help="Output of the vocab stage."),
+    vocab_model: Path = typer.Option(Path("models/vocab"), help="Output of the vocab stage (its directory, or the spm.model / tokenizer.json in it)."),
     model_out: Path = typer.Option(None, help="Default: models/finetune/<task>."),
     report_out: Path = typer.Option(None, help="Default: reports/finetune/<task>."),
     checkpoint_dir: Path = typer.Option(None, help="Per-epoch checkpoints, to resume a killed run. Default: models/finetune/.checkpoints/<task>."),

@@ -35,6 +35,9 @@ def import_main(
     out: Path = typer.Option(..., "--out", "-o", help="Output TWilBERT checkpoint directory."),
     approximate_gelu: bool = typer.Option(False, help="Accept a tanh-approximate GELU (gelu_new...); TWilBERT's is exact."),
     seed: int = typer.Option(0, help="Seed for the heads the checkpoint does not have (ROP; MLM if absent)."),
+    max_len: int = typer.Option(
+        None, "--max-len", help="Keep 2 * MAX_LEN + 3 positions (representation.max_len); needed to continue pre-training a 512-position BERT."
+    ),
 ) -> None:
     """Import a transformers BERT/ALBERT checkpoint as a TWilBERT model (config.json + weights), e.g.
     as training.path_initial_weights for continued pre-training."""
@@ -42,7 +45,7 @@ def import_main(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, one line each
-        info = run_guarded(import_hf, model, out, approximate_gelu=approximate_gelu, seed=seed)
+        info = run_guarded(import_hf, model, out, approximate_gelu=approximate_gelu, seed=seed, max_len=max_len)
     diff = info["max_abs_diff_hidden"]
     typer.echo(f"import-hf: {info['model_type']} -> {out} (MLM head {info['mlm_head']}; max |diff| of hidden states {diff:.2g})")
     for w in info["warnings"]:
@@ -58,4 +61,6 @@ def import_main(
                    f"({positions} positions = 2 * max_len + 3)")
     else:
         typer.echo(f"  and vocab.vocab_size: {vocab_size}; its {positions} positions are not 2 * max_len + 3, so it can be "
-                   "fine-tuned (finetuning.path_load_weights) and embedded, not continued in pre-training")
+                   "fine-tuned (finetuning.path_load_weights) and embedded; to continue pre-training, import it with --max-len")
+    if info["tokenizer"]:
+        typer.echo(f"  and vocab.pretrained: {out} (its tokenizer {Path(info['tokenizer']).name}, instead of training one)")

@@ -13,7 +13,7 @@ from pipeline.common import PARAMS_OPTION, load, load_tokenizer, progress_enable
 def main(
     params: Path = PARAMS_OPTION,
     normalized_dir: Path = typer.Option(Path("data/normalized"), help="Output of the normalize stage."),
-    vocab_model: Path = typer.Option(Path("models/vocab/spm.model"), help="Output of the vocab stage."),
+    vocab_model: Path = typer.Option(Path("models/vocab"), help="Output of the vocab stage (its directory, or the spm.model / tokenizer.json in it)."),
     out_dir: Path = typer.Option(Path("data/pairs"), help="Shards per split plus manifest.json."),
     stats_path: Path = typer.Option(Path("reports/pairs/stats.json"), help="Small counts summary (DVC metrics)."),
 ) -> None:

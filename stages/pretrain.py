@@ -55,7 +55,7 @@ class CurveWriter:
 def main(
     params: Path = PARAMS_OPTION,
     shards_dir: Path = typer.Option(Path("data/pairs"), help="Output of the pairs stage."),
-    vocab_model: Path = typer.Option(Path("models/vocab/spm.model"), help="Output of the vocab stage."),
+    vocab_model: Path = typer.Option(Path("models/vocab"), help="Output of the vocab stage (its directory, or the spm.model / tokenizer.json in it)."),
     out_dir: Path = typer.Option(Path("models/pretrain"), help="Checkpoints, final weights and summary."),
     reports_dir: Path = typer.Option(Path("reports/pretrain"), help="metrics.json (DVC metrics) and curves.csv (DVC plots)."),
     max_steps: int = typer.Option(0, help="Override training.max_steps (0 = use params); for quick trials."),

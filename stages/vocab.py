@@ -14,33 +14,42 @@ from pipeline.common import PARAMS_OPTION, load, require_normalized, run_guarded
 def main(
     params: Path = PARAMS_OPTION,
     normalized_dir: Path = typer.Option(Path("data/normalized"), help="Output of the normalize stage."),
-    out_dir: Path = typer.Option(Path("models/vocab"), help="Where spm.model, spm.vocab and vocab.json go."),
+    out_dir: Path = typer.Option(Path("models/vocab"), help="Where spm.model, spm.vocab and vocab.json go (or the adopted tokenizer.json)."),
     stats_path: Path = typer.Option(Path("reports/vocab/stats.json"), help="Small metrics summary (DVC metrics)."),
 ) -> None:
     """Train a SentencePiece (bpe or unigram) vocabulary with fixed special-token ids
     [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4; placeholders such as `user` and `url` are single pieces.
+    With vocab.pretrained set (an imported checkpoint, see `twilbert import-hf`), copy its tokenizer
+    instead, for continued pre-training of that checkpoint.
 
     Memory does not grow with the corpus (it is streamed into a fixed-size sample); it grows with
     vocab.input_sentence_size: about 0.45 GB + 2.3 KB per sampled text (1.15 GB at 300k, 2.8 GB at 1M,
     5.0 GB at 2M with vocab_size 30000, unigram)."""
     p = load(params)
     from twilbert.text.normalize import glued_placeholder_tokens, placeholder_tokens
-    from twilbert.text.vocab import train_vocab
+    from twilbert.text.vocab import adopt_vocab, train_vocab
 
     inputs = list(require_normalized(normalized_dir))  # train_vocab skips missing files ("the corpus is empty")
     out_dir.mkdir(parents=True, exist_ok=True)
     rules = p.normalize.rules.effective()
     with tracked("vocab", params, p, ("vocab", "normalize.rules"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
         start = time.perf_counter()
-        model_path = run_guarded(
-            train_vocab, inputs, p.vocab, out_dir / "spm", placeholder_tokens(rules), glued_placeholder_tokens(rules)
-        )
+        if p.vocab.pretrained:
+            model_path = run_guarded(adopt_vocab, p.vocab.pretrained, inputs, p.vocab, out_dir, placeholder_tokens(rules))
+        else:
+            model_path = run_guarded(
+                train_vocab, inputs, p.vocab, out_dir / "spm", placeholder_tokens(rules), glued_placeholder_tokens(rules)
+            )
         seconds = time.perf_counter() - start
         stats = summarize(json.loads((out_dir / "vocab.json").read_text(encoding="utf-8")), seconds)
         stats_path.parent.mkdir(parents=True, exist_ok=True)
         stats_path.write_text(json.dumps(stats, indent=2) + "\n")
         t.log_metrics(stats)
         t.log_artifact(out_dir / "vocab.json")
+    if p.vocab.pretrained:
+        typer.echo(f"vocab: copied {p.vocab.pretrained} to {model_path} ({stats['vocab_size']} tokens; on "
+                   f"{stats['probe_texts']} texts unk rate {stats['unk_rate']:.2e}, {stats['pieces_per_word']:.2f} pieces per word)")
+        return
     typer.echo(
         f"vocab: wrote {model_path} ({stats['vocab_size']} pieces from {stats['texts_used']} texts in "
         f"{seconds:.1f} s; unk rate {stats['unk_rate']:.2e}, placeholders single-piece {stats['placeholders_single_piece']:.0%})"

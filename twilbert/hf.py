@@ -54,6 +54,13 @@ Decisions (each one also a line of the refusal message when it applies):
   equal-score segmentations (``!!!`` = ``!`` + ``!!`` or ``!!`` + ``!``) that SentencePiece breaks by
   float32 rounding and ``tokenizers`` by order. The HF tokenizer does not normalise tweets: apply
   ``twilbert.text.normalize`` (the model's rules) first.
+* **Importing a checkpoint with its own tokenizer** (a Spanish BERT's WordPiece, an ALBERT's
+  SentencePiece, anything ``AutoTokenizer`` loads as a fast tokenizer): its ids are renumbered so the
+  five specials come first, with our names, and every other id keeps its order after them; embedding
+  rows and MLM biases are permuted to match, rows past the tokenizer are dropped, and the result is
+  ``tokenizer.json`` beside the weights (:func:`renumber_tokenizer`, checked on probe texts by
+  :func:`check_renumbered`; ``twilbert.text.tokenizer.HFTokenizer`` reads it). Positions: ``max_len``
+  keeps the first ``2 * max_len + 3`` rows (BERT has 512; TWilBERT's table is sized by max_len).
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ import re
 import shutil
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -363,10 +371,17 @@ def build_hf_tokenizer(spm_path: str | Path):
 
 def save_hf_tokenizer(spm_path: str | Path, out_dir: str | Path, model_max_length: int) -> None:
     """``tokenizer.json`` + ``tokenizer_config.json`` (loadable by ``AutoTokenizer``) and a copy of the
-    SentencePiece model as ``spm.model``."""
+    SentencePiece model as ``spm.model``. An imported checkpoint's ``tokenizer.json`` (its ids already
+    ours, see :func:`renumber_tokenizer`) is written as it is, with no ``spm.model``."""
     transformers = _transformers()
+    if Path(spm_path).suffix == ".json":
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_file(str(spm_path))
+    else:
+        backend = build_hf_tokenizer(spm_path)
     fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=build_hf_tokenizer(spm_path),
+        tokenizer_object=backend,
         unk_token=SPECIAL_TOKENS[UNK_ID],
         pad_token=SPECIAL_TOKENS[PAD_ID],
         cls_token=SPECIAL_TOKENS[CLS_ID],
@@ -378,9 +393,133 @@ def save_hf_tokenizer(spm_path: str | Path, out_dir: str | Path, model_max_lengt
         clean_up_tokenization_spaces=False,
     )
     fast.save_pretrained(str(out_dir))
+    if Path(spm_path).suffix == ".json":
+        return
     target = Path(out_dir) / SPM_FILE
     if Path(spm_path).resolve() != target.resolve():
         shutil.copyfile(spm_path, target)
+
+
+def _template(tok) -> None:
+    """Our ``[CLS] a [SEP] (b [SEP])`` template with token types 0/1, on a ``tokenizers.Tokenizer``."""
+    from tokenizers import processors
+
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[(SPECIAL_TOKENS[CLS_ID], CLS_ID), (SPECIAL_TOKENS[SEP_ID], SEP_ID)],
+    )
+
+
+def renumber_tokenizer(spec: dict[str, Any], roles: dict[str, str], n_rows: int) -> tuple[str, list[int]]:
+    """An imported tokenizer with TWilBERT's special ids: ``(tokenizer.json text, perm)``.
+
+    Why: TWilBERT fixes ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4`` (padding, masking and the input
+    layout rely on them), while a checkpoint a user has keeps its own (BETO: ``[PAD]=1 [UNK]=3 [CLS]=4
+    [SEP]=5 [MASK]=0``). So the vocabulary is renumbered -- the five specials first (renamed to ours:
+    ALBERT's ``<pad>`` becomes ``[PAD]``), every other id after them in its old order -- and
+    ``perm[new_id] = old_id`` says how to reorder the embedding rows and MLM biases to match. Nothing
+    else of the tokenizer changes (normaliser, pre-tokeniser, model). ``roles`` maps each of our
+    special names to the token playing that role in the source (``{"[PAD]": "<pad>", ...}``);
+    ``n_rows`` is the model's vocabulary rows (may exceed the tokenizer: unused rows keep their order).
+    """
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(json.dumps(spec))
+    size = tok.get_vocab_size(with_added_tokens=True)
+    if size > n_rows:
+        raise HFInteropError(f"the tokenizer has {size} tokens but the model only {n_rows} embedding rows")
+    old_special = []
+    for ours in SPECIAL_TOKENS:
+        token = roles.get(ours)
+        i = tok.token_to_id(token) if token else None
+        if i is None:
+            raise HFInteropError(f"the tokenizer has no token for {ours} (TWilBERT needs {', '.join(SPECIAL_TOKENS)})")
+        old_special.append(i)
+    if len(set(old_special)) != len(old_special):
+        raise HFInteropError(f"the tokenizer uses one token for two of {list(SPECIAL_TOKENS)}: {roles}")
+    vocab = tok.get_vocab(with_added_tokens=True)
+    for ours, i in zip(SPECIAL_TOKENS, old_special):
+        if vocab.get(ours, i) != i:
+            raise HFInteropError(f"the tokenizer has a token {ours!r} (id {vocab[ours]}) that is not its {ours}")
+    taken = set(old_special)
+    perm = old_special + [i for i in range(n_rows) if i not in taken]  # perm[new] = old
+    new_of = {old: new for new, old in enumerate(perm)}
+    rename = {roles[ours]: ours for ours in SPECIAL_TOKENS}
+
+    spec = json.loads(json.dumps(spec))
+    model = spec["model"]
+    if isinstance(model.get("vocab"), dict):  # WordPiece, WordLevel, BPE: {token: id}
+        model["vocab"] = {rename.get(t, t): new_of[i] for t, i in model["vocab"].items()}
+    elif isinstance(model.get("vocab"), list):  # Unigram: [piece, score] in id order, so the list is reordered
+        pieces = model["vocab"]
+        moved = {new_of[i]: [rename.get(p, p), score] for i, (p, score) in enumerate(pieces)}
+        if sorted(moved) != list(range(len(pieces))):
+            raise HFInteropError("a special token of this Unigram tokenizer lies outside its piece list; not supported")
+        model["vocab"] = [moved[i] for i in range(len(pieces))]
+        if model.get("unk_id") is not None:
+            model["unk_id"] = new_of[model["unk_id"]]
+    else:
+        raise HFInteropError(f"tokenizer model type {model.get('type')!r} is not supported")
+    if model.get("unk_token") in rename:
+        model["unk_token"] = rename[model["unk_token"]]
+    for added in spec.get("added_tokens") or []:
+        added["id"] = new_of[added["id"]]
+        added["content"] = rename.get(added["content"], added["content"])
+    spec["padding"] = spec["truncation"] = None
+    spec["post_processor"] = None
+    out = Tokenizer.from_str(json.dumps(spec))
+    _template(out)
+    return out.to_str(), perm
+
+
+# Files a transformers tokenizer is built from (any one of them): fast JSON, WordPiece, SentencePiece, BPE.
+TOKENIZER_SOURCES = ("tokenizer.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "vocab.json")
+
+
+def source_tokenizer(hf_dir: Path) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """``(tokenizer.json as a dict, roles)`` of a checkpoint's own fast tokenizer (``AutoTokenizer``
+    converts a ``vocab.txt`` or ``spiece.model`` to one), or None when it has none."""
+    if not any((hf_dir / name).is_file() for name in TOKENIZER_SOURCES):
+        return None  # (transformers 5 would build an empty tokenizer of specials alone from config.json)
+    transformers = _quiet_transformers()
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(hf_dir), use_fast=True)
+    except (OSError, ValueError, TypeError, KeyError, ImportError):
+        return None
+    if not getattr(tok, "is_fast", False) or len(tok) <= len(SPECIAL_TOKENS):
+        return None
+    roles = {
+        SPECIAL_TOKENS[PAD_ID]: tok.pad_token,
+        SPECIAL_TOKENS[UNK_ID]: tok.unk_token,
+        SPECIAL_TOKENS[CLS_ID]: tok.cls_token,
+        SPECIAL_TOKENS[SEP_ID]: tok.sep_token,
+        SPECIAL_TOKENS[MASK_ID]: tok.mask_token,
+    }
+    return json.loads(tok.backend_tokenizer.to_str()), {k: v for k, v in roles.items() if v}
+
+
+def json_tokenizer_size(text: str) -> int:
+    """Tokens of a tokenizer.json text, added tokens included."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(text).get_vocab_size(with_added_tokens=True)
+
+
+def check_renumbered(spec: dict[str, Any], renumbered: str, perm: list[int], texts: list[str]) -> None:
+    """The renumbered tokenizer splits ``texts`` exactly as the source, ids mapped through ``perm``."""
+    from tokenizers import Tokenizer
+
+    src, new = Tokenizer.from_str(json.dumps(spec)), Tokenizer.from_str(renumbered)
+    for text in texts:
+        a = src.encode(text, add_special_tokens=False).ids
+        b = new.encode(text, add_special_tokens=False).ids
+        if [perm[i] for i in b] != a:
+            raise HFInteropError(f"renumbering changed how {text!r} is tokenised: {a} vs {[perm[i] for i in b]}")
+
+
+# Texts the renumbered tokenizer must split as the source does (accents, emoji, placeholders, digits).
+RENUMBER_PROBES = ["hola user, ¿qué tal? 😂", "Jajaja no me lo puedo creer url", "el #Madrid ganó 2-1 a la Real Sociedad", "ñandú"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -686,15 +825,32 @@ def _find_spm(hf_dir: Path) -> Path | None:
     return None
 
 
-def import_hf(hf_dir: str | Path, out_dir: str | Path, *, approximate_gelu: bool = False, seed: int = 0, verify: bool = True) -> dict[str, Any]:
+def import_hf(
+    hf_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    approximate_gelu: bool = False,
+    seed: int = 0,
+    verify: bool = True,
+    max_len: int | None = None,
+) -> dict[str, Any]:
     """Convert an HF BERT/ALBERT directory into a TWilBERT checkpoint (``config.json`` = flat model
-    config, ``model.safetensors``, ``checksums.json``, ``pretrain.json``) usable as
+    config, ``model.safetensors``, ``checksums.json``, ``pretrain.json``, the tokenizer) usable as
     ``training.path_initial_weights`` (continued pre-training), ``finetuning.path_load_weights`` and by
     ``twilbert embed``. Heads the checkpoint lacks (ROP always, MLM sometimes) are freshly initialised
-    with ``seed``. The tokenizer is carried over only if it is a SentencePiece model with TWilBERT's
-    special ids ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4); otherwise ``warnings`` says so.
+    with ``seed``.
+
+    Tokenizer: our own export's ``spm.model`` is copied as it is. Any other (a Spanish BERT's WordPiece,
+    an ALBERT's SentencePiece, as ``AutoTokenizer`` loads it) becomes ``tokenizer.json`` renumbered to
+    TWilBERT's special ids, and the embedding rows and MLM biases are permuted to match
+    (:func:`renumber_tokenizer`): the pipeline then uses it in place of the vocab stage's
+    (``vocab.pretrained``).
+
+    ``max_len``: keep the first ``2 * max_len + 3`` rows of the position table (TWilBERT's layout; the
+    rows kept are unchanged, so nothing changes for inputs that fit). Needed to continue pre-training a
+    checkpoint with BERT's 512 positions.
     """
-    from twilbert.text.tokenizer import Tokenizer
+    from twilbert.text.tokenizer import HF_TOKENIZER_FILE, Tokenizer
     from twilbert.train.checkpoint import save_checkpoint
 
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
@@ -738,9 +894,14 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, *, approximate_gelu: bool
     if not has_head:
         warns.append("no MLM head in the checkpoint: freshly initialised (seed %d)" % seed)
     warns.append("ROP head freshly initialised (NSP/SOP heads read HF's pooler, which TWilBERT does not have)")
-    special = {n: getattr(hf_cfg, f"{n}_token_id", None) for n in ("pad",)}
-    if special["pad"] not in (None, PAD_ID):
-        warns.append(f"pad_token_id is {special['pad']}, TWilBERT's [PAD] is {PAD_ID}: its vocabulary ids do not line up with TWilBERT's")
+
+    if max_len is not None:
+        positions = 2 * max_len + 3
+        if max_len < 1 or positions > cfg.max_positions:
+            raise HFInteropError(
+                f"--max-len {max_len}: needs {positions} positions (2 * max_len + 3), the checkpoint has {cfg.max_positions} "
+                f"(largest max_len: {(cfg.max_positions - 3) // 2})"
+            )
 
     diff = None
     if verify:
@@ -748,25 +909,65 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, *, approximate_gelu: bool
         diff = hidden_state_difference(model, base)
         if not approximate_gelu and not diff <= PARITY_TOL:
             raise HFInteropError(f"{hf_dir}: the imported model differs from the source (max |diff| {diff:.3g} > {PARITY_TOL})")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out_dir, model, to_dict(cfg), rng=False)
 
+    # The tokenizer: ours as it is, or the checkpoint's own renumbered (then the vocabulary rows move too).
     meta: dict[str, Any] = {"imported_from": str(hf_dir), "hf_model_type": kind, "hf_hidden_act": hf_cfg.hidden_act}
     spm = _find_spm(hf_dir)
-    tok_ok = False
+    own_spm = renumbered = None
     if spm is not None:
         try:
             tok = Tokenizer.from_file(spm)
-            tok_ok = tok.vocab_size == cfg.vocab_size
-            if not tok_ok:
+            if tok.vocab_size == cfg.vocab_size:
+                own_spm = spm
+            else:
                 warns.append(f"{spm}: {tok.vocab_size} pieces but vocab_size={cfg.vocab_size}: tokenizer not carried over")
-        except (ValueError, RuntimeError) as exc:
-            warns.append(f"{spm}: not usable by TWilBERT ({exc}); tokenizer not carried over")
-    else:
-        warns.append("no SentencePiece model in the checkpoint: train or supply a vocabulary with the same ids before using it")
-    if tok_ok:
-        shutil.copyfile(spm, out_dir / SPM_FILE)
-        meta.update(tokenizer_path=str((out_dir / SPM_FILE).resolve()), tokenizer_sha256=_sha256(out_dir / SPM_FILE))
+        except (ValueError, RuntimeError):
+            pass  # not ours (another project's SentencePiece ids): renumbered below like any other
+    if own_spm is None:
+        source = source_tokenizer(hf_dir)
+        if source is None:
+            warns.append("no tokenizer in the checkpoint: supply the vocabulary it was trained with before using it")
+        else:
+            spec, roles = source
+            renumbered, perm = renumber_tokenizer(spec, roles, cfg.vocab_size)
+            check_renumbered(spec, renumbered, perm, RENUMBER_PROBES)
+            # Rows past the tokenizer (Hub checkpoints often pad vocab_size) are ids no text can produce:
+            # dropped, so that the model's vocab_size is the tokenizer's, as the pipeline derives it.
+            size = json_tokenizer_size(renumbered)
+            index = torch.tensor(perm[:size])
+            state = model.state_dict()
+            for key in ("embeddings.token.weight", "mlm_head.bias", "mlm_head.decoder.weight"):
+                if key in state:
+                    state[key] = state[key][index]  # (V', ...) rows in the new id order
+            if size < cfg.vocab_size:
+                warns.append(f"{cfg.vocab_size - size} embedding rows past the tokenizer's {size} tokens dropped (no text maps to them)")
+                cfg = replace(cfg, vocab_size=size)
+                model = TWilBERT(cfg)
+            model.load_state_dict(state, strict=True)
+            model.eval()
+            if perm != list(range(len(perm))):
+                moved = {ours: perm[i] for i, ours in enumerate(SPECIAL_TOKENS)}
+                warns.append(f"vocabulary renumbered to TWilBERT's special ids (source ids {moved}); embedding rows permuted to match")
+    if max_len is not None:
+        positions = 2 * max_len + 3
+        state = model.state_dict()
+        cfg = replace(cfg, max_positions=positions)
+        model = TWilBERT(cfg)
+        state["embeddings.position.weight"] = state["embeddings.position.weight"][:positions]  # (P, E): the first P rows
+        model.load_state_dict(state, strict=True)
+        model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out_dir, model, to_dict(cfg), rng=False)
+    tok_file = None
+    if own_spm is not None:
+        tok_file = out_dir / SPM_FILE
+        shutil.copyfile(own_spm, tok_file)
+    elif renumbered is not None:
+        tok_file = out_dir / HF_TOKENIZER_FILE
+        tok_file.write_text(renumbered, encoding="utf-8")
+        Tokenizer.from_file(tok_file)  # loads as an HFTokenizer (specials at our ids), or raises
+    if tok_file is not None:
+        meta.update(tokenizer_path=str(tok_file.resolve()), tokenizer_sha256=_sha256(tok_file))
     (out_dir / "pretrain.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for w in warns:
         warnings.warn(w, stacklevel=2)
@@ -775,7 +976,7 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, *, approximate_gelu: bool
         "model_type": kind,
         "model": to_dict(cfg),
         "mlm_head": "imported" if has_head else "fresh",
-        "tokenizer": str(out_dir / SPM_FILE) if tok_ok else None,
+        "tokenizer": str(tok_file) if tok_file is not None else None,
         "max_abs_diff_hidden": diff,
         "warnings": warns,
     }
@@ -796,6 +997,7 @@ __all__ = [
     "mlm_head_exportable",
     "model_config_from_hf",
     "pretrained_tokenizer_path",
+    "renumber_tokenizer",
     "save_hf_tokenizer",
     "to_hf_model",
     "to_hf_state_dict",

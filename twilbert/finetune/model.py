@@ -199,20 +199,23 @@ class _Exported(nn.Module):
 
 def save_finetuned(model_dir: str | Path, model: SequenceClassifier, tokenizer_path: str | Path, info: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (atomic, checksummed) and a copy of the
-    SentencePiece model (``spm.model``, its sha256 in config.json). ``info``: task-level entries
-    (labels, task_type, max_len, normalize, ...) stored beside the model and head configs."""
+    tokenizer (``spm.model``, or an imported checkpoint's ``tokenizer.json``; its sha256 in
+    config.json). ``info``: task-level entries (labels, task_type, max_len, normalize, ...) stored
+    beside the model and head configs."""
     from twilbert.config import to_dict
+    from twilbert.text.tokenizer import HF_TOKENIZER_FILE, tokenizer_file
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    spm_out = model_dir / SPM_FILE
-    if Path(tokenizer_path).resolve() != spm_out.resolve():
+    tokenizer_path = tokenizer_file(tokenizer_path)
+    spm_out = model_dir / (HF_TOKENIZER_FILE if tokenizer_path.suffix == ".json" else SPM_FILE)
+    if tokenizer_path.resolve() != spm_out.resolve():
         shutil.copyfile(tokenizer_path, spm_out)
     config = {
         "format": FORMAT,
         "model": to_dict(model.encoder.config),
         "head": model.head_config,
-        "tokenizer": {"file": SPM_FILE, "sha256": _sha256(spm_out)},
+        "tokenizer": {"file": spm_out.name, "sha256": _sha256(spm_out)},
         **info,
     }
     save_checkpoint(model_dir, _Exported(model), config, rng=False)

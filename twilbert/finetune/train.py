@@ -61,7 +61,7 @@ from twilbert.finetune.reports import (
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.normalize import EffectiveRules, NormalizeRules
-from twilbert.text.tokenizer import Tokenizer
+from twilbert.text.tokenizer import Tokenizer, tokenizer_file
 from twilbert.train.config import ImplConfig
 from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
 from twilbert.train.schedules import build_schedule
@@ -364,6 +364,7 @@ def finetune_task(
     autocast = autocast_for(impl, device)
 
     # data and model
+    tokenizer_path = tokenizer_file(tokenizer_path)  # models/vocab -> the spm.model / tokenizer.json in it
     tokenizer = Tokenizer.from_file(tokenizer_path)
     splits = load_task(task, data_root, name=name)  # repeated ids quarantined (or an error): task.repeated_ids
     torch.manual_seed(ft.seed)

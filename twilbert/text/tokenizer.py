@@ -1,4 +1,5 @@
-"""Tokenizer: a thin wrapper over the trained SentencePiece model (see ``twilbert.text.vocab``).
+"""Tokenizer: a thin wrapper over the trained SentencePiece model (see ``twilbert.text.vocab``), or over
+an imported checkpoint's own tokenizer (:class:`HFTokenizer`).
 
 The SentencePiece model is the whole tokenizer: no BERT ``FullTokenizer`` on top (the original's
 WordPiece-over-SentencePiece inversion, inventory §3 and bug §13.5, is gone). Input text must already
@@ -8,12 +9,23 @@ Input layout (as the original, inventory §4): ``[CLS] a [SEP] b [SEP]`` with to
 ``[CLS] a [SEP]`` and 1 for ``b [SEP]``; an MLM-only example (no ``b``) is ``[CLS] a [SEP]``, all type 0.
 Unlike the original there is no per-segment left padding here: padding is the collator's job, on the
 right, with an attention mask.
+
+Two kinds of vocabulary file, one interface (:meth:`Tokenizer.from_file` picks by file, or finds the
+file in a directory such as ``models/vocab``):
+
+* ``spm.model``: the vocab stage's SentencePiece model (the default pipeline);
+* ``tokenizer.json``: a Hugging Face ``tokenizers`` file written by ``twilbert import-hf`` from a
+  checkpoint a user already has (a Spanish BERT's WordPiece, an ALBERT's SentencePiece...), its ids
+  renumbered so the five specials sit at our fixed ids (the embedding rows are permuted to match).
+  Continued pre-training from such a checkpoint must keep its tokenizer: its embeddings mean nothing
+  under any other. Needs the ``hf`` extra (``tokenizers``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -26,6 +38,9 @@ from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SP
 from twilbert.text.vocab import WORD_START
 
 _USER_DEFINED = 4  # sentencepiece_model.proto: ModelProto.SentencePiece.Type.USER_DEFINED
+SPM_FILE = "spm.model"  # the vocab stage's SentencePiece model
+HF_TOKENIZER_FILE = "tokenizer.json"  # an imported checkpoint's tokenizer (import-hf), ids renumbered
+TOKENIZER_FILES = (SPM_FILE, HF_TOKENIZER_FILE)  # looked for in this order inside a directory
 
 
 def resolve_threads(num_threads: int) -> int:
@@ -81,12 +96,19 @@ class Tokenizer:
                 "train it with twilbert.text.vocab.train_vocab"
             )
 
+    file_name = SPM_FILE  # the name a copy of this tokenizer gets (fine-tuned model dirs)
+
     @classmethod
     def from_file(cls, path: str | Path) -> "Tokenizer":
+        """The tokenizer in ``path``: a ``spm.model``, a ``tokenizer.json`` (an :class:`HFTokenizer`), or a
+        directory holding one of them (``models/vocab``, an imported checkpoint)."""
+        path = tokenizer_file(path)
         try:
-            data = Path(path).read_bytes()
+            data = path.read_bytes()
         except OSError as exc:
             raise TokenizerError(f"{path}: cannot read the vocabulary model ({exc.strerror})") from None
+        if cls is Tokenizer and path.suffix == ".json":
+            return HFTokenizer(data, source=str(path))
         return cls(data, source=str(path))
 
     # -- identity ---------------------------------------------------------------------------------
@@ -173,4 +195,135 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
 
 
-__all__ = ["Tokenizer", "TokenizerError", "build_input", "resolve_threads"]
+def tokenizer_file(path: str | Path) -> Path:
+    """``path`` itself, or the tokenizer file inside the directory ``path`` (``spm.model`` first)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in TOKENIZER_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise TokenizerError(f"{path}: no vocabulary model in this directory (neither {' nor '.join(TOKENIZER_FILES)})")
+
+
+def _tokenizers(source: str):
+    try:
+        import tokenizers
+    except ImportError:  # pragma: no cover - the hf extra is installed by make
+        raise TokenizerError(f"{source}: a Hugging Face tokenizer needs the `tokenizers` package (pip install -e .[hf])") from None
+    return tokenizers
+
+
+class HFTokenizer(Tokenizer):
+    """A ``tokenizers`` tokenizer.json whose specials are ours at ids 0..4 (``twilbert import-hf`` renumbers
+    an imported checkpoint's vocabulary so; see :func:`twilbert.hf.renumber_tokenizer`).
+
+    It keeps the source tokenizer's own normaliser (e.g. BETO's lower-casing and accent stripping) and
+    pre-tokeniser; only the [CLS]/[SEP] template is not applied (:func:`build_input` does that, as for
+    SentencePiece). Special tokens typed in a tweet ("[MASK]") are encoded as text, as SentencePiece
+    does with control pieces. Threads: ``tokenizers`` uses its own Rayon pool (``RAYON_NUM_THREADS``),
+    so ``num_threads`` is not passed on.
+    """
+
+    file_name = HF_TOKENIZER_FILE
+
+    def __init__(self, data: bytes, *, source: str = "this tokenizer"):
+        tokenizers = _tokenizers(source)
+        self._bytes = bytes(data)
+        try:
+            spec = json.loads(self._bytes)
+            self.tok = tokenizers.Tokenizer.from_str(self._bytes.decode("utf-8"))
+        except Exception as exc:  # json, UTF-8 or tokenizers (which raises a bare Exception)
+            raise TokenizerError(f"{source}: not a Hugging Face tokenizer.json ({str(exc).splitlines()[0][:200]})") from None
+        got = [self.tok.id_to_token(i) for i in range(N_SPECIAL)]
+        if got != list(SPECIAL_TOKENS):
+            raise TokenizerError(
+                f"{source}: this tokenizer has {got} at ids 0..{N_SPECIAL - 1}, expected {list(SPECIAL_TOKENS)}: "
+                "import the checkpoint with `twilbert import-hf`, which renumbers them"
+            )
+        self.tok.no_padding()
+        self.tok.no_truncation()
+        self.tok.encode_special_tokens = True
+        model = spec.get("model") or {}
+        self.model_type = str(model.get("type"))
+        # What marks a word-internal piece: WordPiece's "##" prefix, or the absence of SentencePiece's "▁".
+        self._continuation = model.get("continuing_subword_prefix") if self.model_type == "WordPiece" else None
+        if self.model_type == "WordPiece" and not self._continuation:
+            self._continuation = "##"
+        self.sp = None  # no SentencePiece processor behind this one
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    @cached_property
+    def user_defined_ids(self) -> np.ndarray:
+        """Added tokens that are not special (a tokenizer's own whole-token additions), ascending."""
+        specials = set(self.special_ids)
+        added = self.tok.get_added_tokens_decoder()
+        return np.array(sorted(i for i, t in added.items() if i not in specials and not t.special), dtype=np.int64)
+
+    @cached_property
+    def placeholder_ids(self) -> dict[str, tuple[int, ...]]:
+        """Placeholders are words of the imported vocabulary, not pieces of ours: ``{}``."""
+        return {}
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def _encode_many(self, texts: list[str]) -> list[list[int]]:
+        fast = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)  # no offsets (tokenizers >= 0.20)
+        return [e.ids for e in fast(list(texts), add_special_tokens=False)]
+
+    def encode_batch(self, texts: list[str], num_threads: int = 0) -> list[list[int]]:
+        return self._encode_many(texts)
+
+    def encode_flat(self, texts: list[str], num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        lists = self._encode_many(texts)
+        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)), out=offsets[1:])
+        values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(offsets[-1]))
+        return values, offsets
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def id_to_piece(self, i: int) -> str:
+        piece = self.tok.id_to_token(int(i))
+        return piece if piece is not None else SPECIAL_TOKENS[UNK_ID]
+
+    def piece_to_id(self, piece: str) -> int:
+        i = self.tok.token_to_id(piece)
+        return UNK_ID if i is None else i
+
+    def word_start_table(self) -> np.ndarray:
+        """(V,) bool, as :meth:`Tokenizer.word_start_table`: WordPiece pieces without ``##`` start a word;
+        for SentencePiece-style models (Unigram, BPE with ``▁``) pieces with ``▁`` do. A model with
+        neither marker (byte-level BPE...) counts every piece as a word start (whole-word masking
+        becomes token masking there)."""
+        pieces = [self.id_to_piece(i) for i in range(self.vocab_size)]
+        if self._continuation is not None:
+            table = np.fromiter((not p.startswith(self._continuation) for p in pieces), dtype=bool, count=len(pieces))
+        elif any(p.startswith(WORD_START) for p in pieces):
+            table = np.fromiter((p.startswith(WORD_START) for p in pieces), dtype=bool, count=len(pieces))
+        else:
+            table = np.ones(len(pieces), dtype=bool)
+        table[self.user_defined_ids] = True
+        table[list(self.special_ids)] = False
+        return table
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({self.model_type}, vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
+
+
+__all__ = [
+    "HF_TOKENIZER_FILE",
+    "HFTokenizer",
+    "SPM_FILE",
+    "TOKENIZER_FILES",
+    "Tokenizer",
+    "TokenizerError",
+    "build_input",
+    "resolve_threads",
+    "tokenizer_file",
+]

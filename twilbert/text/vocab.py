@@ -63,6 +63,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,11 @@ class VocabConfig:
 
     model_type: Literal["bpe", "unigram"] = "unigram"
     vocab_size: int = 8000  # total pieces, the 5 specials and the placeholders included
+    # An imported checkpoint's tokenizer (its directory or its tokenizer.json / spm.model; `twilbert
+    # import-hf` writes one) used instead of training: continued pre-training from that checkpoint
+    # needs the vocabulary its embeddings were trained with. Then vocab_size must equal its size and
+    # the other keys here are not used.
+    pretrained: str | None = None
     character_coverage: float = 0.9995  # rarer characters become [UNK]
     input_sentence_size: int = 2_000_000  # texts sampled (seeded reservoir); 0 = all. Sets peak RSS: ~0.45 GB + 2.3 KB per text
     seed: int = 42  # sampling seed
@@ -321,6 +327,75 @@ def train_vocab(
     return model_path
 
 
+def tokenizer_stats(tokenizer, probe: Sequence[str], placeholders: Sequence[str]) -> dict:
+    """:func:`vocab_stats` for any :class:`~twilbert.text.tokenizer.Tokenizer` (an adopted one): a
+    placeholder counts as single-piece when ``hola <p> adios`` holds exactly the piece ``<p>`` encodes to."""
+    probe = list(probe)
+    pieces = tokenizer.encode_batch(probe) if probe else []
+    n_pieces = sum(map(len, pieces))
+    n_words = sum(len(t.split()) for t in probe)
+    single, ph_ids = {}, {}
+    for ph in placeholders:
+        alone = tokenizer.encode(ph)
+        single[ph] = len(alone) == 1 and alone[0] != UNK_ID and alone[0] in tokenizer.encode(f"hola {ph} adios")
+        if single[ph]:
+            ph_ids[ph] = alone[0]
+    occurrences = hits = 0
+    for text, ids in zip(probe, pieces):
+        n = sum(w in placeholders for w in text.split())
+        if n:
+            occurrences += n
+            hits += min(n, sum(i in ph_ids.values() for i in ids))
+    return {
+        "probe_texts": len(probe),
+        "unk_rate": sum(ids.count(UNK_ID) for ids in pieces) / n_pieces if n_pieces else 0.0,
+        "pieces_per_text": n_pieces / len(probe) if probe else 0.0,
+        "pieces_per_word": n_pieces / n_words if n_words else 0.0,
+        "placeholders_single_piece": sum(single.values()) / len(single) if single else 1.0,
+        "placeholder_single_piece": single,
+        "placeholder_occurrences": occurrences,
+        "placeholder_coverage": hits / occurrences if occurrences else 1.0,
+    }
+
+
+def adopt_vocab(source: str | Path, corpus: Sequence[Path], cfg: VocabConfig, out_dir: Path, placeholders: Sequence[str] = ()) -> Path:
+    """Copy an imported checkpoint's tokenizer (``vocab.pretrained``) into ``out_dir`` instead of
+    training one, and write ``vocab.json`` with the same figures as :func:`train_vocab` (on the first
+    :data:`PROBE_TEXTS` normalised texts). Its size must be ``vocab.vocab_size``. Returns the copy."""
+    from twilbert.text.tokenizer import Tokenizer, TokenizerError, tokenizer_file
+
+    try:
+        path = tokenizer_file(source)
+        tok = Tokenizer.from_file(path)
+    except TokenizerError as exc:
+        raise ConfigError(f"vocab.pretrained: {exc}") from None
+    if tok.vocab_size != cfg.vocab_size:
+        raise ConfigError(f"vocab.vocab_size: {cfg.vocab_size}, but vocab.pretrained ({path}) has {tok.vocab_size} tokens: set vocab.vocab_size: {tok.vocab_size}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / tok.file_name
+    if path.resolve() != target.resolve():
+        shutil.copyfile(path, target)
+    probe = list(itertools.islice(parquet_texts([c for c in corpus if Path(c).exists()]), PROBE_TEXTS)) if corpus else []
+    summary = {
+        "model_file": target.name,
+        "model_sha256": tok.sha256,
+        "vocab_size": tok.vocab_size,
+        "model_type": getattr(tok, "model_type", cfg.model_type),
+        "pretrained_from": str(source),
+        "specials": {t: i for i, t in enumerate(SPECIAL_TOKENS)},
+        "placeholders": {},
+        "texts_seen": len(probe),
+        "texts_used": 0,
+        "learned_pieces": tok.vocab_size - N_SPECIAL,
+        "user_defined_pieces": int(len(tok.user_defined_ids)),
+        "stats": tokenizer_stats(tok, probe, list(placeholders)),
+        "config": to_dict(cfg),
+    }
+    (out_dir / "vocab.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return target
+
+
 def _train_spm(sentences: Iterable[str], cfg: VocabConfig, user_pieces: list[str]) -> bytes:
     """Run the SentencePiece trainer in memory; turn its size errors into errors naming the key."""
     writer = io.BytesIO()
@@ -370,4 +445,4 @@ def _check_specials(sp: spm.SentencePieceProcessor) -> None:
         raise RuntimeError(f"special tokens are {got}, expected {list(SPECIAL_TOKENS)} at ids 0..{N_SPECIAL - 1}")
 
 
-__all__ = ["VocabConfig", "train_vocab", "vocab_stats", "parquet_texts", "reservoir_sample", "placeholder_pieces", "WORD_START"]
+__all__ = ["VocabConfig", "adopt_vocab", "tokenizer_stats", "train_vocab", "vocab_stats", "parquet_texts", "reservoir_sample", "placeholder_pieces", "WORD_START"]

@@ -111,7 +111,7 @@ from twilbert.data.batching import IGNORE_INDEX, LengthBucketBatches, MaskedBatc
 from twilbert.data.shards import ShardDataset, ShardError, load_manifest
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
-from twilbert.text.tokenizer import Tokenizer, TokenizerError
+from twilbert.text.tokenizer import Tokenizer, TokenizerError, tokenizer_file
 from twilbert.train import distributed as D
 from twilbert.train import checkpoint as _checkpoint_module
 from twilbert.train.checkpoint import (
@@ -253,17 +253,29 @@ def _drop_keys(tree: dict, dotted: tuple[str, ...]) -> dict:
     return tree
 
 
-def load_initial_weights(model: nn.Module, directory: str | Path, model_cfg: ModelConfig) -> None:
+def load_initial_weights(model: nn.Module, directory: str | Path, model_cfg: ModelConfig, tokenizer_sha256: str | None = None) -> None:
     """Load weights from a checkpoint directory (``final/`` or a ``step-*`` dir) into ``model``.
 
     The stored config must match ``model_cfg`` on every architecture key; masking, loss weights,
     dropouts and the init range may differ. Raises :class:`ConfigMismatchError` listing the differing keys.
+    ``tokenizer_sha256``: the vocabulary training will use; when the checkpoint's ``pretrain.json``
+    records another, that is an error -- same-sized vocabularies pass the shape checks, but every
+    embedding row would then stand for a different token (an imported BERT under a freshly trained
+    vocabulary).
     """
     directory = Path(directory)
     stored = read_config(directory)
     diffs = config_differences(_drop_keys(stored, NON_ARCHITECTURE_KEYS), _drop_keys(to_dict(model_cfg), NON_ARCHITECTURE_KEYS))
     if diffs:
         raise ConfigMismatchError(directory, diffs)
+    meta_path = directory / "pretrain.json"
+    if tokenizer_sha256 is not None and meta_path.is_file():
+        recorded = json.loads(meta_path.read_text(encoding="utf-8")).get("tokenizer_sha256")
+        if recorded is not None and recorded != tokenizer_sha256:
+            raise ConfigError(
+                f"training.path_initial_weights: {directory} was trained with another vocabulary (tokenizer sha256 "
+                f"{recorded[:12]}, the vocab stage's is {tokenizer_sha256[:12]}): set vocab.pretrained: {directory} to use its own"
+            )
     load_checkpoint(directory, model)
 
 
@@ -523,6 +535,8 @@ class Pretrainer:
         self.model_cfg, self.training, self.impl = model_cfg, training, impl
         self.normalize = normalize  # recorded in final/pretrain.json only (not in the run config)
         self.shards_dir, self.tokenizer_path, self.out_dir = Path(shards_dir), Path(tokenizer_path), Path(out_dir)
+        if self.tokenizer_path.is_dir():  # models/vocab: the file in it (pretrain.json records the file)
+            self.tokenizer_path = tokenizer_file(self.tokenizer_path)
         self.log_fn, self.progress = log_fn, progress
         self.peak_flops = peak_flops
         self.fault = Fault.from_env()  # tests only; None in real runs
@@ -592,7 +606,7 @@ class Pretrainer:
         self.raw_model = TWilBERT(cfg, attention=impl.attention)
         resume = self._choose_resume()
         if resume is None and tr.path_initial_weights:
-            load_initial_weights(self.raw_model, tr.path_initial_weights, cfg)
+            load_initial_weights(self.raw_model, tr.path_initial_weights, cfg, self.tokenizer.sha256)
             _say(f"initial weights from {tr.path_initial_weights}")
         self.raw_model.to(self.device)
         fused = {"fused": True} if self.device.type == "cuda" and tr.optimizer in ("adam", "adamw") else {}
