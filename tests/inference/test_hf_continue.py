@@ -108,6 +108,9 @@ def test_the_hf_tokenizer_behaves_like_ours(tmp_path):
     values, offsets = tok.encode_flat(texts)
     assert [values[offsets[i] : offsets[i + 1]].tolist() for i in range(3)] == tok.encode_batch(texts) == [tok.encode(t) for t in texts]
     assert tok.decode(tok.encode("hola que tal")) == "hola que tal"
+    from twilbert.train.evaluate import render_tokens
+
+    assert render_tokens(tok, [2] + tok.encode("hola casas") + [3, 0]) == "[CLS] " + tok.decode(tok.encode("hola casas")) + " [SEP]"
     starts = tok.word_start_table()
     assert not starts[:5].any()  # specials are never word starts
     assert all(starts[i] != tok.id_to_piece(i).startswith("##") for i in range(5, tok.vocab_size))

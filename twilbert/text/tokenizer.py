@@ -187,6 +187,10 @@ class Tokenizer:
         table[list(self.special_ids)] = False
         return table
 
+    def display_piece(self, i: int) -> str:
+        """A piece as it reads inside text (reports): ``▁x`` -> `` x`` (a word start), ``x`` -> ``x``."""
+        return self.id_to_piece(i).replace(WORD_START, " ")
+
     def build_input(self, a_ids, b_ids=None) -> tuple[np.ndarray, np.ndarray]:
         """See :func:`build_input`."""
         return build_input(a_ids, b_ids)
@@ -295,6 +299,13 @@ class HFTokenizer(Tokenizer):
     def piece_to_id(self, piece: str) -> int:
         i = self.tok.token_to_id(piece)
         return UNK_ID if i is None else i
+
+    def display_piece(self, i: int) -> str:
+        """WordPiece: ``##x`` -> ``x`` (inside a word), ``x`` -> `` x``; SentencePiece-style: as the base class."""
+        piece = self.id_to_piece(i)
+        if self._continuation is None:
+            return piece.replace(WORD_START, " ")
+        return piece[len(self._continuation) :] if piece.startswith(self._continuation) else " " + piece
 
     def word_start_table(self) -> np.ndarray:
         """(V,) bool, as :meth:`Tokenizer.word_start_table`: WordPiece pieces without ``##`` start a word;

@@ -66,7 +66,6 @@ from twilbert.data.shards import ShardDataset, load_manifest, open_split
 from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import Tokenizer, TokenizerError
-from twilbert.text.vocab import WORD_START
 from twilbert.train.metrics import PretrainMetrics
 
 
@@ -333,7 +332,7 @@ def render_tokens(tokenizer: Tokenizer, ids) -> str:
     for i in map(int, ids):  # a handful of report rows, not a hot path
         if i == PAD_ID:
             continue
-        parts.append(f" {SPECIAL_TOKENS[i]}" if i < N_SPECIAL else tokenizer.id_to_piece(i).replace(WORD_START, " "))
+        parts.append(f" {SPECIAL_TOKENS[i]}" if i < N_SPECIAL else tokenizer.display_piece(i))
     return " ".join("".join(parts).split())
 
 
