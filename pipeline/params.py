@@ -189,7 +189,7 @@ def _check_pretrained_vocab(path: Path, vocab: Any, root: Path) -> None:
     try:
         size = Tokenizer.from_file(where).vocab_size
     except TokenizerError as exc:
-        raise ConfigError(f"{path}: vocab.pretrained: {exc}") from None
+        raise ConfigError(f"{path}: vocab.pretrained: {exc} (expected an import-hf output directory, or its tokenizer.json / spm.model)") from None
     if size != vocab.vocab_size:
         raise ConfigError(f"{path}: vocab.vocab_size: {vocab.vocab_size}, but vocab.pretrained has {size} tokens: set vocab.vocab_size: {size}")
 

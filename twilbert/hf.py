@@ -293,6 +293,11 @@ def from_hf_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig, kind: str,
         names = _mlm_names(kind)
         for mine, theirs in names.items():
             out["mlm_head." + mine] = hf[theirs]
+        # transformers 5 keeps the decoder's own bias apart from `predictions.bias` when the decoder is
+        # untied, and the forward pass adds the decoder's; tied, the two are one tensor.
+        decoder_bias = names["bias"].replace("bias", "decoder.bias")
+        if decoder_bias in hf:
+            out["mlm_head.bias"] = hf[decoder_bias]
         if not cfg.tie_mlm_decoder:
             out["mlm_head.decoder.weight"] = hf[names["bias"].replace("bias", "decoder.weight")]
     return out
@@ -426,9 +431,9 @@ def renumber_tokenizer(spec: dict[str, Any], roles: dict[str, str], n_rows: int)
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(json.dumps(spec))
-    size = tok.get_vocab_size(with_added_tokens=True)
+    size = json_tokenizer_size(json.dumps(spec))
     if size > n_rows:
-        raise HFInteropError(f"the tokenizer has {size} tokens but the model only {n_rows} embedding rows")
+        raise HFInteropError(f"the tokenizer has ids up to {size - 1} but the model only {n_rows} embedding rows")
     old_special = []
     for ours in SPECIAL_TOKENS:
         token = roles.get(ours)
@@ -466,6 +471,9 @@ def renumber_tokenizer(spec: dict[str, Any], roles: dict[str, str], n_rows: int)
     for added in spec.get("added_tokens") or []:
         added["id"] = new_of[added["id"]]
         added["content"] = rename.get(added["content"], added["content"])
+        # Only our five are special (HFTokenizer encodes those as text when typed); any other special
+        # token of the source ("@usuario", "HTTPURL"...) stays one token, as the source splits it.
+        added["special"] = added["content"] in SPECIAL_TOKENS
     spec["padding"] = spec["truncation"] = None
     spec["post_processor"] = None
     out = Tokenizer.from_str(json.dumps(spec))
@@ -479,16 +487,20 @@ TOKENIZER_SOURCES = ("tokenizer.json", "vocab.txt", "spiece.model", "sentencepie
 
 def source_tokenizer(hf_dir: Path) -> tuple[dict[str, Any], dict[str, str]] | None:
     """``(tokenizer.json as a dict, roles)`` of a checkpoint's own fast tokenizer (``AutoTokenizer``
-    converts a ``vocab.txt`` or ``spiece.model`` to one), or None when it has none."""
-    if not any((hf_dir / name).is_file() for name in TOKENIZER_SOURCES):
+    converts a ``vocab.txt`` or ``spiece.model`` to one), or None when it has no tokenizer files. Files
+    that are there but do not load are an error: importing without them would leave weights whose
+    vocabulary nobody knows."""
+    present = [name for name in TOKENIZER_SOURCES if (hf_dir / name).is_file()]
+    if not present:
         return None  # (transformers 5 would build an empty tokenizer of specials alone from config.json)
     transformers = _quiet_transformers()
     try:
         tok = transformers.AutoTokenizer.from_pretrained(str(hf_dir), use_fast=True)
-    except (OSError, ValueError, TypeError, KeyError, ImportError):
-        return None
+    except Exception as exc:  # tokenizers/transformers raise many kinds here (JSON, protobuf, missing class)
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise HFInteropError(f"{hf_dir}: its tokenizer ({', '.join(present)}) does not load ({first})") from None
     if not getattr(tok, "is_fast", False) or len(tok) <= len(SPECIAL_TOKENS):
-        return None
+        raise HFInteropError(f"{hf_dir}: its tokenizer ({', '.join(present)}) loads as no usable fast tokenizer ({len(tok)} tokens)")
     roles = {
         SPECIAL_TOKENS[PAD_ID]: tok.pad_token,
         SPECIAL_TOKENS[UNK_ID]: tok.unk_token,
@@ -500,10 +512,30 @@ def source_tokenizer(hf_dir: Path) -> tuple[dict[str, Any], dict[str, str]] | No
 
 
 def json_tokenizer_size(text: str) -> int:
-    """Tokens of a tokenizer.json text, added tokens included."""
+    """Rows a tokenizer.json's ids index: highest id + 1 (not the token count: a repeated line in a
+    ``vocab.txt`` leaves a gap)."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_str(text).get_vocab_size(with_added_tokens=True)
+    return max(Tokenizer.from_str(text).get_vocab(with_added_tokens=True).values()) + 1
+
+
+def lowercases(spec: dict[str, Any]) -> bool | None:
+    """Whether a tokenizer.json's normaliser lower-cases (None: cannot tell)."""
+
+    def walk(node: Any) -> bool | None:
+        if not isinstance(node, dict):
+            return False
+        kind = node.get("type")
+        if kind == "BertNormalizer":
+            return bool(node.get("lowercase", True))
+        if kind == "Lowercase":
+            return True
+        if kind == "Sequence":
+            found = [walk(n) for n in node.get("normalizers", [])]
+            return True if any(found) else (None if None in found else False)
+        return False
+
+    return walk(spec.get("normalizer"))
 
 
 def check_renumbered(spec: dict[str, Any], renumbered: str, perm: list[int], texts: list[str]) -> None:
@@ -554,6 +586,17 @@ def hidden_state_difference(ours: TWilBERT, theirs: torch.nn.Module, seed: int =
 
 # --------------------------------------------------------------------------------------------------
 # export
+
+
+@torch.inference_mode()
+def mlm_logit_difference(ours: TWilBERT, theirs: torch.nn.Module, seed: int = 0) -> float:
+    """Max |difference| of the MLM logits at real tokens, ours vs an HF *ForMaskedLM model."""
+    ours.eval()
+    theirs.eval()
+    ids, types, mask = probe_batch(ours.config.vocab_size, ours.config.max_positions, seed)
+    a = ours(ids, types, mask, mlm_labels=torch.where(mask, ids, -100)).mlm_logits  # (N, V)
+    b = theirs(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).logits[mask]  # (N, V)
+    return float((a - b).abs().max())
 
 
 def _sha256(path: Path) -> str:
@@ -622,6 +665,7 @@ def pretrained_tokenizer_path(model_dir: str | Path) -> Path | None:
     if not recorded:
         return None
     candidates = [Path(recorded)] + ([] if Path(recorded).is_absolute() else [p / recorded for p in directory.resolve().parents])
+    candidates.append(directory / Path(recorded).name)  # an imported checkpoint moved since (its own copy)
     for c in candidates:
         if c.is_file():
             sha = meta.get("tokenizer_sha256")
@@ -647,12 +691,20 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, vocab_model: str | 
         spm_path = Path(vocab_model)
     elif spm_path is None:
         spm_path = pretrained_tokenizer_path(model_dir)
-    if spm_path is None or not Path(spm_path).is_file():
-        raise HFInteropError(f"{model_dir}: no tokenizer found (pretrain.json names none that exists); pass --vocab-model models/vocab/spm.model")
-    from twilbert.text.tokenizer import Tokenizer
+    if spm_path is None or not Path(spm_path).exists():
+        raise HFInteropError(f"{model_dir}: no tokenizer found (pretrain.json names none that exists); pass --vocab-model models/vocab")
+    from twilbert.text.tokenizer import Tokenizer, tokenizer_file
 
-    if Tokenizer.from_file(spm_path).vocab_size != cfg.vocab_size:
-        raise HFInteropError(f"{spm_path}: {Tokenizer.from_file(spm_path).vocab_size} pieces, the model has vocab_size={cfg.vocab_size}")
+    tok = Tokenizer.from_file(spm_path)
+    if tok.vocab_size != cfg.vocab_size:
+        raise HFInteropError(f"{spm_path}: {tok.vocab_size} pieces, the model has vocab_size={cfg.vocab_size}")
+    if source_kind == "pretrained":
+        from twilbert.finetune.model import pretrained_tokenizer_sha256
+
+        recorded = pretrained_tokenizer_sha256(model_dir)
+        if recorded is not None and recorded != tok.sha256:
+            raise HFInteropError(f"{spm_path}: not the vocabulary {model_dir} was pre-trained with (sha256 {tok.sha256[:12]} vs {recorded[:12]})")
+    spm_path = tokenizer_file(spm_path)  # a directory (models/vocab) -> its file
 
     head = source_kind == "pretrained" and mlm_head_exportable(cfg)
     hf_model = to_hf_model(encoder, with_mlm_head=head)
@@ -897,7 +949,9 @@ def import_hf(
 
     if max_len is not None:
         positions = 2 * max_len + 3
-        if max_len < 1 or positions > cfg.max_positions:
+        if max_len < 1:
+            raise HFInteropError(f"--max-len {max_len}: must be >= 1 (tokens per segment, representation.max_len)")
+        if positions > cfg.max_positions:
             raise HFInteropError(
                 f"--max-len {max_len}: needs {positions} positions (2 * max_len + 3), the checkpoint has {cfg.max_positions} "
                 f"(largest max_len: {(cfg.max_positions - 3) // 2})"
@@ -909,6 +963,10 @@ def import_hf(
         diff = hidden_state_difference(model, base)
         if not approximate_gelu and not diff <= PARITY_TOL:
             raise HFInteropError(f"{hf_dir}: the imported model differs from the source (max |diff| {diff:.3g} > {PARITY_TOL})")
+        if has_head:
+            head_diff = mlm_logit_difference(model, hf_model)
+            if not approximate_gelu and not head_diff <= PARITY_TOL * 10:  # logits: a sum over H, larger values
+                raise HFInteropError(f"{hf_dir}: the imported MLM head differs from the source (max |diff| of logits {head_diff:.3g})")
 
     # The tokenizer: ours as it is, or the checkpoint's own renumbered (then the vocabulary rows move too).
     meta: dict[str, Any] = {"imported_from": str(hf_dir), "hf_model_type": kind, "hf_hidden_act": hf_cfg.hidden_act}
@@ -929,8 +987,15 @@ def import_hf(
             warns.append("no tokenizer in the checkpoint: supply the vocabulary it was trained with before using it")
         else:
             spec, roles = source
-            renumbered, perm = renumber_tokenizer(spec, roles, cfg.vocab_size)
-            check_renumbered(spec, renumbered, perm, RENUMBER_PROBES)
+            try:
+                renumbered, perm = renumber_tokenizer(spec, roles, cfg.vocab_size)
+                check_renumbered(spec, renumbered, perm, RENUMBER_PROBES)
+            except HFInteropError as exc:
+                raise HFInteropError(f"{hf_dir}: {exc}") from None
+            if lowercases(spec) is False:
+                warns.append(
+                    "its tokenizer is cased: set normalize.rules.lowercase: false, or the pipeline lower-cases tweets before it sees them"
+                )
             # Rows past the tokenizer (Hub checkpoints often pad vocab_size) are ids no text can produce:
             # dropped, so that the model's vocab_size is the tokenizer's, as the pipeline derives it.
             size = json_tokenizer_size(renumbered)
@@ -958,6 +1023,8 @@ def import_hf(
         model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir, model, to_dict(cfg), rng=False)
+    for stale in (SPM_FILE, HF_TOKENIZER_FILE):  # an earlier import into the same directory
+        (out_dir / stale).unlink(missing_ok=True)
     tok_file = None
     if own_spm is not None:
         tok_file = out_dir / SPM_FILE

@@ -291,7 +291,7 @@ def load(
     ``compile``: run the forward pass through ``torch.compile`` (opt-in; on CPU it has not paid off, see above).
     ``precision``: ``fp32`` (default) or ``bf16`` (autocast matrix products; faster, ~1e-3 off; see above).
     """
-    from twilbert.finetune.model import FORMAT, load_encoder, load_finetuned, resolve_pretrained_dir
+    from twilbert.finetune.model import FORMAT, load_encoder, load_finetuned, pretrained_tokenizer_sha256, resolve_pretrained_dir
     from twilbert.train.checkpoint import CheckpointError, read_config
 
     _check_precision(precision)
@@ -319,10 +319,13 @@ def load(
 
         vocab_model = pretrained_tokenizer_path(directory)
         if vocab_model is None:
-            raise CheckpointError(f"{path}: pretrain.json names no existing tokenizer; pass vocab_model (--vocab-model models/vocab/spm.model)")
+            raise CheckpointError(f"{path}: pretrain.json names no existing tokenizer; pass vocab_model (--vocab-model models/vocab)")
     tokenizer = Tokenizer.from_file(vocab_model)
     if tokenizer.vocab_size != encoder.config.vocab_size:
         raise CheckpointError(f"{vocab_model}: {tokenizer.vocab_size} pieces, but {path} has vocab_size={encoder.config.vocab_size}")
+    recorded = pretrained_tokenizer_sha256(directory)
+    if recorded is not None and recorded != tokenizer.sha256:  # same size, another vocabulary: every row means another token
+        raise CheckpointError(f"{vocab_model}: not the vocabulary {path} was pre-trained with (sha256 {tokenizer.sha256[:12]} vs {recorded[:12]})")
     stored_rules = pretrained_rules(directory)
     # the longest input that fits the position table: [CLS] a [SEP] (single text)
     return Predictor(

@@ -265,3 +265,114 @@ def test_finetune_predict_and_export_with_an_imported_tokenizer(tmp_path):
     tok = Tokenizer.from_file(tmp_path / "beto")
     for text in TEXTS:
         assert hf_tok(text)["input_ids"] == build_input(tok.encode(text))[0].tolist()
+
+
+# -- what a review found (each was a silent wrong result or a traceback) ---------------------------
+
+
+def test_a_tokenizer_that_does_not_load_is_an_error_not_a_missing_one(tmp_path):
+    beto_like(tmp_path / "hf")
+    (tmp_path / "hf" / "tokenizer.json").write_text("{not json")
+    with pytest.raises(HFInteropError, match=r"hf: its tokenizer \(tokenizer.json.*\) does not load"):
+        import_hf(tmp_path / "hf", tmp_path / "tw")
+
+
+def test_imported_without_a_tokenizer_cannot_start_pretraining(tmp_path):
+    """Its rows stand for unknown tokens: a same-sized vocabulary trained by the vocab stage would pass
+    every shape check."""
+    from twilbert.finetune.model import load_encoder
+    from twilbert.train.pretrain import load_initial_weights
+
+    beto_like(tmp_path / "hf")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "hf" / name).unlink()
+    info = import_hf(tmp_path / "hf", tmp_path / "tw")
+    assert info["tokenizer"] is None
+    model = load_encoder(tmp_path / "tw")
+    with pytest.raises(ConfigError, match="imported .* without a tokenizer"):
+        load_initial_weights(model, tmp_path / "tw", model.config, tokenizer_sha256="0" * 64)
+
+
+def test_a_repeated_vocab_line_leaves_a_gap_not_a_crash(tmp_path):
+    """A repeated line in vocab.txt: the later id wins, an id is left without a token, and the highest
+    id must still index a row (vocab_size = highest id + 1, not the token count)."""
+    import twilbert
+
+    _, vocab = beto_like(tmp_path / "hf", tokenizer_json=False)
+    lines = (tmp_path / "hf" / "vocab.txt").read_text().splitlines()
+    lines[20] = lines[21]
+    (tmp_path / "hf" / "vocab.txt").write_text("\n".join(lines) + "\n")
+    import_hf(tmp_path / "hf", tmp_path / "tw")
+    tok = Tokenizer.from_file(tmp_path / "tw")
+    assert tok.vocab_size == len(lines)  # ids 0..len-1, one of them unused
+    last = lines[-1].removeprefix("##")
+    assert tok.vocab_size - 1 in tok.encode(f"a{last}")  # the highest id is produced...
+    vectors = twilbert.load(tmp_path / "tw").embed([f"a{last}", "hola"])  # ...and has a row
+    assert vectors.shape == (2, 32) and np.isfinite(vectors).all()
+
+
+def test_other_special_tokens_of_the_source_stay_whole(tmp_path):
+    """Only our five are typed-as-text; a checkpoint's own extra specials (pysentimiento-style "@usuario",
+    "HTTPURL") are split as the source splits them."""
+    beto_like(tmp_path / "hf")
+    tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    tok.add_special_tokens({"additional_special_tokens": ["@usuario", "HTTPURL"]})
+    tok.save_pretrained(str(tmp_path / "hf"))
+    import_hf(tmp_path / "hf", tmp_path / "tw")
+    ours = Tokenizer.from_file(tmp_path / "tw")
+    text = "hola @usuario mira HTTPURL [MASK]"
+    perm = [tok.convert_tokens_to_ids(ours.id_to_piece(i)) for i in range(ours.vocab_size)]
+    got = [perm[i] for i in ours.encode(text)]
+    want = tok(text, add_special_tokens=False)["input_ids"]
+    assert got[:4] == want[:4] and tok.convert_tokens_to_ids("@usuario") in got and tok.convert_tokens_to_ids("HTTPURL") in got
+    assert tok.mask_token_id in want and 4 not in ours.encode(text)  # typed [MASK]: text for us, special for HF
+
+
+def test_one_vocabulary_per_directory(tmp_path):
+    """A stale spm.model beside a new tokenizer.json made `pairs` pick the old one."""
+    from twilbert.text.vocab import VocabConfig, adopt_vocab, train_vocab
+
+    beto_like(tmp_path / "hf")
+    import_hf(tmp_path / "hf", tmp_path / "tw")
+    size = Tokenizer.from_file(tmp_path / "tw").vocab_size
+    out = tmp_path / "vocab"
+    train_vocab(_lines(200, 0), VocabConfig(vocab_size=120, input_sentence_size=0, num_threads=1), out / "spm", ["user"])
+    adopt_vocab(tmp_path / "tw", [], VocabConfig(vocab_size=size), out)
+    assert sorted(f.name for f in out.iterdir()) == ["tokenizer.json", "vocab.json"]
+    train_vocab(_lines(200, 0), VocabConfig(vocab_size=120, input_sentence_size=0, num_threads=1), out / "spm", ["user"])
+    assert not (out / "tokenizer.json").exists()
+    (out / "tokenizer.json").write_bytes((tmp_path / "tw" / "tokenizer.json").read_bytes())
+    with pytest.raises(TokenizerError, match="holds both spm.model and tokenizer.json"):
+        Tokenizer.from_file(out)
+
+
+def test_a_moved_import_still_finds_its_tokenizer_and_refuses_another(tmp_path):
+    import twilbert
+    from twilbert.hf import export_hf
+    from twilbert.text.vocab import VocabConfig, train_vocab
+
+    beto_like(tmp_path / "hf")
+    import_hf(tmp_path / "hf", tmp_path / "tw")
+    (tmp_path / "tw").rename(tmp_path / "moved")
+    assert twilbert.load(tmp_path / "moved").embed(["hola"]).shape == (1, 32)
+    assert export_hf(tmp_path / "moved", tmp_path / "exported")["max_abs_diff_hidden"] <= 1e-5
+    size = Tokenizer.from_file(tmp_path / "moved").vocab_size
+    other = train_vocab(_lines(300, 0), VocabConfig(vocab_size=size, input_sentence_size=0, num_threads=1), tmp_path / "v" / "spm", [])
+    assert Tokenizer.from_file(other).vocab_size == size  # same size, another vocabulary
+    from twilbert.train.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not the vocabulary"):
+        twilbert.load(tmp_path / "moved", vocab_model=other)
+    with pytest.raises(HFInteropError, match="not the vocabulary"):
+        export_hf(tmp_path / "moved", tmp_path / "exported2", vocab_model=other)
+
+
+def test_import_messages_name_the_checkpoint_and_the_fix(tmp_path):
+    beto_like(tmp_path / "hf")
+    with pytest.raises(HFInteropError, match="must be >= 1"):
+        import_hf(tmp_path / "hf", tmp_path / "tw", max_len=0)
+    tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    cased = transformers.BertTokenizer(vocab=tok.get_vocab(), do_lower_case=False)
+    cased.save_pretrained(str(tmp_path / "hf"))
+    info = import_hf(tmp_path / "hf", tmp_path / "tw")
+    assert any("cased: set normalize.rules.lowercase: false" in w for w in info["warnings"])

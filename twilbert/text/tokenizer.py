@@ -204,10 +204,12 @@ def tokenizer_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         return path
-    for name in TOKENIZER_FILES:
-        if (path / name).is_file():
-            return path / name
-    raise TokenizerError(f"{path}: no vocabulary model in this directory (neither {' nor '.join(TOKENIZER_FILES)})")
+    found = [path / name for name in TOKENIZER_FILES if (path / name).is_file()]
+    if len(found) > 1:  # e.g. a vocab stage run by hand into the directory of an earlier one
+        raise TokenizerError(f"{path}: holds both {' and '.join(f.name for f in found)}; which vocabulary is meant is unclear: remove the stale one")
+    if not found:
+        raise TokenizerError(f"{path}: no vocabulary model in this directory (neither {' nor '.join(TOKENIZER_FILES)})")
+    return found[0]
 
 
 def _tokenizers(source: str):
@@ -256,9 +258,11 @@ class HFTokenizer(Tokenizer):
             self._continuation = "##"
         self.sp = None  # no SentencePiece processor behind this one
 
-    @property
+    @cached_property
     def vocab_size(self) -> int:
-        return self.tok.get_vocab_size(with_added_tokens=True)
+        """Highest id + 1 (a ``vocab.txt`` with a repeated line leaves an id no token has: the count of
+        tokens would be one short of the rows the ids index)."""
+        return max(self.tok.get_vocab(with_added_tokens=True).values()) + 1
 
     @cached_property
     def user_defined_ids(self) -> np.ndarray:

@@ -209,6 +209,7 @@ def _drain(items: list[str]) -> Iterator[str]:
     items.clear()
 
 
+SPM_MODEL, SPM_VOCAB, HF_TOKENIZER = "spm.model", "spm.vocab", "tokenizer.json"  # what a vocab directory may hold
 PROBE_TEXTS = 20_000  # training texts (the first of the sample) re-encoded for the summary's stats
 
 
@@ -302,6 +303,7 @@ def train_vocab(
         probe = counted.head
 
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    (out_prefix.parent / HF_TOKENIZER).unlink(missing_ok=True)  # an adopted tokenizer of an earlier run (adopt_vocab)
     model_path = out_prefix.with_name(out_prefix.name + ".model")
     model_path.write_bytes(model_bytes)
     sp = spm.SentencePieceProcessor(model_proto=model_bytes)
@@ -368,7 +370,7 @@ def adopt_vocab(source: str | Path, corpus: Sequence[Path], cfg: VocabConfig, ou
         path = tokenizer_file(source)
         tok = Tokenizer.from_file(path)
     except TokenizerError as exc:
-        raise ConfigError(f"vocab.pretrained: {exc}") from None
+        raise ConfigError(f"vocab.pretrained: {exc} (expected an import-hf output directory, or its tokenizer.json / spm.model)") from None
     if tok.vocab_size != cfg.vocab_size:
         raise ConfigError(f"vocab.vocab_size: {cfg.vocab_size}, but vocab.pretrained ({path}) has {tok.vocab_size} tokens: set vocab.vocab_size: {tok.vocab_size}")
     out_dir = Path(out_dir)
@@ -376,6 +378,9 @@ def adopt_vocab(source: str | Path, corpus: Sequence[Path], cfg: VocabConfig, ou
     target = out_dir / tok.file_name
     if path.resolve() != target.resolve():
         shutil.copyfile(path, target)
+    for stale in (SPM_MODEL, SPM_VOCAB, HF_TOKENIZER):  # an earlier run's other kind: it would shadow this one
+        if stale != target.name:
+            (out_dir / stale).unlink(missing_ok=True)
     probe = list(itertools.islice(parquet_texts([c for c in corpus if Path(c).exists()]), PROBE_TEXTS)) if corpus else []
     summary = {
         "model_file": target.name,

@@ -384,7 +384,8 @@ def _report(split, metrics, examples, majority, tokenizer) -> str:
             "|---|---|---|---|---|",
         ]
         for pos, ref, pred in zip(ex.positions, ex.reference, ex.predicted):
-            shown = render_tokens(tokenizer, [ex.masked[pos]]) or tokenizer.id_to_piece(int(ex.masked[pos]))
+            i = int(ex.masked[pos])
+            shown = SPECIAL_TOKENS[i] if i < N_SPECIAL else tokenizer.id_to_piece(i)  # raw piece, as the next two columns
             lines.append(
                 f"| {pos} | `{_cell(shown)}` | `{_cell(tokenizer.id_to_piece(ref))}` | "
                 f"`{_cell(tokenizer.id_to_piece(pred))}` | {'ok' if ref == pred else 'x'} |"

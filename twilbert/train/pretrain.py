@@ -270,11 +270,18 @@ def load_initial_weights(model: nn.Module, directory: str | Path, model_cfg: Mod
         raise ConfigMismatchError(directory, diffs)
     meta_path = directory / "pretrain.json"
     if tokenizer_sha256 is not None and meta_path.is_file():
-        recorded = json.loads(meta_path.read_text(encoding="utf-8")).get("tokenizer_sha256")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        recorded = meta.get("tokenizer_sha256")
         if recorded is not None and recorded != tokenizer_sha256:
             raise ConfigError(
                 f"training.path_initial_weights: {directory} was trained with another vocabulary (tokenizer sha256 "
-                f"{recorded[:12]}, the vocab stage's is {tokenizer_sha256[:12]}): set vocab.pretrained: {directory} to use its own"
+                f"{recorded[:12]}, the vocab stage's is {tokenizer_sha256[:12]}): set vocab.pretrained: {directory} and "
+                "rerun the vocab stage (`dvc repro -f -s vocab` after re-importing: DVC does not track the checkpoint's files)"
+            )
+        if recorded is None and meta.get("imported_from"):
+            raise ConfigError(
+                f"training.path_initial_weights: {directory} was imported ({meta['imported_from']}) without a tokenizer, so "
+                "which token each embedding row stands for is unknown: import a checkpoint that ships its tokenizer"
             )
     load_checkpoint(directory, model)
 
