@@ -26,7 +26,7 @@ def main(
     vocab.input_sentence_size: about 0.45 GB + 2.3 KB per sampled text (1.15 GB at 300k, 2.8 GB at 1M,
     5.0 GB at 2M with vocab_size 30000, unigram)."""
     p = load(params)
-    from twilbert.text.normalize import glued_placeholder_tokens, placeholder_tokens
+    from twilbert.text.normalize import glued_placeholder_tokens, placeholder_keys, placeholder_tokens
     from twilbert.text.vocab import adopt_vocab, train_vocab
 
     inputs = list(require_normalized(normalized_dir))  # train_vocab skips missing files ("the corpus is empty")
@@ -49,6 +49,13 @@ def main(
     if p.vocab.pretrained:
         typer.echo(f"vocab: copied {p.vocab.pretrained} to {model_path} ({stats['vocab_size']} tokens; on "
                    f"{stats['probe_texts']} texts unk rate {stats['unk_rate']:.2e}, {stats['pieces_per_word']:.2f} pieces per word)")
+        # An imported vocabulary may cut our placeholders ("user" -> "us ##er"): still correct, but
+        # each mention then costs several positions and no longer means one thing; say which key fixes it.
+        single = json.loads((out_dir / "vocab.json").read_text(encoding="utf-8"))["stats"]["placeholder_single_piece"]
+        for key, token in placeholder_keys(rules):
+            if not single.get(token, True):
+                typer.echo(f"vocab: warning: placeholder {token!r} is not one token of this tokenizer; "
+                           f"set normalize.rules.{key} to a word it has as one token")
         return
     typer.echo(
         f"vocab: wrote {model_path} ({stats['vocab_size']} pieces from {stats['texts_used']} texts in "

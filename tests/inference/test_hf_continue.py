@@ -197,6 +197,9 @@ def test_continued_pretraining_from_an_imported_bert(tmp_path):
                   "--stats-path", str(tmp_path / "vocab.json"))
     assert res.exit_code == 0, res.output
     assert (tmp_path / "vocab" / "tokenizer.json").read_bytes() == (tmp_path / "beto" / "tokenizer.json").read_bytes()
+    # "url" is no word of this vocabulary (u ##r ##l): the stage names the key that fixes it
+    assert "placeholder 'url' is not one token of this tokenizer; set normalize.rules.url_token" in res.output
+    assert ("placeholder 'user'" in res.output) == (len(tok.encode("user")) > 1)
     stats = json.loads((tmp_path / "vocab.json").read_text())
     assert stats["vocab_size"] == tok.vocab_size and stats["probe_texts"] == 150 and 0 <= stats["unk_rate"] < 0.5
     res = run_cli("pairs", "--params", str(params), "--normalized-dir", str(norm), "--vocab-model", str(tmp_path / "vocab"),

@@ -1092,6 +1092,11 @@ def _placeholder_fields(r: EffectiveRules) -> list[tuple[str, str]]:
     return fields_
 
 
+def placeholder_keys(rules: EffectiveRules | NormalizeRules) -> list[tuple[str, str]]:
+    """``(normalize.rules key, token)`` of every placeholder the enabled rules insert (messages name the key)."""
+    return _placeholder_fields(rules.effective() if isinstance(rules, NormalizeRules) else rules)
+
+
 def placeholder_tokens(rules: EffectiveRules | NormalizeRules) -> list[str]:
     """Tokens the enabled rules insert; the vocab stage makes each one a single SentencePiece piece."""
     r = rules.effective() if isinstance(rules, NormalizeRules) else rules
@@ -1143,6 +1148,7 @@ __all__ = [
     "PYSENTIMIENTO_TLDS",
     "normalize_expr",
     "normalize_texts",
+    "placeholder_keys",
     "placeholder_tokens",
     "glued_placeholder_tokens",
     "placeholder_only_expr",

@@ -40,7 +40,7 @@ from twilbert.text.vocab import WORD_START
 _USER_DEFINED = 4  # sentencepiece_model.proto: ModelProto.SentencePiece.Type.USER_DEFINED
 SPM_FILE = "spm.model"  # the vocab stage's SentencePiece model
 HF_TOKENIZER_FILE = "tokenizer.json"  # an imported checkpoint's tokenizer (import-hf), ids renumbered
-TOKENIZER_FILES = (SPM_FILE, HF_TOKENIZER_FILE)  # looked for in this order inside a directory
+TOKENIZER_FILES = (SPM_FILE, HF_TOKENIZER_FILE)  # what a vocabulary directory holds (one of them)
 
 
 def resolve_threads(num_threads: int) -> int:
@@ -157,7 +157,7 @@ class Tokenizer:
         Text ``i`` is ``values[offsets[i]:offsets[i+1]]``. This is the form shards are built from, and
         it avoids one Python list per text on the hot path.
         """
-        lists = self.sp.encode(list(texts), num_threads=resolve_threads(num_threads))
+        lists = self.encode_batch(texts, num_threads)
         offsets = np.zeros(len(lists) + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)), out=offsets[1:])
         values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(offsets[-1]))
@@ -279,19 +279,9 @@ class HFTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
 
-    def _encode_many(self, texts: list[str]) -> list[list[int]]:
+    def encode_batch(self, texts: list[str], num_threads: int = 0) -> list[list[int]]:
         fast = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)  # no offsets (tokenizers >= 0.20)
         return [e.ids for e in fast(list(texts), add_special_tokens=False)]
-
-    def encode_batch(self, texts: list[str], num_threads: int = 0) -> list[list[int]]:
-        return self._encode_many(texts)
-
-    def encode_flat(self, texts: list[str], num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        lists = self._encode_many(texts)
-        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)), out=offsets[1:])
-        values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(offsets[-1]))
-        return values, offsets
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)

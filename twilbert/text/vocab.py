@@ -229,26 +229,28 @@ def vocab_stats(
     """
     probe = list(probe)
     pieces = sp.encode(probe, num_threads=1) if probe else []
-    n_pieces = sum(map(len, pieces))
-    n_unk = sum(ids.count(UNK_ID) for ids in pieces)
-    n_words = sum(len(t.split()) for t in probe)
     single = {}
     for ph in placeholders:
         spaced = sp.encode(f"hola {ph} adios")
         bare_ok = ph not in glued or sp.piece_to_id(ph) in sp.encode(f"({ph})")
         single[ph] = sp.piece_to_id(WORD_START + ph) in spaced and bare_ok
+    ph_ids = {sp.piece_to_id(WORD_START + ph) for ph in placeholders}
+    return _probe_figures(probe, pieces, placeholders, ph_ids, single)
+
+
+def _probe_figures(probe: list[str], pieces: list[list[int]], placeholders: Sequence[str], ph_ids: set[int], single: dict[str, bool]) -> dict:
+    """The figures of :func:`vocab_stats` from the probe texts, their pieces and the placeholder ids."""
+    n_pieces = sum(map(len, pieces))
+    n_words = sum(len(t.split()) for t in probe)
     occurrences = hits = 0
-    if placeholders:
-        ph_ids = {sp.piece_to_id(WORD_START + ph) for ph in placeholders}
-        for text, ids in zip(probe, pieces):
-            words = text.split()
-            n = sum(w in placeholders for w in words)
-            if n:
-                occurrences += n
-                hits += min(n, sum(i in ph_ids for i in ids))
+    for text, ids in zip(probe, pieces) if placeholders else ():
+        n = sum(w in placeholders for w in text.split())
+        if n:
+            occurrences += n
+            hits += min(n, sum(i in ph_ids for i in ids))
     return {
         "probe_texts": len(probe),
-        "unk_rate": n_unk / n_pieces if n_pieces else 0.0,
+        "unk_rate": sum(ids.count(UNK_ID) for ids in pieces) / n_pieces if n_pieces else 0.0,
         "pieces_per_text": n_pieces / len(probe) if probe else 0.0,
         "pieces_per_word": n_pieces / n_words if n_words else 0.0,
         "placeholders_single_piece": sum(single.values()) / len(single) if single else 1.0,
@@ -334,30 +336,13 @@ def tokenizer_stats(tokenizer, probe: Sequence[str], placeholders: Sequence[str]
     placeholder counts as single-piece when ``hola <p> adios`` holds exactly the piece ``<p>`` encodes to."""
     probe = list(probe)
     pieces = tokenizer.encode_batch(probe) if probe else []
-    n_pieces = sum(map(len, pieces))
-    n_words = sum(len(t.split()) for t in probe)
     single, ph_ids = {}, {}
     for ph in placeholders:
         alone = tokenizer.encode(ph)
         single[ph] = len(alone) == 1 and alone[0] != UNK_ID and alone[0] in tokenizer.encode(f"hola {ph} adios")
         if single[ph]:
             ph_ids[ph] = alone[0]
-    occurrences = hits = 0
-    for text, ids in zip(probe, pieces):
-        n = sum(w in placeholders for w in text.split())
-        if n:
-            occurrences += n
-            hits += min(n, sum(i in ph_ids.values() for i in ids))
-    return {
-        "probe_texts": len(probe),
-        "unk_rate": sum(ids.count(UNK_ID) for ids in pieces) / n_pieces if n_pieces else 0.0,
-        "pieces_per_text": n_pieces / len(probe) if probe else 0.0,
-        "pieces_per_word": n_pieces / n_words if n_words else 0.0,
-        "placeholders_single_piece": sum(single.values()) / len(single) if single else 1.0,
-        "placeholder_single_piece": single,
-        "placeholder_occurrences": occurrences,
-        "placeholder_coverage": hits / occurrences if occurrences else 1.0,
-    }
+    return _probe_figures(probe, pieces, placeholders, set(ph_ids.values()), single)
 
 
 def adopt_vocab(source: str | Path, corpus: Sequence[Path], cfg: VocabConfig, out_dir: Path, placeholders: Sequence[str] = ()) -> Path:
