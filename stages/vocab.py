@@ -41,7 +41,8 @@ def main(
                 train_vocab, inputs, p.vocab, out_dir / "spm", placeholder_tokens(rules), glued_placeholder_tokens(rules)
             )
         seconds = time.perf_counter() - start
-        stats = summarize(json.loads((out_dir / "vocab.json").read_text(encoding="utf-8")), seconds)
+        summary = json.loads((out_dir / "vocab.json").read_text(encoding="utf-8"))
+        stats = summarize(summary, seconds)
         stats_path.parent.mkdir(parents=True, exist_ok=True)
         stats_path.write_text(json.dumps(stats, indent=2) + "\n")
         t.log_metrics(stats)
@@ -51,7 +52,7 @@ def main(
                    f"{stats['probe_texts']} texts unk rate {stats['unk_rate']:.2e}, {stats['pieces_per_word']:.2f} pieces per word)")
         # An imported vocabulary may cut our placeholders ("user" -> "us ##er"): still correct, but
         # each mention then costs several positions and no longer means one thing; say which key fixes it.
-        single = json.loads((out_dir / "vocab.json").read_text(encoding="utf-8"))["stats"]["placeholder_single_piece"]
+        single = summary["stats"]["placeholder_single_piece"]
         for key, token in placeholder_keys(rules):
             if not single.get(token, True):
                 typer.echo(f"vocab: warning: placeholder {token!r} is not one token of this tokenizer; "

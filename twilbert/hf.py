@@ -80,9 +80,9 @@ import torch
 from twilbert.config import ConfigError, to_dict
 from twilbert.model.config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID, ModelConfig, ROPConfig
 from twilbert.model.twilbert import TWilBERT
+from twilbert.text.tokenizer import SPM_FILE  # the SentencePiece model, copied beside tokenizer.json (import reads it back)
 
 HF_EXTRA = "pip install -e .[hf]"
-SPM_FILE = "spm.model"  # the SentencePiece model, copied beside tokenizer.json (import reads it back)
 EXPORT_INFO = "twilbert_export.json"
 EXACT_GELU = ("gelu", "gelu_python")
 TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh", "gelu_accurate")
@@ -430,8 +430,10 @@ def renumber_tokenizer(spec: dict[str, Any], roles: dict[str, str], n_rows: int)
     """
     from tokenizers import Tokenizer
 
+    from twilbert.text.tokenizer import id_rows
+
     tok = Tokenizer.from_str(json.dumps(spec))
-    size = json_tokenizer_size(json.dumps(spec))
+    size = id_rows(tok)
     if size > n_rows:
         raise HFInteropError(f"the tokenizer has ids up to {size - 1} but the model only {n_rows} embedding rows")
     old_special = []
@@ -509,14 +511,6 @@ def source_tokenizer(hf_dir: Path) -> tuple[dict[str, Any], dict[str, str]] | No
         SPECIAL_TOKENS[MASK_ID]: tok.mask_token,
     }
     return json.loads(tok.backend_tokenizer.to_str()), {k: v for k, v in roles.items() if v}
-
-
-def json_tokenizer_size(text: str) -> int:
-    """Rows a tokenizer.json's ids index: highest id + 1 (not the token count: a repeated line in a
-    ``vocab.txt`` leaves a gap)."""
-    from tokenizers import Tokenizer
-
-    return max(Tokenizer.from_str(text).get_vocab(with_added_tokens=True).values()) + 1
 
 
 def lowercases(spec: dict[str, Any]) -> bool | None:
@@ -654,13 +648,11 @@ def _load_source(model_dir: Path) -> tuple[TWilBERT, dict[str, Any], Path | None
 def pretrained_tokenizer_path(model_dir: str | Path) -> Path | None:
     """The SentencePiece model a pre-trained checkpoint records in ``pretrain.json`` (tried as given,
     then relative to the checkpoint's ancestors, i.e. a repository root), verified by sha256."""
-    from twilbert.finetune.model import PRETRAIN_META, resolve_pretrained_dir
+    from twilbert.finetune.model import resolve_pretrained_dir
+    from twilbert.train.checkpoint import read_pretrain_meta
 
     directory = resolve_pretrained_dir(model_dir)
-    meta_path = directory / PRETRAIN_META
-    if not meta_path.is_file():
-        return None
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_pretrain_meta(directory)
     recorded = meta.get("tokenizer_path")
     if not recorded:
         return None
@@ -902,8 +894,8 @@ def import_hf(
     rows kept are unchanged, so nothing changes for inputs that fit). Needed to continue pre-training a
     checkpoint with BERT's 512 positions.
     """
-    from twilbert.text.tokenizer import HF_TOKENIZER_FILE, Tokenizer
-    from twilbert.train.checkpoint import save_checkpoint
+    from twilbert.text.tokenizer import HF_TOKENIZER_FILE, HFTokenizer, Tokenizer
+    from twilbert.train.checkpoint import PRETRAIN_META, save_checkpoint
 
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     transformers = _quiet_transformers()
@@ -947,8 +939,8 @@ def import_hf(
         warns.append("no MLM head in the checkpoint: freshly initialised (seed %d)" % seed)
     warns.append("ROP head freshly initialised (NSP/SOP heads read HF's pooler, which TWilBERT does not have)")
 
+    positions = None if max_len is None else 2 * max_len + 3
     if max_len is not None:
-        positions = 2 * max_len + 3
         if max_len < 1:
             raise HFInteropError(f"--max-len {max_len}: must be >= 1 (tokens per segment, representation.max_len)")
         if positions > cfg.max_positions:
@@ -996,29 +988,29 @@ def import_hf(
                 warns.append(
                     "its tokenizer is cased: set normalize.rules.lowercase: false, or the pipeline lower-cases tweets before it sees them"
                 )
-            # Rows past the tokenizer (Hub checkpoints often pad vocab_size) are ids no text can produce:
-            # dropped, so that the model's vocab_size is the tokenizer's, as the pipeline derives it.
-            size = json_tokenizer_size(renumbered)
-            index = torch.tensor(perm[:size])
-            state = model.state_dict()
-            for key in ("embeddings.token.weight", "mlm_head.bias", "mlm_head.decoder.weight"):
-                if key in state:
-                    state[key] = state[key][index]  # (V', ...) rows in the new id order
-            if size < cfg.vocab_size:
-                warns.append(f"{cfg.vocab_size - size} embedding rows past the tokenizer's {size} tokens dropped (no text maps to them)")
-                cfg = replace(cfg, vocab_size=size)
-                model = TWilBERT(cfg)
-            model.load_state_dict(state, strict=True)
-            model.eval()
             if perm != list(range(len(perm))):
                 moved = {ours: perm[i] for i, ours in enumerate(SPECIAL_TOKENS)}
                 warns.append(f"vocabulary renumbered to TWilBERT's special ids (source ids {moved}); embedding rows permuted to match")
-    if max_len is not None:
-        positions = 2 * max_len + 3
-        state = model.state_dict()
-        cfg = replace(cfg, max_positions=positions)
-        model = TWilBERT(cfg)
+
+    # Reshape the weights once: vocabulary rows in the renumbered order, positions cut to max_len.
+    state, reshaped = model.state_dict(), {}
+    if renumbered is not None:
+        # Rows past the tokenizer (Hub checkpoints often pad vocab_size) are ids no text can produce:
+        # dropped, so that the model's vocab_size is the tokenizer's, as the pipeline derives it.
+        size = HFTokenizer(renumbered.encode("utf-8")).vocab_size
+        index = torch.tensor(perm[:size])
+        for key in ("embeddings.token.weight", "mlm_head.bias", "mlm_head.decoder.weight"):
+            if key in state:
+                state[key] = state[key][index]  # (V', ...) rows in the new id order
+        if size < cfg.vocab_size:
+            warns.append(f"{cfg.vocab_size - size} embedding rows past the tokenizer's {size} tokens dropped (no text maps to them)")
+            reshaped["vocab_size"] = size
+    if positions is not None:
         state["embeddings.position.weight"] = state["embeddings.position.weight"][:positions]  # (P, E): the first P rows
+        reshaped["max_positions"] = positions
+    if renumbered is not None or reshaped:
+        cfg = replace(cfg, **reshaped)
+        model = TWilBERT(cfg)
         model.load_state_dict(state, strict=True)
         model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1032,10 +1024,9 @@ def import_hf(
     elif renumbered is not None:
         tok_file = out_dir / HF_TOKENIZER_FILE
         tok_file.write_text(renumbered, encoding="utf-8")
-        Tokenizer.from_file(tok_file)  # loads as an HFTokenizer (specials at our ids), or raises
     if tok_file is not None:
         meta.update(tokenizer_path=str(tok_file.resolve()), tokenizer_sha256=_sha256(tok_file))
-    (out_dir / "pretrain.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out_dir / PRETRAIN_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for w in warns:
         warnings.warn(w, stacklevel=2)
     return {

@@ -237,12 +237,9 @@ def _rules_from(stored: dict[str, Any] | None) -> EffectiveRules | None:
 
 def pretrained_rules(directory: str | Path) -> EffectiveRules | None:
     """The normalisation rules a pre-trained checkpoint's ``pretrain.json`` records (None if none)."""
-    from twilbert.finetune.model import PRETRAIN_META
+    from twilbert.train.checkpoint import read_pretrain_meta
 
-    meta_path = Path(directory) / PRETRAIN_META
-    if not meta_path.is_file():
-        return None
-    return _rules_from(json.loads(meta_path.read_text(encoding="utf-8")).get("normalize"))
+    return _rules_from(read_pretrain_meta(directory).get("normalize"))
 
 
 def _resolve_rules(normalize: Any, default: EffectiveRules | None) -> EffectiveRules | None:

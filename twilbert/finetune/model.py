@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +32,13 @@ from torch import nn
 from twilbert.config import ConfigError, from_dict
 from twilbert.model.config import CLS_ID, SEP_ID, ModelConfig
 from twilbert.model.twilbert import TWilBERT
-from twilbert.train.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
+from twilbert.text.tokenizer import HF_TOKENIZER_FILE, SPM_FILE, tokenizer_file
+from twilbert.train.checkpoint import CheckpointError, load_checkpoint, read_config, read_pretrain_meta, save_checkpoint
 from twilbert.utils import sha256_file as _sha256
 
 CollapseMode = Literal["cls", "avg", "max", "concat"]
 COLLAPSE_MODES = ("cls", "avg", "max", "concat")
 FORMAT = "twilbert-finetuned/1"
-SPM_FILE = "spm.model"
 
 
 def pool(
@@ -147,7 +146,6 @@ def model_config_from_dict(stored: dict[str, Any], where: str = "config.json") -
         raise CheckpointError(f"{where}: not a TWilBERT model config: {exc}") from None
 
 
-PRETRAIN_META = "pretrain.json"  # written by the pretrain stage beside final/config.json
 
 
 def resolve_pretrained_dir(path: str | Path) -> Path:
@@ -162,10 +160,7 @@ def resolve_pretrained_dir(path: str | Path) -> Path:
 
 def pretrained_tokenizer_sha256(path: str | Path) -> str | None:
     """The sha256 of the vocabulary the encoder was pre-trained with, when the checkpoint records it."""
-    meta = resolve_pretrained_dir(path) / PRETRAIN_META
-    if not meta.is_file():
-        return None
-    return json.loads(meta.read_text(encoding="utf-8")).get("tokenizer_sha256")
+    return read_pretrain_meta(resolve_pretrained_dir(path)).get("tokenizer_sha256")
 
 
 def load_encoder(pretrained_dir: str | Path, attention: str = "sdpa") -> TWilBERT:
@@ -203,7 +198,6 @@ def save_finetuned(model_dir: str | Path, model: SequenceClassifier, tokenizer_p
     config.json). ``info``: task-level entries (labels, task_type, max_len, normalize, ...) stored
     beside the model and head configs."""
     from twilbert.config import to_dict
-    from twilbert.text.tokenizer import HF_TOKENIZER_FILE, tokenizer_file
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)

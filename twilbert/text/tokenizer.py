@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -35,11 +34,9 @@ import numpy as np
 import sentencepiece as spm
 
 from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
-from twilbert.text.vocab import WORD_START
+from twilbert.text.vocab import HF_TOKENIZER_FILE, SPM_FILE, WORD_START
 
 _USER_DEFINED = 4  # sentencepiece_model.proto: ModelProto.SentencePiece.Type.USER_DEFINED
-SPM_FILE = "spm.model"  # the vocab stage's SentencePiece model
-HF_TOKENIZER_FILE = "tokenizer.json"  # an imported checkpoint's tokenizer (import-hf), ids renumbered
 TOKENIZER_FILES = (SPM_FILE, HF_TOKENIZER_FILE)  # what a vocabulary directory holds (one of them)
 
 
@@ -181,11 +178,14 @@ class Tokenizer:
         Specials are False (they are never masked). Punctuation glued to a word (``hola,``) is a
         continuation, as in BERT/XLM-R whole-word masking over SentencePiece.
         """
-        pieces = [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
-        table = np.fromiter((p.startswith(WORD_START) for p in pieces), dtype=bool, count=self.vocab_size)
+        pieces = (self.id_to_piece(i) for i in range(self.vocab_size))
+        table = np.fromiter(map(self._starts_word, pieces), dtype=bool, count=self.vocab_size)
         table[self.user_defined_ids] = True
         table[list(self.special_ids)] = False
         return table
+
+    def _starts_word(self, piece: str) -> bool:
+        return piece.startswith(WORD_START)
 
     def display_piece(self, i: int) -> str:
         """A piece as it reads inside text (reports): ``▁x`` -> `` x`` (a word start), ``x`` -> ``x``."""
@@ -197,6 +197,12 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
+
+
+def id_rows(tok) -> int:
+    """Rows the ids of a ``tokenizers.Tokenizer`` index: highest id + 1, not the token count (a
+    ``vocab.txt`` with a repeated line leaves an id no token has)."""
+    return max(tok.get_vocab(with_added_tokens=True).values()) + 1
 
 
 def tokenizer_file(path: str | Path) -> Path:
@@ -237,9 +243,8 @@ class HFTokenizer(Tokenizer):
         tokenizers = _tokenizers(source)
         self._bytes = bytes(data)
         try:
-            spec = json.loads(self._bytes)
             self.tok = tokenizers.Tokenizer.from_str(self._bytes.decode("utf-8"))
-        except Exception as exc:  # json, UTF-8 or tokenizers (which raises a bare Exception)
+        except Exception as exc:  # UTF-8, or tokenizers (which raises a bare Exception for bad JSON too)
             raise TokenizerError(f"{source}: not a Hugging Face tokenizer.json ({str(exc).splitlines()[0][:200]})") from None
         got = [self.tok.id_to_token(i) for i in range(N_SPECIAL)]
         if got != list(SPECIAL_TOKENS):
@@ -250,19 +255,14 @@ class HFTokenizer(Tokenizer):
         self.tok.no_padding()
         self.tok.no_truncation()
         self.tok.encode_special_tokens = True
-        model = spec.get("model") or {}
-        self.model_type = str(model.get("type"))
+        self.model_type = type(self.tok.model).__name__  # WordPiece, Unigram, BPE, WordLevel
         # What marks a word-internal piece: WordPiece's "##" prefix, or the absence of SentencePiece's "▁".
-        self._continuation = model.get("continuing_subword_prefix") if self.model_type == "WordPiece" else None
-        if self.model_type == "WordPiece" and not self._continuation:
-            self._continuation = "##"
+        self._continuation = (self.tok.model.continuing_subword_prefix or "##") if self.model_type == "WordPiece" else None
         self.sp = None  # no SentencePiece processor behind this one
 
     @cached_property
     def vocab_size(self) -> int:
-        """Highest id + 1 (a ``vocab.txt`` with a repeated line leaves an id no token has: the count of
-        tokens would be one short of the rows the ids index)."""
-        return max(self.tok.get_vocab(with_added_tokens=True).values()) + 1
+        return id_rows(self.tok)
 
     @cached_property
     def user_defined_ids(self) -> np.ndarray:
@@ -296,26 +296,23 @@ class HFTokenizer(Tokenizer):
 
     def display_piece(self, i: int) -> str:
         """WordPiece: ``##x`` -> ``x`` (inside a word), ``x`` -> `` x``; SentencePiece-style: as the base class."""
-        piece = self.id_to_piece(i)
         if self._continuation is None:
-            return piece.replace(WORD_START, " ")
+            return super().display_piece(i)
+        piece = self.id_to_piece(i)
         return piece[len(self._continuation) :] if piece.startswith(self._continuation) else " " + piece
 
-    def word_start_table(self) -> np.ndarray:
-        """(V,) bool, as :meth:`Tokenizer.word_start_table`: WordPiece pieces without ``##`` start a word;
-        for SentencePiece-style models (Unigram, BPE with ``▁``) pieces with ``▁`` do. A model with
-        neither marker (byte-level BPE...) counts every piece as a word start (whole-word masking
-        becomes token masking there)."""
-        pieces = [self.id_to_piece(i) for i in range(self.vocab_size)]
+    @cached_property
+    def _metaspace(self) -> bool:
+        """Whether pieces carry SentencePiece's ``▁`` (Unigram, BPE over Metaspace)."""
+        return any(p.startswith(WORD_START) for p in self.tok.get_vocab(with_added_tokens=False))
+
+    def _starts_word(self, piece: str) -> bool:
+        """For :meth:`Tokenizer.word_start_table`: WordPiece pieces without ``##`` start a word, and
+        SentencePiece-style pieces with ``▁`` do. A model with neither marker (byte-level BPE...)
+        counts every piece as a word start (whole-word masking becomes token masking there)."""
         if self._continuation is not None:
-            table = np.fromiter((not p.startswith(self._continuation) for p in pieces), dtype=bool, count=len(pieces))
-        elif any(p.startswith(WORD_START) for p in pieces):
-            table = np.fromiter((p.startswith(WORD_START) for p in pieces), dtype=bool, count=len(pieces))
-        else:
-            table = np.ones(len(pieces), dtype=bool)
-        table[self.user_defined_ids] = True
-        table[list(self.special_ids)] = False
-        return table
+            return not piece.startswith(self._continuation)
+        return piece.startswith(WORD_START) if self._metaspace else True
 
     def __repr__(self) -> str:
         return f"HFTokenizer({self.model_type}, vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
@@ -329,6 +326,7 @@ __all__ = [
     "Tokenizer",
     "TokenizerError",
     "build_input",
+    "id_rows",
     "resolve_threads",
     "tokenizer_file",
 ]

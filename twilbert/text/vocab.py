@@ -209,7 +209,8 @@ def _drain(items: list[str]) -> Iterator[str]:
     items.clear()
 
 
-SPM_MODEL, SPM_VOCAB, HF_TOKENIZER = "spm.model", "spm.vocab", "tokenizer.json"  # what a vocab directory may hold
+# What a vocabulary directory holds: the SentencePiece model (+ its readable .vocab), or an adopted tokenizer.
+SPM_FILE, SPM_VOCAB_FILE, HF_TOKENIZER_FILE = "spm.model", "spm.vocab", "tokenizer.json"
 PROBE_TEXTS = 20_000  # training texts (the first of the sample) re-encoded for the summary's stats
 
 
@@ -305,7 +306,7 @@ def train_vocab(
         probe = counted.head
 
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    (out_prefix.parent / HF_TOKENIZER).unlink(missing_ok=True)  # an adopted tokenizer of an earlier run (adopt_vocab)
+    (out_prefix.parent / HF_TOKENIZER_FILE).unlink(missing_ok=True)  # an adopted tokenizer of an earlier run (adopt_vocab)
     model_path = out_prefix.with_name(out_prefix.name + ".model")
     model_path.write_bytes(model_bytes)
     sp = spm.SentencePieceProcessor(model_proto=model_bytes)
@@ -363,7 +364,7 @@ def adopt_vocab(source: str | Path, corpus: Sequence[Path], cfg: VocabConfig, ou
     target = out_dir / tok.file_name
     if path.resolve() != target.resolve():
         shutil.copyfile(path, target)
-    for stale in (SPM_MODEL, SPM_VOCAB, HF_TOKENIZER):  # an earlier run's other kind: it would shadow this one
+    for stale in (SPM_FILE, SPM_VOCAB_FILE, HF_TOKENIZER_FILE):  # an earlier run's other kind: it would shadow this one
         if stale != target.name:
             (out_dir / stale).unlink(missing_ok=True)
     probe = list(itertools.islice(parquet_texts([c for c in corpus if Path(c).exists()]), PROBE_TEXTS)) if corpus else []

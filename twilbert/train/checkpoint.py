@@ -237,6 +237,16 @@ def read_config(directory: str | os.PathLike, *, verify: bool = True) -> dict[st
     return json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
 
 
+PRETRAIN_META = "pretrain.json"  # beside a pre-trained checkpoint's config.json: tokenizer, rules, provenance
+
+
+def read_pretrain_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """A pre-trained checkpoint's ``pretrain.json`` (written by the pretrain stage or import-hf: tokenizer
+    path and sha256, normalisation rules, where it was imported from), ``{}`` when it has none."""
+    path = Path(directory) / PRETRAIN_META
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def load_checkpoint(
     directory: str | os.PathLike,
     model: nn.Module,

@@ -118,6 +118,7 @@ from twilbert.train.checkpoint import (
     CHECKSUMS_FILE,
     CONFIG_FILE,
     MODEL_FILE,
+    PRETRAIN_META,
     TRAINER_FILE,
     CheckpointError,
     ConfigMismatchError,
@@ -125,6 +126,7 @@ from twilbert.train.checkpoint import (
     load_checkpoint,
     load_trainer_state,
     read_config,
+    read_pretrain_meta,
     save_checkpoint,
     verify_checkpoint,
 )
@@ -147,7 +149,6 @@ CHECKPOINTS_DIR = "checkpoints"
 RUN_FILE = "run.json"  # in checkpoints/<fingerprint>/: the run config of that directory
 FINAL_DIR = "final"
 SUMMARY_FILE = "summary.json"
-FINAL_META_FILE = "pretrain.json"  # in final/: tokenizer path and sha256, steps, fingerprint
 KEEP_CHECKPOINTS = 2  # per run config
 STATUS_EVERY_S = 30.0  # status lines on stderr when there is no terminal for a progress bar
 KEEP_RUNS = 3  # run-config directories kept under checkpoints/ (the current one included)
@@ -268,9 +269,8 @@ def load_initial_weights(model: nn.Module, directory: str | Path, model_cfg: Mod
     diffs = config_differences(_drop_keys(stored, NON_ARCHITECTURE_KEYS), _drop_keys(to_dict(model_cfg), NON_ARCHITECTURE_KEYS))
     if diffs:
         raise ConfigMismatchError(directory, diffs)
-    meta_path = directory / "pretrain.json"
-    if tokenizer_sha256 is not None and meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_pretrain_meta(directory)
+    if tokenizer_sha256 is not None and meta:
         recorded = meta.get("tokenizer_sha256")
         if recorded is not None and recorded != tokenizer_sha256:
             raise ConfigError(
@@ -931,7 +931,7 @@ class Pretrainer:
             }
             if self.normalize is not None:
                 meta["normalize"] = self.normalize
-            (directory / FINAL_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            (directory / PRETRAIN_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         D.barrier()
         return directory
 
