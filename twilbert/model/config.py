@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from twilbert.config import check
+from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,9 +203,3 @@ class ModelConfig:
         from dataclasses import replace
 
         return replace(self, vocab_size=vocab_size, max_positions=2 * max_len + 3)
-
-
-# Special-token ids shared by the tokenizer, masking, data and model (issue 2: fixed ids).
-PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-N_SPECIAL = len(SPECIAL_TOKENS)
