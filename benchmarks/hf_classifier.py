@@ -25,7 +25,9 @@ from twilbert.hf.weights import family_of, hf_config_dict, to_hf_state_dict
 PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification", "regression": "regression"}
 
 
-def export_sequence_classifier(model_dir: str | Path, out_dir: str | Path, *, allow_inexact: bool = False, pooler_scale: float = 1e-3) -> dict[str, Any]:
+def export_sequence_classifier(
+    model_dir: str | Path, out_dir: str | Path, *, allow_inexact: bool = False, pooler_scale: float = 1e-3
+) -> dict[str, Any]:
     """Write ``out_dir`` as a transformers ``*ForSequenceClassification`` (see the module docstring)."""
     from twilbert.finetune.model import load_finetuned
 

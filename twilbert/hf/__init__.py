@@ -2,8 +2,8 @@
 
 Every conversion is exact or refused with every reason: hidden states (and MLM logits, when a head is
 carried) agree within float rounding on a probe batch at every export and import. Where transformers
-and TWilBERT differ, see docs/deviations.md. Needs the ``hf`` extra; ``transformers`` is imported only
-when a conversion runs.
+and TWilBERT differ, the ``export`` and ``import_`` docstrings say so (and link docs/deviations.md).
+Needs the ``hf`` extra; ``transformers`` is imported only when a conversion runs.
 
 Modules, in the order a conversion uses them:
 

@@ -2,12 +2,14 @@
 
 What cannot be expressed is refused with every reason (:func:`export_problems`); what is exported is
 exact, checked by reloading the directory and comparing hidden states on a probe batch. Where
-transformers differs from us (see docs/deviations.md):
+transformers differs from us:
 
-* **GELU**: ours is exact (erf), exported as ``hidden_act: gelu``.
-* **Attention biases**: HF always has them; ``attention_bias: false`` is exported as zero biases (exact).
+* **GELU**: ours is exact (erf), exported as ``hidden_act: gelu`` (see docs/deviations.md#gelu-exact).
+* **Attention biases**: HF always has them; ``attention_bias: false`` is exported as zero biases (exact;
+  see docs/deviations.md#attention-bias).
 * **Embedding LayerNorm**: HF always has one, and no LayerNorm parameters reproduce the identity, so
-  ``embedding_layer_norm: false`` (the original TWilBERT architecture) is refused.
+  ``embedding_layer_norm: false`` (the original TWilBERT architecture) is refused (see
+  docs/deviations.md#embedding-layer-norm).
 * **Heads**: the MLM head is exported when HF can express it (:func:`mlm_head_exportable`), giving
   ``*ForMaskedLM``; otherwise the encoder alone (``*Model``). The ROP head never is: NSP/SOP heads
   read HF's pooler (``tanh(dense([CLS]))``), which we do not have, so ``AutoModel`` reports a freshly

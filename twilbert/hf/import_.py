@@ -4,7 +4,7 @@ Refused, with every reason (:func:`import_problems`): other model types, decoder
 non-absolute position embeddings, ``intermediate_size != 4 * hidden_size`` (our FFN is 4H),
 ``type_vocab_size != 2``, ALBERT groups other than all-shared or unshared, ``inner_group_num != 1``,
 and a tanh-approximate GELU (``gelu_new``, ``gelu_pytorch_tanh``..., ALBERT's default) unless
-``approximate_gelu``: ours is exact (see docs/deviations.md), so the outputs then differ slightly and
+``approximate_gelu``: ours is exact (see docs/deviations.md#gelu-exact), so the outputs then differ slightly and
 the probe's max difference is reported instead of enforced. Weights load only through safetensors.
 
 The checkpoint's MLM head becomes ours (``mlm_transform: true``); the ROP head (and the MLM head when

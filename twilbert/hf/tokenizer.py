@@ -7,13 +7,14 @@ escaping, user-defined placeholder pieces always whole, unknowns fused) and our 
 (``split_special_tokens``), as in SentencePiece where ``[MASK]`` is a control symbol. The ids equal
 ``Tokenizer.encode`` for BPE vocabularies; for unigram ones a rare exact tie between equal-score
 segmentations (``!!!`` = ``!`` + ``!!`` or ``!!`` + ``!``) is broken by float32 rounding in
-SentencePiece and by order in ``tokenizers`` (``tests/inference/test_hf.py`` measures it on the real
-tweets). The exported tokenizer does not normalise tweets: apply ``twilbert.text.normalize`` first.
+SentencePiece and by order in ``tokenizers`` (measured: benchmarks/RESULTS.md#tokenizer-export). The
+exported tokenizer does not normalise tweets: apply ``twilbert.text.normalize`` first.
 
 Import (:func:`renumber_tokenizer`): a checkpoint's own fast tokenizer (a Spanish BERT's WordPiece, an
-ALBERT's SentencePiece...) gets our five special ids first, with our names, and every other id in its
-old order after them; ``perm`` says how to move the embedding rows and MLM biases to match, and
-:func:`check_renumbered` checks on probe texts that nothing else changed.
+ALBERT's SentencePiece...) gets our five special ids first, with our names (see
+docs/deviations.md#special-token-ids), and every other id in its old order after them; ``perm`` says
+how to move the embedding rows and MLM biases to match, and :func:`check_renumbered` checks on probe
+texts that nothing else changed.
 """
 
 from __future__ import annotations
