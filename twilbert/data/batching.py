@@ -34,9 +34,9 @@ import torch
 
 from twilbert.data.masking import mask_tokens, maskable_positions
 from twilbert.data.shards import ShardDataset
-from twilbert.model.config import PAD_ID, MaskedLMConfig
+from twilbert.model.config import MaskedLMConfig
+from twilbert.tokens import IGNORE_INDEX, PAD_ID
 
-IGNORE_INDEX = -100
 _PLAN_TAG = 0x504C414E  # "PLAN": keeps the plan's random stream apart from the masks'
 _MASK_TAG = 0x4D41534B  # "MASK"
 

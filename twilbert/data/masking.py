@@ -82,9 +82,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from twilbert.model.config import MASK_ID, N_SPECIAL, MaskedLMConfig
-
-IGNORE_INDEX = -100  # label of non-target positions (the default ignore_index of F.cross_entropy)
+from twilbert.model.config import MaskedLMConfig
+from twilbert.tokens import IGNORE_INDEX, MASK_ID, N_SPECIAL
 
 
 class Selection(NamedTuple):

@@ -37,7 +37,7 @@ import torch
 
 from twilbert.config import ConfigError
 from twilbert.finetune.config import TaskConfig
-from twilbert.model.config import CLS_ID, PAD_ID, SEP_ID
+from twilbert.tokens import CLS_ID, PAD_ID, SEP_ID
 from twilbert.text.normalize import EffectiveRules, NormalizeRules, normalize_expr
 from twilbert.text.tokenizer import Tokenizer
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
+from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 from twilbert.text.vocab import HF_TOKENIZER_FILE, SPM_FILE, WORD_START
 
 _USER_DEFINED = 4  # sentencepiece_model.proto: ModelProto.SentencePiece.Type.USER_DEFINED

@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from twilbert.tokens import IGNORE_INDEX
 
 
 def _valid(targets: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from twilbert.model.config import ModelConfig
 
-IGNORE_INDEX = -100
+from twilbert.tokens import IGNORE_INDEX
 
 
 class PretrainOutputLike(Protocol):
