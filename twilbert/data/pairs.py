@@ -107,8 +107,8 @@ def _split_of(h: np.ndarray, cfg: PairsConfig) -> np.ndarray:
 
 def _check_columns(path: Path, columns: tuple[str, ...]) -> pq.ParquetFile:
     # pre_buffer=False: with pyarrow's default (True) the reader's read-range cache keeps every row
-    # group's raw bytes until the file is closed, so Arrow memory grew with the whole file (measured
-    # with pyarrow 25: 437 MB held after streaming a 458 MB parquet file; apache/arrow#39808). Without
+    # group's raw bytes until the file is closed, so Arrow memory grows with the whole file (pyarrow 25
+    # held 437 MB after streaming a 458 MB parquet file; apache/arrow#39808). Without
     # it, memory stays at about one row group, and reading is no slower on a local disk.
     pf = pq.ParquetFile(path, pre_buffer=False)
     missing = [c for c in columns if c not in pf.schema_arrow.names]
