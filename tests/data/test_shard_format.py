@@ -55,7 +55,7 @@ def test_schema_and_token_dtype_follow_the_vocabulary_size():
     assert small.names == ["a", "b", "label", "pair_id", "length"]
     assert small.field("a").type == pa.list_(pa.uint16()) and large.field("b").type == pa.list_(pa.uint32())
     assert token_dtype(small) is np.uint16 and token_dtype(large) is np.uint32
-    assert (small.field("label").type, small.field("pair_id").type, small.field("length").type) == (pa.int8(), pa.uint64(), pa.uint16())
+    assert [small.field(c).type for c in ("label", "pair_id", "length")] == [pa.int8(), pa.uint64(), pa.uint16()]
 
 
 def test_layout_names_and_counts():

@@ -25,7 +25,8 @@ def _rows(n: int) -> Rows:
 def _slice(rows: Rows, i: int, j: int) -> Rows:
     a0, a1 = int(rows.a_lens[:i].sum()), int(rows.a_lens[:j].sum())
     b0, b1 = int(rows.b_lens[:i].sum()), int(rows.b_lens[:j].sum())
-    return Rows(rows.a_values[a0:a1], rows.a_lens[i:j], rows.b_values[b0:b1], rows.b_lens[i:j], rows.label[i:j], rows.pair_id[i:j])
+    a, b = rows.a_values[a0:a1], rows.b_values[b0:b1]
+    return Rows(a, rows.a_lens[i:j], b, rows.b_lens[i:j], rows.label[i:j], rows.pair_id[i:j])
 
 
 def _write(tmp_path, blocks: list[int], rows_per_shard: int) -> SplitWriter:

@@ -12,8 +12,9 @@ attention masks and per-segment position ids (SDPA then falls back from its fast
 
 The original bucketed each *segment* length on a 5-token grid and left-padded every segment, so PADs
 sat inside the sequence and were attended to, and it emitted a batch whenever a bucket filled, so an
-"epoch" was not one pass over the data (see docs/deviations.md). Here every row appears exactly once
-per epoch, the order depends on ``(seed, epoch)``, and padding is on the right with an attention mask.
+"epoch" was not one pass over the data (docs/deviations.md#right-padding-attention-mask and
+#epoch-is-one-pass). Here every row appears exactly once per epoch, the order depends on
+``(seed, epoch)``, and padding is on the right with an attention mask.
 
 Determinism and resumption: the plan of an epoch is a pure function of ``(lengths, batch_size,
 bucket_width, max_tokens, seed, epoch)``, and the mask of a batch a pure function of ``(seed, epoch,

@@ -14,10 +14,11 @@ Vectorised over the whole ``(B, T)`` batch, with one code path for the three typ
    short segments included, and the lengths of the spans taken follow the cut tiling's histogram (the
    cuts at run ends shift it slightly towards 1; ``tests/data/test_masking.py`` checks both).
 
-Deviations from the original ``Utils.mask_spans`` (see docs/deviations.md): spans never run past
-``[SEP]`` into padding and never overlap, and the budget is met in expectation instead of by
-``ceil(budget · n)`` plus an overshooting last span, which masked 22% of 3-10 token segments instead of
-15% (so a short row may get no target).
+Deviations from the original ``Utils.mask_spans`` (docs/deviations.md#span-masking-within-runs,
+#span-tiling, #masking-budget-in-expectation): spans never run past ``[SEP]`` into padding, never
+overlap and tile each run, and the budget is met in expectation instead of by ``ceil(budget · n)``
+plus an overshooting last span, which masked 22% of 3-10 token segments instead of 15% (so a short
+row may get no target).
 
 Static targets: a ``(B, T)`` batch gets ``K = masked_lm.target_slots(B * T)`` target slots, the real
 targets first and then ignored filler, so the MLM head's projection and loss have one static ``(K, V)``

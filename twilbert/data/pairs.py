@@ -7,14 +7,14 @@ MLM-only rows (``b`` empty, label -1). Output: shards and manifest in the format
 
 As the original ``DataGenerator``, ``negatives: swap`` gives (tweet, reply, 1) and (reply, tweet, 0),
 so labels are 50/50 in every split; each segment is right-truncated to ``max_len`` tokens (the
-original's ``tok[:L]``), unpadded. Deviations (see docs/deviations.md): ``random`` pairs a tweet with
-the reply of another pair of the same split and input chunk (never of the same tweet, never with the
-true reply's or the tweet's own tokens; skipped and counted as ``random_unavailable`` when none
-exists), ``both`` gives all three rows; rows the original would have mangled (a null field, an empty
-segment, two identical segments) are rejected and counted by reason; and there are splits, decided by
-a keyed blake2b hash (key from ``seed``) of the original tweet id (``split_by: orig_id``: a tweet's
-replies, both orders and all negatives share a split, and a single tweet hashes like the same tweet
-as an original) or of ``orig_id<TAB>reply_id`` (``split_by: pair_id``).
+original's ``tok[:L]``), unpadded. Deviations (docs/deviations.md#rop-negatives, #reject-mangled-rows,
+#deterministic-splits): ``random`` pairs a tweet with the reply of another pair of the same split and
+input chunk (never of the same tweet, never with the true reply's or the tweet's own tokens; skipped
+and counted as ``random_unavailable`` when none exists), ``both`` gives all three rows; rows the
+original would have mangled (a null field, an empty segment, two identical segments) are rejected and
+counted by reason; and there are splits, by a keyed blake2b hash (key from ``seed``) of the original
+tweet id (``split_by: orig_id``: a tweet's replies, both orders and all negatives share a split, and a
+single tweet hashes like the same tweet as an original) or of ``orig_id<TAB>reply_id`` (``pair_id``).
 
 ``chunk_rows`` is how many input rows are tokenised at once (memory and speed). With
 ``negatives: swap`` shards are byte-identical for any value; with ``random``/``both`` it is also the
@@ -336,7 +336,9 @@ def build_pair_shards(
     return manifest
 
 
-def _open_inputs(pairs_parquet: Path | None, tweets_parquet: Path | None, cfg: PairsConfig, max_len: int) -> dict[str, pq.ParquetFile]:
+def _open_inputs(
+    pairs_parquet: Path | None, tweets_parquet: Path | None, cfg: PairsConfig, max_len: int
+) -> dict[str, pq.ParquetFile]:
     """The input files by kind (``pairs``, ``tweets``), checked along with the limits of the format."""
     if not 1 <= max_len <= (2**16 - 4) // 2:
         top = (2**16 - 4) // 2

@@ -137,9 +137,9 @@ def verify_manifest(out_dir: str | Path, tokenizer_sha256: str | None = None, sp
     if tokenizer_sha256 is not None and m["tokenizer_sha256"] != tokenizer_sha256:
         problems.append(f"tokenizer sha256 {m['tokenizer_sha256'][:12]} != expected {tokenizer_sha256[:12]}")
     listed = [sh for split in splits for sh in m["shards"][split]]
-    present = [sh for sh in listed if (out_dir / sh["file"]).exists()]
+    present = [sh["file"] for sh in listed if (out_dir / sh["file"]).exists()]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # hashlib releases the GIL
-        digests = dict(zip((sh["file"] for sh in present), pool.map(sha256_file, (out_dir / sh["file"] for sh in present))))
+        digests = dict(zip(present, pool.map(sha256_file, (out_dir / f for f in present))))
     for split in splits:
         problems += _split_problems(out_dir, split, m, digests)
     if problems:

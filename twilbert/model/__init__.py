@@ -19,7 +19,9 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     "twilbert.model.pkm": ("MaskedBatchNorm1d", "ProductKeyMemory"),
     "twilbert.model.presets": ("ORIGINAL_SIZES", "PRESETS", "preset_config"),
     "twilbert.model.twilbert": ("PretrainOutput", "TWilBERT"),
-    "twilbert.tokens": ("CLS_ID", "IGNORE_INDEX", "MASK_ID", "N_SPECIAL", "PAD_ID", "SEP_ID", "SPECIAL_TOKENS", "UNK_ID"),
+    "twilbert.tokens": (
+        "CLS_ID", "IGNORE_INDEX", "MASK_ID", "N_SPECIAL", "PAD_ID", "SEP_ID", "SPECIAL_TOKENS", "UNK_ID",
+    ),
 }
 _MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
 
