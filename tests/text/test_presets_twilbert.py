@@ -16,7 +16,7 @@ import pytest
 from tests.text.original_twilbert_rules import preprocess_corpora, utils_preprocessing
 from tests.text.test_presets_data import real_texts_or_skip, text_key
 from twilbert.text.normalize import NormalizeRules, normalize_expr
-from twilbert.text.reference import normalize_row
+from twilbert.text.normalize.reference import normalize_row
 
 RULES = NormalizeRules(preset="twilbert").effective()
 KNOWN_DIFFERENCES: dict[str, str] = {}  # text_key -> reason; empty: no real text differs
