@@ -6,7 +6,7 @@ side by side, a vectorised one over polars columns and a per-row one in plain Py
 two equal on hand-written golden tweets and on the real tweets of ``../shared/data``, and hold the
 ``twilbert`` and ``pysentimiento`` presets equal to those originals' own code.
 
-* :mod:`.rules`      the table and the rule implementations
+* :mod:`.rules`      the table and the rule implementations (:mod:`.spec`: the shape of an entry)
 * :mod:`.config`     NormalizeRules, EffectiveRules, PRESETS, RULE_ORDERS and the step tables, generated
 * :mod:`.chars`      character classes and tables both implementations share
 * :mod:`.emojis`     emoji names and their vectorised replacement
@@ -51,10 +51,10 @@ from twilbert.text.normalize.config import (
 from twilbert.text.normalize.drop import DropRules, few_words_expr, placeholder_only_expr, word_count_expr
 from twilbert.text.normalize.emojis import emoji_codes, emoji_table
 from twilbert.text.normalize.kernels import cap_char_runs, char_run_alphabet, split_tag_words
-from twilbert.text.normalize.rules import (
+from twilbert.text.normalize.rules import TABLE
+from twilbert.text.normalize.spec import (
     EMOJI_MODES,
     HASHTAG_MODES,
-    TABLE,
     CharRunScope,
     EmojiMode,
     HashtagMode,

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import field, fields, make_dataclass
 
 from twilbert.config import check
-from twilbert.text.normalize.rules import ORIGINS, PRESET_NAMES, RULE_ORDER, TABLE, Param, PresetName, Rule
+from twilbert.text.normalize.rules import RULE_ORDER, TABLE
+from twilbert.text.normalize.spec import ORIGINS, PRESET_NAMES, Param, PresetName, Rule
 
 PARAMS: tuple[Param, ...] = (RULE_ORDER, *(p for rule in TABLE for p in rule.params))
 RULES: dict[str, Rule] = {rule.name: rule for rule in TABLE}

@@ -19,9 +19,7 @@ import functools
 import html
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -52,82 +50,26 @@ from twilbert.text.normalize.kernels import (
     nfc_trigger,
     split_tag_words,
 )
+from twilbert.text.normalize.spec import (
+    EMOJI_MODES,
+    HASHTAG_MODES,
+    ORIGINS,
+    CharRunScope,
+    EmojiMode,
+    HashtagMode,
+    OriginStyle,
+    Param,
+    Placeholder,
+    PysentimientoStyle,
+    Rule,
+    RuleOrder,
+    flag_param,
+    style_param,
+    token_param,
+)
 
 if TYPE_CHECKING:
     from twilbert.text.normalize.config import EffectiveRules
-
-HashtagMode = Literal["keep", "split", "replace", "token_split"]
-EmojiMode = Literal["keep", "name", "remove"]
-PresetName = Literal["default", "twilbert", "pysentimiento", "none"]
-RuleOrder = Literal["default", "twilbert", "pysentimiento"]
-OriginStyle = Literal["default", "twilbert", "pysentimiento"]  # whose definition of a rule
-PysentimientoStyle = Literal["default", "pysentimiento"]
-CharRunScope = Literal["alphabet", "any"]
-PRESET_NAMES: tuple[str, ...] = ("default", "twilbert", "pysentimiento", "none")  # "none": every field off
-ORIGINS: tuple[str, ...] = ("default", "twilbert", "pysentimiento")
-HASHTAG_MODES: tuple[str, ...] = ("keep", "split", "replace", "token_split")
-EMOJI_MODES: tuple[str, ...] = ("keep", "name", "remove")
-
-
-# --------------------------------------------------------------------------------------------------
-# The shape of an entry
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Param:
-    """One field of ``normalize.rules``.
-
-    ``kind``: ``flag`` (bool), ``choice`` (one of ``choices``), ``token`` (a placeholder: no
-    whitespace; empty only if ``may_be_empty``) or ``count`` (``max_char_run``: 0 = off, else >= 2).
-    ``switch``: the owning rule runs when a switch differs from ``off``. ``optional``: rule dicts saved
-    without this key still load (as ``off``, which is what they meant)."""
-
-    name: str
-    type: object
-    off: object
-    presets: Mapping[str, object] = field(default_factory=dict)  # preset -> value, where not ``off``
-    kind: Literal["flag", "choice", "token", "count"] = "flag"
-    choices: tuple[str, ...] = ()
-    switch: bool = False
-    optional: bool = False
-    may_be_empty: bool = False
-    doc: str = ""
-
-
-@dataclass(frozen=True)
-class Placeholder:
-    """A token a rule inserts: the field holding it, when it is inserted, and when it may come glued
-    to the preceding character (the originals' styles: ``visita:url``), which the vocabulary needs."""
-
-    key: str
-    inserted: Callable[[EffectiveRules], bool]
-    glued: Callable[[EffectiveRules], bool] = lambda r: False
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    params: tuple[Param, ...]
-    order: Mapping[str, int]  # rule_order -> position (ascending; gaps of 10 leave room)
-    polars: Callable[[pl.Expr, EffectiveRules], pl.Expr]
-    row: Callable[[str, EffectiveRules], str]
-    placeholders: tuple[Placeholder, ...] = ()
-
-    def enabled(self, r: EffectiveRules) -> bool:
-        return any(getattr(r, p.name) != p.off for p in self.params if p.switch)
-
-
-def _flag(name: str, presets: Mapping[str, object], doc: str, *, optional: bool = False) -> Param:
-    return Param(name, bool, False, presets, switch=True, optional=optional, doc=doc)
-
-
-def _style(name: str, tp: object, presets: Mapping[str, object], doc: str) -> Param:
-    return Param(name, tp, "default", presets, kind="choice", choices=get_args(tp), optional=True, doc=doc)
-
-
-def _token(name: str, off: str, presets: Mapping[str, object] | None = None, *, may_be_empty: bool = False) -> Param:
-    return Param(name, str, off, presets or {}, kind="token", may_be_empty=may_be_empty, doc="placeholder inserted")
 
 
 def _literal(token: str) -> str:
@@ -498,20 +440,20 @@ RULE_ORDER = Param(
 TABLE: tuple[Rule, ...] = (
     Rule(
         "unicode_nfc",
-        (_flag("unicode_nfc", {"default": True}, "compose NFD text (n + U+0303 -> ñ)"),),
+        (flag_param("unicode_nfc", {"default": True}, "compose NFD text (n + U+0303 -> ñ)"),),
         dict(default=10, twilbert=10, pysentimiento=10), _nfc_expr, _nfc_row,
     ),
     Rule(
         "html_unescape",
-        (_flag("html_unescape", {"default": True, "twilbert": True}, "&amp; &lt; &#39; ... -> characters"),),
+        (flag_param("html_unescape", {"default": True, "twilbert": True}, "&amp; &lt; &#39; ... -> characters"),),
         dict(default=20, twilbert=60, pysentimiento=20), _html_expr, _html_row,
     ),
     Rule(
         "urls",
         (
-            _flag("urls", {"default": True, "twilbert": True, _PYS: True}, "URLs -> url_token"),
-            _style("url_style", OriginStyle, {"twilbert": "twilbert", _PYS: _PYS}, "whose URL regex"),
-            _token("url_token", "url"),
+            flag_param("urls", {"default": True, "twilbert": True, _PYS: True}, "URLs -> url_token"),
+            style_param("url_style", OriginStyle, {"twilbert": "twilbert", _PYS: _PYS}, "whose URL regex"),
+            token_param("url_token", "url"),
         ),
         dict(default=30, twilbert=20, pysentimiento=60), _urls_expr, _urls_row,
         (Placeholder("url_token", lambda r: r.urls, lambda r: r.url_style != "default"),),
@@ -519,21 +461,21 @@ TABLE: tuple[Rule, ...] = (
     Rule(
         "mentions",
         (
-            _flag("mentions", {"default": True, "twilbert": True, _PYS: True}, "@handle -> user_token"),
-            _style("mention_style", OriginStyle, {"twilbert": "twilbert", _PYS: _PYS}, "whose handle regex"),
-            _token("user_token", "user", {_PYS: "@usuario"}),
+            flag_param("mentions", {"default": True, "twilbert": True, _PYS: True}, "@handle -> user_token"),
+            style_param("mention_style", OriginStyle, {"twilbert": "twilbert", _PYS: _PYS}, "whose handle regex"),
+            token_param("user_token", "user", {_PYS: "@usuario"}),
         ),
         dict(default=40, twilbert=30, pysentimiento=50), _mentions_expr, _mentions_row,
         (Placeholder("user_token", lambda r: r.mentions, lambda r: r.mention_style != "default"),),
     ),
     Rule(
         "remove_rt",
-        (_flag("remove_rt", {"default": True, "twilbert": True}, "retweet marker, as a whole token only"),),
+        (flag_param("remove_rt", {"default": True, "twilbert": True}, "retweet marker, as a whole token only"),),
         dict(default=50, twilbert=50, pysentimiento=70), _rt_expr, _rt_row,
     ),
     Rule(
         "remove_ellipsis",
-        (_flag("remove_ellipsis", {"default": True, "twilbert": True}, "U+2026 -> space"),),
+        (flag_param("remove_ellipsis", {"default": True, "twilbert": True}, "U+2026 -> space"),),
         dict(default=60, twilbert=40, pysentimiento=80), _ellipsis_expr, _ellipsis_row,
     ),
     Rule(
@@ -541,22 +483,22 @@ TABLE: tuple[Rule, ...] = (
         (
             Param("hashtags", HashtagMode, "keep", {"default": "split", _PYS: "token_split"},
                   kind="choice", choices=HASHTAG_MODES, switch=True, doc="keep | split | replace | token_split"),
-            _style("hashtag_style", PysentimientoStyle, {_PYS: _PYS}, "whose tag regex and camel-case split"),
-            _token("hashtag_token", "hashtag"),
+            style_param("hashtag_style", PysentimientoStyle, {_PYS: _PYS}, "whose tag regex and camel-case split"),
+            token_param("hashtag_token", "hashtag"),
         ),
         dict(default=70, twilbert=70, pysentimiento=30), _hashtags_expr, _hashtags_row,
         (Placeholder("hashtag_token", lambda r: r.hashtags in ("replace", "token_split"), lambda r: r.hashtag_style == _PYS),),
     ),
     Rule(
         "char_table",
-        (_flag("char_table", {_PYS: True}, "pysentimiento's character replacement table", optional=True),),
+        (flag_param("char_table", {_PYS: True}, "pysentimiento's character replacement table", optional=True),),
         dict(default=80, twilbert=80, pysentimiento=40), _char_table_expr, _char_table_row,
     ),
     Rule(
         "laughter",
         (
-            _flag("laughter", {"default": True, _PYS: True}, "jajaja -> jaja (also je/ji/jo)"),
-            _style("laughter_style", PysentimientoStyle, {_PYS: _PYS}, "whole words j+vowel / [ja][ja]+aj[ja]+"),
+            flag_param("laughter", {"default": True, _PYS: True}, "jajaja -> jaja (also je/ji/jo)"),
+            style_param("laughter_style", PysentimientoStyle, {_PYS: _PYS}, "whole words j+vowel / [ja][ja]+aj[ja]+"),
         ),
         dict(default=90, twilbert=90, pysentimiento=110), _laughter_expr, _laughter_row,
     ),
@@ -575,22 +517,22 @@ TABLE: tuple[Rule, ...] = (
         (
             Param("emoji", EmojiMode, "keep", {"default": "name", _PYS: "name"}, kind="choice", choices=EMOJI_MODES,
                   switch=True, doc="keep | name (Spanish CLDR name) | remove"),
-            _style("emoji_style", PysentimientoStyle, {_PYS: _PYS}, "pysentimiento: its |name| delimiters, quirks included"),
-            _token("emoji_wrapper", "", {_PYS: "emoji"}, may_be_empty=True),
+            style_param("emoji_style", PysentimientoStyle, {_PYS: _PYS}, "pysentimiento: its |name| delimiters, quirks included"),
+            token_param("emoji_wrapper", "", {_PYS: "emoji"}, may_be_empty=True),
         ),
         dict(default=120, twilbert=120, pysentimiento=100), _emoji_expr, _emoji_row,
         (Placeholder("emoji_wrapper", lambda r: r.emoji == "name" and bool(r.emoji_wrapper)),),
     ),
     Rule(
         "lowercase",
-        (_flag("lowercase", {"default": True}, "str.lower; accents and ñ are kept"),),
+        (flag_param("lowercase", {"default": True}, "str.lower; accents and ñ are kept"),),
         dict(default=100, twilbert=100, pysentimiento=120), _lowercase_expr, _lowercase_row,
     ),
     Rule(
         "whitespace",
         (
-            _flag("collapse_whitespace", {"default": True, "twilbert": True}, "whitespace runs -> one space, and strip"),
-            _flag("strip_whitespace", {_PYS: True}, "strip the ends only", optional=True),
+            flag_param("collapse_whitespace", {"default": True, "twilbert": True}, "whitespace runs -> one space, and strip"),
+            flag_param("strip_whitespace", {_PYS: True}, "strip the ends only", optional=True),
         ),
         dict(default=130, twilbert=130, pysentimiento=130), _whitespace_expr, _whitespace_row,
     ),
