@@ -103,7 +103,7 @@ def test_known_header_layouts_are_accepted(tmp_path, kind, header):
 
 
 def test_headerless_file_read_with_header_true_fails_loudly(tmp_path):
-    """Before: only the column count was checked, so the first data row silently became the header."""
+    """Checking only the column count would silently take the first data row for the header."""
     first = b"1001\tprimer tweet del fichero sin cabecera\t1002\tla respuesta al primer tweet aqui"
     payload = first + b"\n1003\tsegundo tweet con texto\t1004\ty su respuesta tambien larga\n"
     with pytest.raises(CorpusError) as err:
@@ -127,7 +127,7 @@ def test_headerless_file_read_with_header_true_fails_loudly(tmp_path):
 
 
 def test_headerless_files_keep_their_first_row(tmp_path):
-    """The original skipped the first line of header-less files (bug §13.7)."""
+    """The original skipped the first line of header-less files (see docs/deviations.md)."""
     payload = b"1\tprimer tweet del fichero sin cabecera\t2\tla respuesta al primer tweet aqui\n"
     stats, df, _, _ = _run(tmp_path, payload, header=False)
     assert stats.rows_in == 1 and df["orig_id"].to_list() == ["1"]
@@ -311,7 +311,7 @@ def test_normalize_fails_when_no_row_comes_out_but_writes_its_stats_first(tmp_pa
 
 
 def _union1d_first_occurrence(seen: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The previous implementation (one array re-sorted per chunk), kept as the reference."""
+    """The plain implementation (one array re-sorted per chunk), as the reference."""
     _, first_idx = np.unique(hashes, return_index=True)
     keep = np.zeros(hashes.size, dtype=bool)
     keep[first_idx] = True
