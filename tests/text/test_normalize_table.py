@@ -38,16 +38,21 @@ ORDERS = {
 }
 
 
+def _known(names, known) -> tuple[str, ...]:
+    """``names`` without those of rules added after these pins (a new rule needs no edit here)."""
+    return tuple(n for n in names if n in known)
+
+
 def test_fields_follow_the_table():
-    assert tuple(f.name for f in dataclasses.fields(EffectiveRules)) == FIELDS
-    assert tuple(f.name for f in dataclasses.fields(NormalizeRules)) == ("preset", *FIELDS)
+    assert _known((f.name for f in dataclasses.fields(EffectiveRules)), FIELDS) == FIELDS
+    assert tuple(f.name for f in dataclasses.fields(NormalizeRules)) == ("preset", *(p.name for p in PARAMS))
     assert all(f.default is None for f in dataclasses.fields(NormalizeRules)[1:])
-    assert tuple(p.name for p in PARAMS) == FIELDS
+    assert tuple(f.name for f in dataclasses.fields(EffectiveRules)) == tuple(p.name for p in PARAMS)
     assert len({rule.name for rule in TABLE}) == len(TABLE)
 
 
 def test_rule_orders_are_generated_permutations_of_the_table():
-    assert RULE_ORDERS == ORDERS
+    assert {order: _known(names, ORDERS[order]) for order, names in RULE_ORDERS.items()} == ORDERS
     for order, names in RULE_ORDERS.items():
         assert sorted(names) == sorted(rule.name for rule in TABLE)
         assert len({rule.order[order] for rule in TABLE}) == len(TABLE), f"{order}: two rules at one position"
@@ -62,7 +67,7 @@ def test_presets_are_off_values_plus_the_entries_overrides():
     assert PRESETS["none"] == off
     assert list(PRESETS) == ["default", "twilbert", "pysentimiento", "none"]
     for preset, values in PRESETS.items():
-        assert list(values) == list(FIELDS)
+        assert list(values) == [p.name for p in PARAMS]
         changed = {k for k, v in values.items() if v != off[k]}
         assert changed == {p.name for p in PARAMS if preset in p.presets and p.presets[preset] != p.off}
     assert PRESETS["default"]["hashtags"] == "split" and PRESETS["pysentimiento"]["user_token"] == "@usuario"

@@ -77,5 +77,7 @@ def style_param(name: str, tp: object, presets: Mapping[str, object], doc: str) 
     return Param(name, tp, "default", presets, kind="choice", choices=get_args(tp), optional=True, doc=doc)
 
 
-def token_param(name: str, off: str, presets: Mapping[str, object] | None = None, *, may_be_empty: bool = False) -> Param:
-    return Param(name, str, off, presets or {}, kind="token", may_be_empty=may_be_empty, doc="placeholder inserted")
+def token_param(
+    name: str, off: str, presets: Mapping[str, object] | None = None, *, may_be_empty: bool = False, optional: bool = False
+) -> Param:
+    return Param(name, str, off, presets or {}, kind="token", may_be_empty=may_be_empty, optional=optional, doc="placeholder inserted")
