@@ -2,7 +2,7 @@
 
 Why a test: the deps are a hand-kept list in dvc.yaml, and a missing one fails silently -- the
 stage is not rerun and a stale output is taken for a fresh one (e.g. `finetune` normalises and
-tokenises its task texts, so an edit of twilbert/text/normalize.py must rerun it). The code a
+tokenises its task texts, so an edit of twilbert/text/normalize/ must rerun it). The code a
 stage runs is found from the import statements of its command module
 (:func:`twilbert.utils.source_closure`, lazy imports included). ``pipeline/`` (params loading,
 MLflow tracking) is glue that never changes a result and is deliberately left out.
