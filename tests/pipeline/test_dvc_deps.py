@@ -2,7 +2,7 @@
 
 Why a test: the deps are a hand-kept list in dvc.yaml, and a missing one fails silently -- the
 stage is not rerun and a stale output is taken for a fresh one (e.g. `finetune` normalises and
-tokenises its task texts, so an edit of twilbert/text/normalize.py must rerun it). The code a
+tokenises its task texts, so an edit of twilbert/text/normalize/ must rerun it). The code a
 stage runs is found from the import statements of its command module
 (:func:`twilbert.utils.source_closure`, lazy imports included). ``pipeline/`` (params loading,
 MLflow tracking) is glue that never changes a result and is deliberately left out.
@@ -28,6 +28,9 @@ def _stages() -> dict[str, dict]:
 
 
 CODE = ("twilbert/", "stages/")  # deps under these are code; the others are data and models
+# Modules a package dep may hold although no stage imports them: the per-row normalisation oracle
+# lives in the normalize package beside the polars rules it mirrors (one table entry holds both).
+ORACLES = {"twilbert/text/normalize/reference.py"}
 
 
 def _covered(path: str, deps: list[str]) -> bool:
@@ -69,7 +72,7 @@ def test_stage_code_deps_are_all_imported(name):
     deps = [d for d in body.get("deps", []) if isinstance(d, str) and d.startswith(CODE)]
     for dep in deps:
         assert (REPO / dep).exists(), f"dvc.yaml stage {name}: dep {dep} does not exist"
-    spurious = {dep: sorted(_modules_under(dep) - code) for dep in deps}
+    spurious = {dep: sorted(_modules_under(dep) - code - ORACLES) for dep in deps}
     spurious = {dep: unused for dep, unused in spurious.items() if unused}
     assert not spurious, f"dvc.yaml stage {name}: deps its code never imports (dep: unused modules): {spurious}"
 

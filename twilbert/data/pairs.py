@@ -40,7 +40,7 @@ from twilbert.config import ConfigError, check, to_dict
 from twilbert.data.ragged import fingerprints, lengths, take, truncate
 from twilbert.data.shard_format import SPLITS, build_manifest, clear_shards, shard_schema, token_dtype, write_manifest
 from twilbert.data.shard_writer import Rows, SplitWriter
-from twilbert.text.corpus import COLUMNS
+from twilbert.text.corpus_layout import COLUMNS
 from twilbert.text.tokenizer import Tokenizer
 
 PAIR_REJECTS = ("null_field", "empty_orig", "empty_reply", "identical_segments")
