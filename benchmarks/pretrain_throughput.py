@@ -9,10 +9,9 @@ implementation differ:
   ``Pretrainer.setup()`` as ``twilbert pretrain`` does and ``Pretrainer.train_step`` on its own loader's
   micro-batches;
 * **hf max_length** (the primary peer): ``BertForPreTraining`` (``AlbertForPreTraining`` with
-  ``--albert``) on the same rows in random batches padded to ``--hf-max-length``;
-* **hf longest**: the same batches padded to their longest row;
-* **hf bucketed**: HF on our micro-batches, tensor for tensor, isolating the implementation from the
-  batching.
+  ``--albert``) on the same rows in random batches padded to ``--hf-max-length``; **hf longest**: the
+  same batches padded to their longest row; **hf bucketed**: HF on our micro-batches, tensor for
+  tensor, isolating the implementation from the batching.
 
 Sizes match (ours configured like BERT, not like the TWilBERT recipe: implementations are compared,
 not recipes). Throughput counts real (non-pad) tokens/s; on CUDA ``mfu`` is the Pretrainer's own
@@ -24,9 +23,8 @@ Usage::
     python benchmarks/pretrain_throughput.py --preset small --device cpu --threads 1
     python benchmarks/pretrain_throughput.py --preset base --device cuda --precision bf16 --compile --steps 200 --warmup 30
 
-Prints a table, then a final JSON line (``tokens_per_s``, ``hf_tokens_per_s``, ``ratio_vs_hf``,
-``ratio_vs_hf_longest``, ``ratio_vs_hf_bucketed``, on CUDA ``mfu``...). Not a test. Needs
-``transformers`` (the ``hf`` extra).
+Prints a table, then a final JSON line (``tokens_per_s``, ``hf_tokens_per_s``, ``ratio_vs_hf*``, on
+CUDA ``mfu``...). Not a test. Needs ``transformers`` (the ``hf`` extra).
 """
 
 from __future__ import annotations
