@@ -23,8 +23,7 @@ def main(
     instead, for continued pre-training of that checkpoint.
 
     Memory does not grow with the corpus (it is streamed into a fixed-size sample); it grows with
-    vocab.input_sentence_size: about 0.45 GB + 2.3 KB per sampled text (1.15 GB at 300k, 2.8 GB at 1M,
-    5.0 GB at 2M with vocab_size 30000, unigram)."""
+    vocab.input_sentence_size (figures per size: benchmarks/RESULTS.md#vocabulary)."""
     p = load(params)
     from twilbert.text.normalize import glued_placeholder_tokens, placeholder_keys, placeholder_tokens
     from twilbert.text.vocab import adopt_vocab, train_vocab
