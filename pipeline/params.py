@@ -335,6 +335,13 @@ def machine_memory_bytes() -> int | None:
     return ram
 
 
+def _bytes_text(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,} bytes"
+
+
 def check_model_fits_memory(params: Params, memory: int | None = None) -> None:
     """Refuse a model whose weights, gradients and Adam state (fp32) exceed this machine's RAM.
 
@@ -350,8 +357,8 @@ def check_model_fits_memory(params: Params, memory: int | None = None) -> None:
         return
     keys = list(dict.fromkeys(k for part in sorted(parts, key=parts.get, reverse=True) if parts[part] for k in _PART_KEYS[part]))
     raise ConfigError(
-        f"model: {sum(parts.values()):,} parameters need {need / 2**30:,.1f} GiB for weights, gradients and Adam state "
-        f"(fp32, {TRAINING_BYTES_PER_PARAMETER} bytes each), more than this machine's {memory / 2**30:,.1f} GiB of RAM; "
+        f"model: {sum(parts.values()):,} parameters need {_bytes_text(need)} for weights, gradients and Adam state "
+        f"(fp32, {TRAINING_BYTES_PER_PARAMETER} bytes each), more than this machine's {_bytes_text(memory)} of RAM; "
         f"make these smaller: {', '.join(keys)}"
     )
 

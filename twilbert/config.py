@@ -114,6 +114,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected int, got {type(value).__name__} {_short(value)}")
+        if _is_seed(key.rsplit(".", 1)[-1].split("[")[0]):  # a seed field, or an item of seeds
+            _check_seed(value, key)
         if not INT_MIN <= value <= INT_MAX:
             raise ConfigError(f"{key}: {_short(value)} does not fit a 64-bit integer")
         return value
@@ -140,12 +142,17 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 
 def _same_kind(value: Any, tp: Any) -> bool:
-    """``value`` is the container ``tp`` wants (a mapping for a dict or dataclass, a list for a list)."""
+    """``value`` is of the kind ``tp`` wants (a mapping for a dict or dataclass, a list for a list, a
+    number for int/float), so that type's own error (which item, "not finite") is the one to show."""
     origin = get_origin(tp) or tp
     if isinstance(value, dict):
         return origin is dict or dataclasses.is_dataclass(tp)
     if isinstance(value, (list, tuple)):
         return origin in (list, tuple)
+    if isinstance(value, bool):
+        return tp is bool
+    if isinstance(value, (int, float)):
+        return tp is float or (tp is int and isinstance(value, int))
     return False
 
 
@@ -161,13 +168,10 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def _check_seed(value: Any, key: str) -> None:
-    """``seed`` fields (and each of ``seeds``) fit every generator they are given to: ``[0, 2**32 - 1]``."""
-    items = value if isinstance(value, (list, tuple)) else (value,)
-    for i, seed in enumerate(items):
-        where = f"{key}[{i}]" if isinstance(value, (list, tuple)) else key
-        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= SEED_MAX:
-            raise ConfigError(f"{where}: a seed must be in [0, {SEED_MAX}] (2**32 - 1), got {_short(seed)}")
+def _check_seed(value: int, key: str) -> None:
+    """Fields named ``seed`` (and the items of ``seeds``) fit every generator they are given to."""
+    if not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{key}: a seed must be in [0, {SEED_MAX}] (2**32 - 1), got {_short(value)}")
 
 
 def _is_seed(name: str) -> bool:
@@ -194,8 +198,6 @@ def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            if _is_seed(name):  # before the conversion, whose 64-bit check would hide the seed range
-                _check_seed(data[name], f"{path}{name}")
             kwargs[name] = _convert(data[name], hints[name], f"{path}{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{path}{name}: required key is missing")
