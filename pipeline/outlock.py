@@ -190,9 +190,11 @@ def lock_outputs(*outs: Path) -> None:
 
 def _command_context():
     """The running Typer/Click command's context, or None (typer >= 0.16 vendors its own click)."""
+    import importlib
+
     for module in ("typer._click.globals", "click.globals"):
         try:
-            ctx = __import__(module, fromlist=["get_current_context"]).get_current_context(silent=True)
+            ctx = importlib.import_module(module).get_current_context(silent=True)
         except ImportError:
             continue
         if ctx is not None:
