@@ -5,7 +5,7 @@
 
     params.yaml: model.n_encoder: unknown key (did you mean 'n_encoders'?)
     params.yaml: tasks.sentiment.train_file: no such file 'data/x.tsv'
-    params.yaml:41:1: training: repeated key (first at line 12); the second block would replace the first
+    params.yaml:41:1: training: repeated key (first at line 12); the second would silently replace the first
 
 The file itself is read strictly (:func:`read_params_yaml`): a repeated key at any depth, an empty
 file, a file that is not UTF-8 and a YAML syntax error are each one line ``file:line:column: problem``.

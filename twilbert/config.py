@@ -11,7 +11,7 @@ config *is* a tree of frozen dataclasses, and ``from_dict`` refuses anything it 
 
 Some checks hold for every config, so they live here rather than in each dataclass: floats are finite
 (``lr: .inf`` would pass "must be > 0"), ints fit 64 bits (numpy/torch overflow past that), and every
-field named ``seed``/``seeds`` fits ``[0, 2**32 - 1]``. Upper bounds on sizes are tables of dotted
+int under a key named ``seed``/``seeds`` (``*_seed``) fits ``[0, 2**32 - 1]``. Upper bounds on sizes are tables of dotted
 keys checked by :func:`check_bounds` (the table is the caller's: ``pipeline/params.py``).
 
 The core library (``twilbert/``) owns its own config dataclasses (model, masking, optimiser...);
@@ -77,7 +77,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as exc:
                 errors.append((arg, exc))
         fitting = [exc for arg, exc in errors if _same_kind(value, arg)]
-        if len(fitting) == 1:  # a mapping for the one mapping type: its own error says which item is wrong
+        if len(fitting) == 1:  # the value is of one member's kind: its error says what is wrong (which item, not finite)
             raise fitting[0]
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     if dataclasses.is_dataclass(tp):
