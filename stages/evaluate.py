@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, fail, load, load_tokenizer, run_guarded, tracked
+from pipeline.outlock import lock_outputs
 
 HELD_OUT = ("test", "valid")  # never "train": its rows would be reported as held-out metrics
 
@@ -26,6 +27,7 @@ def main(
     if split not in HELD_OUT:
         fail(f"--split: expected test or valid (a held-out split), got {split!r}")
     p = load(params)
+    lock_outputs(out_dir)
     import torch
 
     from twilbert.config import from_dict

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, load, require_normalized, run_guarded, tracked
+from pipeline.outlock import lock_outputs
 
 
 def main(
@@ -25,6 +26,7 @@ def main(
     Memory does not grow with the corpus (it is streamed into a fixed-size sample); it grows with
     vocab.input_sentence_size (figures per size: benchmarks/RESULTS.md#vocabulary)."""
     p = load(params)
+    lock_outputs(out_dir)
     from twilbert.text.normalize import glued_placeholder_tokens, placeholder_keys, placeholder_tokens
     from twilbert.text.vocab import adopt_vocab, train_vocab
 
