@@ -16,14 +16,9 @@ from safetensors.torch import load_file
 from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
 from twilbert.model.twilbert import TWilBERT
 from twilbert.train.checkpoint import MODEL_FILE, ConfigMismatchError, load_checkpoint, save_checkpoint
-from twilbert.train.pretrain import (
-    KEEP_RUNS,
-    RunConfigMismatchError,
-    list_checkpoints,
-    list_runs,
-    load_initial_weights,
-    pretrain,
-)
+from twilbert.train.initial_weights import load_initial_weights
+from twilbert.train.pretrain import pretrain
+from twilbert.train.run_store import KEEP_RUNS, RunConfigMismatchError, list_checkpoints, list_runs
 
 # dropout on, so the resumed run also needs the RNG state; accumulation 2, so the cursor is not the step
 MODEL = dict(output_dropout=0.1, attention_dropout=0.1)
@@ -175,23 +170,6 @@ def test_old_run_configs_are_pruned_to_the_newest(inputs, tmp_path):
         run(inputs, tmp_path, training={"lr": lr}, stop_after_steps=1)
     kept = {json.loads((r / "run.json").read_text())["run_config"]["training"]["lr"] for r in list_runs(tmp_path / "checkpoints")}
     assert kept == {2e-3, 4e-3, 5e-3}
-
-
-def test_flat_layout_checkpoints_are_migrated(reference, inputs, tmp_path):
-    """Checkpoints written before per-config directories (checkpoints/step-*) are moved, and resumed."""
-    run(inputs, tmp_path, stop_after_steps=5)
-    (step,) = [c for c in ckpts(tmp_path) if c.name == "step-00000005"]
-    flat = tmp_path / "checkpoints" / step.name
-    step.rename(flat)
-    shutil.rmtree(step.parent)  # the per-config directory and its run.json: the old layout had neither
-    torn = tmp_path / "checkpoints" / "step-00000001"
-    save_checkpoint(torn, TWilBERT(tiny_model(inputs["vocab_size"])), {"x": 1})
-    (torn / "checksums.json").unlink()  # an interrupted save of the old layout
-    summary = run(inputs, tmp_path)
-    assert summary["resumed_from_step"] == 5 and not flat.exists() and not torn.exists()
-    (moved,) = list_runs(tmp_path / "checkpoints")
-    assert json.loads((moved / "run.json").read_text())["run_config"]["training"]["lr"] == 0.003
-    assert_identical(weights(tmp_path / "final"), weights(reference["out"] / "final"))
 
 
 @pytest.mark.parametrize("max_steps", [3, 1])
