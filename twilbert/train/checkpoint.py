@@ -57,7 +57,8 @@ class ConfigMismatchError(CheckpointError):
 # RNG states as tensors / plain types (weights_only-loadable)
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """The torch (and CUDA), numpy-global and python RNG states, as tensors and plain types."""
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
     py_version, py_internal, py_gauss = random.getstate()
     state = {
@@ -76,7 +77,7 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: Mapping[str, Any]) -> None:
+def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
@@ -157,7 +158,7 @@ def save_checkpoint(
         state = {
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": _rng_state() if rng else None,
+            "rng": rng_state() if rng else None,
             "extra": dict(extra) if extra else {},
         }
         write_file(trainer_path, lambda tmp: torch.save(state, tmp))
@@ -268,7 +269,7 @@ def load_trainer_state(
         for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
             group["lr"] = lr
     if restore_rng and state.get("rng") is not None:
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
     return state.get("extra") or {}
 
 
@@ -283,6 +284,8 @@ __all__ = [
     "load_checkpoint",
     "load_trainer_state",
     "read_config",
+    "rng_state",
     "save_checkpoint",
+    "set_rng_state",
     "verify_checkpoint",
 ]

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from twilbert.train.runtime import resolve_device
+
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -49,9 +51,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
     ``device``: ``auto`` | ``cpu`` | ``cuda`` (``impl.device``). Under torchrun on CUDA each process
     takes GPU ``LOCAL_RANK`` and the backend is NCCL; on CPU it is gloo. Calling it twice is harmless.
     """
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("impl.device is 'cuda' but torch sees no CUDA device")
+    use_cuda = resolve_device(device, error=RuntimeError).type == "cuda"
     if not under_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         local = int(os.environ.get("LOCAL_RANK", 0))
         dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
