@@ -9,8 +9,7 @@ Layout (``root`` is ``finetune_task``'s ``checkpoint_dir``; the stage uses
         trainer_state.pt    optimizer, lr schedule and RNG states (torch CPU/CUDA, numpy global,
                             python, and the epoch-order numpy Generator); tensors and plain types
                             only, loaded with ``torch.load(weights_only=True)``
-        state.json          epoch, history, what was logged, best epoch/score/dev metrics, counters,
-                            the run config and its fingerprint
+        state.json          epoch, history, logged rows, best epoch/score/dev metrics, counters, run config
         checksums.json      sha256 of every file above
 
 Writes are atomic at the directory level: everything goes into ``root/.tmp-epoch-0003-<uuid>/``
@@ -19,17 +18,13 @@ the write leaves a ``.tmp-*`` directory, ignored and removed by the next save. T
 :data:`KEEP` checkpoints are kept, so a checkpoint that fails its checksums (truncated, bit rot) is
 reported and the previous one is used.
 
-A checkpoint whose fingerprint (of the run config: effective finetuning settings, the task, the
-sha256 of the split files and of the tokenizer, normalisation rules, model config and the sha256 of
-the initial encoder weights, and of the fine-tuning code) differs from the current run is never resumed: the differing keys are
-printed and ``root`` is moved aside to ``<root>-stale-<time>`` (the :data:`KEEP_STALE` newest such
-directories are kept, older ones deleted, so they never pile up), and training starts afresh. The same happens to a checkpoint of this run config that does not fit the current
-code (other weight names or shapes, other optimizer groups). Why not an error: ``root`` persists across ``dvc repro`` runs, and changing params is
-the normal way to start a new experiment (``dvc exp run -S finetuning.lr=...``); an error would make
-every such run after an interruption need a manual ``rm``. (Pre-training, whose checkpoints cost far
-more, keeps one sub-directory per run config instead; both use :mod:`twilbert.train.run_store`.)
-
-``impl`` (device, threads, precision) is not in the fingerprint: it may change speed only.
+A checkpoint of another run config (:func:`twilbert.finetune.train.finetune_task`'s run config: its
+fingerprint covers settings, data, tokenizer, rules, model, initial weights and code; ``impl`` is left
+out, it changes speed only), or of this one that does not fit the current code, is never resumed:
+the differing keys are printed and ``root`` is moved aside to ``<root>-stale-<time>`` (the
+:data:`KEEP_STALE` newest kept) by the run store (:mod:`twilbert.train.run_store`), and training
+starts afresh. Not an error: ``root`` persists across ``dvc repro`` runs, and changing params is the
+normal way to start a new experiment.
 """
 
 from __future__ import annotations

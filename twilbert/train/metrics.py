@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from twilbert.tokens import IGNORE_INDEX
+
 if TYPE_CHECKING:
     from twilbert.model.twilbert import TWilBERT
-
-IGNORE_INDEX = -100
 
 
 def _valid(targets: torch.Tensor) -> torch.Tensor:
