@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
 from twilbert.model.twilbert import TWilBERT
-from twilbert.train.checkpoint import MODEL_FILE, ConfigMismatchError, load_checkpoint, save_checkpoint
+from twilbert.train.checkpoint import MODEL_FILE, ConfigMismatchError, load_checkpoint
 from twilbert.train.initial_weights import load_initial_weights
 from twilbert.train.pretrain import pretrain
 from twilbert.train.run_store import KEEP_RUNS, RunConfigMismatchError, list_checkpoints, list_runs
