@@ -17,7 +17,7 @@ from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_mode
 from twilbert.model.twilbert import TWilBERT
 from twilbert.train.checkpoint import MODEL_FILE, ConfigMismatchError, load_checkpoint
 from twilbert.train.initial_weights import load_initial_weights
-from twilbert.train.pretrain import pretrain
+from twilbert.train.pretrain import TrainerHooks, pretrain
 from twilbert.train.run_store import KEEP_RUNS, RunConfigMismatchError, list_checkpoints, list_runs
 
 # dropout on, so the resumed run also needs the RNG state; accumulation 2, so the cursor is not the step
@@ -100,6 +100,30 @@ def test_resume_mid_epoch_is_bit_identical(reference, inputs, tmp_path, capsys):
     assert second["resumed_from_step"] == 5 and second["steps"] == reference["summary"]["steps"]
     assert_identical(weights(tmp_path / "final"), weights(reference["out"] / "final"))
     assert second["tokens_real"] == reference["summary"]["tokens_real"]
+
+
+class Crash(Exception):
+    """Stands for a kill: raised from a trainer hook."""
+
+
+def test_a_crash_inside_a_checkpoint_write_through_the_hook_resumes_bit_identically(reference, inputs, tmp_path, capsys):
+    """The hook sees each checkpoint file once its temp file is complete and before the rename: a crash
+    there (the 2nd save, step 6, while writing the weights) leaves a torn checkpoint the rerun skips."""
+    seen = []
+
+    def on_write(path):
+        seen.append(path.name)
+        if seen.count(MODEL_FILE) == 2 and path.name == MODEL_FILE:
+            raise Crash(str(path))
+
+    with pytest.raises(Crash, match="step-00000006"):
+        run(inputs, tmp_path, hooks=TrainerHooks(on_checkpoint_write=on_write, after_step=lambda step: None))
+    assert seen[:4] == [MODEL_FILE, "config.json", "trainer_state.pt", "checksums.json"]  # the whole first save
+    torn = ckpts(tmp_path)[-1]
+    assert torn.name == "step-00000006" and not (torn / MODEL_FILE).exists()
+    summary = run(inputs, tmp_path)
+    assert "step-00000006 is unusable" in capsys.readouterr().err and summary["resumed_from_step"] == 3
+    assert_identical(weights(tmp_path / "final"), weights(reference["out"] / "final"))
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(reference, inputs, tmp_path, capsys):
