@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) --upgrade pip
 	$(PIP) -e ".[dev,hf]"
 	# Test/benchmark peer only: pysentimiento's preprocessing module needs just `emoji`; --no-deps keeps
-	# its model stack (transformers, spacy, datasets) out. See twilbert/text/reference.py.
+	# its model stack (transformers, spacy, datasets) out. See twilbert/text/normalize/reference.py.
 	$(PIP) --no-deps pysentimiento
 	touch $(STAMP)
 

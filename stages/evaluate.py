@@ -28,16 +28,17 @@ def main(
     p = load(params)
     import torch
 
-    from twilbert.model import TWilBERT
-    from twilbert.model.config import ModelConfig
     from twilbert.config import from_dict
-    from twilbert.data.shards import load_manifest
+    from twilbert.data.shard_format import verify_manifest
+    from twilbert.model.config import ModelConfig
+    from twilbert.model.twilbert import TWilBERT
     from twilbert.train.checkpoint import load_checkpoint, read_config
     from twilbert.train.evaluate import evaluate_pretrained
 
     if not (model_dir / "config.json").is_file():
         fail(f"{model_dir}: no pre-trained model (run the pretrain stage first)")
-    run_guarded(load_manifest, shards_dir)  # a missing shards dir fails here, before the model loads
+    # the shards it reads (train: unigram baseline), checked against their manifest before the model loads
+    run_guarded(verify_manifest, shards_dir, splits=("train", split))
     tok = load_tokenizer(vocab_model)
     stored = read_config(model_dir)
     cfg = from_dict(ModelConfig, stored.get("model", stored), "model")

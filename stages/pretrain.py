@@ -81,9 +81,11 @@ def main(
     from dataclasses import replace
 
     from twilbert.config import to_dict
+    from twilbert.data.shard_format import verify_manifest
     from twilbert.train.pretrain import pretrain
 
     tok = load_tokenizer(vocab_model)
+    run_guarded(verify_manifest, shards_dir, splits=("train",))  # an altered shard is named, not trained on
     model_cfg = p.model.resolved(vocab_size=tok.vocab_size, max_len=p.representation.max_len)
     training = replace(p.training, max_steps=max_steps) if max_steps else p.training
     rank = process_rank()

@@ -1,7 +1,7 @@
 """Per-epoch fine-tuning checkpoints: a run killed at any moment resumes where it was.
 
 Layout (``root`` is ``finetune_task``'s ``checkpoint_dir``; the stage uses
-``models/finetune/.checkpoints/<task>``, a DVC ``persist: true`` output)::
+``models/finetune/.checkpoints/<task>``, not a DVC output, so DVC leaves it alone)::
 
     root/epoch-0003/
         model.safetensors   the weights after epoch 3 (safetensors: no pickle)

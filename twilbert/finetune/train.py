@@ -180,7 +180,7 @@ def finetune_code_sha256() -> str:
 
 def default_checkpoint_dir(model_out: str | Path) -> Path:
     """``<model_out>/../.checkpoints/<model_out name>``: ``models/finetune/.checkpoints/<task>`` for the
-    stage (declared ``persist: true`` in dvc.yaml, so DVC keeps it across an interrupted run)."""
+    stage (not a DVC output in dvc.yaml, so DVC leaves it alone and an interrupted run resumes from it)."""
     model_out = Path(model_out)
     return model_out.parent / ".checkpoints" / model_out.name
 

@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from twilbert.model.config import ModelConfig
-
-IGNORE_INDEX = -100  # MLM label of a position that is not a target (PyTorch's cross_entropy default)
+from twilbert.tokens import IGNORE_INDEX
 
 
 class MLMHead(nn.Module):

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 from twilbert.text.vocab import HF_TOKENIZER_FILE, SPM_FILE, WORD_START
+from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 
 _USER_DEFINED = 4  # sentencepiece_model.proto: ModelProto.SentencePiece.Type.USER_DEFINED
 TOKENIZER_FILES = (SPM_FILE, HF_TOKENIZER_FILE)  # what a vocabulary directory holds (one of them)

@@ -73,7 +73,7 @@ import numpy as np
 import sentencepiece as spm
 
 from twilbert.config import ConfigError, check, to_dict
-from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
+from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 
 WORD_START = "\u2581"  # "▁", SentencePiece's word-boundary marker
 TEXT_COLUMNS = ("orig_text", "reply_text", "text")  # text columns of the normalised parquet files

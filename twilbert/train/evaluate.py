@@ -36,9 +36,9 @@ import torch.nn.functional as F
 
 from twilbert.data.masking import IGNORE_INDEX, mask_tokens, maskable_positions
 from twilbert.data.shards import ShardDataset, load_manifest, open_split
-from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import Tokenizer, TokenizerError
+from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS
 from twilbert.train.metrics import PretrainMetrics
 
 

@@ -1,0 +1,162 @@
+"""``export-hf``: a TWilBERT checkpoint as a transformers BERT or ALBERT directory (``AutoModel``-loadable).
+
+What cannot be expressed is refused with every reason (:func:`export_problems`); what is exported is
+exact, checked by reloading the directory and comparing hidden states on a probe batch. Where
+transformers differs from us:
+
+* **GELU**: ours is exact (erf), exported as ``hidden_act: gelu`` (see docs/deviations.md#gelu-exact).
+* **Attention biases**: HF always has them; ``attention_bias: false`` is exported as zero biases (exact;
+  see docs/deviations.md#attention-bias).
+* **Embedding LayerNorm**: HF always has one, and no LayerNorm parameters reproduce the identity, so
+  ``embedding_layer_norm: false`` (the original TWilBERT architecture) is refused (see
+  docs/deviations.md#embedding-layer-norm).
+* **Heads**: the MLM head is exported when HF can express it (:func:`mlm_head_exportable`), giving
+  ``*ForMaskedLM``; otherwise the encoder alone (``*Model``). The ROP head never is: NSP/SOP heads
+  read HF's pooler (``tanh(dense([CLS]))``), which we do not have, so ``AutoModel`` reports a freshly
+  initialised pooler that hidden states do not use. A fine-tuned model exports its encoder only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from twilbert.hf.common import PARITY_TOL, HFInteropError, quiet_transformers, refuse
+from twilbert.hf.probe import hidden_state_difference
+from twilbert.hf.tokenizer import pretrained_tokenizer_path, save_hf_tokenizer
+from twilbert.hf.weights import family_of, hf_config_dict, hf_kind, to_hf_state_dict
+from twilbert.model.config import ModelConfig
+from twilbert.model.twilbert import TWilBERT
+from twilbert.utils import sha256_file
+
+EXPORT_INFO = "twilbert_export.json"
+
+
+def export_problems(cfg: ModelConfig) -> list[str]:
+    """Every option of ``cfg`` that BERT/ALBERT cannot express (empty = exportable)."""
+    out = []
+    if cfg.pkm:
+        out.append(f"pkm: product-key memory layers {list(cfg.pkm_params.in_layers)} have no transformers counterpart")
+    if cfg.norm != "post":
+        out.append("norm: pre (pre-LN) -- BERT and ALBERT are post-LN")
+    if not cfg.embedding_layer_norm:
+        out.append("embedding_layer_norm: false -- BERT and ALBERT always normalise the embeddings")
+    if cfg.hidden_size % cfg.n_heads or cfg.head_dim * cfg.n_heads != cfg.hidden_size:
+        out.append(
+            f"attention_size: {cfg.head_dim} x n_heads {cfg.n_heads} != hidden_size {cfg.hidden_size} -- "
+            "transformers' attention is hidden_size wide"
+        )
+    return out
+
+
+def mlm_head_exportable(cfg: ModelConfig) -> bool:
+    """HF's prediction heads always transform (Linear-act-LN); ALBERT's decoder reads width E."""
+    if not cfg.mlm_transform:
+        return False
+    if hf_kind(cfg) == "bert":
+        return True
+    width = cfg.embedding_size if (cfg.tie_mlm_decoder and cfg.factorize_embeddings) else cfg.hidden_size
+    return width == cfg.embedding_size
+
+
+def to_hf_model(model: TWilBERT, *, with_mlm_head: bool | None = None) -> torch.nn.Module:
+    """An HF ``*ForMaskedLM`` (MLM head exportable and wanted) or base ``*Model`` holding our weights."""
+    cfg = model.config
+    refuse("cannot export to transformers", export_problems(cfg))
+    quiet_transformers()
+    family = family_of(cfg)
+    head = mlm_head_exportable(cfg) if with_mlm_head is None else with_mlm_head
+    if head and not mlm_head_exportable(cfg):
+        raise HFInteropError("the MLM head cannot be expressed in transformers (needs mlm_transform: true and a decoder of width E)")
+    model_cls = family.hf_class("ForMaskedLM" if head else "Model")
+    hf_cfg = family.hf_class("Config")(**hf_config_dict(cfg), architectures=[model_cls.__name__])
+    hf_model = model_cls(hf_cfg) if head else model_cls(hf_cfg, add_pooling_layer=False)
+    state = to_hf_state_dict(model, with_mlm_head=head)
+    if not head:
+        state = {k.removeprefix(f"{family.model_type}."): v for k, v in state.items()}
+    missing, unexpected = hf_model.load_state_dict(state, strict=False)
+    if missing or unexpected:  # a gap in the weight map, never the user's fault
+        raise RuntimeError(f"weight mapping incomplete: missing {missing}, unexpected {unexpected}")
+    return hf_model.eval()
+
+
+def _load_source(model_dir: Path) -> tuple[TWilBERT, Path | None, str]:
+    """(encoder, tokenizer path or None, "pretrained" | "finetuned") of a TWilBERT model directory."""
+    from twilbert.finetune.model import FORMAT, load_encoder, load_finetuned, resolve_pretrained_dir
+    from twilbert.train.checkpoint import read_config
+
+    directory = resolve_pretrained_dir(model_dir)
+    if read_config(directory).get("format") == FORMAT:
+        ft = load_finetuned(directory)
+        return ft.model.encoder, ft.tokenizer_path, "finetuned"
+    return load_encoder(directory), None, "pretrained"
+
+
+def _export_tokenizer(model_dir: Path, cfg: ModelConfig, spm_path: Path | None, source_kind: str) -> Path:
+    """The vocabulary file to export: ``spm_path`` if given, else the one ``pretrain.json`` records;
+    checked to be the one the model was trained with."""
+    if spm_path is None:
+        spm_path = pretrained_tokenizer_path(model_dir)
+    if spm_path is None or not Path(spm_path).exists():
+        raise HFInteropError(f"{model_dir}: no tokenizer found (pretrain.json names none that exists); pass --vocab-model models/vocab")
+    from twilbert.text.tokenizer import Tokenizer, tokenizer_file
+
+    tok = Tokenizer.from_file(spm_path)
+    if tok.vocab_size != cfg.vocab_size:
+        raise HFInteropError(f"{spm_path}: {tok.vocab_size} pieces, the model has vocab_size={cfg.vocab_size}")
+    if source_kind == "pretrained":
+        from twilbert.finetune.model import pretrained_tokenizer_sha256
+
+        recorded = pretrained_tokenizer_sha256(model_dir)
+        if recorded is not None and recorded != tok.sha256:
+            raise HFInteropError(f"{spm_path}: not the vocabulary {model_dir} was pre-trained with (sha256 {tok.sha256[:12]} vs {recorded[:12]})")
+    return tokenizer_file(spm_path)  # a directory (models/vocab) -> its file
+
+
+def export_hf(model_dir: str | Path, out_dir: str | Path, *, vocab_model: str | Path | None = None, verify: bool = True) -> dict[str, Any]:
+    """Write ``out_dir`` loadable by ``AutoModel``/``AutoTokenizer.from_pretrained`` (see module doc).
+
+    ``model_dir``: a pre-trained checkpoint (``models/pretrain/final`` or its parent) or a fine-tuned
+    model directory (its encoder is exported; the task head is not). The tokenizer is ``vocab_model``,
+    else the fine-tuned model's own ``spm.model``, else the one ``pretrain.json`` records.
+    Returns (and writes as ``twilbert_export.json``) what was exported.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    encoder, spm_path, source_kind = _load_source(model_dir)
+    cfg = encoder.config
+    refuse(f"{model_dir}: cannot export to transformers", export_problems(cfg))
+    spm_path = _export_tokenizer(model_dir, cfg, Path(vocab_model) if vocab_model is not None else spm_path, source_kind)
+
+    head = source_kind == "pretrained" and mlm_head_exportable(cfg)
+    hf_model = to_hf_model(encoder, with_mlm_head=head)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf_model.save_pretrained(str(out_dir))
+    save_hf_tokenizer(spm_path, out_dir, model_max_length=cfg.max_positions)
+    info: dict[str, Any] = {
+        "source": str(model_dir),
+        "source_kind": source_kind,
+        "architecture": hf_model.config.architectures[0],
+        "model_type": hf_kind(cfg),
+        "mlm_head": head,
+        "not_exported": ["rop_head (NSP/SOP heads read a pooler TWilBERT does not have)"]
+        + ([] if head or source_kind == "finetuned" else ["mlm_head (needs mlm_transform: true and, for ALBERT, a decoder of width E)"])
+        + (["task head (use the TWilBERT model directory for predictions)"] if source_kind == "finetuned" else []),
+        "tokenizer_sha256": sha256_file(spm_path),
+    }
+    if verify:
+        info["max_abs_diff_hidden"] = verify_export(encoder, out_dir)
+    (out_dir / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def verify_export(encoder: TWilBERT, out_dir: str | Path) -> float:
+    """Reload ``out_dir`` with ``AutoModel`` and compare hidden states on a probe batch."""
+    transformers = quiet_transformers()
+    reloaded = transformers.AutoModel.from_pretrained(str(out_dir), use_safetensors=True)
+    diff = hidden_state_difference(encoder, reloaded)
+    if not diff <= PARITY_TOL:
+        raise HFInteropError(f"{out_dir}: the exported model differs from the source (max |diff| {diff:.3g} > {PARITY_TOL})")
+    return diff
