@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
+from twilbert.finetune.epochs import LogFn
 from twilbert.finetune.metrics import mean_sd, selection_metric
 from twilbert.finetune.reports import REPORT_FILES, RUN_INFO_FILE, write_json
-from twilbert.finetune.train import LogFn, default_checkpoint_dir, finetune_task
+from twilbert.finetune.train import default_checkpoint_dir, finetune_task
 
 RUNS_DIR = "runs"
 _COPIED = tuple(f for f in REPORT_FILES if f != "metrics.json")  # the chosen run's own reports
