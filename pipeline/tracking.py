@@ -78,6 +78,11 @@ VARIANT_TAG = "twilbert.variant"
 # "custom_model_development" ("Machine learning") opens it on its runs table.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# Their metrics are the pipeline's results: copied onto the pipeline parent, so that the collapsed parent
+# row and the compare views show them per variant without opening the stage runs.
+SUMMARY_STAGES = ("evaluate", "report")
+# MLflow 3's UI opens on its GenAI side unless the URL (or the user's toggle) says otherwise.
+UI_QUERY = "workflowType=machine_learning"
 
 _EXPS = (".dvc", "tmp", "exps")
 _MEMORY_CAP = 200_000  # records kept for replay when there is no fallback file
@@ -243,6 +248,30 @@ def probe(uri: str, timeout: float | None = None) -> None:
                 socket.create_connection((parsed.hostname, port), timeout=timeout).close()
             except OSError as exc:
                 raise TrackingUnavailable(f"{parsed.hostname}:{port}: unreachable ({exc})") from exc
+
+
+def ui_url(root: Path | None = None, host: str = "http://127.0.0.1:5000") -> str:
+    """Where the MLflow UI shows this project's runs: the experiment of params.yaml's ``tracking.experiment``
+    (looked up in the sqlite store, without importing MLflow), opened on its runs table."""
+    import sqlite3
+
+    import yaml
+
+    root = repo_root(root)
+    try:
+        tracking = (yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}).get("tracking") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        tracking = {}
+    name, db = str(tracking.get("experiment") or "twilbert"), _sqlite_path(tracking_uri(root))
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            row = con.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
+        finally:
+            con.close()
+    except (sqlite3.Error, TypeError):
+        row = None
+    return f"{host}/#/experiments/{row[0]}?{UI_QUERY}" if row else f"{host}/#/experiments?{UI_QUERY}"
 
 
 # --- pipeline identity -----------------------------------------------------------------------------
@@ -737,6 +766,13 @@ def _close_parents(opened: _Opened, ctx: _Context, status: str) -> None:
     from filelock import FileLock
 
     client, ok = opened.client, status == "FINISHED"
+    if ok and ctx.stage in SUMMARY_STAGES:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in client.get_run(opened.run_id).data.metrics.items()]
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(opened.parent_id, metrics=metrics[i : i + 1000])
     with FileLock(str(_lock_path(ctx.uri)), timeout=call_deadline()):
         failed = _update_parent(client, opened.parent_id, ctx.stage, ok)
         client.set_terminated(opened.parent_id, "FAILED" if failed else "FINISHED")
