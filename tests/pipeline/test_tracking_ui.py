@@ -119,3 +119,33 @@ def test_existing_experiment_gets_the_kind_unless_chosen(tmp_path, store):
             pass
     kinds = {e: store.get_experiment(i).tags.get(EXPERIMENT_KIND_TAG) for e, i in (("old", old), ("guessed", guessed), ("chosen", chosen))}
     assert kinds == {"old": EXPERIMENT_KIND, "guessed": EXPERIMENT_KIND, "chosen": "genai_development"}
+
+
+def test_evaluate_and_report_results_are_on_the_pipeline_parent(tmp_path, store):
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS)
+    with stage_run("pretrain", params, {}, experiment="sum") as t:
+        t.log_metrics({"loss": 6.5}, step=3)
+    with stage_run("report", params, {}, experiment="sum") as t:
+        t.log_metrics({"sentiment.test.f1_macro": 0.61, "sentiment.baseline.f1_macro": 0.7})
+    with pytest.raises(RuntimeError):
+        with stage_run("evaluate", params, {}, experiment="sum") as failed:
+            failed.log_metrics({"mlm_accuracy": 0.2})
+            raise RuntimeError("stopped")
+    parent = store.get_run(store.get_run(t.run_id).data.tags["mlflow.parentRunId"])
+    assert parent.data.metrics == {"sentiment.test.f1_macro": 0.61, "sentiment.baseline.f1_macro": 0.7}  # not pretrain's, not a failed stage's
+
+
+def test_ui_url_opens_the_experiment_on_its_runs(tmp_path, monkeypatch):
+    from pipeline.tracking import ui_url
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "params.yaml").write_text("tracking:\n  experiment: mine\n")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert ui_url(tmp_path) == "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"  # no store yet
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_experiment("other")
+    exp_id = client.create_experiment("mine")
+    assert ui_url(tmp_path) == f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning"
