@@ -32,7 +32,9 @@ Conventions (anchors §D.3–D.5, environment notes):
   - A stage run is named ``<stage> · <variant>`` (:func:`variant_name`: the params that differ from the
     baseline commit, e.g. ``pretrain · n_encoders=6``, else the DVC experiment name), so two variants'
     runs differ in the UI. The experiment carries ``mlflow.experimentKind=custom_model_development``:
-    without it MLflow 3's UI opens it as a GenAI experiment, on empty Overview / Traces pages.
+    without it MLflow 3's UI opens it as a GenAI experiment, on empty Overview / Traces pages (the UI's own
+    GenAI / Model training switch still wins: :func:`ui_url` links with ``workflowType=machine_learning``).
+    The metrics of the evaluate and report stages are also logged on the pipeline parent (``SUMMARY_STAGES``).
 * **Tracking never kills or stalls a long run** (issue 7). Every MLflow call goes through
   :class:`Tracker`, which batches metrics and bounds each call by a deadline. Before initialising, the
   store is probed with a short timeout (sqlite: a write lock; http: ``GET /health``), so a locked or
