@@ -60,13 +60,13 @@ def make_task(tmp_path, kind: str = "single", n=(150, 60, 60), seed: int = 0, no
         files[split] = str(tmp_path / _write(tmp_path / f"{split}.tsv", header, rows))
     base = dict(train_file=files["train"], dev_file=files["dev"], test_file=files["test"])
     if kind == "regression":
-        base.update(regression=True, eval_metric="pearson")
+        base.update(type="regression", eval_metric="pearson")
     else:
         base["categories"] = {lab: i for i, lab in enumerate(LABELS)}
     if kind == "pair":
         base["aux_header"] = "TARGET"
     if kind == "multi":
-        base["multi_label"] = True
+        base["type"] = "multi_label"
     return TaskConfig(**{**base, **kw})
 
 
