@@ -117,6 +117,7 @@ def write_predictions(out: Path, task: TaskConfig, split: TaskSplit, probs: np.n
     pred = predictions_from_outputs(probs, task)
     text = task.kind.label_text
     prob_columns = task.kind.probability_columns(task)
+    prob_rows = probs.reshape(len(probs), -1)  # (N, len(prob_columns)) whatever the type's layout
     header = ["id", "text"] + (["aux_text"] if split.aux_texts is not None else []) + ["gold", "predicted"] + prob_columns
     rows = []
     for i in range(len(split)):
@@ -125,7 +126,7 @@ def write_predictions(out: Path, task: TaskConfig, split: TaskSplit, probs: np.n
             row.append(_clean(split.aux_texts[i]))
         row += [text(split.labels[i], task), text(pred[i], task)]
         if prob_columns:
-            row += [f"{v:.6f}" for v in probs[i]]
+            row += [f"{v:.6f}" for v in prob_rows[i]]
         rows.append("\t".join(row))
     (out / "predictions.tsv").write_text("\t".join(header) + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
 
