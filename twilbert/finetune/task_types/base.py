@@ -5,7 +5,9 @@ sizes the head, says which losses fit, turns head outputs into probabilities and
 computes the metrics and the dev selection score, writes labels into report rows and plots, picks
 the classical baseline's model, and shapes what ``twilbert predict`` returns. The code around it
 (config, data, losses, metrics, reports, baseline, inference) asks the type and never switches on
-its name. Types are stateless: every method gets the :class:`TaskConfig` it needs.
+its name. Types are stateless: every method gets the :class:`TaskConfig` it needs. Type modules
+import torch inside the methods that use it, so that loading params (which validates every task
+through its type) stays free of torch.
 
 A new type is one module of this package defining a subclass decorated with :func:`register` (the
 package imports every module it holds), plus its test module ``tests/finetune/task_types/test_<name>.py``
@@ -19,15 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from twilbert.config import check
-from twilbert.finetune.losses import LossFn
 
 if TYPE_CHECKING:
     import polars as pl
+    import torch
 
     from twilbert.finetune.config import TaskConfig
+    from twilbert.finetune.losses import LossFn
 
 TASK_TYPES: dict[str, TaskType] = {}
 

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import torch
-import torch.nn.functional as F
 
 from twilbert.config import check
 from twilbert.finetune.config import SOFT_LOSSES
 from twilbert.finetune.task_files import ROW, TaskDataError, file_line, rows_where
-from twilbert.finetune.losses import SOFT, LossFn
 from twilbert.finetune.task_types.base import ClassificationType, register
 
 if TYPE_CHECKING:
+    import torch
+
     from twilbert.finetune.config import TaskConfig
+    from twilbert.finetune.losses import LossFn
 
 
 @register
@@ -69,12 +69,19 @@ class MultiLabel(ClassificationType):
         return train_labels.sum(0)  # (C,) positives per label
 
     def loss(self, name: str, class_weights: torch.Tensor | None = None) -> LossFn:
+        import torch
+        import torch.nn.functional as F
+
+        from twilbert.finetune.losses import SOFT
+
         if name == "bce":  # pos_weight = the class weights: `auto` up-weights the positives of rare labels
             return lambda logits, labels: F.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=class_weights)
         soft = SOFT[name]
         return lambda logits, labels: soft(torch.sigmoid(logits.float()), labels)
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        import torch
+
         return torch.sigmoid(outputs.float())  # (N, C)
 
     def predictions(self, probs: np.ndarray, threshold: float) -> np.ndarray:

@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import torch
-import torch.nn.functional as F
 
 from twilbert.config import check
 from twilbert.finetune.task_files import rows_where
-from twilbert.finetune.losses import LossFn
 from twilbert.finetune.task_types.base import TaskType, register
 
 if TYPE_CHECKING:
+    import torch
+
     from twilbert.finetune.config import TaskConfig
+    from twilbert.finetune.losses import LossFn
 
 
 @register
@@ -43,6 +43,8 @@ class Regression(TaskType):
         return values.to_numpy().astype(np.float32)  # (N,)
 
     def loss(self, name: str, class_weights: torch.Tensor | None = None) -> LossFn:
+        import torch.nn.functional as F
+
         return lambda outputs, labels: F.mse_loss(outputs.float().squeeze(-1), labels)
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:

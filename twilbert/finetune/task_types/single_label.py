@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import torch
-import torch.nn.functional as F
 
 from twilbert.config import check
 from twilbert.finetune.config import SOFT_LOSSES
 from twilbert.finetune.task_files import rows_where
-from twilbert.finetune.losses import SOFT, LossFn, weighted_cross_entropy
 from twilbert.finetune.task_types.base import ClassificationType, register
 
 if TYPE_CHECKING:
+    import torch
+
     from twilbert.finetune.config import TaskConfig
+    from twilbert.finetune.losses import LossFn
 
 
 @register
@@ -46,12 +46,18 @@ class SingleLabel(ClassificationType):
         return np.bincount(train_labels, minlength=n_classes)  # (C,)
 
     def loss(self, name: str, class_weights: torch.Tensor | None = None) -> LossFn:
+        import torch.nn.functional as F
+
+        from twilbert.finetune.losses import SOFT, weighted_cross_entropy
+
         if name == "cross_entropy":
             return lambda logits, labels: weighted_cross_entropy(logits, labels, class_weights)
         soft = SOFT[name]  # a batch-level metric of the softmax against one-hot labels
         return lambda logits, labels: soft(F.softmax(logits.float(), -1), F.one_hot(labels, logits.shape[-1]).float())
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         return F.softmax(outputs.float(), dim=-1)  # (N, C)
 
     def predictions(self, probs: np.ndarray, threshold: float) -> np.ndarray:
