@@ -59,7 +59,7 @@ class TaskSplit:
     ids: list[str]
     texts: list[str]
     aux_texts: list[str] | None  # text-pair tasks only
-    labels: np.ndarray  # (N,) int64 single-label | (N, C) float32 0/1 multi-label | (N,) float32 regression
+    labels: np.ndarray  # as the task type reads them: (N,) int64 single-label, (N, C) float32 0/1 multi-label, (N,) float32 regression
     lines: np.ndarray | None = None  # (N,) int64 file line of each row; None = not from a file
     rows_in: int | None = None  # rows read from the file (None = len(ids))
     rejected: list[RejectedRow] = field(default_factory=list)
