@@ -10,6 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 
 from tests.conftest import SHARED_DATA
 from twilbert.finetune import baseline as bl
+from twilbert.finetune import baseline_models
 from twilbert.finetune.baseline import ALPHA_GRID, C_GRID, PAIR_SEPARATOR, fit_select, pair_texts, run_baseline
 from twilbert.finetune.config import TaskConfig
 from twilbert.finetune.data import load_task
@@ -188,8 +189,8 @@ def test_task_class_weights_become_example_weights(tmp_path, monkeypatch):
                                       "texts": [splits["train"].texts[i] for i in keep], "labels": splits["train"].labels[keep],
                                       "lines": None, "rows_in": None})  # a new split, not a quarantine
     seen = []
-    original = bl._fit_binary
-    monkeypatch.setattr(bl, "_fit_binary", lambda X, y, sw, C, seed: seen.append(sw) or original(X, y, sw, C, seed))
+    original = baseline_models._fit_binary
+    monkeypatch.setattr(baseline_models, "_fit_binary", lambda X, y, sw, C, seed: seen.append(sw) or original(X, y, sw, C, seed))
     fit_select(task, train, splits["dev"], seed=0)
     counts = np.bincount(train.labels, minlength=3)
     expected = (counts.max() / counts)[train.labels]  # count(majority) / count(class), per example

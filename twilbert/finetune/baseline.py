@@ -30,22 +30,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 
+from twilbert.finetune.baseline_models import ALPHA_GRID, C_GRID
 from twilbert.finetune.config import TaskConfig
 from twilbert.finetune.data import TaskSplit, data_counts, load_task
 from twilbert.finetune.inputs import normalize_column
 from twilbert.finetune.metrics import compute_metrics, selection_metric, selection_score
 from twilbert.text.normalize import EffectiveRules, NormalizeRules
 
-C_GRID = (0.1, 1.0, 10.0)  # logistic regression inverse regularisation, small to large
-ALPHA_GRID = (10.0, 1.0, 0.1)  # ridge penalty, strong to weak (ties keep the stronger one)
 PAIR_SEPARATOR = " xxsep "
-MAX_ITER = 1000
 MODEL_NAME = "tfidf(word 1-2 + char_wb 2-5, sublinear) + {}"
 
 
@@ -69,42 +65,7 @@ def build_features() -> FeatureUnion:
 
 
 # --------------------------------------------------------------------------------------------------
-# models
-
-
-@dataclass
-class _Binary:
-    """One logistic regression, or a constant score when train holds only one class for it."""
-
-    model: LogisticRegression | None
-    constant: float  # decision value used when model is None
-
-    def decision(self, X) -> np.ndarray:
-        if self.model is None:
-            return np.full(X.shape[0], self.constant)
-        return self.model.decision_function(X)  # (N,)
-
-
-def _fit_binary(X, y: np.ndarray, sample_weight: np.ndarray, C: float, seed: int) -> _Binary:
-    if y.min() == y.max():
-        # a class absent from train (or a multi-label label always on): a constant, no fit possible.
-        # -inf / +inf give probability 0 / 1 (single-label: never predicted unless all are absent).
-        return _Binary(None, float("inf") if y[0] == 1 else float("-inf"))
-    model = LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=MAX_ITER, random_state=seed)
-    return _Binary(model.fit(X, y, sample_weight=sample_weight), 0.0)
-
-
-def fit_one_vs_rest(X, targets: list[tuple[np.ndarray, np.ndarray]], C: float, seed: int) -> Callable[[Any], np.ndarray]:
-    """One logistic regression per ``(y_c, sample_weight_c)`` of ``targets``; returns ``predict(X)``:
-    the (N, C) per-class sigmoids."""
-    binaries = [_fit_binary(X, y, sw, C, seed) for y, sw in targets]
-
-    def predict(X_new) -> np.ndarray:
-        scores = np.stack([b.decision(X_new) for b in binaries], axis=1)  # (N, C)
-        with np.errstate(over="ignore"):
-            return expit(scores)  # (N, C) per-class sigmoid
-
-    return predict
+# fitting and choosing
 
 
 @dataclass
@@ -196,4 +157,4 @@ def run_baseline(
     }
 
 
-__all__ = ["ALPHA_GRID", "C_GRID", "PAIR_SEPARATOR", "FittedBaseline", "build_features", "fit_one_vs_rest", "fit_select", "pair_texts", "run_baseline"]
+__all__ = ["ALPHA_GRID", "C_GRID", "PAIR_SEPARATOR", "FittedBaseline", "build_features", "fit_select", "pair_texts", "run_baseline"]

@@ -2,8 +2,9 @@
 
 Key names are the original's (``dataset`` and ``task`` sections flattened into one task entry). Unlike
 the original, ``finetune_all`` and ``use_special_tokens`` are honoured, ``class_metric: 0`` is a real
-choice and ``stance_f1`` names its classes (see docs/deviations.md). ``tasks.<name>.type`` names a
-task type (:mod:`twilbert.finetune.task_types`), which validates the label and metric keys.
+choice and ``stance_f1`` names its classes (docs/deviations.md#finetune-all, #class-metric-zero,
+#stance-f1). ``tasks.<name>.type`` names a task type (:mod:`twilbert.finetune.task_types`), which
+validates the label and metric keys.
 
 A task may override any ``finetuning`` key for itself (``tasks.<name>.finetuning: {lr: 1e-4}``); the
 effective settings are :func:`effective_finetuning` (defaults, then the task's overrides, validated

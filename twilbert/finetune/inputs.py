@@ -2,7 +2,7 @@
 
 Inputs are ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]`` with each segment truncated on the right to
 ``max_len`` tokens, padded on the right per batch with an attention mask (the original left-padded
-each segment to a length bucket and attended to the pads; see docs/deviations.md). Everything is
+each segment to a length bucket and attended to the pads: docs/deviations.md#right-padding-attention-mask). Everything is
 vectorised over whole columns (polars, SentencePiece's thread pool, numpy), and the same functions
 serve training, evaluation and prediction (:mod:`twilbert.inference`).
 """
@@ -157,7 +157,7 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     Shuffle all examples, cut the permutation into pools of ``pool * batch_size``, sort each pool by
     length (stable, so ties keep the random order), cut pools into batches, shuffle the batches. Less
     padding than random batches while every epoch sees different batches (the original re-seeded every
-    epoch and so repeated one order, and its batches were whole length buckets; see docs/deviations.md).
+    epoch and so repeated one order, and its batches were whole length buckets: docs/deviations.md#finetune-batches).
     """
     perm = rng.permutation(len(lengths))
     batches = []

@@ -16,7 +16,7 @@
 
   ``macro_f1 = -mean_c F_c``; ``f1_macro`` = F of (mean pr, mean rc); ``micro_*`` sum tp/fp/fn over
   classes first; ``jaccard = -mean_i (Σ_c y·p + eps)/(Σ_c max(y,p) + eps)``, over the real batch size
-  (the original divided by a hard-coded 16; see docs/deviations.md).
+  (the original divided by a hard-coded 16: docs/deviations.md#jaccard-loss-batch).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Task metrics from label arrays, and the dev selection score; each task type picks its metrics here.
 
-Unlike the original ``FinetuningMonitor`` (see docs/deviations.md):
+Unlike the original ``FinetuningMonitor`` (docs/deviations.md#stance-f1, #class-metric-zero,
+#multilabel-accuracy, #pearson-ordinal):
 * ``stance_f1`` is the mean of per-class F1 over the *named* classes, computed from the labels (the
   original parsed lines of sklearn's printed report); for a multi-label task it is the mean of the
   named labels' binary F1 (each label a yes/no decision at ``threshold``);

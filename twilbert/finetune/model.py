@@ -1,13 +1,15 @@
 """Sequence classifier: a TWilBERT encoder, a pooling ("collapse") step, dropout and one Linear head.
 
-Where it departs from the original ``finetune_ffn`` (each deliberate; see docs/deviations.md):
+Where it departs from the original ``finetune_ffn`` (each deliberate; rows in docs/deviations.md):
 * ``avg`` and ``max`` pool over real tokens only: padding never enters, and ``use_special_tokens:
-  false`` also leaves out [CLS]/[SEP] (the original documented that key and never read it);
-* ``eval()`` turns every dropout off, the encoder's included;
+  false`` also leaves out [CLS]/[SEP] (the original documented that key and never read it;
+  docs/deviations.md#pooling-real-tokens);
+* ``eval()`` turns every dropout off, the encoder's included (docs/deviations.md#dropout-off-at-eval);
 * ``freeze_encoder`` (``finetune_all: false``) really freezes: encoder parameters get no gradient and
-  the encoder stays in eval mode (no dropout, PKM batch-norm statistics fixed), so only the head trains;
+  the encoder stays in eval mode (no dropout, PKM batch-norm statistics fixed), so only the head trains
+  (docs/deviations.md#finetune-all);
 * the head is initialised TruncatedNormal(0, initializer_range) (the original passed init_range as
-  the *mean*).
+  the *mean*; docs/deviations.md#head-init).
 
 A fine-tuned model directory (:func:`save_finetuned`) holds ``model.safetensors`` (encoder without its
 pre-training heads, plus the classifier head), ``config.json`` and ``spm.model``; it is usable alone.

@@ -6,7 +6,7 @@ blank line), a stray ``\r``, a control character (the corpus reader's set, :mod:
 a text over ``max_chars`` and invalid UTF-8 are errors naming the line, not silent drops: the splits
 are the task's definition, and a shifted or truncated file (EmoEvent's test file had 30 label-only
 rows, ``../shared/data/README.md``) must be fixed at the source. The original read these files
-without such checks and failed, if at all, deep inside Keras (see docs/deviations.md).
+without such checks and failed, if at all, deep inside Keras (docs/deviations.md#finetune-data-strict).
 
 The line helpers (:func:`undecodable_line`, :func:`ragged_line`) also explain the prediction input
 reader's errors (:mod:`twilbert.inference`), in the same words.

@@ -1,18 +1,14 @@
 """Task types (``tasks.<name>.type``), by name: :data:`TASK_TYPES`, :func:`get_task_type`.
 
-Every module of this package is imported here, so a new type registers itself by existing
-(:mod:`twilbert.finetune.task_types.base` says what it implements).
+Each type registers itself when its module is imported, below (:mod:`twilbert.finetune.task_types.base`
+says what a type implements). The imports are explicit, not discovered, so that the code a run
+depends on (its resume fingerprint, a DVC stage's deps) can be read off the import statements.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from twilbert.finetune.task_types import multi_label, regression, single_label  # noqa: F401  (registration)
 from twilbert.finetune.task_types.base import TASK_TYPES, ClassificationType, TaskType, register
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def get_task_type(name: str) -> TaskType:

@@ -9,8 +9,8 @@ its name. Types are stateless: every method gets the :class:`TaskConfig` it need
 import torch inside the methods that use it, so that loading params (which validates every task
 through its type) stays free of torch.
 
-A new type is one module of this package defining a subclass decorated with :func:`register` (the
-package imports every module it holds), plus its test module ``tests/finetune/task_types/test_<name>.py``
+A new type is one module of this package defining a subclass decorated with :func:`register`, one
+import line in the package's ``__init__``, and its test module ``tests/finetune/task_types/test_<name>.py``
 (a test checks that every registered type has one).
 """
 
@@ -200,7 +200,7 @@ class ClassificationType(TaskType):
         return [f"p_{label}" for label in task.labels]
 
     def baseline_grid(self) -> list[dict[str, float]]:
-        from twilbert.finetune.baseline import C_GRID
+        from twilbert.finetune.baseline_models import C_GRID
 
         return [{"C": c} for c in C_GRID]
 

@@ -4,7 +4,7 @@ The class field holds ``label_separator``-joined names (empty = no label), or on
 in index order (``multi_label_format: multi_hot``, the original's SemEval E-c layout, where the label
 count came from the data; here ``categories`` names the positions). A label is predicted when its
 probability reaches ``threshold``. The original silently dropped ``class_weights: auto`` for
-multi-label tasks; here a label's weight comes from its positives (see docs/deviations.md).
+multi-label tasks; here a label's weight comes from its positives (docs/deviations.md#class-weights).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class MultiLabel(ClassificationType):
         return self._matrix_figure(plt, mat, task.labels, ["TN", "FP", "FN", "TP"], "outcome", "label")
 
     def baseline_fit(self, task: TaskConfig, X: Any, labels: np.ndarray, params: dict[str, float], seed: int):
-        from twilbert.finetune.baseline import fit_one_vs_rest
+        from twilbert.finetune.baseline_models import fit_one_vs_rest
 
         weights = self.class_weights(task, labels)
         targets = []

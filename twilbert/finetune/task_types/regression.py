@@ -78,7 +78,7 @@ class Regression(TaskType):
         return fig
 
     def baseline_grid(self) -> list[dict[str, float]]:
-        from twilbert.finetune.baseline import ALPHA_GRID
+        from twilbert.finetune.baseline_models import ALPHA_GRID
 
         return [{"alpha": a} for a in ALPHA_GRID]
 

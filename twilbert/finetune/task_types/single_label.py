@@ -28,7 +28,7 @@ class SingleLabel(ClassificationType):
 
     def check_selection(self, task: TaskConfig) -> None:
         # Class indices are names unless the task declares them ordered (N=0 < NEU=1 < P=2); the
-        # original computed pearson on the class ids of any task (see docs/deviations.md).
+        # original computed pearson on the class ids of any task (docs/deviations.md#pearson-ordinal).
         check(
             task.eval_metric != "pearson" or task.ordinal,
             "eval_metric",
@@ -78,7 +78,7 @@ class SingleLabel(ClassificationType):
         return self._matrix_figure(plt, mat, task.labels, task.labels, "predicted", "gold")
 
     def baseline_fit(self, task: TaskConfig, X: Any, labels: np.ndarray, params: dict[str, float], seed: int):
-        from twilbert.finetune.baseline import fit_one_vs_rest
+        from twilbert.finetune.baseline_models import fit_one_vs_rest
 
         weights = self.class_weights(task, labels)
         sample_weight = weights[labels].astype(np.float64)  # weighted cross-entropy: example i weighs w[y_i]
