@@ -51,7 +51,15 @@ def _albert_problems(hf_cfg: Any) -> list[str]:
     return out
 
 
-_FAMILY_PROBLEMS = {"albert": _albert_problems}  # refusals that only one family's settings can trigger
+def _roberta_problems(hf_cfg: Any) -> list[str]:
+    pad, rows = hf_cfg.pad_token_id, hf_cfg.max_position_embeddings
+    if pad is None or not 0 <= pad < rows - 1:
+        return [f"pad_token_id {pad}: RoBERTa's positions start at pad_token_id + 1, inside its {rows} position rows"]
+    return []
+
+
+# refusals that only one family's settings can trigger
+_FAMILY_PROBLEMS = {"albert": _albert_problems, "roberta": _roberta_problems, "xlm-roberta": _roberta_problems}
 
 
 def import_problems(hf_cfg: Any, *, approximate_gelu: bool = False) -> list[str]:
@@ -67,7 +75,7 @@ def import_problems(hf_cfg: Any, *, approximate_gelu: bool = False) -> list[str]
         out.append(f"position_embedding_type {hf_cfg.position_embedding_type!r}: only absolute positions")
     if hf_cfg.intermediate_size != 4 * hf_cfg.hidden_size:
         out.append(f"intermediate_size {hf_cfg.intermediate_size} != 4 x hidden_size {hf_cfg.hidden_size}: the TWilBERT FFN is 4H")
-    if hf_cfg.type_vocab_size != 2:
+    if hf_cfg.type_vocab_size not in FAMILIES[kind].type_rows:
         out.append(f"type_vocab_size {hf_cfg.type_vocab_size}: TWilBERT has exactly 2 segments")
     if hf_cfg.hidden_size % hf_cfg.num_attention_heads:
         out.append(f"hidden_size {hf_cfg.hidden_size} is not divisible by num_attention_heads {hf_cfg.num_attention_heads}")
@@ -107,8 +115,8 @@ def _as_twilbert(hf_cfg: Any, family: Family, hf_model: torch.nn.Module, has_hea
     hf_sd = {k: v.detach() for k, v in hf_model.state_dict().items()}
     factorize = None
     if family.projection and hf_cfg.embedding_size == hf_cfg.hidden_size:
-        w = hf_sd[f"{family.model_type}.{family.projection}.weight"]
-        b = hf_sd[f"{family.model_type}.{family.projection}.bias"]
+        w = hf_sd[f"{family.base}.{family.projection}.weight"]
+        b = hf_sd[f"{family.base}.{family.projection}.bias"]
         if torch.equal(w, torch.eye(w.shape[0], dtype=w.dtype)) and not b.any():
             factorize = False  # our own unfactorised shared export: drop the identity again
     cfg = model_config_from_hf(hf_cfg, factorize=factorize)
@@ -118,7 +126,7 @@ def _as_twilbert(hf_cfg: Any, family: Family, hf_model: torch.nn.Module, has_hea
     torch.manual_seed(seed)
     model = TWilBERT(cfg)
     state = model.state_dict()
-    state.update(from_hf_state_dict(hf_sd, cfg, family.model_type, with_mlm_head=has_head))
+    state.update(from_hf_state_dict(hf_sd, cfg, family.model_type, with_mlm_head=has_head, pad_token_id=hf_cfg.pad_token_id))
     model.load_state_dict(state, strict=True)
     model.eval()
     if not has_head:
@@ -144,7 +152,7 @@ def _positions(max_len: int | None, cfg: ModelConfig) -> int | None:
 
 def _verify(hf_dir: Path, model: TWilBERT, hf_model: torch.nn.Module, family: Family, has_head: bool, approximate_gelu: bool) -> float:
     """Max |difference| of hidden states on the probe batch, refused over the tolerance (exact GELU)."""
-    diff = hidden_state_difference(model, getattr(hf_model, family.model_type))
+    diff = hidden_state_difference(model, getattr(hf_model, family.base))
     if not approximate_gelu and not diff <= PARITY_TOL:
         raise HFInteropError(f"{hf_dir}: the imported model differs from the source (max |diff| {diff:.3g} > {PARITY_TOL})")
     if has_head:
