@@ -6,7 +6,7 @@ Both systems run the *same fine-tuned model* on the *same real tweets* of ``../s
 2. A classifier (``--preset``: TWilBERT-Base sizes, or ``small``) with ``collapse_mode: cls`` is
    fine-tuned for a few steps on real labelled tweets (TASS 2020 sentiment), so that it is a real
    fine-tuned model directory; its quality does not matter here, only its compute.
-3. It is exported with :func:`benchmarks.hf_classifier.export_sequence_classifier` to
+3. It is exported with :func:`twilbert.hf.classifier.export_sequence_classifier` to
    ``BertForSequenceClassification`` (exact: the pooler is made an identity to ~1e-6; the benchmark
    checks that both systems predict the same labels).
 4. **ours**: :meth:`twilbert.inference.Predictor.predict` on the raw tweets -- what ``twilbert
@@ -80,9 +80,9 @@ def gemm_rate(tokens: int, hidden: int, repeats: int = 20) -> float:
 
 def build_model(args) -> tuple[Path, Path]:
     """A fine-tuned model directory and its transformers export, cached in ``--workdir``."""
-    from benchmarks.hf_classifier import export_sequence_classifier
     from twilbert.finetune.config import FinetuningConfig, TaskConfig
     from twilbert.finetune.train import finetune_task
+    from twilbert.hf.classifier import export_sequence_classifier
     from twilbert.model.config import ModelConfig
     from twilbert.model.twilbert import TWilBERT
     from twilbert.text.normalize import NormalizeRules, normalize_texts, placeholder_tokens
@@ -120,7 +120,7 @@ def build_model(args) -> tuple[Path, Path]:
         tokenizer_path=spm, rules=rules, model_out=model_dir, report_out=work / "report",
         encoder_factory=lambda: TWilBERT(mc), impl=ImplConfig(device="cpu"), progress=False,
     )
-    export_sequence_classifier(model_dir, hf_dir)
+    export_sequence_classifier(model_dir, hf_dir, normalize_tweets=False)  # the peer gets normalised tweets
     return model_dir, hf_dir
 
 

@@ -133,28 +133,37 @@ def _recorded_path(recorded: str, directory: Path) -> Path | None:
     return None
 
 
-def export_family(model_dir: str | Path, cfg: ModelConfig) -> Family:
-    """The family ``model_dir`` descends from: the ``hf_model_type`` an import recorded, followed through
-    a fine-tuned model's ``encoder_source`` and a pre-training's ``training.path_initial_weights``; else
-    :func:`~twilbert.hf.weights.family_of` (BERT, or ALBERT for factorised / shared models)."""
+def lineage(model_dir: str | Path) -> list[tuple[Path, str, dict[str, Any]]]:
+    """Where ``model_dir``'s encoder came from, newest first: ``(directory, "finetuned" | "pretrained" |
+    "imported", its config or pretrain.json)``, following a fine-tuned model's ``encoder_source`` and a
+    pre-training's ``training.path_initial_weights`` (paths as recorded, or under a repository root)."""
     from twilbert.finetune.model import resolve_pretrained_dir
     from twilbert.train.checkpoint import read_config, read_pretrain_meta
 
+    steps: list[tuple[Path, str, dict[str, Any]]] = []
     directory: Path | None = Path(model_dir)
-    for _ in range(8):  # a chain of imports, continued pre-trainings and fine-tunings
-        if directory is None:
-            break
+    while directory is not None and len(steps) < 8:  # imports, continued pre-trainings, fine-tunings
         directory = resolve_pretrained_dir(directory)
-        source = read_config(directory).get("encoder_source")
-        if source is not None:  # a fine-tuned model
-            directory = _recorded_path(str(source), directory) if source not in ("random", "encoder_factory") else None
+        config = read_config(directory)
+        if "encoder_source" in config:  # a fine-tuned model
+            steps.append((directory, "finetuned", config))
+            source = str(config["encoder_source"])
+            directory = _recorded_path(source, directory) if source not in ("random", "encoder_factory") else None
             continue
         meta = read_pretrain_meta(directory)
-        if meta.get("hf_model_type") in FAMILIES:
-            family = FAMILIES[meta["hf_model_type"]]
-            return family if not export_problems(cfg, family) else family_of(cfg)
+        steps.append((directory, "imported" if meta.get("imported_from") else "pretrained", meta))
         initial = ((meta.get("run_config") or {}).get("training") or {}).get("path_initial_weights")
         directory = _recorded_path(str(initial), directory) if initial else None
+    return steps
+
+
+def export_family(model_dir: str | Path, cfg: ModelConfig) -> Family:
+    """The family ``model_dir`` descends from (the ``hf_model_type`` its :func:`lineage` recorded at
+    import), else :func:`~twilbert.hf.weights.family_of` (BERT, or ALBERT for factorised / shared models)."""
+    for _, kind, meta in lineage(model_dir):
+        family = FAMILIES.get(meta.get("hf_model_type")) if kind == "imported" else None
+        if family is not None and not export_problems(cfg, family):
+            return family
     return family_of(cfg)
 
 
@@ -171,7 +180,7 @@ def export_hf(
 
     ``model_dir``: a pre-trained checkpoint (``models/pretrain/final`` or its parent) or a fine-tuned
     model directory (a ``*ForSequenceClassification`` with a model card, see
-    :func:`twilbert.hf.classifier.export_classifier`; its encoder alone with ``encoder_only``). The
+    :func:`twilbert.hf.classifier.export_sequence_classifier`; its encoder alone with ``encoder_only``). The
     tokenizer is ``vocab_model``, else the fine-tuned model's own, else the one ``pretrain.json``
     records. ``family``: ``bert``, ``albert``, ``roberta`` or ``xlm-roberta`` (default: :func:`export_family`).
     Returns (and writes as ``twilbert_export.json``) what was exported.
@@ -181,9 +190,9 @@ def export_hf(
     cfg = encoder.config
     chosen = _family(family, model_dir, cfg)
     if source_kind == "finetuned" and not encoder_only:
-        from twilbert.hf.classifier import export_classifier
+        from twilbert.hf.classifier import export_sequence_classifier
 
-        return export_classifier(model_dir, out_dir, family=chosen, vocab_model=vocab_model)
+        return export_sequence_classifier(model_dir, out_dir, family=chosen, vocab_model=vocab_model, verify=verify)
     refuse(f"{model_dir}: cannot export to transformers", export_problems(cfg, chosen))
     spm_path = _export_tokenizer(model_dir, cfg, Path(vocab_model) if vocab_model is not None else spm_path, source_kind)
 

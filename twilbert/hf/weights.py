@@ -63,6 +63,8 @@ class Family:
     position_offset: bool = False  # RoBERTa: real tokens sit at positions pad_token_id + 1, + 2, ...
     type_rows: tuple[int, ...] = (2,)  # token-type rows the family's checkpoints may have (ours: 2)
     base_attr: str = ""  # the base model's attribute and key prefix in *ForMaskedLM ("": model_type)
+    # *ForSequenceClassification: the H -> H tanh layer on [CLS] and the linear layer to the labels
+    seq_head: tuple[str, str] = ("bert.pooler.dense", "classifier")
 
     @property
     def base(self) -> str:
@@ -123,6 +125,7 @@ ALBERT = Family(
     mlm={**_TRANSFORM, "bias": "bias"},
     projection="encoder.embedding_hidden_mapping_in",
     config_extras=_albert_config,
+    seq_head=("albert.pooler", "classifier"),
 )
 
 
@@ -149,6 +152,7 @@ def _roberta(model_type: str, class_stem: str) -> Family:
         position_offset=True,
         type_rows=(1, 2),
         base_attr="roberta",
+        seq_head=("classifier.dense", "classifier.out_proj"),
     )
 
 
