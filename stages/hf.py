@@ -74,3 +74,5 @@ def import_main(
                    "fine-tuned (finetuning.path_load_weights) and embedded; to continue pre-training, import it with --max-len")
     if info["tokenizer"]:
         typer.echo(f"  and vocab.pretrained: {out} (its tokenizer {Path(info['tokenizer']).name}, instead of training one)")
+    if info.get("normalize_rules"):
+        typer.echo(f"  and normalize.rules: {json.dumps(info['normalize_rules'])} ({info['normalize_rules_why']})")

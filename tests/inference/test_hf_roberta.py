@@ -32,6 +32,7 @@ TWEETS = [
     "mañana más fútbol, ¿quién se apunta? emoji cara sonriente emoji",
     "qué ganas de vacaciones!!!",
     "ñandú, pingüino y cigüeña",
+    "hashtag la liga emoji trofeo emoji",
 ]
 RO_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 
@@ -43,7 +44,7 @@ def _train_texts() -> list[str]:
 def roberta_tokenizer(path: Path, *, lowercase: bool = False):
     """A RoBERTuito-like byte-level BPE tokenizer saved in ``path`` (``<mask>`` the last id)."""
     bpe = tokenizers.ByteLevelBPETokenizer(lowercase=lowercase)
-    bpe.train_from_iterator(_train_texts(), vocab_size=400, min_frequency=2, special_tokens=RO_SPECIALS + ["@usuario", "HTTPURL"])
+    bpe.train_from_iterator(_train_texts(), vocab_size=400, min_frequency=2, special_tokens=RO_SPECIALS + ["@usuario", "HTTPURL", "hashtag", "emoji"])
     bpe.add_special_tokens(["<mask>"])
     bpe._tokenizer.post_processor = tokenizers.processors.RobertaProcessing(("</s>", 2), ("<s>", 0))  # <s> A </s></s> B </s>
     fast = transformers.PreTrainedTokenizerFast(
@@ -211,3 +212,21 @@ def test_import_refuses_a_family_it_cannot_map(tmp_path):
     (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(HFInteropError, match="intermediate_size 100 != 4 x hidden_size 32"):
         import_hf(tmp_path / "hf", tmp_path / "tw")
+
+
+def test_import_hf_prints_the_rules_the_checkpoint_expects(tmp_path):
+    """RoBERTuito-like vocabularies (@usuario, hashtag, emoji whole tokens) get the pysentimiento preset;
+    others the default, lower-casing as the tokenizer does."""
+    from tests.inference.test_hf_continue import beto_like
+    from tests.inference.test_predict import run_cli
+
+    roberta_like(tmp_path / "ro")
+    res = run_cli("import-hf", "--model", str(tmp_path / "ro"), "--out", str(tmp_path / "tw-ro"))
+    assert res.exit_code == 0, res.output
+    assert 'normalize.rules: {"preset": "pysentimiento"} (its vocabulary has pysentimiento\'s @usuario, hashtag, emoji' in res.output
+    roberta_like(tmp_path / "ro-uncased", tokenizer=lambda p: roberta_tokenizer(p, lowercase=True))
+    info = import_hf(tmp_path / "ro-uncased", tmp_path / "tw-ro-uncased")
+    assert info["normalize_rules"] == {"preset": "pysentimiento", "lowercase": True}
+    beto_like(tmp_path / "beto")
+    res = run_cli("import-hf", "--model", str(tmp_path / "beto"), "--out", str(tmp_path / "tw-beto"))
+    assert 'normalize.rules: {"preset": "default", "lowercase": true} (no preprocessing markers' in res.output

@@ -30,7 +30,15 @@ import torch
 from twilbert.config import to_dict
 from twilbert.hf.common import PARITY_TOL, HFInteropError, quiet_transformers, refuse
 from twilbert.hf.probe import hidden_state_difference, mlm_logit_difference
-from twilbert.hf.tokenizer import RENUMBER_PROBES, check_renumbered, find_spm, lowercases, renumber_tokenizer, source_tokenizer
+from twilbert.hf.tokenizer import (
+    RENUMBER_PROBES,
+    check_renumbered,
+    find_spm,
+    lowercases,
+    renumber_tokenizer,
+    source_tokenizer,
+    suggested_rules,
+)
 from twilbert.hf.weights import FAMILIES, Family, from_hf_state_dict, model_config_from_hf
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
@@ -162,8 +170,11 @@ def _verify(hf_dir: Path, model: TWilBERT, hf_model: torch.nn.Module, family: Fa
     return diff
 
 
-def _carry_tokenizer(hf_dir: Path, cfg: ModelConfig, warns: list[str]) -> tuple[Path | None, str | None, list[int] | None]:
-    """(our own spm.model to copy, or the checkpoint's tokenizer renumbered and its ``perm``; or neither)."""
+def _carry_tokenizer(
+    hf_dir: Path, cfg: ModelConfig, warns: list[str], meta: dict[str, Any]
+) -> tuple[Path | None, str | None, list[int] | None]:
+    """(our own spm.model to copy, or the checkpoint's tokenizer renumbered and its ``perm``; or neither).
+    A checkpoint's own tokenizer also says which ``normalize.rules`` it expects (into ``meta``)."""
     from twilbert.text.tokenizer import Tokenizer
 
     spm = find_spm(hf_dir)
@@ -185,6 +196,7 @@ def _carry_tokenizer(hf_dir: Path, cfg: ModelConfig, warns: list[str]) -> tuple[
         check_renumbered(spec, renumbered, perm, RENUMBER_PROBES)
     except HFInteropError as exc:
         raise HFInteropError(f"{hf_dir}: {exc}") from None
+    meta["normalize_rules"], meta["normalize_rules_why"] = suggested_rules(spec)
     if lowercases(spec) is False:
         warns.append("its tokenizer is cased: set normalize.rules.lowercase: false, or the pipeline lower-cases tweets before it sees them")
     if perm != list(range(len(perm))):
@@ -267,7 +279,7 @@ def import_hf(
     positions = _positions(max_len, model.config)
     diff = _verify(hf_dir, model, hf_model, family, has_head, approximate_gelu) if verify else None
     meta: dict[str, Any] = {"imported_from": str(hf_dir), "hf_model_type": family.model_type, "hf_hidden_act": hf_cfg.hidden_act}
-    own_spm, renumbered, perm = _carry_tokenizer(hf_dir, model.config, warns)
+    own_spm, renumbered, perm = _carry_tokenizer(hf_dir, model.config, warns, meta)
     model = _reshape(model, renumbered, perm, positions, warns)
     tok_file = _write(out_dir, model, own_spm, renumbered, meta)
     for w in warns:
@@ -279,5 +291,7 @@ def import_hf(
         "mlm_head": "imported" if has_head else "fresh",
         "tokenizer": str(tok_file) if tok_file is not None else None,
         "max_abs_diff_hidden": diff,
+        "normalize_rules": meta.get("normalize_rules"),
+        "normalize_rules_why": meta.get("normalize_rules_why"),
         "warnings": warns,
     }

@@ -238,6 +238,33 @@ def lowercases(spec: dict[str, Any]) -> bool | None:
     return walk(spec.get("normalizer"))
 
 
+# Tokens of pysentimiento's preprocessing (RoBERTuito): handles, and the words it wraps tags and emoji in.
+PYSENTIMIENTO_MARKERS = ("@usuario", "hashtag", "emoji")
+
+
+def _whole_tokens(spec: dict[str, Any]) -> set[str]:
+    """Every token of a tokenizer.json as a word: added tokens, and vocabulary pieces with a word-start
+    mark (``Ġ`` byte-level, ``▁`` SentencePiece) stripped."""
+    vocab = spec["model"].get("vocab")
+    pieces = list(vocab) if isinstance(vocab, dict) else [p for p, _ in vocab or []]
+    return {p.removeprefix("\u0120").removeprefix("\u2581") for p in pieces} | {a["content"] for a in spec.get("added_tokens") or []}
+
+
+def suggested_rules(spec: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The ``normalize.rules`` a checkpoint's tokenizer expects, and why: RoBERTuito-like vocabularies
+    (``@usuario``, ``hashtag`` and ``emoji`` whole tokens) take the ``pysentimiento`` preset; any other
+    the default preset. ``lowercase`` follows the tokenizer: true when it lower-cases or its vocabulary
+    has no upper-case word; false for a cased vocabulary (then the pipeline must keep the case)."""
+    words = _whole_tokens(spec)
+    upper = sum(any(c.isupper() for c in w) for w in words if w.isalpha() and len(w) > 1)
+    lower = lowercases(spec) is True or upper == 0
+    casing = "the tokenizer lower-cases" if lowercases(spec) else ("its vocabulary has no upper-case word" if lower else f"cased vocabulary words: {upper}")
+    if all(m in words for m in PYSENTIMIENTO_MARKERS):
+        rules: dict[str, Any] = {"preset": "pysentimiento"} | ({"lowercase": True} if lower else {})
+        return rules, f"its vocabulary has pysentimiento's {', '.join(PYSENTIMIENTO_MARKERS)} as whole tokens; {casing}"
+    return {"preset": "default", "lowercase": lower}, f"no preprocessing markers found in its vocabulary; {casing}"
+
+
 def _special_ids(tok, roles: dict[str, str]) -> list[int]:
     """The source ids of the tokens playing our five special roles, in our order."""
     old_special = []
