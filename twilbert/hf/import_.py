@@ -1,8 +1,9 @@
-"""``import-hf``: a transformers BERT or ALBERT directory as a TWilBERT checkpoint, exactly or not at all.
+"""``import-hf``: a transformers BERT, ALBERT, RoBERTa or XLM-R directory as a TWilBERT checkpoint, exactly or not at all.
 
 Refused, with every reason (:func:`import_problems`): other model types, decoders / cross-attention,
 non-absolute position embeddings, ``intermediate_size != 4 * hidden_size`` (our FFN is 4H),
-``type_vocab_size != 2``, ALBERT groups other than all-shared or unshared, ``inner_group_num != 1``,
+``type_vocab_size`` other than 2 (RoBERTa / XLM-R: 1 or 2), a RoBERTa ``pad_token_id`` outside its
+position table, ALBERT groups other than all-shared or unshared, ``inner_group_num != 1``,
 and a tanh-approximate GELU (``gelu_new``, ``gelu_pytorch_tanh``..., ALBERT's default) unless
 ``approximate_gelu``: ours is exact (see docs/deviations.md#gelu-exact), so the outputs then differ slightly and
 the probe's max difference is reported instead of enforced. Weights load only through safetensors.
@@ -12,8 +13,10 @@ the checkpoint has none) is freshly initialised, seeded, for continued pre-train
 with an identity ``embedding_hidden_mapping_in`` (our own export of an unfactorised model) is read back
 unfactorised. The tokenizer is our own ``spm.model`` when the checkpoint carries it, else the
 checkpoint's own renumbered to our special ids (``twilbert.hf.tokenizer``), the vocabulary rows
-permuted to match. ``max_len`` keeps the first ``2 * max_len + 3`` position rows (BERT has 512; our
-table is sized by ``max_len``).
+permuted to match, and the ``normalize.rules`` it expects suggested
+(:func:`~twilbert.hf.tokenizer.suggested_rules`). ``max_len`` keeps the first ``2 * max_len + 3``
+position rows (BERT has 512; our table is sized by ``max_len``); RoBERTa's rows count from
+``pad_token_id + 1`` (docs/deviations.md#roberta-layout).
 """
 
 from __future__ import annotations

@@ -8,13 +8,16 @@ escaping, user-defined placeholder pieces always whole, unknowns fused) and our 
 ``Tokenizer.encode`` for BPE vocabularies; for unigram ones a rare exact tie between equal-score
 segmentations (``!!!`` = ``!`` + ``!!`` or ``!!`` + ``!``) is broken by float32 rounding in
 SentencePiece and by order in ``tokenizers`` (measured: benchmarks/RESULTS.md#tokenizer-export). The
-exported tokenizer does not normalise tweets: apply ``twilbert.text.normalize`` first.
+exported tokenizer does not normalise tweets (apply ``twilbert.text.normalize`` first); a fine-tuned
+classifier's export does (:mod:`twilbert.hf.normalizers`).
 
 Import (:func:`renumber_tokenizer`): a checkpoint's own fast tokenizer (a Spanish BERT's WordPiece, an
 ALBERT's SentencePiece...) gets our five special ids first, with our names (see
 docs/deviations.md#special-token-ids), and every other id in its old order after them; ``perm`` says
 how to move the embedding rows and MLM biases to match, and :func:`check_renumbered` checks on probe
-texts that nothing else changed.
+texts that nothing else changed. The source's fixed padding and truncation are dropped and its
+post-processor becomes our template; its normaliser, pre-tokeniser and added tokens are kept
+(docs/deviations.md#source-tokenizer-settings).
 """
 
 from __future__ import annotations
