@@ -6,11 +6,7 @@ and transformers gives back our numbers: ``AutoModelForMaskedLM`` on the continu
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -19,10 +15,10 @@ transformers = pytest.importorskip("transformers")
 
 from tests.finetune.test_finetune_e2e import LABELS, write_task  # noqa: E402
 from tests.inference.test_hf_classifier import RAW_TWEETS  # noqa: E402
+from tests.inference.test_hf_continue import continued_pretraining_inputs  # noqa: E402
 from tests.inference.test_hf_roberta import roberta_like  # noqa: E402
 from tests.inference.test_predict import json_lines, run_cli  # noqa: E402
-from tests.train.test_pretrain_fixtures import MAX_LEN, _lines, write_params  # noqa: E402
-from twilbert.text.tokenizer import Tokenizer  # noqa: E402
+from tests.train.test_pretrain_fixtures import MAX_LEN  # noqa: E402
 
 
 
@@ -37,22 +33,8 @@ def test_roberta_import_pretrain_finetune_predict_export(tmp_path):
 
     roberta_like(tmp_path / "hf", positions=64)
     out = _ok(run_cli("import-hf", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "ro"), "--max-len", str(MAX_LEN)))
-    lines = out.splitlines()
-    model_section = json.loads(lines[[i for i, ln in enumerate(lines) if "model section" in ln][0] + 1])
-    assert model_section["layer_norm_eps"] == 1e-5 and 'normalize.rules: {"preset": "pysentimiento"}' in out
-    tok = Tokenizer.from_file(tmp_path / "ro")
-
-    norm = tmp_path / "normalized"
-    norm.mkdir()
-    texts = _lines(150, 1)
-    pq.write_table(pa.table({"orig_id": [f"o{i}" for i in range(60)], "orig_text": texts[:60],
-                             "reply_id": [f"r{i}" for i in range(60)], "reply_text": texts[60:120]}), norm / "pairs.parquet")
-    pq.write_table(pa.table({"id": [f"t{i}" for i in range(30)], "text": texts[120:]}), norm / "tweets.parquet")
-    params = write_params(tmp_path / "params.yaml", tok.vocab_size, model=model_section,
-                          training={"max_steps": 3, "lr": 1e-3, "warmup_steps": 0, "path_initial_weights": str(tmp_path / "ro")})
-    tree = yaml.safe_load(params.read_text())
-    tree["vocab"]["pretrained"] = str(tmp_path / "ro")
-    tree["pairs"] = {"valid_fraction": 0.1, "test_fraction": 0.1}
+    params, tree, norm = continued_pretraining_inputs(tmp_path, out, tmp_path / "ro", {"max_steps": 3, "lr": 1e-3})
+    assert tree["model"]["layer_norm_eps"] == 1e-5 and 'normalize.rules: {"preset": "pysentimiento"}' in out
     write_task(tmp_path / "task")
     tree["finetuning"] = {"epochs": 1, "batch_size": 8, "max_len": MAX_LEN, "collapse_mode": "cls", "warmup_steps": 0}
     tree["tasks"] = {"senti": {f"{s}_file": str(tmp_path / "task" / f"{s}.tsv") for s in ("train", "dev", "test")}
