@@ -81,7 +81,7 @@ def _normalizer_lines(ft, info: dict[str, Any]) -> list[str]:
     measured = ", ".join(f"`{k}` rules {v:.2%}" for k, v in MEASURED_AGREEMENT.items() if v is not None)
     if measured:
         lines.append(
-            f"* measured agreement with `twilbert predict` (same token ids, hence the same label) on ~36k real Spanish tweets: {measured} "
+            f"* measured agreement with `twilbert predict` (same token ids, hence the same label) on 27 564 real Spanish tweets: {measured} "
             "(`benchmarks/normalizer_agreement.py`)."
         )
     return lines
