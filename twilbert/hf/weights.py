@@ -49,7 +49,7 @@ EMBEDDINGS = {
 
 @dataclass(frozen=True)
 class Family:
-    """How one transformers model family names our weights; base-relative names exclude ``model_type.``."""
+    """How one transformers model family names our weights; base-relative names exclude the base prefix (``bert.``)."""
 
     model_type: str  # config.model_type
     class_stem: str  # "Bert": BertConfig, BertModel, BertForMaskedLM...
