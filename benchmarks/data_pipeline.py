@@ -108,7 +108,7 @@ def phase_compare(workdir: Path, n_ref: int) -> dict:
     import polars as pl
 
     from twilbert.text.normalize import NormalizeRules, normalize_expr
-    from twilbert.text.reference import normalize_row
+    from twilbert.text.normalize.reference import normalize_row
 
     texts = real_texts()
     reps = max(1, n_ref // len(texts) + 1)
@@ -131,7 +131,7 @@ def phase_pysentimiento(workdir: Path, n_tweets: int, n_ref: int) -> dict:
     import polars as pl
 
     from twilbert.text.normalize import NormalizeRules, normalize_expr
-    from twilbert.text.reference import load_pysentimiento_preprocessing
+    from twilbert.text.normalize.reference import load_pysentimiento_preprocessing
 
     peer = load_pysentimiento_preprocessing()
     if peer is None:

@@ -1,38 +1,24 @@
 """Prediction throughput: ``twilbert predict`` vs a transformers ``pipeline("text-classification")``.
 
-Both systems run the *same fine-tuned model* on the *same real tweets* of ``../shared/data``:
+Both systems run the *same fine-tuned model* on the *same real tweets* of ``../shared/data``: a
+classifier (``--preset``) is fine-tuned for a few steps on real labelled tweets, exported with
+:func:`twilbert.hf.classifier.export_sequence_classifier` to ``BertForSequenceClassification``, then
 
-1. A SentencePiece vocabulary is trained on the real texts (cached in ``--workdir``).
-2. A classifier (``--preset``: TWilBERT-Base sizes, or ``small``) with ``collapse_mode: cls`` is
-   fine-tuned for a few steps on real labelled tweets (TASS 2020 sentiment), so that it is a real
-   fine-tuned model directory; its quality does not matter here, only its compute.
-3. It is exported with :func:`twilbert.hf.classifier.export_sequence_classifier` to
-   ``BertForSequenceClassification`` (exact: the pooler is made an identity to ~1e-6; the benchmark
-   checks that both systems predict the same labels).
-4. **ours**: :meth:`twilbert.inference.Predictor.predict` on the raw tweets -- what ``twilbert
-   predict`` runs: normalisation, tokenisation, length-sorted batches padded only to the batch's
-   longest row (no mask when a batch has no padding), ``torch.inference_mode``. Normalisation and
-   tokenisation are *inside* the timed region. The headline is the default path (fp32, eager).
-   ``--bf16`` (on by default) also measures ``precision="bf16"`` (autocast), with the peer under the
-   same autocast (``hf_bs*_bf16``), and how far bf16 moves our own fp32 outputs. ``--compiled`` also
-   measures ``compile=True``; the compilation happens in the warm-up round (``compile_warmup_s``).
-   **peer**: ``pipeline("text-classification", model=export, top_k=None)`` on the already-normalised
-   tweets (its tokenisation and post-processing inside the timed region, our normalisation given to
-   it for free), at several batch sizes (``--hf-batch-sizes``; batch size 1 is the pipeline's
-   default), batches in input order padded to their longest row, as a user of the pipeline gets it.
-   The headline ratio is against the **fastest** of these settings (the strongest peer).
+* **ours**: :meth:`twilbert.inference.Predictor.predict` on the raw tweets, normalisation and
+  tokenisation inside the timed region (fp32 eager is the headline; ``--bf16`` and ``--compiled`` add
+  those paths);
+* **peer**: ``pipeline("text-classification", model=export, top_k=None)`` on the already-normalised
+  tweets at each of ``--hf-batch-sizes``; the headline ratio is against the fastest.
 
-Timing: ``--repeats`` interleaved rounds (every system in turn) after one warm-up round each; each
-figure is the best round (tweets / seconds), so a burst of load from another process on a shared CPU
-does not decide the ratio. Threads: the same ``torch.set_num_threads`` for all.
+``--repeats`` interleaved rounds after one warm-up round each; each figure is the best round. The full
+method: benchmarks/RESULTS.md#predict-throughput-method.
 
 Usage: ``python benchmarks/predict_throughput.py [--tweets 2000] [--preset base] [--threads 2]``
 Prints a table, then a final JSON line with ``tweets_per_s``, ``hf_tweets_per_s`` (best peer setting)
 and ``ratio_vs_hf`` (and ``ratio_vs_hf_by_round``, the same ratio within each round) for what
-``twilbert predict`` runs by default, then the bf16 figures
-(``tweets_per_s_bf16``, ``ratio_vs_hf_bf16``, ``speedup_bf16_vs_fp32``, ``label_agreement_bf16_vs_fp32``)
-and, with ``--compiled``, the compiled ones.
-Not a test. Needs ``transformers`` (the ``hf`` extra).
+``twilbert predict`` runs by default, then the bf16 figures (``tweets_per_s_bf16``,
+``ratio_vs_hf_bf16``, ``speedup_bf16_vs_fp32``, ``label_agreement_bf16_vs_fp32``) and, with
+``--compiled``, the compiled ones. Not a test. Needs ``transformers`` (the ``hf`` extra).
 """
 
 from __future__ import annotations

@@ -1,78 +1,30 @@
 """Pre-training throughput: what ``twilbert pretrain`` runs vs Hugging Face ``transformers``, on real tweets.
 
-A training step = one optimizer step: forward + loss + backward + gradient clipping + optimizer +
-schedule. Every system trains on the *same examples* with the *same masked positions and labels*;
-only the batching and the implementation differ.
+A step is one optimizer step (forward, loss, backward, clipping, optimizer, schedule). Every system
+trains on the same examples with the same masked positions and labels; only the batching and the
+implementation differ:
 
-* **ours** is the product's code path, not a re-implementation: the real tweets of ``../shared/data``
-  go through the normalize stage's core (``twilbert.text.corpus.normalize_corpora``, default rules and
-  drop rules), the vocab stage's SentencePiece trainer (``train_vocab``) and the pairs stage's
-  ``twilbert.data.pairs.build_pair_shards`` (``negatives: swap``) into Arrow shards under ``--workdir``
-  (each cached, rebuilt when its inputs change); then ``twilbert.train.pretrain.Pretrainer`` is built
-  and ``setup()`` as ``twilbert pretrain`` does (model, AdamW from ``build_optimizer`` with its weight-
-  decay groups, linear schedule, clipping, ``impl`` precision/compile). Its own loader
-  (``Pretrainer.loader``: ``LengthBucketBatches`` + ``MaskedBatches``, span masking seeded per plan
-  position) produces the micro-batches, and each timed step is ``Pretrainer.train_step([mb])``: loss
-  normalisation, sparse MLM head, the non-finite guard and its one host sync per step included. Real
-  tokens are counted as the Pretrainer counts them (``Pretrainer._host_counts``) and cross-checked
-  against its own ``state.tokens_real`` at the end.
-* **hf max_length** (the primary peer): ``BertForPreTraining`` (or ``AlbertForPreTraining`` with
-  ``--albert``) on the same rows in random batches, padded to ``--hf-max-length`` (128) as
-  ``padding="max_length"`` tokenisation does; MLM labels -100 off target (= our ``mlm_labels``),
-  NSP/SOP label = our ROP label.
-* **hf longest**: the same random batches padded to their longest row (``DataCollatorWithPadding``'s
-  default; the stronger peer).
-* **hf bucketed**: HF on *our* micro-batches, tensor for tensor (same shapes, T a multiple of 8), so
-  the ratio isolates the implementation (sparse MLM head, SDPA without a mask on unpadded batches)
-  from the batching.
+* **ours**: the product's code path, not a re-implementation: the real tweets of ``../shared/data``
+  through the normalize, vocab and pairs stage cores into shards under ``--workdir`` (cached), then
+  ``Pretrainer.setup()`` as ``twilbert pretrain`` does and ``Pretrainer.train_step`` on its own loader's
+  micro-batches;
+* **hf max_length** (the primary peer): ``BertForPreTraining`` (``AlbertForPreTraining`` with
+  ``--albert``) on the same rows in random batches padded to ``--hf-max-length``; **hf longest**: the
+  same batches padded to their longest row; **hf bucketed**: HF on our micro-batches, tensor for
+  tensor, isolating the implementation from the batching.
 
-The HF steps are what an HF training loop does: move the batch, autocast forward (``out.loss``),
-backward, ``clip_grad_norm`` to ``training.clip_grad_norm``, optimizer, schedule, ``zero_grad``; the
-optimizer and schedule are built by the same product functions with the same settings (AdamW, lr,
-betas, eps, weight decay and its groups, ``fused`` on CUDA), each peer on its own copy of the HF model
-(same init). Every system's batches wait on the host (pinned on CUDA) and are moved inside the timed
-step. Batch assembly (our loader's collate + masking; the HF padding) is outside the timing; our
-loader's time per batch is reported as ``ours_loader_ms`` (``impl.num_workers`` > 0 hides it in a run).
-
-Sizes match: H, L, A (head dim H/A), FFN 4H, vocabulary (the SentencePiece model's), position table,
-dropout 0, post-LN, GELU, embedding LayerNorm, attention biases, BERT's MLM transform (Linear-GELU-LN)
-and a decoder tied to the embeddings. Ours is therefore configured like BERT (``mlm_transform`` and
-``tie_mlm_decoder`` on, ``attention_size`` null), not like the original TWilBERT-Base recipe
-(384-wide attention, no transform): the comparison is of implementations, not of recipes. HF adds a
-pooler (one H x H per sequence), which is negligible. With ``--albert`` both are factorised (E =
-``--embedding-size``) and all-shared.
-
-Throughput counts REAL (non-pad) tokens/s over the measured steps: every system processes the same
-real tokens, so ratios are ratios of wall time. On CUDA ``mfu`` is the Pretrainer's own accounting
-(``twilbert.train.pretrain.useful_mfu``: nanoGPT's ``6N + 12·L·A·d_k·T`` on the unshared model, over
-real tokens at their own lengths, MLM head at the targets only); ``mfu_padded`` counts every computed
-position. The peak is picked from the GPU's name (989.4e12 bf16 dense for H100 SXM and H200; see
-``PEAKS``; ``--peak-flops`` overrides) and printed.
-
-Data: pairs are the 205 real (tweet, reply) pairs of ``twilbert_reply_pairs_es`` plus the texts of
-every other task paired with the next text of the same file (so lengths follow the real tweet-length
-distribution); ``negatives: swap`` gives each pair in order (ROP 1) and swapped (ROP 0); each segment
-is cut to ``--max-len`` (params.yaml ``representation.max_len``). The train split feeds the loader.
-The HF peers' rows are the rows of our measured micro-batches, each of which is one length bucket
-drawn at random from the epoch's plan: over tens of steps (the base preset's 40, or more) their union
-follows the real length distribution (``mean_real_len`` vs ``train_mean_len`` in the JSON line); over
-a handful it does not, and the random peers' padding is then not representative (a note says so).
-
-Timing: after ``--warmup`` steps per system (on our first micro-batches, HF batched alike), the
-systems run interleaved step by step (ours, HF, HF, HF, ours, ...), so load from other processes on a
-shared CPU falls on all of them alike; each figure is its real tokens / the sum of its step times
-(``torch.cuda.synchronize`` around each step on CUDA). With ``--compile`` raise ``--warmup``:
-bucketed batches have varying shapes and the first ones recompile. On a CPU shared with other jobs,
-``--threads 1`` gives steadier figures.
+Sizes match (ours configured like BERT, not like the TWilBERT recipe: implementations are compared,
+not recipes). Throughput counts real (non-pad) tokens/s; on CUDA ``mfu`` is the Pretrainer's own
+accounting. Systems run interleaved step by step after ``--warmup`` steps each (raise it with
+``--compile``). The full method: benchmarks/RESULTS.md#pretrain-throughput-method.
 
 Usage::
 
     python benchmarks/pretrain_throughput.py --preset small --device cpu --threads 1
     python benchmarks/pretrain_throughput.py --preset base --device cuda --precision bf16 --compile --steps 200 --warmup 30
 
-Prints a table, then a final JSON line (``tokens_per_s``, ``hf_tokens_per_s``, ``ratio_vs_hf``,
-``ratio_vs_hf_longest``, ``ratio_vs_hf_bucketed``, on CUDA ``mfu``...). Not a test. Needs
-``transformers`` (the ``hf`` extra).
+Prints a table, then a final JSON line (``tokens_per_s``, ``hf_tokens_per_s``, ``ratio_vs_hf*``, on
+CUDA ``mfu``...). Not a test. Needs ``transformers`` (the ``hf`` extra).
 """
 
 from __future__ import annotations

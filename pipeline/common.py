@@ -38,8 +38,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     # Only modules already imported can have raised: looking them up in sys.modules keeps a failing
     # light stage (normalize, vocab) from importing torch just to build this tuple.
     for module, name in (
-        ("twilbert.data.shards", "ShardError"),  # missing / altered pair shards (a --shards-dir never written)
-        ("twilbert.train.pretrain", "NonFiniteLossError"),  # NaN/inf steps: the message names the params to change
+        ("twilbert.data.shard_format", "ShardError"),  # missing / altered pair shards (a --shards-dir never written)
+        ("twilbert.train.loop", "TrainingDivergedError"),  # NaN/inf steps: the message names the params to change
         ("twilbert.text.tokenizer", "TokenizerError"),  # not a SentencePiece model, or not the model's / shards'
     ):
         err = getattr(sys.modules.get(module), name, None)

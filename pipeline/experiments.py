@@ -12,8 +12,9 @@ what does it score on test.
   stage's ``metrics.json`` holds every seed's values under ``runs.seed-<s>``; otherwise the experiment
   is one run.
 * **Selection.** The selection metric is the task's own (``selection_metric`` in its metrics.json:
-  ``f1_macro``, ``stance_f1``, ...) unless given. The best configuration has the highest **dev** mean;
-  test never takes part in the choice (the original's grid search reported the best test score).
+  ``f1_macro``, ``stance_f1``, ...) unless given. The best configuration has the highest **dev** mean
+  over its seeds; the original's grid search took the single best (params, run) on dev and printed
+  that run's test score (docs/deviations.md#finetune-seeds). Test never takes part in the choice.
 * Experiments whose metrics are missing (failed, still queued) are listed apart, never averaged.
 
 Pure functions over the parsed JSON; :func:`load_exp_show` runs the DVC command.

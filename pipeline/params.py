@@ -5,6 +5,12 @@
 
     params.yaml: model.n_encoder: unknown key (did you mean 'n_encoders'?)
     params.yaml: tasks.sentiment.train_file: no such file 'data/x.tsv'
+    params.yaml:41:1: training: repeated key (first at line 12); the second would silently replace the first
+
+The file itself is read strictly (:func:`read_params_yaml`): a repeated key at any depth, an empty
+file, a file that is not UTF-8 and a YAML syntax error are each one line ``file:line:column: problem``.
+Sizes have upper bounds (:data:`PARAMS_BOUNDS`), and a model whose parameters alone would not fit
+in this machine's RAM in fp32 training is refused, naming the keys that make it large.
 
 Recipe knobs (they change results) and implementation knobs (``impl``: device, precision, compile,
 attention backend, threads; they may only change speed) are separate sections, as in Cramming, so
@@ -26,9 +32,10 @@ from typing import Any, Literal
 
 import yaml
 
-from twilbert.config import ConfigError, check, flatten, from_dict, to_dict
+from twilbert.config import ConfigError, check, check_bounds, flatten, from_dict, to_dict
 from twilbert.data.pairs import PairsConfig
 from twilbert.model.config import ModelConfig
+from twilbert.model.size import MODEL_BOUNDS, TRAINING_BYTES_PER_PARAMETER, parameter_count
 from twilbert.text.normalize import NormalizeConfig
 from twilbert.text.vocab import VocabConfig
 from twilbert.finetune.config import FinetuningConfig, TaskConfig
@@ -152,17 +159,58 @@ def _input_files(p: Params) -> dict[str, str]:
     return files
 
 
+# Upper bounds on keys where a huge value allocates absurd memory or takes absurd time (the lower
+# bounds are the sections' own checks, repeated for completeness). One table, so a knob that moves
+# between sections moves here too: a key that no longer exists fails the load (tests/pipeline).
+_FINETUNING_BOUNDS = {
+    "batch_size": (1, 65_536),
+    "pred_batch_size": (1, 65_536),
+    "accum_iters": (1, 65_536),
+    "epochs": (1, 10_000),
+    "warmup_steps": (0, 10**9),
+}
+PARAMS_BOUNDS: dict[str, tuple[int, int]] = {
+    "data.max_chars": (10, 10_000_000),
+    "vocab.vocab_size": MODEL_BOUNDS["vocab_size"],
+    "vocab.input_sentence_size": (0, 50_000_000),  # ~0.45 GB + 2.3 KB per text: ~115 GB at the bound
+    "pairs.rows_per_shard": (1, 10_000_000),
+    "pairs.chunk_rows": (1, 10_000_000),
+    **{f"model.{key}": bound for key, bound in MODEL_BOUNDS.items()},
+    "training.batch_size": (1, 65_536),
+    "training.accum_iters": (1, 65_536),
+    "training.n_gpus": (1, 1024),
+    "training.epochs": (0, 10_000),
+    "training.max_steps": (0, 10**9),
+    "training.warmup_steps": (0, 10**9),
+    "training.bucket_width": (1, 4096),
+    "evaluate.batch_size": (1, 65_536),
+    "evaluate.pll_sentences": (0, 1_000_000),  # one forward pass per token of each sentence
+    "evaluate.report_examples": (0, 10_000),
+    **{f"finetuning.{key}": bound for key, bound in _FINETUNING_BOUNDS.items()},
+    **{f"tasks.*.finetuning.{key}": bound for key, bound in _FINETUNING_BOUNDS.items()},
+    "tasks.*.max_chars": (1, 10_000_000),
+    "impl.num_threads": (0, 1024),
+    "impl.tokenizer_threads": (0, 1024),
+    "impl.num_workers": (0, 256),
+}
+
+# The params keys that grow each part of ``twilbert.model.size.parameter_count``.
+_PART_KEYS = {
+    "embeddings": ("vocab.vocab_size", "model.embedding_size"),
+    "encoder": ("model.n_encoders", "model.hidden_size"),
+    "pkm": ("model.pkm_params.memory_size", "model.pkm_params.value_size"),
+    "heads": ("vocab.vocab_size", "model.hidden_size"),
+}
+
+
 def load_params(path: str | Path = "params.yaml", *, check_files: bool = True) -> Params:
-    """Load and validate params.yaml. Raises ConfigError whose message starts with the file name."""
+    """Load and validate params.yaml. Raises a one-line ConfigError whose message starts with the file name."""
     path = Path(path)
+    raw = read_params_yaml(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such params file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        params = from_dict(Params, raw or {})
+        params = from_dict(Params, raw)
+        check_bounds(params, PARAMS_BOUNDS)
+        check_model_fits_memory(params)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if check_files:
@@ -176,6 +224,143 @@ def load_params(path: str | Path = "params.yaml", *, check_files: bool = True) -
         if params.vocab.pretrained:
             _check_pretrained_vocab(path, params.vocab, root)
     return params
+
+
+def read_params_yaml(path: Path) -> dict:
+    """The params file as a dict, or a one-line ``ConfigError("file:line:column: problem")``.
+
+    Why not ``yaml.safe_load``: it keeps the last of two equal keys (a second ``training:`` block
+    silently replaced the first), returns None for an empty file (all defaults, silently), and its
+    errors span several lines."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the params file: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = _line_column(data, exc.start, b"\n")
+        raise ConfigError(f"{path}:{line}:{column}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters first; the node tree is checked before construction
+        node = loader.get_single_node()
+        if node is None or not node.value or node.tag == "tag:yaml.org,2002:null":  # nothing, ``~`` or ``{}``
+            raise ConfigError(f"{path}:1:1: the params file is empty (expected sections such as data:, model:, training:)")
+        if not isinstance(node, yaml.MappingNode):
+            kind = "a list" if isinstance(node, yaml.SequenceNode) else f"the value {_mark_text(node.value)}"
+            raise ConfigError(f"{path}:{_at(node.start_mark)}: expected a mapping of sections (data:, model:, ...), got {kind}")
+        _check_unique_keys(path, node, loader)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(str(exc.problem or exc.context or "not valid YAML").split())
+        context = f" ({' '.join(exc.context.split())})" if exc.problem and exc.context else ""
+        raise ConfigError(f"{path}:{_at(mark) if mark else '1:1'}: not valid YAML: {problem}{context}") from None
+    except yaml.reader.ReaderError as exc:  # a control character (NUL...) that YAML does not allow
+        line, column = _line_column(text, exc.position, "\n")
+        raise ConfigError(f"{path}:{line}:{column}: character #x{exc.character:04x} is not allowed in YAML ({exc.reason})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a params file") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_unique_keys(path: Path, root: yaml.Node, loader: yaml.SafeLoader) -> None:
+    """A key repeated in one mapping, at any depth: an error naming the dotted key and both lines.
+    Keys brought in by a YAML merge (``<<: *anchor``) may be overridden, as YAML intends."""
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    seen: set[int] = set()  # aliases point at one node twice (or at an ancestor)
+    while stack:
+        node, where = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node.value))
+            continue
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[Any, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                stack.append((value_node, where))
+                continue
+            key = loader.construct_object(key_node)
+            dotted = f"{where}.{_mark_text(key)}" if where else _mark_text(key)
+            if key in first:
+                raise ConfigError(
+                    f"{path}:{_at(key_node.start_mark)}: {dotted}: repeated key (first at line "
+                    f"{first[key].start_mark.line + 1}); the second would silently replace the first"
+                )
+            first[key] = key_node
+            stack.append((value_node, dotted))
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"{mark.line + 1}:{mark.column + 1}"
+
+
+def _line_column(data: bytes | str, offset: int, newline: bytes | str) -> tuple[int, int]:
+    """1-based line and column of ``offset`` in ``data`` (bytes or characters)."""
+    start = data.rfind(newline, 0, offset) + 1
+    return data.count(newline, 0, offset) + 1, offset - start + 1
+
+
+def _mark_text(value: Any, limit: int = 40) -> str:
+    """A key or value for a one-line message: as written when printable, else its repr; cut short."""
+    text = str(value)
+    if not text.isprintable():
+        text = repr(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def machine_memory_bytes() -> int | None:
+    """Physical RAM, or the cgroup (container) limit when lower; None when unknown."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        ram = None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        limit = ""
+    if limit.isdigit():
+        ram = min(ram, int(limit)) if ram else int(limit)
+    return ram
+
+
+def _bytes_text(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,} bytes"
+
+
+def check_model_fits_memory(params: Params, memory: int | None = None) -> None:
+    """Refuse a model whose weights, gradients and Adam state (fp32) exceed this machine's RAM.
+
+    Computed from the config (``twilbert.model.size``), so a huge model fails at load, naming the keys
+    of its largest parts, not as an allocation failure inside torch hours into the pipeline."""
+    memory = machine_memory_bytes() if memory is None else memory
+    if not memory:
+        return
+    cfg = params.model.resolved(vocab_size=params.vocab.vocab_size, max_len=params.representation.max_len)
+    parts = parameter_count(cfg)
+    need = TRAINING_BYTES_PER_PARAMETER * sum(parts.values())
+    if need <= memory:
+        return
+    keys = list(dict.fromkeys(k for part in sorted(parts, key=parts.get, reverse=True) if parts[part] for k in _PART_KEYS[part]))
+    raise ConfigError(
+        f"model: {sum(parts.values()):,} parameters need {_bytes_text(need)} for weights, gradients and Adam state "
+        f"(fp32, {TRAINING_BYTES_PER_PARAMETER} bytes each), more than this machine's {_bytes_text(memory)} of RAM; "
+        f"make these smaller: {', '.join(keys)}"
+    )
 
 
 def _check_pretrained_vocab(path: Path, vocab: Any, root: Path) -> None:

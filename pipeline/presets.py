@@ -3,12 +3,13 @@
 A preset is a flat ``{"dotted.key": value}`` mapping over params.yaml, applied either by DVC
 (``dvc exp run $(twilbert preset twilbert-base)`` passes ``-S key=value`` for each entry) or written
 into params.yaml (``twilbert preset twilbert-base --write``). The model part comes from
-:mod:`twilbert.model.presets`; the recipe part is the original's ``configs/pretrain/config_{base,large}.json``
-(inventory §8): batch 64 x accumulation 32 = 2048 sequences per update, Adam (0.9, 0.98, 1e-6), Noam with
-8,000 (base) or 10,000 (large) warm-up steps, 30 epochs, segments up to 40 tokens, a 30k BPE vocabulary.
+:mod:`twilbert.model.presets`; the recipe part is the original's
+``configs/pretrain/config_{base,large}.json``: batch 64 x accumulation 32 = 2048 sequences per update,
+Adam (0.9, 0.98, 1e-6), Noam with 8,000 (base) or 10,000 (large) warm-up steps, 30 epochs, segments up
+to 40 tokens, a 30k BPE vocabulary.
 
-Deviation: the original's Noam used the formula's own peak (~4e-4); ``training.lr`` multiplies the Noam
-formula here, so the preset sets it to 1.0 to reproduce that peak exactly.
+The original's Noam used the formula's own peak (~4e-4); ``training.lr`` multiplies the Noam formula
+here, so the preset sets it to 1.0 to reproduce that peak exactly (docs/deviations.md#noam-scale).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, fail, load, load_tokenizer, run_guarded, tracked
+from pipeline.outlock import lock_outputs
 
 HELD_OUT = ("test", "valid")  # never "train": its rows would be reported as held-out metrics
 
@@ -26,18 +27,20 @@ def main(
     if split not in HELD_OUT:
         fail(f"--split: expected test or valid (a held-out split), got {split!r}")
     p = load(params)
+    lock_outputs(out_dir)
     import torch
 
-    from twilbert.model import TWilBERT
-    from twilbert.model.config import ModelConfig
     from twilbert.config import from_dict
-    from twilbert.data.shards import load_manifest
+    from twilbert.data.shard_format import verify_manifest
+    from twilbert.model.config import ModelConfig
+    from twilbert.model.twilbert import TWilBERT
     from twilbert.train.checkpoint import load_checkpoint, read_config
     from twilbert.train.evaluate import evaluate_pretrained
 
     if not (model_dir / "config.json").is_file():
         fail(f"{model_dir}: no pre-trained model (run the pretrain stage first)")
-    run_guarded(load_manifest, shards_dir)  # a missing shards dir fails here, before the model loads
+    # the shards it reads (train: unigram baseline), checked against their manifest before the model loads
+    run_guarded(verify_manifest, shards_dir, splits=("train", split))
     tok = load_tokenizer(vocab_model)
     stored = read_config(model_dir)
     cfg = from_dict(ModelConfig, stored.get("model", stored), "model")

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
+from pipeline.outlock import lock_outputs
 
 REPORT_ARTIFACTS = ("metrics.json", "class_report.md", "class_report.json", "confusion.png", "confusion.csv", "predictions.tsv",
                     "history.csv", "run_info.json", "rejects.tsv")
@@ -36,6 +37,7 @@ def main(
 
     model_out = model_out or Path("models/finetune") / task
     report_out = report_out or Path("reports/finetune") / task
+    lock_outputs(model_out, report_out)
     ft = run_guarded(effective_finetuning, p.finetuning, p.tasks[task], task)
     model_cfg = None
     if ft.path_load_weights == "random":

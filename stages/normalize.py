@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
+from pipeline.outlock import lock_outputs
 
 
 def main(
@@ -16,6 +17,7 @@ def main(
     """Normalise tweets and replies (URLs, mentions, emoji, laughter...), quarantine malformed rows and
     apply the drop rules. Counts reconcile: rows in = rows out + dropped (by rule) + rejected (by reason)."""
     p = load(params)
+    lock_outputs(out_dir)
     from twilbert.text.corpus import normalize_corpora
 
     root = params.parent  # params paths are relative to the params file (kept relative in stats)

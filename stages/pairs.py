@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, load, load_tokenizer, progress_enabled, require_normalized, run_guarded, tracked
+from pipeline.outlock import lock_outputs
 
 
 def main(
@@ -20,6 +21,7 @@ def main(
     """Build (tweet, reply, 1) positives and negatives (swap / random / both), split into
     train/valid/test by a hash of the original tweet id (all its replies in one split; `pairs.split_by`), truncate each segment to representation.max_len, and write uint16 Arrow shards."""
     p = load(params)
+    lock_outputs(out_dir)
     from twilbert.data.pairs import build_pair_shards
 
     tok = load_tokenizer(vocab_model)

@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, load, load_tokenizer, progress_enabled, run_guarded, tracked
+from pipeline.outlock import lock_outputs
 
 CURVE_FIELDS = ("step", "epoch", "loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "lr", "tokens_per_s")
 
@@ -68,6 +69,7 @@ def main(
     instead; training.resume_from names a checkpoint). With training.n_gpus > 1 the command relaunches
     itself under torchrun (DDP); under torchrun it joins the process group and only rank 0 tracks."""
     p = load(params)
+    lock_outputs(out_dir)
     from twilbert.train.distributed import torchrun_command
 
     if p.training.n_gpus > 1 and "LOCAL_RANK" not in os.environ:
@@ -81,9 +83,11 @@ def main(
     from dataclasses import replace
 
     from twilbert.config import to_dict
+    from twilbert.data.shard_format import verify_manifest
     from twilbert.train.pretrain import pretrain
 
     tok = load_tokenizer(vocab_model)
+    run_guarded(verify_manifest, shards_dir, splits=("train",))  # an altered shard is named, not trained on
     model_cfg = p.model.resolved(vocab_size=tok.vocab_size, max_len=p.representation.max_len)
     training = replace(p.training, max_steps=max_steps) if max_steps else p.training
     rank = process_rank()

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, load, run_guarded, tracked
+from pipeline.outlock import lock_outputs
 
 
 def _read_json(path: Path) -> dict | None:
@@ -26,6 +27,7 @@ def main(
     baseline on the same metrics (mean ± sd over seeds where finetuning.seeds is set), and the
     pre-training results. Wall times go to reports/timing.json, not to the summary.json metric."""
     p = load(params)
+    lock_outputs(out_dir)
     from twilbert.finetune.baseline import run_baseline
     from twilbert.finetune.reports import RUN_INFO_FILE
     from twilbert.report import build_summary, build_timing, load_task_report, write_summary

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, load, require_normalized, run_guarded, tracked
+from pipeline.outlock import lock_outputs
 
 
 def main(
@@ -23,9 +24,9 @@ def main(
     instead, for continued pre-training of that checkpoint.
 
     Memory does not grow with the corpus (it is streamed into a fixed-size sample); it grows with
-    vocab.input_sentence_size: about 0.45 GB + 2.3 KB per sampled text (1.15 GB at 300k, 2.8 GB at 1M,
-    5.0 GB at 2M with vocab_size 30000, unigram)."""
+    vocab.input_sentence_size (figures per size: benchmarks/RESULTS.md#vocabulary)."""
     p = load(params)
+    lock_outputs(out_dir)
     from twilbert.text.normalize import glued_placeholder_tokens, placeholder_keys, placeholder_tokens
     from twilbert.text.vocab import adopt_vocab, train_vocab
 

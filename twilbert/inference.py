@@ -54,6 +54,7 @@ from twilbert.finetune.model import SequenceClassifier, pool, probabilities
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.normalize import EffectiveRules, NormalizeRules
 from twilbert.text.tokenizer import Tokenizer
+from twilbert.train.runtime import autocast, autocast_dtype, resolve_device
 
 POOLINGS = ("cls", "mean")
 PRECISIONS = ("fp32", "bf16")  # the dtype of the matrix products (bf16: torch.autocast; see above)
@@ -95,7 +96,7 @@ class Predictor:
     def _autocast(self):
         """bf16: autocast on the model's device; fp32: a no-op context."""
         _check_precision(self.precision)
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return autocast(self.device, autocast_dtype(self.precision, self.device))
 
     # -- what the model is -------------------------------------------------------------------------
     @property
@@ -259,15 +260,6 @@ def _check_precision(precision: str) -> None:
         raise InputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
 
 
-def _device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device: cuda requested but no CUDA device is available")
-    return d
-
-
 def load(
     path: str | Path,
     *,
@@ -293,7 +285,7 @@ def load(
 
     _check_precision(precision)
     directory = resolve_pretrained_dir(path)
-    dev = _device(device)
+    dev = resolve_device(device, key="device", error=InputError)
     stored = read_config(directory)
     if stored.get("format") == FORMAT:
         ft = load_finetuned(directory, attention=attention)

@@ -113,7 +113,8 @@ def source_closure(*modules: str, packages: tuple[str, ...] = ("twilbert",), roo
     Why: what must invalidate a result -- a run's resume fingerprint, a DVC stage's ``deps`` -- is
     the code that computes it, and a list derived from the imports cannot go stale the way a
     hand-kept one does. Importing ``a.b.c`` runs every package ``__init__`` on the way, so those count,
-    except the top package's own ``__init__`` (``twilbert/__init__.py`` is only ``twilbert.load``'s
+    and ``from a import Name`` of a package with a PEP 562 ``__getattr__`` counts all of ``a``; except
+    the top package's own ``__init__`` (``twilbert/__init__.py`` is only ``twilbert.load``'s
     lazy shim, whose import of the inference code runs when ``load`` is called, not on import).
     ``root`` holds the packages (default: the directory above this package). Sorted, relative to ``root``."""
     root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
@@ -135,9 +136,26 @@ def source_closure(*modules: str, packages: tuple[str, ...] = ("twilbert",), roo
                 continue
             for i in range(1, len(parts) + 1):  # a.b.c loads a, a.b and a.b.c
                 found = _module_file(root, ".".join(parts[:i]))
-                if found is not None and found not in seen:
+                if found is None:  # a name, not a module: a lazy package may load any of its modules
+                    package = root.joinpath(*parts[: i - 1])
+                    if i > 1 and package / "__init__.py" not in tops and _is_lazy_package(package):
+                        todo.extend(package.rglob("*.py"))
+                    break
+                if found not in seen:
                     todo.append(found)
     return sorted(p.relative_to(root) for p in seen)
+
+
+def _is_lazy_package(package: Path) -> bool:
+    """Whether the package directory ``package`` defines a module-level ``__getattr__`` (PEP 562), which loads
+    submodules on attribute access where the import statements cannot show which."""
+    import ast
+
+    init = package / "__init__.py"
+    if not init.is_file():
+        return False
+    tree = ast.parse(init.read_text(encoding="utf-8"), filename=str(init))
+    return any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__" for n in tree.body)
 
 
 def source_sha256(*modules: str, packages: tuple[str, ...] = ("twilbert",), root: str | Path | None = None) -> str:

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from tests.train.test_pretrain_fixtures import build_inputs
 from twilbert.data.batching import LengthBucketBatches, MaskedBatches, PlanSampler, collate, mask_seed
 from twilbert.data.shards import ShardDataset
-from twilbert.model.config import N_SPECIAL, PAD_ID, MaskedLMConfig
+from twilbert.model.config import MaskedLMConfig
 from twilbert.text.tokenizer import Tokenizer, build_input
+from twilbert.tokens import N_SPECIAL, PAD_ID
 
 
 def all_batches(plan_maker: LengthBucketBatches, epoch: int) -> list[np.ndarray]:

@@ -22,7 +22,8 @@ from twilbert.data.masking import (
     select_targets,
     span_length_probs,
 )
-from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, UNK_ID, MaskedLMConfig, MaskProbs
+from twilbert.model.config import MaskedLMConfig, MaskProbs
+from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, UNK_ID
 
 VOCAB = 1000
 

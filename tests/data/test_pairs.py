@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from twilbert.config import ConfigError, from_dict
-from twilbert.data.pairs import PairsConfig, PairsError, build_pair_shards, shard_schema
+from twilbert.data.pairs import PairsConfig, PairsError, build_pair_shards
+from twilbert.data.shard_format import shard_schema
 from twilbert.data.shards import ShardError, verify_manifest
 from twilbert.text.tokenizer import Tokenizer
 from twilbert.text.vocab import VocabConfig, train_vocab
@@ -414,11 +415,11 @@ def test_memory_does_not_grow_with_the_corpus(env, tmp_path, monkeypatch):
     concatenated at every flush, its remainder kept as a view of the concatenation. Measured on Arrow's
     allocator (deterministic, unlike RSS) and on the writers' own high-water mark of buffered rows.
     """
-    import twilbert.data.pairs as pairs_mod
+    import twilbert.data.shard_writer as writer_mod
 
     peaks: dict[str, int] = {}
     writers: list = []
-    real_add, real_init = pairs_mod._SplitWriter.add, pairs_mod._SplitWriter.__init__
+    real_add, real_init = writer_mod.SplitWriter.add, writer_mod.SplitWriter.__init__
 
     def init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
@@ -428,8 +429,8 @@ def test_memory_does_not_grow_with_the_corpus(env, tmp_path, monkeypatch):
         real_add(self, rows)
         peaks[current] = max(peaks.get(current, 0), pa.total_allocated_bytes())
 
-    monkeypatch.setattr(pairs_mod._SplitWriter, "__init__", init)
-    monkeypatch.setattr(pairs_mod._SplitWriter, "add", add)
+    monkeypatch.setattr(writer_mod.SplitWriter, "__init__", init)
+    monkeypatch.setattr(writer_mod.SplitWriter, "add", add)
     cfg = PairsConfig(valid_fraction=0.2, test_fraction=0.2, rows_per_shard=3000, chunk_rows=2000)
     sizes = {}
     for current, n in (("small", 10_000), ("large", 40_000)):

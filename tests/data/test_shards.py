@@ -12,9 +12,9 @@ import pytest
 
 from twilbert.data.pairs import PairsConfig, build_pair_shards
 from twilbert.data.shards import ShardDataset, ShardError, iter_rows, open_split, verify_manifest
-from twilbert.model.config import PAD_ID
 from twilbert.text.tokenizer import Tokenizer, build_input
 from twilbert.text.vocab import VocabConfig, train_vocab
+from twilbert.tokens import PAD_ID
 
 SYLLABLES = "ca sa pe lo mi tu ra no que bien ja je ma ña ción des pa ri to lu go ve fi cho lla gue rá té so ta ba en al es".split()
 SPLITS = ("train", "valid", "test")

@@ -13,7 +13,8 @@ what the previous one left:
 5. SIGKILL while ``final/`` is being written;
 6. a plain rerun, which must finish with ``final/model.safetensors`` bitwise equal to an uninterrupted run.
 
-The faults 1-3 and 5 use the test-only ``TWILBERT_FAULT`` hook of ``twilbert.train.pretrain``.
+The faults 1-3 and 5 use ``TWILBERT_FAULT``, which the test-only entry point ``tests/e2e/fault_entry.py``
+turns into the trainer's hooks (``TrainerHooks``).
 ``test_dvc_repro_after_a_kill`` does one crash through ``dvc repro`` itself, in a temporary git copy.
 """
 
@@ -35,9 +36,10 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from tests.e2e.fault_entry import FAULT_ENV
 from tests.train.test_pretrain_fixtures import build_inputs, write_params
 from twilbert.train.checkpoint import CHECKSUMS_FILE, MODEL_FILE, TRAINER_FILE
-from twilbert.train.pretrain import FAULT_ENV, list_checkpoints, list_runs, newest_usable
+from twilbert.train.run_store import list_checkpoints, list_runs, newest_usable
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -82,7 +84,7 @@ class Stage:
 
     def __init__(self, setup: dict, name: str) -> None:
         self.out, self.reports = setup["root"] / name, setup["root"] / f"{name}-reports"
-        self.cmd = [sys.executable, "-m", "pipeline.cli", *stage_args(setup["inputs"], setup["params"], self.out, self.reports)]
+        self.cmd = [sys.executable, "-m", "tests.e2e.fault_entry", *stage_args(setup["inputs"], setup["params"], self.out, self.reports)]
 
     def run(self, fault: str | None = None) -> tuple[int, str]:
         proc = subprocess.run(self.cmd, cwd=REPO, env=_env(fault), capture_output=True, text=True, timeout=120)
@@ -201,6 +203,8 @@ def test_dvc_repro_after_a_kill(setup, tmp_path):
     # The shipped tasks must fit the tiny encoder's positions (checked when params load).
     shipped["finetuning"]["max_len"] = tiny["representation"]["max_len"]  # a pair: 2 * max_len + 3 positions
     (proj / "params.yaml").write_text(yaml.safe_dump(shipped, sort_keys=False))
+    dvc_yaml = (proj / "dvc.yaml").read_text()  # the stage through the test-only entry point (the fault hook)
+    (proj / "dvc.yaml").write_text(dvc_yaml.replace("python -m pipeline.cli pretrain", "python -m tests.e2e.fault_entry pretrain"))
 
     dvc = [str(BIN / "dvc"), "repro", "-s", "pretrain"]
     proc = subprocess.run(dvc, cwd=proj, env={**env, FAULT_ENV: "kill_after_step:7"}, capture_output=True, text=True, timeout=300)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+import twilbert.finetune.epochs as epochs_mod
 import twilbert.finetune.train as train_mod
 from tests.finetune.test_finetune_e2e import CPU, LABELS, make_task, read_tsv, reload_and_predict, tiny_model_config, tok_path, write_task  # noqa: F401
 from twilbert.finetune.config import FinetuningConfig
@@ -50,8 +51,8 @@ def snapshots(monkeypatch):
 
 
 def scripted_dev_scores(monkeypatch, scores):
-    """Dev selection scores per epoch are ``scores``; later calls (test) use the real function."""
-    real = train_mod.selection_score
+    """Dev selection scores per epoch are ``scores`` (the epoch loop's calls); later calls use the real function."""
+    real = epochs_mod.selection_score
     it = iter(scores)
 
     def fake(metrics, task):
@@ -60,7 +61,7 @@ def scripted_dev_scores(monkeypatch, scores):
         except StopIteration:
             return real(metrics, task)
 
-    monkeypatch.setattr(train_mod, "selection_score", fake)
+    monkeypatch.setattr(epochs_mod, "selection_score", fake)
 
 
 def equal_on(saved: dict[str, torch.Tensor], state: dict[str, torch.Tensor], prefix: str = "") -> bool:

@@ -183,7 +183,8 @@ def test_init_statistics_including_heads():
     assert keys.abs().max() <= bound and abs(keys.std() / (bound / math.sqrt(3)) - 1) < 0.15  # uniform(+-b)
 
 
-# Original TWilBERT sizes (inventory §0.7, §6.2): base counted by the notebook's model.summary().
+# Original TWilBERT sizes, counted by model.summary() of the original's notebook (why ours differ:
+# docs/deviations.md#token-table-rows).
 ORIGINAL_PARAMS = {"twilbert-base": 81_747_508, "twilbert-large": 131_334_196}
 
 
@@ -193,12 +194,14 @@ def test_preset_parameter_counts_match_the_original(name):
     with torch.device("meta"):  # no memory, no init cost
         m = TWilBERT(cfg)
     ours = m.num_parameters()
-    # The original's token table had vocab_size + 1 rows for a vocab_size-way softmax (bug §13.21); the
-    # extra row was never used, ours has exactly vocab_size rows: one row of width E = 768 fewer.
+    # The original's token table had vocab_size + 1 rows for a vocab_size-way softmax; the extra row was
+    # never used, ours has exactly vocab_size rows: one row of width E = 768 fewer
+    # (docs/deviations.md#token-table-rows).
     unused_row = cfg.embedding_size
     print(f"{name}: ours {ours:,} vs original {ORIGINAL_PARAMS[name]:,} (difference {unused_row} = one unused token row)")
     assert ours + unused_row == ORIGINAL_PARAMS[name]
-    # and the hand formula of inventory §6.2, block by block
+    # and by hand, block by block: Q, K, V (A·H·d each, no biases), output (A·d·H), FFN (H·4H + 4H and
+    # 4H·H + H), two LayerNorms (2·2H)
     H, A, d = 768, cfg.n_heads, 64
     block = A * 3 * H * d + A * d * H + (H * 4 * H + 4 * H) + (4 * H * H + H) + 4 * H
     enc = sum(p.numel() for p in m.encoder.parameters())

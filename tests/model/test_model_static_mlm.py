@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from twilbert.data.batching import pad_length
 from twilbert.data.masking import mask_tokens, maskable_positions
 from twilbert.model import CLS_ID, IGNORE_INDEX, N_SPECIAL, PAD_ID, SEP_ID, MaskedLMConfig, ModelConfig, TWilBERT
-from twilbert.train.objectives import masked_cross_entropy
+from tests.train.loss_oracle import masked_cross_entropy
 
 V = 500
 MAX_SEG = 40  # tweet segments of 3..40 tokens, as the pipeline preset's representation.max_len

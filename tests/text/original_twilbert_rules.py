@@ -1,15 +1,14 @@
 """The original TWilBERT's tweet preprocessing, transcribed one function per place it ran.
 
-A faithful per-row transcription of jogonba2/TWilBert (HEAD 1653350f) as quoted in the inventory
-(``../shared/reference/twilbert-original-inventory.md`` §2.1-§2.2): the same regexes, the same calls,
-in the same order. Test fixture only: the ``twilbert`` preset of ``twilbert.text.normalize`` is checked
+A faithful per-row transcription of jogonba2/TWilBert (HEAD 1653350f): the same regexes, the same
+calls, in the same order. Test fixture only: the ``twilbert`` preset of ``twilbert.text.normalize`` is checked
 against :func:`utils_preprocessing` with ``rt_bug=False``.
 
 * :func:`preprocess_corpora` -- ``scripts/preprocess_corpora.py``, the offline cleaning of the
   pre-training pairs, per text (steps 1-5; the pair filters of step 6 are not text rewriting).
 * :func:`utils_preprocessing` -- ``Utils.preprocessing()``, the online cleaning of every fine-tuning
   and evaluation input. With ``rt_bug=True`` it is the original line for line, including its bug
-  (inventory §2.2, §13): ``r.replace("RT", " ")`` removes every upper-case ``RT`` substring
+  (see docs/deviations.md): ``r.replace("RT", " ")`` removes every upper-case ``RT`` substring
   (``PARTE`` -> ``PA E``). With ``rt_bug=False`` that one line removes ``RT`` only as a
   whitespace-delimited token, the single deviation the ``twilbert`` preset makes.
 """
@@ -27,7 +26,7 @@ RT_TOKEN_RE = re.compile(r"(?<!\S)RT(?!\S)")
 
 
 def preprocess_corpora(text: str) -> str:
-    """scripts/preprocess_corpora.py, for one side of a pair (inventory §2.1 steps 1-5)."""
+    """scripts/preprocess_corpora.py, for one side of a pair (steps 1-5)."""
     text = URL_RE.sub("url", text)
     text = USER_RE.sub("user", text)
     text = html.unescape(text)
@@ -36,7 +35,7 @@ def preprocess_corpora(text: str) -> str:
 
 
 def utils_preprocessing(x: str, *, rt_bug: bool = True) -> str:
-    """Utils.preprocessing(x) (inventory §2.2), line for line."""
+    """Utils.preprocessing(x), line for line."""
     r = re.sub(r"https?://\S+", "url", x)
     r = re.sub(r"(@+\w+)", "user", r)
     r = r.replace("…", " ")

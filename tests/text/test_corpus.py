@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from twilbert.text.corpus import CorpusError, _Deduper, ingest, normalize_corpora
+from twilbert.text.corpus import CorpusError, ingest, normalize_corpora
+from twilbert.text.corpus.dedupe import Deduper
 from twilbert.text.normalize import DropRules, NormalizeConfig, NormalizeRules
 
 HEADER = b"ORIG_ID\tORIG_TEXT\tREPLY_ID\tREPLY_TEXT\n"
@@ -102,7 +103,7 @@ def test_known_header_layouts_are_accepted(tmp_path, kind, header):
 
 
 def test_headerless_file_read_with_header_true_fails_loudly(tmp_path):
-    """Before: only the column count was checked, so the first data row silently became the header."""
+    """Checking only the column count would silently take the first data row for the header."""
     first = b"1001\tprimer tweet del fichero sin cabecera\t1002\tla respuesta al primer tweet aqui"
     payload = first + b"\n1003\tsegundo tweet con texto\t1004\ty su respuesta tambien larga\n"
     with pytest.raises(CorpusError) as err:
@@ -126,7 +127,7 @@ def test_headerless_file_read_with_header_true_fails_loudly(tmp_path):
 
 
 def test_headerless_files_keep_their_first_row(tmp_path):
-    """The original skipped the first line of header-less files (bug §13.7)."""
+    """The original skipped the first line of header-less files (see docs/deviations.md)."""
     payload = b"1\tprimer tweet del fichero sin cabecera\t2\tla respuesta al primer tweet aqui\n"
     stats, df, _, _ = _run(tmp_path, payload, header=False)
     assert stats.rows_in == 1 and df["orig_id"].to_list() == ["1"]
@@ -310,7 +311,7 @@ def test_normalize_fails_when_no_row_comes_out_but_writes_its_stats_first(tmp_pa
 
 
 def _union1d_first_occurrence(seen: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The previous implementation (one array re-sorted per chunk), kept as the reference."""
+    """The plain implementation (one array re-sorted per chunk), as the reference."""
     _, first_idx = np.unique(hashes, return_index=True)
     keep = np.zeros(hashes.size, dtype=bool)
     keep[first_idx] = True
@@ -326,7 +327,7 @@ def test_deduper_finds_the_same_duplicates_as_before_across_chunks():
     pool[:3] = [0, 2**64 - 1, 1]  # the extremes of the key range, where searchsorted clips
     sizes = rng.integers(0, 400, size=200)  # ragged chunks, empty ones included
     hashes = pool[rng.integers(0, pool.size, size=int(sizes.sum()))]  # ~2/3 of them repeats
-    d, seen = _Deduper(), np.empty(0, dtype=np.uint64)
+    d, seen = Deduper(), np.empty(0, dtype=np.uint64)
     start = 0
     for size in sizes:
         chunk = hashes[start : start + size]
@@ -403,14 +404,14 @@ def test_normalize_under_dvc_accepts_an_absolute_corpus_listed_in_deps(tmp_path,
 
 
 def test_split_lines_is_decode_then_split_and_refuses_invalid_utf8():
-    from twilbert.text.corpus import _split_lines
+    from twilbert.text.corpus.lines import split_lines
 
     for data in (b"", b"a", b"a\n", b"\n\n", "a\tb\r\nñ😂\n\nz".encode(), b"x" * 70 + b"\n" + "é".encode() * 9):
-        got = _split_lines(data)
+        got = split_lines(data)
         assert got is not None and got.dtype == pl.String
         assert got.to_list() == data.decode("utf-8").split("\n"), data
     for bad in (b"ok\n\xff", b"\xed\xa0\x80", b"\xc0\xaf", "é".encode()[:1]):  # stray, surrogate, overlong, cut
-        assert _split_lines(bad) is None, bad
+        assert split_lines(bad) is None, bad
 
 
 def test_few_words_expr_agrees_with_counting_words():
@@ -429,7 +430,7 @@ def test_few_words_expr_agrees_with_counting_words():
 
 
 def test_reader_thread_errors_and_early_stops_reach_the_caller():
-    from twilbert.text.corpus import _prefetch
+    from twilbert.text.corpus.threads import prefetch
 
     def items(closed):
         try:
@@ -442,19 +443,19 @@ def test_reader_thread_errors_and_early_stops_reach_the_caller():
     closed = []
     got = []
     with pytest.raises(CorpusError, match="cannot open"):
-        for x in _prefetch(items(closed)):
+        for x in prefetch(items(closed)):
             got.append(x)
     assert got == [1, 2] and closed == [True]
 
     closed = []
-    stream = _prefetch(items(closed), depth=1)
+    stream = prefetch(items(closed), depth=1)
     assert next(stream) == 1
     stream.close()  # the consumer stops early: the thread stops and the source is closed
     assert closed == [True]
 
 
 def test_writer_thread_errors_reach_the_caller():
-    from twilbert.text.corpus import _BackgroundWriter
+    from twilbert.text.corpus.threads import BackgroundWriter
 
     written = []
 
@@ -463,7 +464,7 @@ def test_writer_thread_errors_reach_the_caller():
             raise OSError("disk full")
         written.append(x)
 
-    w = _BackgroundWriter(write, depth=1)
+    w = BackgroundWriter(write, depth=1)
     with pytest.raises(OSError, match="disk full"):
         for i in range(100):
             w.put(i)
@@ -474,7 +475,7 @@ def test_writer_thread_errors_reach_the_caller():
 def test_ingest_output_matches_the_eager_reference_pipeline(tmp_path):
     """The single streaming query (validation + normalisation + drop rules) against the eager steps
     it replaced, run here one after the other on the same rows: same rows, same order, same values."""
-    from twilbert.text.corpus import _validate_and_split
+    from twilbert.text.corpus.rows import validate_and_split
     from twilbert.text.normalize import normalize_expr, placeholder_only_expr, word_count_expr
 
     rng = np.random.default_rng(5)
@@ -491,7 +492,7 @@ def test_ingest_output_matches_the_eager_reference_pipeline(tmp_path):
     lines = pl.DataFrame({"line": rows}).with_columns(
         pl.lit(None, dtype=pl.String).alias("_pre_reason"), (pl.int_range(len(rows)) + 2).alias("_line")
     )
-    v = _validate_and_split(lines, "pairs", 5000).filter(pl.col("reason").is_null())
+    v = validate_and_split(lines, "pairs", 5000).filter(pl.col("reason").is_null())
     cols = ["orig_id", "orig_text", "reply_id", "reply_text"]
     good = v.select([pl.col(c).str.strip_chars() for c in cols] + [pl.col("_line").alias("line")])
     good = good.with_columns([word_count_expr(pl.col(c)).alias(f"_wc_{c}") for c in ("orig_text", "reply_text")])

@@ -1,5 +1,5 @@
 """Tests for the tweet normaliser (twilbert.text.normalize) against hand-written expectations, against
-the per-row Python reference (twilbert.text.reference), and against plain-Python recomputations."""
+the per-row Python reference (twilbert.text.normalize.reference), and against plain-Python recomputations."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ from twilbert.text.normalize import (
     split_tag_words,
     word_count_expr,
 )
-from twilbert.text.reference import _split_tag, normalize_row
+from twilbert.text.normalize.reference import normalize_row
+from twilbert.text.normalize.rules import _split_tag
 
 DEFAULT = NormalizeRules().effective()
 RAW = [raw for raw, _ in GOLDEN]

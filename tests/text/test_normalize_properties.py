@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from twilbert.text.normalize import WORD, NormalizeRules, emoji_table, normalize_texts
-from twilbert.text.reference import normalize_row
+from twilbert.text.normalize.reference import normalize_row
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
@@ -35,7 +35,7 @@ TWEETISH = [
 # below; everything else may appear here (stray variation selectors, keycaps, İ, ...).
 ODD = ["\ufe0f", "\ufe0e", "\u200d", "1️⃣", "#️⃣", "İ", "\U000e0067", "🏴"]
 # Any code point but lone surrogates and the noncharacters U+FDD0-U+FDD4 that some rules use as in-band
-# markers (a documented limit in twilbert/text/normalize.py: a text holding them may come out differently).
+# markers (a documented limit in docs/normalization.md: a text holding them may come out differently).
 _any_char = st.characters(blacklist_categories=("Cs",), blacklist_characters="\ufdd0\ufdd1\ufdd2\ufdd3\ufdd4")
 
 
@@ -104,7 +104,7 @@ def test_no_crash_on_arbitrary_text(name, texts):
 @settings(max_examples=40, **SETTINGS)
 @given(texts=batches)
 def test_vectorised_equals_the_per_row_reference(preset, texts):
-    # Documented difference (twilbert/text/reference.py): emoji.demojize leaves an emoji raw when it
+    # Documented difference (twilbert/text/normalize/reference.py): emoji.demojize leaves an emoji raw when it
     # begins a longer sequence that is then broken off (a heart + ZWJ + a letter, half a subdivision
     # flag); the vectorised table names it. Only broken sequences differ, so only they are set aside.
     assume(not any(stray_sequence_parts(t) for t in texts))

@@ -2,7 +2,7 @@
 
 The peer is the real ``pysentimiento.preprocessing.preprocess_tweet(text, lang="es")`` of
 pysentimiento 0.7.3 with its default arguments, loaded from its file without the package's model
-dependencies (:func:`twilbert.text.reference.load_pysentimiento_preprocessing`; the Makefile installs
+dependencies (:func:`twilbert.text.normalize.reference.load_pysentimiento_preprocessing`; the Makefile installs
 it ``--no-deps``). Its emoji names come from the ``emoji`` package, pinned in constraints.txt: emoji
 renames CLDR names between releases, so both sides must use the same one.
 
@@ -17,7 +17,7 @@ import pytest
 
 from tests.text.test_presets_data import real_texts_or_skip, text_key
 from twilbert.text.normalize import NormalizeRules, normalize_expr
-from twilbert.text.reference import load_pysentimiento_preprocessing, normalize_row
+from twilbert.text.normalize.reference import load_pysentimiento_preprocessing, normalize_row
 
 PEER = load_pysentimiento_preprocessing()
 pytestmark = pytest.mark.skipif(PEER is None, reason="pysentimiento is not installed (make test installs it --no-deps)")

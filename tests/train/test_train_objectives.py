@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from tests.train.loss_oracle import LossParts, pretraining_loss
 from twilbert.model.config import MaskedLMConfig, ModelConfig, ROPConfig
-from twilbert.train.objectives import LossParts, pretraining_loss
 
 
 @dataclass

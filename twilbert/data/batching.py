@@ -10,11 +10,11 @@ but Reply Order Prediction needs one ``[CLS]`` per pair, so packed rows would ne
 attention masks and per-segment position ids (SDPA then falls back from its fastest kernels): not worth
 ~6%, so there is no packing.
 
-The original (inventory §4) bucketed each *segment* length on a 5-token grid and left-padded every
-segment to its bucket, so PADs sat inside the sequence and were attended to (bug §13.2); batches were
-emitted whenever a bucket filled up, so one "epoch" was not one pass over the data (bug §13.8) and the
-order was reset every epoch (bug §13.19). Here every row appears exactly once per epoch, the order
-depends on ``(seed, epoch)``, padding is on the right with an attention mask.
+The original bucketed each *segment* length on a 5-token grid and left-padded every segment, so PADs
+sat inside the sequence and were attended to, and it emitted a batch whenever a bucket filled, so an
+"epoch" was not one pass over the data (docs/deviations.md#right-padding-attention-mask and
+#epoch-is-one-pass). Here every row appears exactly once per epoch, the order depends on
+``(seed, epoch)``, and padding is on the right with an attention mask.
 
 Determinism and resumption: the plan of an epoch is a pure function of ``(lengths, batch_size,
 bucket_width, max_tokens, seed, epoch)``, and the mask of a batch a pure function of ``(seed, epoch,
@@ -34,9 +34,9 @@ import torch
 
 from twilbert.data.masking import mask_tokens, maskable_positions
 from twilbert.data.shards import ShardDataset
-from twilbert.model.config import PAD_ID, MaskedLMConfig
+from twilbert.model.config import MaskedLMConfig
+from twilbert.tokens import IGNORE_INDEX, PAD_ID
 
-IGNORE_INDEX = -100
 _PLAN_TAG = 0x504C414E  # "PLAN": keeps the plan's random stream apart from the masks'
 _MASK_TAG = 0x4D41534B  # "MASK"
 

@@ -1,78 +1,31 @@
 """Dynamic MLM masking: choose target tokens (token / whole-word / span), then apply 80/10/10.
 
-Everything is vectorised over the whole ``(B, T)`` batch; there is no per-token Python loop.
+Vectorised over the whole ``(B, T)`` batch, with one code path for the three types:
 
-How targets are chosen (all three types share one code path)
-------------------------------------------------------------
-1. *Maskable* positions are real, non-special tokens (``maskable_positions``). Maximal runs of
-   maskable positions are *runs*; ``[CLS]``, ``[SEP]``, ``[UNK]`` and padding separate runs.
-2. A run is made of *units*: tokens (``token``/``span``) or whole words (``word``: a word-start token
-   plus its continuation tokens; the first token of a run always starts a unit).
-3. Every run is tiled, left to right, into consecutive *spans* of ``ℓ`` units, with ``ℓ`` drawn i.i.d.
-   from the span-length distribution (``token``: always 1). The last span of a run is cut at the run's
-   end, so spans never cross ``[SEP]``, ``[UNK]`` or padding.
-4. The ``S`` spans of a row are put in a random order and taken by *systematic sampling* at rate
-   ``q = budget``: with one ``u ~ U[0, 1)`` per row, the span at position ``i`` (0-based) of the order
-   is taken iff ``floor(q (i+1) + u) > floor(q i + u)``. A row gets ``floor(q S)`` or ``ceil(q S)``
-   spans (``q S`` on average: stochastic rounding) and *every span is taken with probability exactly
-   q, whatever its length*. Hence, on any data:
+1. *Maskable* positions are real, non-special tokens; maximal runs of them are *runs* (``[CLS]``,
+   ``[SEP]``, ``[UNK]`` and padding separate runs). A run is made of *units*: tokens, or for ``word``
+   whole words (a word-start token plus its continuation tokens).
+2. Each run is tiled left to right into *spans* of ``ℓ`` units, ``ℓ`` drawn i.i.d. from the span-length
+   distribution (``token``: 1); the last span is cut at the run's end, so no span crosses a special
+   token or padding.
+3. A row's ``S`` spans are shuffled and taken by systematic sampling at rate ``q = budget`` (one
+   ``u ~ U[0, 1)`` per row): every span is taken with probability exactly q whatever its length, and a
+   row gets ``floor(q S)`` or ``ceil(q S)`` spans. So the expected masked fraction is exactly the budget,
+   short segments included, and the lengths of the spans taken follow the cut tiling's histogram (the
+   cuts at run ends shift it slightly towards 1; ``tests/data/test_masking.py`` checks both).
 
-   * the expected masked fraction is exactly ``budget``, short segments included;
-   * the lengths of the spans taken follow the lengths of the tiling (step 3) exactly, in expectation.
+Deviations from the original ``Utils.mask_spans`` (docs/deviations.md#span-masking-within-runs,
+#span-tiling, #masking-budget-in-expectation): spans never run past ``[SEP]`` into padding, never
+overlap and tile each run, and the budget is met in expectation instead of by ``ceil(budget · n)``
+plus an overshooting last span, which masked 22% of 3-10 token segments instead of 15% (so a short
+row may get no target).
 
-   For ``token`` masking (S = n) a row gets ``floor(q n)`` or ``ceil(q n)`` targets.
-
-What remains (measured on tweet-like pairs ``[CLS] a [SEP] b [SEP]``, both segment lengths uniform
-in [5, 40] or in [3, 10], 2% ``[UNK]``, budget 0.15, harmonic ``max_span`` 3, 12 800 rows each):
-
-* masked fraction 0.1498 / 0.1494 (``span``) and 0.1501 / 0.1500 (``token``), within sampling error
-  of 0.15. The previous rule (``ceil(budget · n)`` per row, at least 1, and an always-taken last span
-  overshooting the budget) gave 0.172 / 0.222 (``span``) and 0.161 / 0.187 (``token``).
-* span lengths p(1), p(2), p(3) = 0.577, 0.265, 0.158 on [5, 40] segments and 0.619, 0.260, 0.122 on
-  [3, 10], against the configured 6/11, 3/11, 2/11 = 0.545, 0.273, 0.182. The shift comes only from
-  the spans cut at run ends (step 3): it is what never crossing a special token or padding costs, and
-  ``tests/data/test_masking.py`` checks that the observed histogram is the cut tiling's, computed
-  exactly from the runs of the data. (The previous rule looked closer, 0.566 / 0.269 / 0.166 on
-  [5, 40], only because its overshooting last span favoured long spans, the same bias that inflated
-  the fraction.) A tiling conditioned to end exactly at each run's end would roughly halve the shift
-  (computed with the renewal recursion) but needs rejection sampling over several candidate tilings;
-  not done. Long runs (no separators) give the configured histogram within sampling error.
-
-Deviations from the original ``Utils.mask_spans`` (inventory §5.1), each deliberate:
-* Spans cannot run past ``[SEP]`` into the next segment's pads (bug §5.1 / §13.6): padding and
-  special tokens are never targets and never change.
-* Spans never overlap, so a token is never drawn twice nor double-counted against the budget.
-* Spans are a random tiling of each run rather than "length first, then a uniform start among free
-  positions"; this is what makes the procedure vectorisable. Every maskable token is a target with
-  probability exactly ``budget`` (each span is taken with that probability).
-* The per-row budget is met *in expectation* (stochastic rounding over spans), not by
-  ``ceil(budget · n)`` plus an overshooting last span: that rule (the original's, and this module's
-  first version) over-masked short tweets (22% instead of 15% on 3-10 token segments). Systematic
-  rather than independent (Bernoulli) sampling of spans keeps each row's span count within one of
-  ``q S``, close to the original's fixed per-row budget. A short row may therefore get no target at all (a row
-  of 5 maskable tokens gets one with probability 0.75 under ``token`` masking); the original redrew
-  such rows until one token was chosen, which is the same bias again.
-
-Static targets (``MaskedLMConfig.static_targets``)
---------------------------------------------------
-Masking is *the same* with or without ``static_targets``: the number of real targets follows the
-budget as above. What changes is the shape seen by the MLM head. A ``(B, T)`` batch gets
-``K = masked_lm.target_slots(B * T)`` target *slots* (a function of the padded shape only, see
-:meth:`MaskedLMConfig.target_slots`); the head gathers exactly K hidden states, the real targets
-first and then ignored (``-100``) filler slots, so the vocabulary projection and the loss have the
-static shape ``(K, V)`` for a given batch shape, with no data-dependent indexing and no host sync
-(Cramming's sparse prediction, ``num_masks_guaranteed``). ``mask_tokens`` caps the real targets at K
-so that none is ever dropped by the head; the cap sits about 3 standard deviations above the
-expected count even when *every* position is maskable, so on real batches (3 specials per row and
-padding) it never binds: 0 of 6 000 batches of 32 tweet pairs and 0 of 6 000 batches of 32 x 88
-all-maskable positions went over it (``span`` harmonic 3, ``span`` geometric 10, ``token``). When it
-does, random whole spans are dropped (the last one possibly cut) until K remain.
-
-Why one K per batch *shape* rather than one K for the whole run (``budget x batch_size x longest
-sequence``): the encoder already sees one shape per length bucket, so a per-shape K adds no shape for
-``torch.compile``, while a single K would make the head of a 24-token batch project as many rows as
-that of an 88-token batch (3.7 times the work). A caller that wants one K anyway passes it as
-``max_targets`` here and ``mlm_slots`` to the model.
+Static targets: a ``(B, T)`` batch gets ``K = masked_lm.target_slots(B * T)`` target slots, the real
+targets first and then ignored filler, so the MLM head's projection and loss have one static ``(K, V)``
+shape per batch shape (Cramming's sparse prediction). ``mask_tokens`` caps the real targets at K, about
+3 standard deviations above the expected count, dropping whole spans when it binds (never seen on real
+batches). One K per batch shape, not per run: the encoder already sees one shape per length bucket,
+and a run-wide K would make a short batch's head project as many rows as a long one's.
 """
 
 from __future__ import annotations
@@ -82,9 +35,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from twilbert.model.config import MASK_ID, N_SPECIAL, MaskedLMConfig
-
-IGNORE_INDEX = -100  # label of non-target positions (the default ignore_index of F.cross_entropy)
+from twilbert.model.config import MaskedLMConfig
+from twilbert.tokens import IGNORE_INDEX, MASK_ID, N_SPECIAL
 
 
 class Selection(NamedTuple):

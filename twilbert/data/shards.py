@@ -10,7 +10,6 @@ builds right-padded ``[CLS] a [SEP] b [SEP]`` batches without a per-token Python
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,27 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from twilbert.model.config import CLS_ID, PAD_ID, SEP_ID
-from twilbert.utils import sha256_file as _sha256
-
-SPLITS = ("train", "valid", "test")
-MANIFEST = "manifest.json"
-
-
-class ShardError(ValueError):
-    """Shards that do not match their manifest (missing, extra, altered or miscounted)."""
-
-
-def load_manifest(out_dir: str | Path) -> dict:
-    path = Path(out_dir) / MANIFEST
-    if not path.exists():
-        raise ShardError(f"{path} does not exist: run the pairs stage first")
-    return json.loads(path.read_text())
-
-
-def _open(path: Path) -> pa.Table:
-    """Memory-map one shard; the returned table's buffers point into the mapping (zero copy)."""
-    return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+from twilbert.data.shard_format import SPLITS, ShardError, load_manifest, open_shard, verify_manifest
+from twilbert.tokens import CLS_ID, PAD_ID, SEP_ID
 
 
 def open_split(out_dir: str | Path, split: str) -> list[pa.Table]:
@@ -46,7 +26,7 @@ def open_split(out_dir: str | Path, split: str) -> list[pa.Table]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     manifest = load_manifest(out_dir)
-    return [_open(Path(out_dir) / sh["file"]) for sh in manifest["shards"][split]]
+    return [open_shard(Path(out_dir) / sh["file"]) for sh in manifest["shards"][split]]
 
 
 @dataclass(frozen=True)
@@ -63,55 +43,6 @@ def iter_rows(out_dir: str | Path, split: str) -> Iterator[Row]:
     ds = ShardDataset(out_dir, split)
     for i in range(len(ds)):
         yield ds[i]
-
-
-
-
-def verify_manifest(out_dir: str | Path, tokenizer_sha256: str | None = None) -> dict:
-    """Check shards against the manifest: files, checksums, and counts recomputed from the data.
-
-    Recomputes rows, label counts and the length histogram of every split from the shards themselves
-    (cheap: memory-mapped columns). Raises ShardError listing every problem; returns the manifest.
-    """
-    out_dir = Path(out_dir)
-    m = load_manifest(out_dir)
-    problems: list[str] = []
-    if tokenizer_sha256 is not None and m["tokenizer_sha256"] != tokenizer_sha256:
-        problems.append(f"tokenizer sha256 {m['tokenizer_sha256'][:12]} != expected {tokenizer_sha256[:12]}")
-    for split in SPLITS:
-        listed = m["shards"][split]
-        on_disk = {f"{split}/{p.name}" for p in (out_dir / split).glob("shard-*.arrow")}
-        extra = on_disk - {sh["file"] for sh in listed}
-        if extra:
-            problems.append(f"{split}: shards not in the manifest: {sorted(extra)}")
-        labels = {1: 0, 0: 0, -1: 0}
-        hist = np.zeros(len(m["length_histogram"][split]), dtype=np.int64)
-        total = 0
-        for sh in listed:
-            path = out_dir / sh["file"]
-            if not path.exists():
-                problems.append(f"{sh['file']}: missing")
-                continue
-            if _sha256(path) != sh["sha256"]:
-                problems.append(f"{sh['file']}: sha256 mismatch")
-                continue
-            t = _open(path)
-            if t.num_rows != sh["rows"]:
-                problems.append(f"{sh['file']}: {t.num_rows} rows, manifest says {sh['rows']}")
-            total += t.num_rows
-            lab = t["label"].to_numpy()
-            for k in labels:
-                labels[k] += int((lab == k).sum())
-            hist += np.bincount(t["length"].to_numpy(), minlength=hist.size)[: hist.size]
-        want = m["rows"][split]
-        got = {"total": total, "positive": labels[1], "negative": labels[0], "mlm_only": labels[-1]}
-        if got != want:
-            problems.append(f"{split}: counts from data {got} != manifest {want}")
-        if hist.tolist() != m["length_histogram"][split]:
-            problems.append(f"{split}: length histogram from data differs from the manifest")
-    if problems:
-        raise ShardError(f"{out_dir}: " + "; ".join(problems))
-    return m
 
 
 class ShardDataset:
@@ -206,4 +137,5 @@ class ShardDataset:
         return ids, types, self.labels[idx].astype(np.int64)
 
 
+# ShardError, load_manifest, verify_manifest and SPLITS belong to shard_format; re-exported for readers.
 __all__ = ["ShardDataset", "ShardError", "Row", "open_split", "iter_rows", "verify_manifest", "load_manifest", "SPLITS"]

@@ -1,7 +1,7 @@
 """Per-epoch fine-tuning checkpoints: a run killed at any moment resumes where it was.
 
 Layout (``root`` is ``finetune_task``'s ``checkpoint_dir``; the stage uses
-``models/finetune/.checkpoints/<task>``, a DVC ``persist: true`` output)::
+``models/finetune/.checkpoints/<task>``, not a DVC output, so DVC leaves it alone)::
 
     root/epoch-0003/
         model.safetensors   the weights after epoch 3 (safetensors: no pickle)
@@ -9,8 +9,7 @@ Layout (``root`` is ``finetune_task``'s ``checkpoint_dir``; the stage uses
         trainer_state.pt    optimizer, lr schedule and RNG states (torch CPU/CUDA, numpy global,
                             python, and the epoch-order numpy Generator); tensors and plain types
                             only, loaded with ``torch.load(weights_only=True)``
-        state.json          epoch, history, what was logged, best epoch/score/dev metrics, counters,
-                            the run config and its fingerprint
+        state.json          epoch, history, logged rows, best epoch/score/dev metrics, counters, run config
         checksums.json      sha256 of every file above
 
 Writes are atomic at the directory level: everything goes into ``root/.tmp-epoch-0003-<uuid>/``
@@ -19,30 +18,23 @@ the write leaves a ``.tmp-*`` directory, ignored and removed by the next save. T
 :data:`KEEP` checkpoints are kept, so a checkpoint that fails its checksums (truncated, bit rot) is
 reported and the previous one is used.
 
-A checkpoint whose fingerprint (of the run config: effective finetuning settings, the task, the
-sha256 of the split files and of the tokenizer, normalisation rules, model config and the sha256 of
-the initial encoder weights, and of the fine-tuning code) differs from the current run is never resumed: the differing keys are
-printed and ``root`` is moved aside to ``<root>-stale-<time>`` (the :data:`KEEP_STALE` newest such
-directories are kept, older ones deleted, so they never pile up), and training starts afresh. The same happens to a checkpoint of this run config that does not fit the current
-code (other weight names or shapes, other optimizer groups). Why not an error: ``root`` persists across ``dvc repro`` runs, and changing params is
-the normal way to start a new experiment (``dvc exp run -S finetuning.lr=...``); an error would make
-every such run after an interruption need a manual ``rm``. (Pre-training, whose checkpoints cost far
-more, keeps one sub-directory per run config instead: :mod:`twilbert.train.pretrain`.)
-
-``impl`` (device, threads, precision) is not in the fingerprint: it may change speed only.
+A checkpoint of another run config (:func:`twilbert.finetune.train.finetune_task`'s run config: its
+fingerprint covers settings, data, tokenizer, rules, model, initial weights and code; ``impl`` is left
+out, it changes speed only), or of this one that does not fit the current code, is never resumed:
+the differing keys are printed and ``root`` is moved aside to ``<root>-stale-<time>`` (the
+:data:`KEEP_STALE` newest kept) by the run store (:mod:`twilbert.train.run_store`), and training
+starts afresh. Not an error: ``root`` persists across ``dvc repro`` runs, and changing params is the
+normal way to start a new experiment.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +45,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from twilbert.train.checkpoint import CheckpointError, config_differences
-from twilbert.utils import sha256_file
+from twilbert.train.checkpoint import rng_state as global_rng_state
+from twilbert.train.checkpoint import set_rng_state as global_set_rng_state
+from twilbert.train.run_store import fingerprint, listing, move_aside, numbered_dirs
+from twilbert.utils import atomic_write, atomic_write_text, fsync_dir, sha256_file
 
 KEEP = 2
 KEEP_STALE = 2  # moved-aside checkpoint directories of older run configs kept per task
@@ -63,10 +58,6 @@ TRAINER_FILE = "trainer_state.pt"
 STATE_FILE = "state.json"
 CHECKSUMS_FILE = "checksums.json"
 _EPOCH_DIR = re.compile(r"^epoch-(\d{4,})$")
-
-
-def fingerprint(run_config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(run_config, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -88,42 +79,17 @@ def all_finite(state: dict[str, torch.Tensor]) -> bool:
 
 
 def rng_state(generator: np.random.Generator) -> dict[str, Any]:
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
-    py_version, py_internal, py_gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
-        "python": {"version": py_version, "internal": torch.tensor(py_internal, dtype=torch.int64), "gauss_next": py_gauss},
-        "generator": json.dumps(generator.bit_generator.state),  # PCG64 state: ints wider than 64 bits
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    """The global RNG states (:func:`twilbert.train.checkpoint.rng_state`) and the epoch-order generator's."""
+    return {**global_rng_state(), "generator": json.dumps(generator.bit_generator.state)}  # PCG64 state: ints wider than 64 bits
 
 
 def set_rng_state(state: dict[str, Any], generator: np.random.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(x) for x in p["internal"].tolist()), p["gauss_next"]))
+    global_set_rng_state(state)
     generator.bit_generator.state = json.loads(state["generator"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # --------------------------------------------------------------------------------------------------
 # files
-
-
-def _fsync(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -168,10 +134,7 @@ class EpochCheckpoints:
 
     def list(self) -> list[Path]:
         """``epoch-*`` directories, oldest first."""
-        if not self.root.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.root.iterdir() if p.is_dir() and (m := _EPOCH_DIR.match(p.name))]
-        return [p for _, p in sorted(found)]
+        return numbered_dirs(self.root, _EPOCH_DIR)
 
     # ---------------------------------------------------------------- save
 
@@ -198,28 +161,24 @@ class EpochCheckpoints:
         tmp.mkdir()
         try:
             files = [MODEL_FILE, TRAINER_FILE, STATE_FILE]
-            save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+            atomic_write(tmp / MODEL_FILE, lambda t: save_file(weights, str(t), metadata={"format": "pt"}))
             if best_state is not None:
-                save_file(_cpu_copy(best_state), str(tmp / BEST_FILE), metadata={"format": "pt"})
+                atomic_write(tmp / BEST_FILE, lambda t: save_file(_cpu_copy(best_state), str(t), metadata={"format": "pt"}))
                 files.append(BEST_FILE)
             trainer = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(generator)}
-            torch.save(trainer, tmp / TRAINER_FILE)
+            atomic_write(tmp / TRAINER_FILE, lambda t: torch.save(trainer, t))
             full = {**state, "epoch": epoch, "fingerprint": self.fingerprint, "run_config": self.run_config}
             # key order kept: the history's columns come back as they were written
-            (tmp / STATE_FILE).write_text(json.dumps(full, indent=1) + "\n", encoding="utf-8")
-            for f in files:
-                _fsync(tmp / f)
+            atomic_write_text(tmp / STATE_FILE, json.dumps(full, indent=1) + "\n")
             checksums = {f: sha256_file(tmp / f) for f in files}
-            (tmp / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
-            _fsync(tmp / CHECKSUMS_FILE)
-            _fsync(tmp)
+            atomic_write_text(tmp / CHECKSUMS_FILE, json.dumps(checksums, indent=2, sort_keys=True) + "\n")
             if final.exists():  # a re-run of this epoch after falling back to an older checkpoint
                 shutil.rmtree(final)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync(self.root)
+        fsync_dir(self.root)
         for old in self.list()[:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -246,16 +205,9 @@ class EpochCheckpoints:
 
     def _move_aside(self, stored: dict[str, Any], reason: str | None = None) -> None:
         if reason is None:
-            diffs = config_differences(stored, self.run_config)
-            listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs) or "(no run config stored)"
-            reason = f"checkpoints in {self.root} belong to a different run ({listing})"
-        # Names sort by time (nanoseconds within the second), which the pruning below relies on.
-        stale = self.root.with_name(f"{self.root.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}")
-        self.say(f"{reason}; moving them to {stale} and starting afresh")
-        shutil.move(str(self.root), str(stale))
-        older = sorted(self.root.parent.glob(f"{self.root.name}-stale-*"))[:-KEEP_STALE]  # names sort by time
-        for old in older:
-            shutil.rmtree(old, ignore_errors=True)
+            diffs = listing(config_differences(stored, self.run_config)) or "(no run config stored)"
+            reason = f"checkpoints in {self.root} belong to a different run ({diffs})"
+        move_aside(self.root, reason, KEEP_STALE, say=self.say)
 
     def resume(
         self,

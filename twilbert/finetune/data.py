@@ -37,9 +37,9 @@ import torch
 
 from twilbert.config import ConfigError
 from twilbert.finetune.config import TaskConfig
-from twilbert.model.config import CLS_ID, PAD_ID, SEP_ID
 from twilbert.text.normalize import EffectiveRules, NormalizeRules, normalize_expr
 from twilbert.text.tokenizer import Tokenizer
+from twilbert.tokens import CLS_ID, PAD_ID, SEP_ID
 
 SPLITS = ("train", "dev", "test")
 # Why a row read from a split file is not used (a later split's row whose id an earlier split has).

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from twilbert.config import ConfigError, from_dict
-from twilbert.model.config import CLS_ID, SEP_ID, ModelConfig
+from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import HF_TOKENIZER_FILE, SPM_FILE, tokenizer_file
+from twilbert.tokens import CLS_ID, SEP_ID
 from twilbert.train.checkpoint import CheckpointError, load_checkpoint, read_config, read_pretrain_meta, save_checkpoint
 from twilbert.utils import sha256_file as _sha256
 

@@ -19,7 +19,7 @@ it trains one model per seed on the same data with the same config, and writes:
 Crash safety across seeds: each seed checkpoints under ``<checkpoint_dir>/seed-<s>/`` and keeps its
 last checkpoint (and model) until every seed is done, so a rerun after a kill redoes no finished seed
 (a finished seed resumes at its last epoch: test evaluation and outputs only). The per-seed
-directories are removed at the end; ``checkpoint_dir`` itself stays (a DVC ``persist`` output).
+directories are removed at the end; ``checkpoint_dir`` itself stays (not a DVC output: DVC leaves it alone).
 
 MLflow (``log_fn``): each seed's per-epoch metrics are logged with a ``seed-<s>/`` prefix
 (``seed-1/dev.f1_macro`` at step = epoch), in the stage's one run.
@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
+from twilbert.finetune.epochs import LogFn
 from twilbert.finetune.metrics import mean_sd, selection_metric
 from twilbert.finetune.reports import REPORT_FILES, RUN_INFO_FILE, write_json
-from twilbert.finetune.train import LogFn, default_checkpoint_dir, finetune_task
+from twilbert.finetune.train import default_checkpoint_dir, finetune_task
 
 RUNS_DIR = "runs"
 _COPIED = tuple(f for f in REPORT_FILES if f != "metrics.json")  # the chosen run's own reports

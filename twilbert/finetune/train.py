@@ -14,25 +14,20 @@ Loop (``finetune_task``):
 4. restore the best-dev weights, evaluate test once with them (test never selects anything), save the
    model directory and the reports (never non-finite weights).
 
-An update with a NaN/inf loss or gradient is skipped and counted; ``finetuning.max_bad_steps`` of them
-in a row stop the run with :class:`NonFiniteTrainingError` (issue 7).
-
-Differences from the original loop (inventory §9): batches are length-bucketed mini-batches (not one
-whole bucket per ``fit`` call, in ascending length order), the data order changes every epoch (the
-original re-seeded every epoch, bug §13.19), test is evaluated once with the restored best-dev weights
-rather than at every dev improvement, and the learning rate follows a schedule per update.
+Each update runs through the shared loop (:mod:`twilbert.train.loop`) with the task loss as its
+objective (:class:`twilbert.train.objectives.TaskLoss`); an update with a NaN/inf loss or gradient is
+skipped and counted, and ``finetuning.max_bad_steps`` of them in a row stop the run with
+:class:`TrainingDivergedError`. Where this loop differs from the original's, see docs/deviations.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-import sys
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +38,10 @@ from tqdm.auto import tqdm
 from twilbert.config import ConfigError, to_dict
 from twilbert.finetune.checkpoint import EpochCheckpoints, all_finite, tensors_sha256
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
-from twilbert.finetune.data import EncodedSplit, bucketed_batches, class_weights, collate, data_counts, encode_split, eval_batches, load_task
+from twilbert.finetune.data import EncodedSplit, class_weights, collate, data_counts, encode_split, eval_batches, load_task
+from twilbert.finetune.epochs import EpochLoop, LogFn, Trainer, say
 from twilbert.finetune.losses import build_loss
-from twilbert.finetune.metrics import BestTracker, compute_metrics, selection_metric, selection_score
+from twilbert.finetune.metrics import compute_metrics, selection_metric, selection_score
 from twilbert.finetune.model import SequenceClassifier, load_encoder, pretrained_tokenizer_sha256, probabilities, save_finetuned
 from twilbert.finetune.reports import (
     RUN_INFO_FILE,
@@ -63,33 +59,14 @@ from twilbert.model.twilbert import TWilBERT
 from twilbert.text.normalize import EffectiveRules, NormalizeRules
 from twilbert.text.tokenizer import Tokenizer, tokenizer_file
 from twilbert.train.config import ImplConfig
-from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
+from twilbert.train.loop import TrainingDivergedError
+from twilbert.train.optim import build_optimizer, param_groups
+from twilbert.train.run_store import code_sha256
+from twilbert.train.runtime import autocast as runtime_autocast
+from twilbert.train.runtime import autocast_dtype, resolve_device
 from twilbert.train.schedules import build_schedule
-from twilbert.utils import sha256_file, source_sha256
+from twilbert.utils import sha256_file
 
-LogFn = Callable[[dict[str, float], int], None]
-
-
-# --------------------------------------------------------------------------------------------------
-# device and precision
-
-
-def resolve_device(impl: ImplConfig) -> torch.device:
-    if impl.device == "cuda" or (impl.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("impl.device: cuda requested but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def autocast_for(impl: ImplConfig, device: torch.device):
-    """bf16 autocast on CUDA (``precision: auto`` where supported, or ``bf16``); fp32 otherwise."""
-    use_bf16 = impl.precision == "bf16" or (
-        impl.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
-    if use_bf16:
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext
 
 
 # --------------------------------------------------------------------------------------------------
@@ -170,16 +147,6 @@ def _check_fits(encoder: TWilBERT, tokenizer: Tokenizer, ft: FinetuningConfig, t
         )
 
 
-def _update_windows(n_batches: int, accum: int) -> np.ndarray:
-    """Micro-batches in the accumulation window of each micro-batch (the last window may be short:
-    its loss is averaged over its own size, so every update is a mean over micro-batches)."""
-    sizes = np.full(n_batches, accum, dtype=np.int64)
-    tail = n_batches % accum
-    if tail:
-        sizes[n_batches - tail :] = tail
-    return sizes
-
-
 def _rules_dict(rules: EffectiveRules | NormalizeRules | None) -> dict | None:
     if rules is None:
         return None
@@ -190,98 +157,7 @@ def _rules_dict(rules: EffectiveRules | NormalizeRules | None) -> dict | None:
 # one epoch, one evaluation
 
 
-class NonFiniteTrainingError(ConfigError):
-    """Too many optimizer updates in a row had a NaN/inf loss or gradient: the run diverged (usually
-    the lr or the loss settings; a ConfigError so the CLI prints one line)."""
-
-
-@dataclass
-class Trainer:
-    """What an epoch of updates needs; ``train_epoch`` runs one pass over ``data``.
-
-    Numerical faults (issue 7): an update whose window has a non-finite loss (any micro-batch) or a
-    non-finite gradient norm is skipped (no optimizer step; the lr schedule still advances, as in
-    pre-training) and counted; ``max_bad_steps`` skipped updates in a row raise
-    :class:`NonFiniteTrainingError`. A non-finite micro-batch loss is not back-propagated and does not
-    enter the epoch's mean training loss.
-    """
-
-    model: SequenceClassifier
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    accum_iters: int
-    clip: float
-    device: torch.device
-    autocast: Callable[[], Any]
-    max_bad_steps: int = 5
-    name: str = "task"
-    skipped: int = 0  # updates skipped for a non-finite loss or gradient
-    consecutive_bad: int = 0
-    updates: int = 0  # optimizer updates attempted (skipped ones included)
-    tokens: int = 0  # real tokens trained on
-    seconds: float = 0.0
-
-    COUNTERS = ("skipped", "consecutive_bad", "updates", "tokens", "seconds")
-
-    def counters(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.COUNTERS}
-
-    def restore(self, counters: dict[str, Any]) -> None:
-        for k in self.COUNTERS:
-            setattr(self, k, counters[k])
-
-    def _update(self, window_bad: bool, trainable: list[torch.Tensor]) -> None:
-        self.updates += 1
-        norm = None if window_bad else clip_grad_norm(trainable, self.clip)
-        if norm is not None and bool(torch.isfinite(norm)):
-            self.optimizer.step()
-            self.consecutive_bad = 0
-        else:  # a non-finite loss or gradient would poison the weights: skip this update
-            self.skipped += 1
-            self.consecutive_bad += 1
-            if self.consecutive_bad >= self.max_bad_steps:
-                self.optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteTrainingError(
-                    f"tasks.{self.name}: {self.consecutive_bad} optimizer updates in a row had a non-finite loss or "
-                    f"gradient (up to update {self.updates}); stopping, nothing saved. Lower finetuning.lr, check the "
-                    f"data, or raise finetuning.max_bad_steps ({self.max_bad_steps})"
-                )
-        with warnings.catch_warnings():  # after a skipped first update torch warns that the order is wrong
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before", category=UserWarning)
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def train_epoch(self, data: EncodedSplit, batches: list[np.ndarray], *, progress: bool, desc: str) -> float:
-        """One pass; returns the mean training loss over the examples with a finite loss (NaN if none)."""
-        model, t0 = self.model, time.perf_counter()
-        model.train()
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        windows = _update_windows(len(batches), self.accum_iters)
-        loss_sum, n_seen, window_bad = 0.0, 0, False
-        bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
-        try:
-            for i, idx in enumerate(bar):
-                b = collate(data, idx).to(self.device)
-                with self.autocast():
-                    out = model(b.input_ids, b.token_type_ids, b.attention_mask)  # (B, C)
-                loss = self.loss_fn(out, b.labels)
-                value = float(loss.detach())
-                if math.isfinite(value):
-                    (loss / windows[i]).backward()
-                    loss_sum += value * len(idx)
-                    n_seen += len(idx)
-                else:
-                    window_bad = True
-                self.tokens += int(data.lengths[idx].sum())
-                if (i + 1) % self.accum_iters == 0 or i == len(batches) - 1:
-                    self._update(window_bad, trainable)
-                    window_bad = False
-                if n_seen:
-                    bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
-        finally:
-            self.seconds += time.perf_counter() - t0
-        return loss_sum / n_seen if n_seen else float("nan")
+NonFiniteTrainingError = TrainingDivergedError  # the name the tests and older callers use
 
 
 def evaluate_split(
@@ -297,22 +173,16 @@ def evaluate_split(
 # the task
 
 def finetune_code_sha256() -> str:
-    """sha256 of the code this module runs (itself and every ``twilbert`` module it imports): in the
-    run config, so that a checkpoint left by an interrupted run is not resumed by edited code (DVC
-    reruns the stage because of the edit; half a run from each version of the code would be neither's
-    result). As for pre-training (:func:`twilbert.train.pretrain.training_code_sha256`)."""
-    return source_sha256(__name__)
+    """sha256 of the code this module runs: in the run config, so that a checkpoint left by an
+    interrupted run is not resumed by edited code (:func:`twilbert.train.run_store.code_sha256`)."""
+    return code_sha256(__name__)
 
 
 def default_checkpoint_dir(model_out: str | Path) -> Path:
     """``<model_out>/../.checkpoints/<model_out name>``: ``models/finetune/.checkpoints/<task>`` for the
-    stage (declared ``persist: true`` in dvc.yaml, so DVC keeps it across an interrupted run)."""
+    stage (not a DVC output in dvc.yaml, so DVC leaves it alone and an interrupted run resumes from it)."""
     model_out = Path(model_out)
     return model_out.parent / ".checkpoints" / model_out.name
-
-
-def _say(name: str, message: str) -> None:
-    print(f"finetune {name}: {message}", file=sys.stderr, flush=True)
 
 
 def finetune_task(
@@ -360,10 +230,8 @@ def finetune_task(
     impl = impl or ImplConfig()
     if impl.num_threads:
         torch.set_num_threads(impl.num_threads)
-    device = resolve_device(impl)
-    autocast = autocast_for(impl, device)
-
-    # data and model
+    device = resolve_device(impl.device, error=ConfigError)
+    autocast = functools.partial(runtime_autocast, device, autocast_dtype(impl.precision, device))
     tokenizer_path = tokenizer_file(tokenizer_path)  # models/vocab -> the spm.model / tokenizer.json in it
     tokenizer = Tokenizer.from_file(tokenizer_path)
     splits = load_task(task, data_root, name=name)  # repeated ids quarantined (or an error): task.repeated_ids
@@ -373,6 +241,22 @@ def finetune_task(
         encoder, source = encoder_factory(), "encoder_factory"
     else:
         encoder, source = build_encoder(ft, pretrained_dir=pretrained_dir, model_config=model_config, attention=impl.attention)
+    _check_encoder(encoder, source, tokenizer, tokenizer_path, ft, task, name)
+    run_config = _run_config(task, ft, splits, tokenizer, rules, encoder)
+    enc = {s: encode_split(splits[s], tokenizer, max_len=ft.max_len, rules=rules, num_threads=impl.tokenizer_threads) for s in splits}
+    trainer = _build_trainer(name, task, ft, encoder, splits, enc["train"], device, autocast)
+    evaluate = lambda split: evaluate_split(  # noqa: E731
+        trainer.model, enc[split], splits[split].labels, task, batch_size=ft.pred_batch_size, device=device, autocast=autocast
+    )
+    checkpoints = EpochCheckpoints(checkpoint_dir or default_checkpoint_dir(model_out), run_config, say=lambda m: say(name, m))
+    run = EpochLoop(name, task, ft, trainer, checkpoints, evaluate, rng, log_fn, progress)
+    run.resume()
+    run.train(enc["train"])
+    return _finish(run, splits, evaluate, tokenizer_path, rules, source, model_out, report_out, t_start, clear_checkpoints)
+
+
+def _check_encoder(encoder: TWilBERT, source: str, tokenizer: Tokenizer, tokenizer_path: Path, ft: FinetuningConfig, task: TaskConfig, name: str) -> None:
+    """The encoder must fit the inputs, and a pre-trained one must have been trained with this vocabulary."""
     _check_fits(encoder, tokenizer, ft, task, name)
     if source not in ("random", "encoder_factory"):
         sha = pretrained_tokenizer_sha256(source)
@@ -381,7 +265,11 @@ def finetune_task(
                 f"tasks.{name}: {tokenizer_path} is not the vocabulary the encoder in {source} was pre-trained with "
                 f"(sha256 {tokenizer.sha256[:12]} vs {sha[:12]})"
             )
-    run_config = {
+
+
+def _run_config(task: TaskConfig, ft: FinetuningConfig, splits: dict, tokenizer: Tokenizer, rules, encoder: TWilBERT) -> dict[str, Any]:
+    """Everything that determines the fine-tuned weights: its fingerprint names the run's checkpoints."""
+    return {
         "task": to_dict(task),
         "finetuning": to_dict(ft),
         "data_sha256": {s: sha256_file(splits[s].path) for s in splits},
@@ -391,7 +279,10 @@ def finetune_task(
         "initial_encoder_sha256": tensors_sha256(encoder.state_dict()),
         "code_sha256": finetune_code_sha256(),
     }
-    enc = {s: encode_split(splits[s], tokenizer, max_len=ft.max_len, rules=rules, num_threads=impl.tokenizer_threads) for s in splits}
+
+
+def _build_trainer(name: str, task: TaskConfig, ft: FinetuningConfig, encoder: TWilBERT, splits: dict, train: EncodedSplit, device, autocast) -> Trainer:
+    """Classifier, loss, optimiser and schedule (steps = optimizer updates)."""
     model = SequenceClassifier(
         encoder,
         task.n_outputs,
@@ -400,10 +291,7 @@ def finetune_task(
         dropout=ft.dropout,
         freeze_encoder=not ft.finetune_all,
     ).to(device)
-
-    # loss, optimiser, schedule (steps = optimizer updates)
     weights = None if task.regression else torch.from_numpy(class_weights(task, splits["train"].labels)).to(device)
-    train = enc["train"]
     total_updates = ft.epochs * math.ceil(math.ceil(len(train) / ft.batch_size) / ft.accum_iters)
     optimizer = build_optimizer(ft.optimizer, param_groups(model, ft.weight_decay), lr=ft.lr, weight_decay=ft.weight_decay)
     scheduler = build_schedule(
@@ -414,62 +302,18 @@ def finetune_task(
         hidden_size=encoder.config.hidden_size,
         scale=ft.lr,  # noam only: a multiplier on the formula, as training.lr
     )
-    trainer = Trainer(model, build_loss(ft.loss, task.task_type, weights), optimizer, scheduler, ft.accum_iters, ft.clip_grad_norm,
-                      device, autocast, max_bad_steps=ft.max_bad_steps, name=name)
-    evaluate = lambda split: evaluate_split(  # noqa: E731
-        model, enc[split], splits[split].labels, task, batch_size=ft.pred_batch_size, device=device, autocast=autocast
-    )
+    return Trainer(model, build_loss(ft.loss, task.task_type, weights), optimizer, scheduler, ft.accum_iters, ft.clip_grad_norm,
+                   device, autocast, max_bad_steps=ft.max_bad_steps, name=name)
 
-    # resume from the newest good checkpoint of this very run, if any
-    checkpoints = EpochCheckpoints(checkpoint_dir or default_checkpoint_dir(model_out), run_config, say=lambda m: _say(name, m))
-    tracker = BestTracker(ft.patience)
-    best_state: dict[str, torch.Tensor] | None = None
-    best_dev: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
-    logged: list[list] = []  # [epoch, metrics] as given to log_fn, replayed on resume
-    epoch, stopped, resumed_from = 0, False, None
-    resumed = checkpoints.resume(model, optimizer, scheduler, rng)
-    if resumed is not None:
-        st = resumed.state
-        tracker.best_score, tracker.best_epoch, tracker.since_best = st["tracker"]
-        trainer.restore(st["counters"])
-        best_state, best_dev, history, logged = resumed.best_state, st["best_dev"], st["history"], st["logged"]
-        epoch = resumed_from = st["epoch"]
-        stopped = st["stopped"]
-        if log_fn is not None:
-            for e, m in logged:
-                log_fn(m, e)
 
-    # epochs: train, score dev, keep the best weights, checkpoint
-    while not stopped and epoch < ft.epochs:
-        epoch += 1
-        batches = bucketed_batches(train.lengths, ft.batch_size, rng)
-        train_loss = trainer.train_epoch(train, batches, progress=progress, desc=f"{name} epoch {epoch}/{ft.epochs}")
-        _, dev_metrics = evaluate("dev")
-        score = selection_score(dev_metrics, task)
-        is_best = tracker.update(score, epoch)
-        if is_best:
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            best_dev = dev_metrics
-        dev_scalars = scalar_metrics(dev_metrics)
-        lr = optimizer.param_groups[0]["lr"]
-        history.append({"epoch": epoch, "train_loss": train_loss, "lr": lr, "dev_score": score, **{f"dev_{k}": v for k, v in dev_scalars.items()}})
-        logged.append([epoch, {"train.loss": train_loss, "lr": lr, "dev.selection": score, **{f"dev.{k}": v for k, v in dev_scalars.items()}}])
-        stopped = tracker.should_stop
-        _say(name, f"epoch {epoch}/{ft.epochs}: train loss {train_loss:.4f}, dev {selection_metric(task)} {score:.4f}"
-                   + (" (best so far)" if is_best else f" (best: epoch {tracker.best_epoch}, {tracker.best_score:.4f})")
-                   + (", early stop" if stopped else ""))
-        state = {"tracker": [tracker.best_score, tracker.best_epoch, tracker.since_best], "counters": trainer.counters(),
-                 "best_dev": best_dev, "history": history, "logged": logged, "stopped": stopped}
-        checkpoints.save(epoch, model, optimizer, scheduler, rng, None if is_best else best_state, state)
-        if log_fn is not None:
-            log_fn(logged[-1][1], epoch)
-
-    # the best-dev weights, evaluated once on test, saved with the reports
-    assert best_state is not None  # the first epoch is always a best
-    if not all_finite(best_state):  # cannot happen with the update guard; refuse rather than save NaN
-        raise NonFiniteTrainingError(f"tasks.{name}: the best-dev weights (epoch {tracker.best_epoch}) are not finite; nothing saved")
-    model.load_state_dict(best_state)
+def _finish(run: EpochLoop, splits: dict, evaluate, tokenizer_path: Path, rules, source: str, model_out, report_out, t_start: float,
+            clear_checkpoints: bool) -> dict[str, Any]:
+    """The best-dev weights, evaluated once on test, saved with the reports; returns the summary."""
+    name, task, ft, trainer, tracker = run.name, run.task, run.ft, run.trainer, run.tracker
+    assert run.best_state is not None  # the first epoch is always a best
+    if not all_finite(run.best_state):  # cannot happen with the update guard; refuse rather than save NaN
+        raise TrainingDivergedError(f"tasks.{name}: the best-dev weights (epoch {tracker.best_epoch}) are not finite; nothing saved")
+    trainer.model.load_state_dict(run.best_state)
     test_probs, test_metrics = evaluate("test")
     info = {
         "task": name,
@@ -485,7 +329,7 @@ def finetune_task(
         "encoder_source": source,
         "best_epoch": tracker.best_epoch,
     }
-    save_finetuned(model_out, model, tokenizer_path, info)
+    save_finetuned(model_out, trainer.model, tokenizer_path, info)
     summary = {
         "task": name,
         "task_type": task.task_type,
@@ -493,22 +337,30 @@ def finetune_task(
         "seed": ft.seed,
         "best_epoch": tracker.best_epoch,
         "best_dev_score": tracker.best_score if math.isfinite(tracker.best_score) else None,
-        "epochs_run": epoch,
-        "stopped_early": epoch < ft.epochs,
+        "epochs_run": run.epoch,
+        "stopped_early": run.epoch < ft.epochs,
         "skipped_updates": trainer.skipped,
-        "train_examples": len(train),
+        "train_examples": run.train_examples,
         "train_tokens": trainer.tokens,
-        "device": device.type,
+        "device": trainer.device.type,
         "data": data_counts(splits),  # per split: rows_in = rows_used + sum(rejected), rows in rejects.tsv
     }
     run_info = {  # changes on every run: not a DVC metric
         "train_seconds": round(trainer.seconds, 3),
         "train_tokens_per_s": round(trainer.tokens / trainer.seconds, 1) if trainer.seconds > 0 else 0.0,
         "total_seconds": round(time.perf_counter() - t_start, 3),
-        "resumed_from_epoch": resumed_from,
-        "checkpoint_dir": str(checkpoints.root),
+        "resumed_from_epoch": run.resumed_from,
+        "checkpoint_dir": str(run.checkpoints.root),
     }
-    report_out = Path(report_out)
+    _write_reports(Path(report_out), task, summary, run.best_dev, test_metrics, splits, test_probs, run.history, run_info)
+    if clear_checkpoints:
+        run.checkpoints.clear()
+    return {**summary, "dev": scalar_metrics(run.best_dev), "test": scalar_metrics(test_metrics), "dev_selection": tracker.best_score,
+            "test_selection": selection_score(test_metrics, task), "run_info": run_info}
+
+
+def _write_reports(report_out: Path, task: TaskConfig, summary: dict, best_dev: dict, test_metrics: dict, splits: dict, test_probs: np.ndarray,
+                   history: list, run_info: dict) -> None:
     report_out.mkdir(parents=True, exist_ok=True)
     write_metrics(report_out, summary, best_dev, test_metrics)
     write_class_report(report_out, task, best_dev, test_metrics)
@@ -517,20 +369,15 @@ def finetune_task(
     write_history(report_out, history)
     write_rejects(report_out, splits)
     write_json(report_out / RUN_INFO_FILE, run_info)
-    if clear_checkpoints:
-        checkpoints.clear()
-    return {**summary, "dev": scalar_metrics(best_dev), "test": scalar_metrics(test_metrics), "dev_selection": tracker.best_score,
-            "test_selection": selection_score(test_metrics, task), "run_info": run_info}
 
 
 __all__ = [
     "NonFiniteTrainingError",
     "Trainer",
-    "autocast_for",
+    "TrainingDivergedError",
     "build_encoder",
     "default_checkpoint_dir",
     "evaluate_split",
     "finetune_task",
     "predict_batches",
-    "resolve_device",
 ]

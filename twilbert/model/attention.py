@@ -4,11 +4,13 @@
 from ``H``: Q, K, V map ``H -> A*d_k`` and the output projection maps ``A*d_k -> H``. The released
 base model has A=6, d_k=64, H=768, i.e. a 384-wide attention inside a 768-wide model.
 
-Deviations from the original TWilBERT (inventory §6.2):
-* Padded keys are never attended (``attention_mask`` False). The original had no mask at all and every
-  token attended to the left-padding of both segments (bug §13.2).
-* Projections carry biases unless ``attention_bias: false`` (the original had none; BERT has them).
-* ``attention_dropout`` on the probabilities (the original had none; 0.0 by default).
+Deviations from the original TWilBERT:
+* Padded keys are never attended (``attention_mask`` False); the original had no mask, so every token
+  attended to the left-padding of both segments (docs/deviations.md#attention-mask).
+* Projections carry biases unless ``attention_bias: false``, as BERT; the original had none
+  (docs/deviations.md#attention-bias).
+* ``attention_dropout`` on the probabilities, 0.0 by default; the original had none
+  (docs/deviations.md#attention-dropout).
 
 Backends are a registry rather than flags: the speed-only choice lives in ``impl``, never in the recipe.
 ``sdpa`` (default) lets PyTorch pick flash / memory-efficient / math kernels; ``eager`` is the

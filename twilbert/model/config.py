@@ -4,18 +4,17 @@ Every field here is a *recipe* knob: changing it changes results. Speed-only kno
 precision, compile) live in ``pipeline.params.ImplParams`` and are passed to constructors separately,
 as in Cramming's ``impl`` group.
 
-Deviations from the original (inventory §6), each deliberate:
-* ``attention_size: null`` means ``hidden_size // n_heads`` (as the original), but ``A * d_k`` may differ
-  from ``H``: the output projection maps ``A*d_k -> H``.
-* ``pkm_params.in_layers`` indices outside ``range(n_encoders)`` are an error (the original silently
-  ignored them: ``[10]`` on a 6-layer model inserted no memory at all, bug §13.17).
-* ``pkm_params.batch_norm: true`` means batch-norm on the queries (the original inverted it, bug §6.3).
-* ``pkm_params.factorize_embeddings`` really factorises the value table (``memory_size² x value_size``
-  then ``value_size -> H``); the original stored the flag and never used it.
-* ``masked_lm.type: word`` exists (the original's README promised it; its code asserted it away).
-* ``embedding_layer_norm`` defaults to **true** (the original had no embedding LayerNorm). BERT,
-  ALBERT and RoBERTa all normalise embeddings; without it post-LN training of deep stacks is
-  noticeably less stable. Set it to false to reproduce the original architecture exactly.
+Deviations from the original TWilBERT, each with its row in docs/deviations.md:
+* ``pkm_params.in_layers`` indices outside ``range(n_encoders)`` are an error; the original ignored
+  them silently, so a typo trained a model without memory (docs/deviations.md#pkm-in-layers-checked).
+* ``pkm_params.batch_norm: true`` means batch-norm on the queries; the original inverted the flag
+  (docs/deviations.md#pkm-batch-norm).
+* ``pkm_params.factorize_embeddings`` factorises the value table (``memory_size² x value_size`` then
+  ``value_size -> H``); the original stored the flag and never used it (docs/deviations.md#pkm-factorize).
+* ``masked_lm.type: word`` exists, as the original's README promised (docs/deviations.md#masking-types).
+* ``embedding_layer_norm`` defaults to **true**, as BERT, ALBERT and RoBERTa: without it post-LN
+  training of deep stacks is less stable. False reproduces the original
+  (docs/deviations.md#embedding-layer-norm).
 """
 
 from __future__ import annotations
@@ -99,8 +98,9 @@ class MaskedLMConfig:
         maskable tokens) and a variance of about ``budget · M · E[ℓ²] / E[ℓ] <= budget · M · ℓ_max``
         (the Bernoulli bound; systematic sampling is below it but for a +-1 span per row); ``K`` sits
         about 3 standard deviations above the mean even when every position is maskable, and real
-        batches (specials, padding) are far below it. Masking caps the real targets at K, so the head never drops one.
-        Deviation from Cramming (``round(0.15 · B · T)`` slots, excess targets silently dropped).
+        batches (specials, padding) are far below it. Masking caps the real targets at K, so the head
+        never drops one; Cramming's ``round(0.15 · B · T)`` slots drop the excess targets silently
+        (docs/deviations.md#static-target-slots).
         ``max_span`` counts words for ``word`` masking, so there the margin is approximate (the cap
         still holds). ``token`` masking spans one token: ``ℓ_max = 1``.
         """
@@ -143,13 +143,15 @@ class ModelConfig:
     hidden_size: int = 256  # H
     n_encoders: int = 4  # L
     n_heads: int = 4  # A
-    attention_size: int | None = None  # d_k per head; null -> H // A
+    # d_k per head; null -> H // A (as the original). A * d_k may differ from H: the output projection
+    # maps A*d_k -> H.
+    attention_size: int | None = None
     input_dropout: float = 0.0  # on the embedding output
     output_dropout: float = 0.0  # on residual branches (attention and FFN outputs)
     attention_dropout: float = 0.0  # on attention probabilities (the original had none)
     attention_bias: bool = True  # biases on Q/K/V/output projections (the original had none: false to reproduce)
     initializer_range: float = 0.02  # truncated normal(0, initializer_range) everywhere
-    embedding_layer_norm: bool = True  # see module docstring: the original had none
+    embedding_layer_norm: bool = True  # the original had none: docs/deviations.md#embedding-layer-norm
     norm: Literal["post", "pre"] = "post"  # post-LN as the original; pre-LN is more stable when deep
     layer_norm_eps: float = 1e-12  # the original's epsilon
     tie_mlm_decoder: bool = False  # tie the MLM decoder to the token embeddings (the original: untied)

@@ -1,15 +1,16 @@
 """Input embeddings: token + learned absolute position + segment, optionally factorised (ALBERT).
 
-Deviations from the original TWilBERT (inventory §6.1), each deliberate:
-* The token table has ``vocab_size`` rows. The original allocated ``vocab_size + 1`` rows while its MLM
-  softmax had ``vocab_size`` outputs (bug §13.21); the extra row was never used.
+Deviations from the original TWilBERT, each with its row in docs/deviations.md:
+* The token table has ``vocab_size`` rows; the original's extra row (``vocab_size + 1`` rows for a
+  ``vocab_size``-way softmax) was never used (docs/deviations.md#token-table-rows).
 * ``factorize_embeddings``: the E -> H projection is a plain ``Linear`` as in ALBERT
-  (HF ``AlbertTransformer.embedding_hidden_mapping_in``). The original used ``Dense(H) + GELU``, a
-  non-linear projection that no released model exercised.
-* An embedding LayerNorm (``embedding_layer_norm``, default true) as BERT/ALBERT/RoBERTa; the original
-  had none. When factorised it normalises at width E, before the projection, as ALBERT does.
-* ``input_dropout`` is ordinary element-wise dropout; the original used ``SpatialDropout1D`` (whole
-  channels across time), at 0.0 in every config.
+  (HF ``AlbertTransformer.embedding_hidden_mapping_in``), not the original's ``Dense(H) + GELU``
+  (docs/deviations.md#factorized-projection-linear).
+* An embedding LayerNorm (``embedding_layer_norm``, default true) as BERT/ALBERT/RoBERTa; when
+  factorised it normalises at width E, before the projection, as ALBERT
+  (docs/deviations.md#embedding-layer-norm).
+* ``input_dropout`` is element-wise dropout, not ``SpatialDropout1D`` (whole channels across time),
+  which every original config left at 0.0 (docs/deviations.md#input-dropout-elementwise).
 """
 
 from __future__ import annotations

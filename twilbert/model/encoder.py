@@ -12,9 +12,11 @@ non-PKM layer; PKM layers always have their own block, as in the original. The u
 stored once in ``blocks`` and ``layer_plan[i]`` says which block layer ``i`` runs, so the
 ``state_dict`` holds no aliased tensors (safetensors refuses those).
 
-Deviations from the original TWilBERT (inventory §6.2):
-* exact (erf) GELU in the FFN; the original used the tanh approximation. They differ by < 1e-3.
-* dropout is only active in training (the original's ``K.dropout`` stayed on at inference, bug §13.1).
+Deviations from the original TWilBERT:
+* exact (erf) GELU in the FFN; the original used the tanh approximation. They differ by < 1e-3
+  (docs/deviations.md#gelu-exact).
+* dropout is only active in training; the original's ``K.dropout`` stayed on at inference
+  (docs/deviations.md#dropout-off-at-eval).
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Pre-training heads: masked-LM (computed at target positions only) and Reply Order Prediction.
 
-Deviations from the original TWilBERT (inventory §6.4), each deliberate:
-* The MLM head projects only the ~15% target positions to the vocabulary (the original applied its
-  ``Dense(H -> V)`` softmax at every position and masked the loss afterwards): with V = 30k this is
-  the single biggest matmul of a small model. With ``masked_lm.static_targets`` it projects a fixed
-  number of target slots per batch shape instead (static shapes for ``torch.compile``, Cramming).
+Deviations from the original TWilBERT, each with its row in docs/deviations.md:
+* The MLM head projects only the ~15% target positions to the vocabulary, not every position as the
+  original's ``Dense(H -> V)`` softmax: with V = 30k this is the single biggest matmul of a small
+  model. With ``masked_lm.static_targets`` it projects a fixed number of target slots per batch shape
+  instead (static shapes for ``torch.compile``, Cramming). The heads return logits; softmax lives in
+  the loss (docs/deviations.md#mlm-sparse-head).
 * Optional BERT transform (``mlm_transform``: Linear -> GELU -> LayerNorm) and optional decoder tying
-  (``tie_mlm_decoder``); the original had neither (set both false to reproduce it).
-* Heads are initialised like the rest of the model, truncated normal(0, ``initializer_range``). The
-  original passed ``init_range`` as the *mean* (TruncatedNormal(mean=0.02, stddev=0.05), bug §13.3).
-* The heads return logits; softmax lives in the loss.
+  (``tie_mlm_decoder``); the original had neither (docs/deviations.md#mlm-transform-and-tying).
+* Heads are initialised like the rest of the model, truncated normal(0, ``initializer_range``); the
+  original passed ``init_range`` as the *mean* (docs/deviations.md#head-init).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from twilbert.model.config import ModelConfig
-
-IGNORE_INDEX = -100  # MLM label of a position that is not a target (PyTorch's cross_entropy default)
+from twilbert.tokens import IGNORE_INDEX
 
 
 class MLMHead(nn.Module):

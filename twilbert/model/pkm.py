@@ -1,7 +1,6 @@
 """Product-Key Memory (Lample et al. 2019), a drop-in replacement for the FFN of chosen layers.
 
-Follows facebookresearch/XLM ``xlm/model/memory/memory.py`` (anchors §A.9), which the original
-TWilBERT adapted (inventory §6.3):
+Follows facebookresearch/XLM ``xlm/model/memory/memory.py``, which the original TWilBERT adapted:
 
 1. a query network ``Linear(H -> n_heads * k_dim)``, optionally batch-normalised;
 2. per head, two sets of ``memory_size`` sub-keys of width ``k_dim / 2``; each query half is scored
@@ -12,16 +11,16 @@ TWilBERT adapted (inventory §6.3):
 4. softmax over the kept scores, then a sparse weighted sum of value rows with ``embedding_bag``
    (all heads' ``knn`` rows summed in one bag, which is "heads summed").
 
-Deviations from the original TWilBERT, each deliberate:
-* ``batch_norm: true`` means BatchNorm ON (the original inverted the flag, bug §6.3) and the BN is a
-  registered module (the original created it inside ``call()``, untracked, bug §13.16).
-* BatchNorm statistics are taken over real tokens only (:class:`MaskedBatchNorm1d`). XLM warns that
-  padding corrupts them; the original padded every batch.
-* ``output_dropout`` is applied to the output only (the original also applied it to the query).
-* ``factorize_embeddings`` really factorises the value table (``memory_size**2 x value_size`` then
-  ``Linear(value_size -> H)``); the original stored the flag and ignored it.
-* The value table is initialised like every other embedding (truncated normal, ``initializer_range``),
-  as the original; XLM uses ``normal(0, v_dim ** -0.5)``. Keys are uniform(+-1/sqrt(k_dim/2)) as XLM.
+Deviations, each with its row in docs/deviations.md:
+* ``batch_norm: true`` means BatchNorm on, as a registered module; the original inverted the flag and
+  built the BN inside ``call()``, untracked (docs/deviations.md#pkm-batch-norm).
+* BatchNorm statistics over real tokens only (:class:`MaskedBatchNorm1d`): XLM warns that padding
+  corrupts them (docs/deviations.md#pkm-bn-real-tokens).
+* ``output_dropout`` on the output only, not also on the query (docs/deviations.md#pkm-output-dropout).
+* ``factorize_embeddings`` factorises the value table (``memory_size**2 x value_size`` then
+  ``Linear(value_size -> H)``); the original ignored the flag (docs/deviations.md#pkm-factorize).
+* Values truncated normal(0, ``initializer_range``) as the original, not XLM's ``normal(0, v_dim **
+  -0.5)``; keys uniform(+-1/sqrt(k_dim/2)) as XLM (docs/deviations.md#pkm-value-init).
 """
 
 from __future__ import annotations

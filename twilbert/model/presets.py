@@ -1,4 +1,4 @@
-"""Named model presets: the two released TWilBERT architectures (inventory §0.7, configs ``pretrain``).
+"""Named model presets: the two released TWilBERT architectures (``configs/pretrain/config_{base,large}.json``).
 
 A preset is a plain dict over :class:`ModelConfig` fields (the ``model:`` section of params.yaml), so it
 is validated exactly like a user's config. The presets reproduce the *original architecture*: post-LN,
@@ -7,12 +7,13 @@ factorisation, sharing or PKM, ROP with ``n_hidden=0``. Dropouts are 0 as in the
 
 ``vocab_size`` and ``max_positions`` are left out: they are derived (tokenizer, ``representation.max_len``)
 and filled in by :meth:`ModelConfig.resolved`. The original had a 30 002-token vocabulary (a 30 003-row
-token table, bug §13.21) and a 260-row position table (``2 * 128 + 4``); :data:`ORIGINAL_SIZES` holds
-those numbers for reproducing its parameter counts (81 747 508 base, 131 334 196 large) minus the one
-unused token row (768 parameters). As the pipeline builds them (``vocab.vocab_size`` 30 000,
-``representation.max_len`` 40, so 83 positions) they have 139 778 fewer parameters than the original:
-81 607 730 and 131 194 418 (the unused row, 2 vocabulary entries x (768 + 768 + 1) and 177 position
-rows x 768; ``tests/model/test_model_build.py`` derives this).
+token table: docs/deviations.md#token-table-rows) and a 260-row position table (``2 * 128 + 4``,
+docs/deviations.md#position-table); :data:`ORIGINAL_SIZES` holds those numbers for reproducing its
+parameter counts (81 747 508 base, 131 334 196 large) minus the one unused token row (768 parameters).
+As the pipeline builds them (``vocab.vocab_size`` 30 000, ``representation.max_len`` 40, so 83
+positions) they have 139 778 fewer parameters than the original: 81 607 730 and 131 194 418 (the
+unused row, 2 vocabulary entries x (768 + 768 + 1) and 177 position rows x 768;
+``tests/model/test_model_build.py`` derives this).
 """
 
 from __future__ import annotations

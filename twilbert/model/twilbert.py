@@ -6,9 +6,10 @@ recipe: the same config and weights give the same function under ``sdpa`` or ``e
 
 Padding: ``attention_mask`` (B, T) bool, True = real token. Padded keys are never attended and padded
 tokens never enter PKM batch-norm statistics, so real-token outputs do not depend on padding (the
-original attended to padding everywhere, bug §13.2). Pass ``None`` when a batch has no padding: SDPA
-can then use its fastest (mask-free) kernels. A row with no real token at all comes out finite (its
-attention output is zero under both backends), so an empty sample cannot poison a batch with NaN.
+original attended to padding everywhere: docs/deviations.md#attention-mask). Pass ``None`` when a batch
+has no padding: SDPA can then use its fastest (mask-free) kernels. A row with no real token at all
+comes out finite (its attention output is zero under both backends), so an empty sample cannot poison
+a batch with NaN.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class TWilBERT(nn.Module):
 
     def _init_weights(self, module: nn.Module) -> None:
         """Truncated normal(0, initializer_range) cut at +-2 std for every Linear/Embedding weight, heads
-        included (TF's TruncatedNormal(0, 0.02) as the original encoder; its heads' mean-0.02 init was a
-        bug, §13.3). Biases 0, norms (1, 0), PKM keys uniform as XLM."""
+        included (TF's TruncatedNormal(0, 0.02) as the original encoder, not the mean-0.02 init of its
+        heads: docs/deviations.md#head-init). Biases 0, norms (1, 0), PKM keys uniform as XLM."""
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Embedding, nn.EmbeddingBag)):
             nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)

@@ -1,14 +1,14 @@
 """Tokenizer: a thin wrapper over the trained SentencePiece model (see ``twilbert.text.vocab``), or over
 an imported checkpoint's own tokenizer (:class:`HFTokenizer`).
 
-The SentencePiece model is the whole tokenizer: no BERT ``FullTokenizer`` on top (the original's
-WordPiece-over-SentencePiece inversion, inventory §3 and bug §13.5, is gone). Input text must already
-be normalised by ``twilbert.text.normalize``; this class does not lower-case or clean anything.
+The SentencePiece model is the whole tokenizer: no BERT ``FullTokenizer`` on top, unlike the original's
+WordPiece-over-SentencePiece (docs/deviations.md#spm-is-the-tokenizer). Input text must already be
+normalised by ``twilbert.text.normalize``; this class does not lower-case or clean anything.
 
-Input layout (as the original, inventory §4): ``[CLS] a [SEP] b [SEP]`` with token types 0 for
-``[CLS] a [SEP]`` and 1 for ``b [SEP]``; an MLM-only example (no ``b``) is ``[CLS] a [SEP]``, all type 0.
-Unlike the original there is no per-segment left padding here: padding is the collator's job, on the
-right, with an attention mask.
+Input layout (as the original): ``[CLS] a [SEP] b [SEP]`` with token types 0 for ``[CLS] a [SEP]``
+and 1 for ``b [SEP]``; an MLM-only example (no ``b``) is ``[CLS] a [SEP]``, all type 0. Unlike the
+original there is no per-segment left padding here: padding is the collator's job, on the right, with
+an attention mask (docs/deviations.md#right-padding-attention-mask).
 
 Two kinds of vocabulary file, one interface (:meth:`Tokenizer.from_file` picks by file, or finds the
 file in a directory such as ``models/vocab``):
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 from twilbert.text.vocab import HF_TOKENIZER_FILE, SPM_FILE, WORD_START
+from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 
 _USER_DEFINED = 4  # sentencepiece_model.proto: ModelProto.SentencePiece.Type.USER_DEFINED
 TOKENIZER_FILES = (SPM_FILE, HF_TOKENIZER_FILE)  # what a vocabulary directory holds (one of them)

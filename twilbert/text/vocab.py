@@ -1,58 +1,29 @@
 """SentencePiece vocabulary training with fixed special-token ids.
 
-Deviations from the original TWilBERT (inventory §3), each deliberate:
+The trained SentencePiece model *is* the tokenizer: nothing rewrites its pieces for WordPiece, as the
+original did, inverting ``##`` and leaving entries unreachable (docs/deviations.md#spm-is-the-tokenizer).
 
-* The original trained SentencePiece BPE, then rewrote ``▁`` as ``##`` and fed the list to BERT's
-  WordPiece ``FullTokenizer`` with lower-casing and accent stripping. That inverted the meaning of
-  ``##`` (there it marked *word-initial* pieces) and left ~10.7k of 30k entries unreachable (bug §13.5).
-  Here the SentencePiece model *is* the tokenizer: what was trained is what encodes.
-* Special tokens have fixed ids ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4`` (``twilbert.model.config``)
-  inside the SentencePiece model itself, not prepended afterwards; ``<s>``/``</s>`` do not exist.
-  ``[CLS] [SEP] [MASK]`` are *control* symbols: the text "[MASK]" in a tweet can never produce them.
-* Normalisation inside SentencePiece is ``identity`` (not its default ``nmt_nfkc``): the text was
-  already normalised by ``twilbert.text.normalize``, which is the single place where text changes.
-  A second, hidden NFKC pass would make ``decode(encode(x)) != x`` and make the model see text the
-  normaliser never produced. SentencePiece still collapses runs of spaces (harmless: the normaliser
-  already did).
-* Placeholders emitted by the normaliser (``user``, ``url``, ...) are *user-defined symbols*, so each
-  is always one piece: ``▁p`` (``"hola user"`` is ``▁hola ▁user``: one token, and it starts a word).
-  SentencePiece matches user-defined symbols greedily anywhere, even inside a word, so a bare ``p``
-  is registered too only for the placeholders the normaliser's styles insert glued to a preceding
-  character (``visita:url`` under the original's URL style; ``normalize.glued_placeholder_tokens``).
-  Under our default styles there are none: a bare ``url`` would turn every ``burla`` into
-  ``▁b url a`` (the first version did that: ~150 words of the *burla* family in the 137k real tweets).
-  ``▁p`` still matches at the start of a longer word (``usera`` -> ``▁user a``, 2 words in those
-  tweets), so placeholders should not be prefixes of common words (``user``/``url``/``hashtag``/``emoji``
-  are fine for Spanish).
-* Training is reproducible: SentencePiece's own sentence sampling (``input_sentence_size`` with
-  ``shuffle_input_sentence``) is *not* reproducible across processes in 0.2.3 even after
-  ``set_random_generator_seed`` (measured), so we sample ourselves (seeded reservoir sampling) and
-  give SentencePiece exactly the sample. The unigram EM sums per-thread partial counts, so the result
-  also depends on ``num_threads`` (measured: 90 of 2000 pieces differ between 1 and 2 threads), which
-  is therefore a recipe knob here, not a speed knob. The model bytes do not depend on the output path
-  (the model proto is taken from memory, so no file name is recorded in it).
-* ``vocab_size`` is a hard limit: a corpus too small for it is an error naming the key and the
-  largest size it supports, so ``model.vocab_size`` always equals ``vocab.vocab_size``.
+* The specials ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4`` (:mod:`twilbert.tokens`) live inside the
+  SentencePiece model; ``[CLS] [SEP] [MASK]`` are *control* symbols, so the text "[MASK]" in a tweet
+  never produces them; ``<s>``/``</s>`` do not exist (docs/deviations.md#special-token-ids).
+* SentencePiece's own normalisation is ``identity``: ``twilbert.text.normalize`` is the one place where
+  text changes, and a hidden NFKC pass would break ``decode(encode(x)) == x``
+  (docs/deviations.md#spm-identity-normalization).
+* Placeholders (``user``, ``url``, ...) are *user-defined symbols*, so each is one piece ``▁p``.
+  SentencePiece matches those greedily, even inside a word, so a bare ``p`` is added only for the
+  placeholders a style glues to a preceding character (``normalize.glued_placeholder_tokens``): a bare
+  ``url`` would split ``burla`` into ``▁b url a``. ``▁p`` still matches the start of a longer word
+  (``usera`` -> ``▁user a``), so a placeholder must not begin common words
+  (docs/deviations.md#placeholders-user-defined).
+* Training is reproducible: SentencePiece's own sentence sampling is not reproducible across
+  processes, so a seeded reservoir sample is handed to it whole; the unigram result depends on
+  ``num_threads``, a recipe knob here; the model bytes do not depend on the output path
+  (docs/deviations.md#vocab-reproducible-sample).
+* ``vocab_size`` is a hard limit: a corpus too small for it is an error naming the key.
 
-Memory (peak RSS) is set by ``input_sentence_size``, not by the corpus: the corpus is streamed
-(parquet read without pre-buffering, a reservoir of ``input_sentence_size`` texts), and the sample is
-handed to SentencePiece one text at a time, released from Python as it goes. SentencePiece's own
-training then dominates, about 2.3 KB per sampled tweet on top of ~0.45 GB. Measured (2 cores, unigram,
-``vocab_size`` 30000, 4 trainer threads, perturbed real tweets; identical at 1M and 4M pairs in, within
-1 %):
-
-=======================  =============  ==============
-``input_sentence_size``  peak RSS       training time
-=======================  =============  ==============
-300,000                  1.15 GB        ~30 s
-1,000,000                2.76 GB        ~90 s
-2,000,000                5.03 GB        ~140 s
-=======================  =============  ==============
-
-So a machine with 2 GB for this stage needs ``input_sentence_size`` <= ~650,000 (the vocabulary of
-tweets saturates well before; the original trained on its whole corpus). Before these fixes the stage
-also grew with the corpus (+1 GB from 1M to 10M pairs: pyarrow's pre-buffer cache kept every row
-group read) and kept the Python sample alive during training (+0.2 GB at 2M).
+Peak memory is set by ``input_sentence_size``, not by the corpus: the corpus is streamed into the
+reservoir and the sample handed to SentencePiece one text at a time, released as it goes. Figures per
+sample size: benchmarks/RESULTS.md#vocabulary.
 """
 
 from __future__ import annotations
@@ -73,7 +44,7 @@ import numpy as np
 import sentencepiece as spm
 
 from twilbert.config import ConfigError, check, to_dict
-from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
+from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 
 WORD_START = "\u2581"  # "▁", SentencePiece's word-boundary marker
 TEXT_COLUMNS = ("orig_text", "reply_text", "text")  # text columns of the normalised parquet files
@@ -92,7 +63,8 @@ class VocabConfig:
     # the other keys here are not used.
     pretrained: str | None = None
     character_coverage: float = 0.9995  # rarer characters become [UNK]
-    input_sentence_size: int = 2_000_000  # texts sampled (seeded reservoir); 0 = all. Sets peak RSS: ~0.45 GB + 2.3 KB per text
+    # texts sampled (seeded reservoir); 0 = all. Sets peak RSS: benchmarks/RESULTS.md#vocabulary
+    input_sentence_size: int = 2_000_000
     seed: int = 42  # sampling seed
     num_threads: int = 4  # SentencePiece trainer threads; the unigram result depends on it
 
@@ -201,8 +173,8 @@ def _drain(items: list[str]) -> Iterator[str]:
     """Yield the items of ``items`` in order, releasing each from the list as it goes.
 
     SentencePiece copies every sentence into its own memory before training, so without this the
-    Python sample (about 250 bytes per tweet: 500 MB at 2M sentences) stayed alive next to it for the
-    whole training. Same sentences, same order: the model bytes do not change."""
+    Python sample (hundreds of MB at millions of sentences, benchmarks/RESULTS.md#vocabulary) would stay
+    alive next to it for the whole training. Same sentences, same order: the model bytes do not change."""
     for i in range(len(items)):
         t, items[i] = items[i], None
         yield t

@@ -13,26 +13,26 @@ a checkpoint that refuses to load (missing or mismatching checksums) instead of 
 ``trainer_state.pt`` holds only tensors and plain Python types, so it loads with
 ``torch.load(weights_only=True)``: loading a checkpoint never runs pickled code.
 
-The original saved whole Keras models (``.hdf5``) every epoch and every hour (inventory §7.1), and
+The original saved whole Keras models (``.hdf5``) every epoch and every hour (see docs/deviations.md), and
 resuming needed the step passed by hand (``initial_batch``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from twilbert.utils import sha256_file as _sha256
 from safetensors.torch import load_model, save_model
 from torch import nn
+
+from twilbert.utils import atomic_write
+from twilbert.utils import sha256_file as _sha256
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -54,56 +54,11 @@ class ConfigMismatchError(CheckpointError):
 
 
 # --------------------------------------------------------------------------------------------------
-# atomic files
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _umask() -> int:
-    try:  # Linux: read it without changing it (os.umask is process-wide, so racy with threads)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` into a temp file next to ``path``, fsync it, then rename it over ``path``."""
-    # a unique name rather than tempfile.mkstemp, whose 0600 mode would survive the rename
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600 files; use the usual mode
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-
-
-# --------------------------------------------------------------------------------------------------
 # RNG states as tensors / plain types (weights_only-loadable)
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """The torch (and CUDA), numpy-global and python RNG states, as tensors and plain types."""
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
     py_version, py_internal, py_gauss = random.getstate()
     state = {
@@ -122,7 +77,7 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: Mapping[str, Any]) -> None:
+def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
@@ -171,40 +126,48 @@ def save_checkpoint(
     scheduler: Any | None = None,
     rng: bool = True,
     extra: Mapping[str, Any] | None = None,
+    on_write: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a checkpoint into ``directory`` (created if needed; an older checkpoint there is replaced).
 
     ``config_dict`` must be JSON-serialisable (``twilbert.config.to_dict(cfg)``). ``extra`` must hold
     tensors and plain Python values only (ints, floats, str, lists, dicts, None), as ``weights_only``
     loading requires. ``trainer_state.pt`` is written when any of optimizer/scheduler/rng/extra is given.
-    Returns the directory.
+    ``on_write(path)`` is called as each file's temp file is complete, before it is renamed to
+    ``path`` (the crash tests kill the process there). Returns the directory.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+
+    def write_file(path: Path, write: Callable[[Path], None]) -> None:
+        if on_write is None:
+            return atomic_write(path, write)
+        return atomic_write(path, lambda tmp: (write(tmp), on_write(path)))
+
     (directory / CHECKSUMS_FILE).unlink(missing_ok=True)  # the checkpoint is incomplete until the end
 
     written = [MODEL_FILE, CONFIG_FILE]
     # save_model drops the duplicate names of tied (shared-storage) tensors, which safetensors'
     # plain save_file refuses; load_model restores them.
-    _atomic_write(directory / MODEL_FILE, lambda tmp: save_model(model, str(tmp), metadata={"format": "pt"}))
+    write_file(directory / MODEL_FILE, lambda tmp: save_model(model, str(tmp), metadata={"format": "pt"}))
     config_text = json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
-    _atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(config_text, encoding="utf-8"))
+    write_file(directory / CONFIG_FILE, lambda tmp: tmp.write_text(config_text, encoding="utf-8"))
 
     trainer_path = directory / TRAINER_FILE
     if optimizer is not None or scheduler is not None or rng or extra:
         state = {
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": _rng_state() if rng else None,
+            "rng": rng_state() if rng else None,
             "extra": dict(extra) if extra else {},
         }
-        _atomic_write(trainer_path, lambda tmp: torch.save(state, tmp))
+        write_file(trainer_path, lambda tmp: torch.save(state, tmp))
         written.append(TRAINER_FILE)
     else:
         trainer_path.unlink(missing_ok=True)  # a stale one from an older save would not match
 
     checksums = {name: _sha256(directory / name) for name in written}
-    _atomic_write(directory / CHECKSUMS_FILE, lambda tmp: tmp.write_text(json.dumps(checksums, indent=2) + "\n"))
+    write_file(directory / CHECKSUMS_FILE, lambda tmp: tmp.write_text(json.dumps(checksums, indent=2) + "\n"))
     return directory
 
 
@@ -306,7 +269,7 @@ def load_trainer_state(
         for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
             group["lr"] = lr
     if restore_rng and state.get("rng") is not None:
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
     return state.get("extra") or {}
 
 
@@ -321,6 +284,8 @@ __all__ = [
     "load_checkpoint",
     "load_trainer_state",
     "read_config",
+    "rng_state",
     "save_checkpoint",
+    "set_rng_state",
     "verify_checkpoint",
 ]

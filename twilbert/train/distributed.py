@@ -4,7 +4,7 @@ Only PyTorch's DistributedDataParallel is used: one process per GPU, started by 
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``). Without those variables
 everything here degrades to a single process and the collectives are no-ops, so the training loop has
 one code path. The original TWilBERT had no data parallelism at all: it pinned alternate layers to
-GPU 0 and GPU 1 (inventory §8, "Multi-GPU").
+GPU 0 and GPU 1 (see docs/deviations.md).
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from twilbert.train.runtime import resolve_device
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -47,9 +51,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
     ``device``: ``auto`` | ``cpu`` | ``cuda`` (``impl.device``). Under torchrun on CUDA each process
     takes GPU ``LOCAL_RANK`` and the backend is NCCL; on CPU it is gloo. Calling it twice is harmless.
     """
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("impl.device is 'cuda' but torch sees no CUDA device")
+    use_cuda = resolve_device(device, error=RuntimeError).type == "cuda"
     if not under_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         local = int(os.environ.get("LOCAL_RANK", 0))
         dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
@@ -98,6 +100,42 @@ def all_gather_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def on_main_then_broadcast(choose: Callable[[], Path | None], errors: type[Exception]) -> Path | None:
+    """Rank 0 runs ``choose`` (which may raise ``errors``); the path it returns, or its error, reaches
+    every rank (other ranks raise ``errors(message)``)."""
+    choice: list = [None, None]  # path, error message
+    error: Exception | None = None
+    if is_main():
+        try:
+            found = choose()
+            choice[0] = str(found) if found is not None else None
+        except errors as exc:
+            error, choice[1] = exc, str(exc)
+    if is_initialized():
+        dist.broadcast_object_list(choice, src=0)
+    if error is not None:
+        raise error
+    if choice[1] is not None:
+        raise errors(choice[1])
+    return Path(choice[0]) if choice[0] is not None else None
+
+
+def rng_states_per_rank(device: torch.device) -> list:
+    """Every rank's torch (and CUDA) RNG state, gathered (for checkpoints: dropout streams differ per rank)."""
+    mine = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    return all_gather_objects(mine)
+
+
+def restore_rng_state(states: list, rank: int, device: torch.device) -> None:
+    """Set this rank's RNG states from :func:`rng_states_per_rank`'s list (ignored for another world size)."""
+    if len(states) != (dist.get_world_size() if is_initialized() else 1):
+        return
+    mine = states[rank]
+    torch.set_rng_state(mine["torch"])
+    if mine.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(mine["cuda"], device)
 
 
 def cleanup() -> None:

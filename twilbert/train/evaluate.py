@@ -5,46 +5,19 @@ This is the core of the ``evaluate`` stage (no MLflow, DVC or Typer here). One c
 under ``torch.inference_mode`` with the model in eval mode (dropout off), and is deterministic:
 the same model, data and ``seed`` give the same numbers on any device (masks are drawn on the CPU).
 
-What is measured, and how (each number is re-computed independently in ``tests/train/test_evaluate.py``)
---------------------------------------------------------------------------------------------------
-* **MLM** on the split: rows are taken in ascending length order (stable sort, so few pads) in
-  batches of ``batch_size``; each batch is masked with the model's own ``masked_lm`` settings by one
-  CPU ``torch.Generator`` seeded with ``seed`` and used for the batches in that order.
-  ``mlm_accuracy`` / ``mlm_loss`` / ``mlm_perplexity = exp(mlm_loss)`` are over every target
-  (``[MASK]``, random and kept ones, as BERT's evaluation); ``mlm_accuracy_mask_token`` only over
-  targets shown to the model as ``[MASK]`` (kept targets are easy: the answer is in the input).
-* **Context-free baselines on the same targets** (issue 4: "the accuracy a unigram-frequency guesser
-  would get on the same masked tokens, for context"), from the token frequencies of the *train* split
-  (non-special ids, counted over segments ``a`` and ``b`` of every train row as stored, so a pair and
-  its swapped negative count twice, as they are trained on twice):
+Measured (definitions in docs/evaluation.md; each number re-computed in ``tests/train/test_evaluate.py``):
 
-  - ``baseline_unigram_accuracy``: **the issue's number**. The unigram-frequency guesser ignores the
-    context and guesses the most probable token under the train unigram distribution at every target,
-    i.e. always the most frequent train token (``baseline_unigram_token_id``). No context-free guesser
-    has a higher expected accuracy;
-  - ``baseline_unigram_sampled_accuracy``: the expected accuracy of guessing by *sampling* from the
-    train frequencies instead (mean over targets of the target's train frequency); lower, shown because
-    "frequency guesser" is sometimes read that way;
-  - ``baseline_unigram_loss``: the cross-entropy of the add-one-smoothed train unigram distribution
-    over the maskable vocabulary ``[N_SPECIAL, V)``, ``baseline_unigram_perplexity = exp`` of it: the
-    perplexity of the best predictor that ignores context (add-one so unseen tokens stay finite).
-* **ROP** on rows with a label (1 = in order, the positive class; 0 = swapped or random
-  negative; MLM-only rows, label -1, are left out): accuracy, loss, precision, recall, F1.
-* **Pseudo-log-likelihood** (the original ``lm_evaluation`` app, inventory §7.2): up to
-  ``pll_sentences`` distinct single segments (segment ``a`` of rows drawn with ``seed``) as
-  ``[CLS] x [SEP]``; for every maskable token ``x_t`` (id >= N_SPECIAL; ``[UNK]`` is never an MLM
-  target in training, so it is not scored) the copy with only position t masked gives
-  ``log p(x_t | rest)``. All masked copies of a sentence go through the model in one forward.
-  ``pll_per_token`` = total log-probability / number of scored tokens (token-weighted),
-  ``pll_sentence_mean`` = mean over sentences of (sentence sum / its scored tokens),
-  ``pseudo_perplexity = exp(-pll_per_token)``. The original divided each sentence's sum by T, the
-  length *including* ``[CLS]`` and ``[SEP]`` (bug: that shrinks short tweets' scores towards 0);
-  we divide by the number of scored tokens.
-
-* **The report** (``report_md``): the metrics table, then ``report_examples`` rows drawn with ``seed``
-  (in row order), each with its segments, the input, the masked input the model saw, a table of the
-  targets (position, shown as, reference, prediction) and the ROP label, prediction and p(in order),
-  all from the same MLM pass as the metrics (the test recomputes them too).
+* **MLM** over every target, length-sorted batches masked with the model's own ``masked_lm`` settings
+  by one seeded CPU generator; ``mlm_accuracy_mask_token`` only over targets shown as ``[MASK]``;
+* **context-free baselines** on the same targets from the train split's token frequencies
+  (``baseline_unigram_accuracy``: always guess the most frequent train token; the sampled variant;
+  the add-one-smoothed unigram loss and perplexity);
+* **ROP** on labelled rows: accuracy, loss, precision, recall, F1;
+* **pseudo-log-likelihood** (the original ``lm_evaluation`` app) per scored token and per sentence,
+  divided by the scored tokens rather than the original's length with ``[CLS]``/``[SEP]`` (see
+  docs/deviations.md);
+* **the report** (``report_md``): the metrics table and ``report_examples`` rows with their masked
+  inputs, targets and predictions, from the same MLM pass as the metrics.
 
 Undefined values (a split without ROP labels, a model without the ROP head, an empty split) are
 ``None``, not NaN, so the metrics serialise as strict JSON.
@@ -63,9 +36,9 @@ import torch.nn.functional as F
 
 from twilbert.data.masking import IGNORE_INDEX, mask_tokens, maskable_positions
 from twilbert.data.shards import ShardDataset, load_manifest, open_split
-from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import Tokenizer, TokenizerError
+from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS
 from twilbert.train.metrics import PretrainMetrics
 
 

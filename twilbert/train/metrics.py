@@ -13,11 +13,15 @@ nats, so it is comparable to the training loss (the original logged only ``acc_m
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from twilbert.tokens import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from twilbert.model.twilbert import TWilBERT
 
 
 def _valid(targets: torch.Tensor) -> torch.Tensor:
@@ -140,6 +144,33 @@ class PretrainMetrics:
         }
 
 
+def useful_mfu(
+    model: TWilBERT,
+    *,
+    tokens: float,
+    sum_sq_lengths: float,
+    mlm_targets: float,
+    seconds: float,
+    world_size: int,
+    peak_flops: float,
+) -> float:
+    """Model FLOPs utilisation per device of ``tokens`` processed in ``seconds`` (all ranks together).
+
+    nanoGPT's per-token ``6 N + 12 L (A d_k) T`` (:meth:`TWilBERT.estimate_flops_per_token`: ``N`` counts
+    a shared block once per layer it runs in, i.e. the unshared model). The attention term is per token
+    at its own sequence's length, so over a set of sequences of lengths ``t_i`` it sums to
+    ``12 L (A d_k) Σ t_i²``: ``T`` is the token-weighted mean length ``Σ t_i² / Σ t_i`` (exact). The MLM
+    head runs at the targets only: its share is ``mlm_targets / tokens``. Pass real tokens and real
+    lengths for useful work (``mfu``), or every computed position and the padded lengths (``mfu_padded``).
+    (The tiny ROP head, once per sequence, is weighted by ``1 / T`` with this ``T``: a slight under-count.)
+    """
+    if tokens <= 0 or seconds <= 0:
+        return math.nan
+    seq_len = sum_sq_lengths / tokens
+    per_token = model.estimate_flops_per_token(seq_len, mlm_fraction=mlm_targets / tokens)
+    return per_token * tokens / seconds / world_size / peak_flops
+
+
 __all__ = [
     "PretrainMetrics",
     "binary_counts",
@@ -148,4 +179,5 @@ __all__ = [
     "mlm_perplexity",
     "rop_accuracy",
     "rop_f1",
+    "useful_mfu",
 ]

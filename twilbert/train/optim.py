@@ -1,16 +1,9 @@
 """Optimisers behind one factory (``adam`` | ``adamw`` | ``lamb``), weight-decay groups, clipping.
 
-Gradient accumulation is the training loop's job, done the standard PyTorch way:
-
-    for i, batch in enumerate(micro_batches):
-        loss = pretraining_loss(...).total / accum_iters   # grads sum to the mean over micro-batches
-        loss.backward()
-        if is_update_step(i, accum_iters):
-            clip_grad_norm(model.parameters(), max_norm)   # on the accumulated gradient
-            optimizer.step(); scheduler.step(); optimizer.zero_grad(set_to_none=True)
-
-This is the original custom Keras ``ADAM``'s ``ḡ = Σ g / accum`` (inventory §8), with one bias
-correction step per *update* (not per micro-batch), as there. The original LAMB clipped each
+Gradient accumulation, loss normalisation and clipping (:func:`clip_grad_norm`, on the accumulated
+gradient) are the update loop's job (:mod:`twilbert.train.loop`); the optimizers see one ``step`` per
+*update*, so the bias correction counts updates, not micro-batches, as the original custom Keras
+``ADAM`` did (see docs/deviations.md). The original LAMB clipped each
 micro-batch gradient to global norm 1.0 *before* accumulating; here clipping, when wanted, acts on
 the accumulated gradient (as apex FusedLAMB's ``max_grad_norm``).
 
@@ -50,7 +43,7 @@ class Lamb(torch.optim.Optimizer):
         r = ‖p‖ / ‖u‖   if ‖p‖ > 0 and ‖u‖ > 0, else 1
         p ← p - lr · r · u
 
-    Fixes of the original TWilBERT ``LAMB`` (inventory §8, bug §13.13): every parameter is updated
+    Fixes of the original TWilBERT ``LAMB`` (see docs/deviations.md): every parameter is updated
     (the original returned inside the parameter loop, so only the first one ever moved), and the trust
     ratio falls back to 1 when a norm is 0 (the original's zero-initialised biases got r = 0 and never
     moved). As apex ``FusedLAMB`` (bias_correction=True, adam_w_mode=True) except that the trust ratio

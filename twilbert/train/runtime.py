@@ -1,4 +1,4 @@
-"""Implementation knobs (``impl``) turned into runtime objects: threads, precision, compile, seeds.
+"""Implementation knobs (``impl``) turned into runtime objects: device, threads, precision, compile, seeds.
 
 These must change speed only. bf16 autocast and a compiled graph change float rounding, nothing else;
 the recipe (data order, masks, optimiser) never depends on them.
@@ -19,6 +19,17 @@ def set_num_threads(num_threads: int) -> None:
     """``impl.num_threads``: torch intra-op threads; 0 keeps torch's default (or OMP_NUM_THREADS)."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
+
+
+def resolve_device(device: str | torch.device, *, key: str = "impl.device", error: type[Exception] = ValueError) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given. Asking for CUDA without one
+    raises ``error`` naming ``key`` (``impl.device`` for training, ``device`` for ``twilbert.load``)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise error(f"{key}: cuda requested but no CUDA device is available")
+    return d
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -83,6 +94,7 @@ __all__ = [
     "autocast_dtype",
     "enable_tf32",
     "maybe_compile",
+    "resolve_device",
     "mix_seed",
     "set_num_threads",
 ]

@@ -6,10 +6,10 @@ is ``schedule(s)``. (LambdaLR's ``last_epoch`` is ``s - 1`` while update ``s`` r
 LambdaLR's own ``state_dict()`` (plain numbers, loads with ``weights_only=True``); the lambdas are
 closures rebuilt by the factory, so resuming needs the same factory arguments.
 
-Deviation from the original ``Noam`` callback (inventory §8): it wrote ``lr(s)`` into the optimiser
+Deviation from the original ``Noam`` callback (see docs/deviations.md): it wrote ``lr(s)`` into the optimiser
 *after* update ``s``, so update ``s`` ran with ``lr(s-1)`` and the very first update with the config's
 ``lr``; here update ``s`` uses ``lr(s)``. Resuming needs no ``initial_batch``: the scheduler state is
-in the checkpoint (the original's fine-tuning apps crashed for lack of it, bug §13.14).
+in the checkpoint (the original's fine-tuning apps crashed for lack of it).
 """
 
 from __future__ import annotations

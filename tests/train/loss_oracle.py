@@ -1,9 +1,10 @@
-"""Pre-training objective: masked-LM cross-entropy + Reply Order Prediction cross-entropy.
+"""Test oracle: the pre-training loss written directly (masked-LM + Reply Order Prediction mean CE),
+against which the objective components and the trainer's step are checked.
 
 The model returns MLM logits only at the target positions (sparse prediction, as Cramming), so the
 MLM loss is a plain mean cross-entropy over ``N`` rows; -100 targets (if any) are ignored.
 
-Differences from the original ``masked_loss`` (inventory §7.1):
+Differences from the original ``masked_loss`` (see docs/deviations.md):
 * targets are marked by -100 on non-targets rather than by label id 0, so nothing relies on
   ``[PAD]`` having id 0;
 * with zero targets (or zero ROP labels) the term is exactly 0 instead of ``0 / (0 + K.epsilon())``,
@@ -19,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from twilbert.model.config import ModelConfig
-
-IGNORE_INDEX = -100
+from twilbert.tokens import IGNORE_INDEX
 
 
 class PretrainOutputLike(Protocol):
