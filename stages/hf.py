@@ -1,7 +1,7 @@
 """Commands `export-hf` / `import-hf`: Hugging Face transformers interop (not DVC stages).
 
 Needs the optional ``hf`` extra (``pip install -e .[hf]``). What maps and what is refused:
-``twilbert/hf/`` (``export.py``, ``import_.py``).
+``twilbert/hf/`` (``export.py``, ``import_.py``; a fine-tuned classifier: ``classifier.py``).
 """
 
 from __future__ import annotations
