@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -58,8 +58,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        name_path(exc, path, tmp)
         raise
     fsync_dir(path.parent)
 
@@ -70,6 +71,56 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def name_path(exc: BaseException, path: str | Path, *aliases: str | Path) -> None:
+    """Make an ``OSError`` raised while writing ``path`` name it: pyarrow's, ``file.write``'s and a
+    full disk's carry no file name, and a temp file's name (``aliases``) is not the one users know.
+    Other exceptions (torch's ``unexpected pos``, safetensors' ``IoError``) get ``path`` as
+    ``exc.twilbert_path`` for :func:`pipeline.common.io_error_line`."""
+    if isinstance(exc, OSError):
+        if exc.filename is None or str(exc.filename) in {str(a) for a in aliases}:
+            exc.filename = str(path)
+    elif isinstance(exc, Exception) and getattr(exc, "twilbert_path", None) is None:
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.twilbert_path = str(path)
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Errors raised inside the block are about writing ``path`` (see :func:`name_path`)."""
+    try:
+        yield
+    except Exception as exc:
+        name_path(exc, path)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: str | Path) -> Iterator[list[Path]]:
+    """Temp files beside each of ``paths`` for a writer that streams (Parquet, Arrow, appended TSV):
+    when the block succeeds each is fsynced and renamed over its final name, in order; when it fails
+    every temp is removed. So a final name only ever holds a complete file."""
+    finals = [Path(p) for p in paths]
+    tmps = [p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp" for p in finals]
+    try:
+        yield tmps
+        for tmp, final in zip(tmps, finals):
+            with writing(final):
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, final)
+    except BaseException as exc:
+        for tmp, final in zip(tmps, finals):
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename == str(tmp):
+                exc.filename = str(final)
+        raise
+    for d in {f.parent for f in finals}:
+        fsync_dir(d)
 
 
 def _module_file(root: Path, dotted: str) -> Path | None:
