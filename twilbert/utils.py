@@ -41,23 +41,32 @@ def _umask() -> int:
     return mask
 
 
+def _temp_beside(path: Path) -> Path:
+    # a unique name rather than tempfile.mkstemp, whose 0600 mode would survive the rename
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the usual mode, fsync it and rename it over ``path``."""
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600 files; use the usual mode
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` into a temp file next to ``path``, fsync it, then rename it over ``path``.
 
     Readers never see half a file, and on any failure the temp file is removed.
     """
     path = Path(path)
-    # a unique name rather than tempfile.mkstemp, whose 0600 mode would survive the rename
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    tmp = _temp_beside(path)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600 files; use the usual mode
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         name_path(exc, path, tmp)
@@ -102,17 +111,12 @@ def atomic_outputs(*paths: str | Path) -> Iterator[list[Path]]:
     when the block succeeds each is fsynced and renamed over its final name, in order; when it fails
     every temp is removed. So a final name only ever holds a complete file."""
     finals = [Path(p) for p in paths]
-    tmps = [p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp" for p in finals]
+    tmps = [_temp_beside(p) for p in finals]
     try:
         yield tmps
         for tmp, final in zip(tmps, finals):
             with writing(final):
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, final)
+                _publish(tmp, final)
     except BaseException as exc:
         for tmp, final in zip(tmps, finals):
             tmp.unlink(missing_ok=True)
