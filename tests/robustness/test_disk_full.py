@@ -156,6 +156,20 @@ def test_pairs_writer_full_disk(built, tmp_path, monkeypatch):
     assert_no_damage(out)
 
 
+def test_vocab_full_disk(built, tmp_path, monkeypatch):
+    out, stats = tmp_path / "vocab", tmp_path / "vocab-stats.json"
+    stats.write_text('{"vocab_size": 1}\n')  # a previous run's
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    line = one_line(cli("vocab", "--params", built["params"], "--normalized-dir", built["normalized"], "--out-dir", out,
+                        "--stats-path", stats))
+    assert line == f"error: {out / 'spm.model'}: {ENOSPC}"
+    assert not stats.exists() and list(out.iterdir()) == []
+
+
 def test_a_directory_as_corpus_is_named_as_such(built, tmp_path):
     params = write_params(tmp_path / "params.yaml")
     data = yaml.safe_load(params.read_text())
