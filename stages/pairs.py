@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, load, load_tokenizer, progress_enabled, require_normalized, run_guarded, tracked
+from pipeline.stage_params import stage_params
 from pipeline.outlock import lock_outputs
 
 
@@ -26,7 +27,7 @@ def main(
 
     tok = load_tokenizer(vocab_model)
     pairs_pq, tweets_pq = require_normalized(normalized_dir)
-    with tracked("pairs", params, p, ("pairs", "representation"), fallback=Path("logs/tracking/pairs.jsonl")) as t:
+    with tracked("pairs", params, p, stage_params("pairs"), fallback=Path("logs/tracking/pairs.jsonl")) as t:
         manifest = run_guarded(
             build_pair_shards,
             pairs_pq if pairs_pq.exists() else None,

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, load, require_normalized, run_guarded, tracked
+from pipeline.stage_params import stage_params
 from pipeline.outlock import lock_outputs
 
 
@@ -33,7 +34,7 @@ def main(
     inputs = list(require_normalized(normalized_dir))  # train_vocab skips missing files ("the corpus is empty")
     out_dir.mkdir(parents=True, exist_ok=True)
     rules = p.normalize.rules.effective()
-    with tracked("vocab", params, p, ("vocab", "normalize.rules"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
+    with tracked("vocab", params, p, stage_params("vocab"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
         start = time.perf_counter()
         if p.vocab.pretrained:
             model_path = run_guarded(adopt_vocab, p.vocab.pretrained, inputs, p.vocab, out_dir, placeholder_tokens(rules))
