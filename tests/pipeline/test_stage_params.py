@@ -63,3 +63,28 @@ def test_the_run_fingerprint_hashes_the_training_section_in_full():
     recipe = {f.name for f in dataclasses.fields(TrainingConfig)}
     assert not recipe & {f.name for f in dataclasses.fields(RunConfig)}
     assert not recipe & {f.name for f in dataclasses.fields(ImplConfig)}
+
+
+def test_mlflow_params_are_recipe_only(monkeypatch):
+    """The stage run logs its STAGE_PARAMS keys; the parent run every recipe key; neither any
+    ``impl``/``run``/``tracking`` key (speed and bookkeeping are not params of an experiment)."""
+    from contextlib import contextmanager
+
+    import pipeline.tracking
+    from pipeline.common import tracked
+
+    seen = {}
+
+    @contextmanager
+    def fake_stage_run(stage, params_path, params_flat, *, all_params_flat=None, **kwargs):
+        seen.update(stage=params_flat, parent=all_params_flat)
+        yield None
+
+    monkeypatch.setattr(pipeline.tracking, "stage_run", fake_stage_run)
+    with tracked("pretrain", Path("params.yaml"), Params(), stage_params("pretrain")):
+        pass
+    assert {k.split(".")[0] for k in seen["stage"]} == {"model", "training", "representation", "normalize"}
+    assert "representation.max_len" in seen["stage"] and "training.lr" in seen["stage"]
+    parent_sections = {k.split(".")[0] for k in seen["parent"]}
+    assert not parent_sections & set(NON_RECIPE_SECTIONS)
+    assert {"model", "training", "finetuning"} <= parent_sections

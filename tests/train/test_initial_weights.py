@@ -11,7 +11,7 @@ def test_the_rule_drops_masking_loss_weights_dropouts_and_init():
     full = flatten(to_dict(ModelConfig()))
     dropped = sorted(set(full) - set(flatten(architecture(to_dict(ModelConfig())))))
     assert dropped == sorted(k for k in full if training_only(k))
-    # the keys the hand list named before the rule: still exactly these
+    # today's ModelConfig: masking, the two loss weights, five dropouts and the init range
     assert {k.split(".")[0] if k.startswith("masked_lm.") else k for k in dropped} == {
         "masked_lm", "rop.loss_weight", "input_dropout", "output_dropout", "attention_dropout", "initializer_range",
         "pkm_params.input_dropout", "pkm_params.output_dropout",
