@@ -10,8 +10,10 @@ faster device, another log interval or another MLflow experiment must neither re
 start a new run. ``{task}`` stands for the fine-tune stage's task (``${key}`` in dvc.yaml).
 
 Kept where they are, each for one reason: ``evaluate.batch_size`` (the evaluation masks are drawn
-batch by batch, so it changes the numbers); ``impl.progress`` (already outside the recipe);
-``finetuning.seeds`` (one model per seed: results).
+batch by batch, so it changes the numbers); ``evaluate.report_examples`` (it changes the stage's
+output, report.md); ``pairs.rows_per_shard`` (the shard layout is in the manifest pre-training
+hashes); ``vocab.num_threads`` (it changes the learned pieces); ``impl.progress`` (already outside
+the recipe); ``finetuning.seeds`` (one model per seed: results).
 """
 
 from __future__ import annotations

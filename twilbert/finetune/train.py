@@ -212,7 +212,8 @@ def finetune_task(
     out of metrics.json so that the DVC metric is the same on every rerun). Returns the summary
     written to metrics.json, plus the dev/test scalar metrics and ``run_info``.
 
-    ``finetuning`` are the section defaults: the task's own overrides are applied here
+    ``impl`` and ``run`` are speed and bookkeeping (``impl.pred_batch_size``, ``run.max_bad_steps``): not
+    in the run config. ``finetuning`` are the section defaults: the task's own overrides are applied here
     (:func:`effective_finetuning`); ``seed`` replaces ``finetuning.seed`` (one run of
     ``finetuning.seeds``, see :func:`twilbert.finetune.runs.finetune_runs`). The encoder comes from
     ``encoder_factory()`` when given (tests), else from :func:`build_encoder`. ``log_fn(metrics,

@@ -72,7 +72,8 @@ class Pretrainer(PretrainCheckpoints):
     """One pre-training run; ``pretrain()`` is the usual entry point. ``log_fn(metrics, step)`` is called
     on rank 0 every ``run.log_every`` steps (and replayed for a resumed run's history); ``normalize``: the
     normalisation rules the corpus went through, recorded in ``final/pretrain.json`` so that new text
-    is normalised as the model saw it; ``hooks``: :class:`TrainerHooks`."""
+    is normalised as the model saw it; ``hooks``: :class:`TrainerHooks`; ``run``: the bookkeeping
+    (log and checkpoint intervals, ``max_bad_steps``, resumption), outside the run config."""
 
     def __init__(
         self,
@@ -91,7 +92,7 @@ class Pretrainer(PretrainCheckpoints):
         hooks: TrainerHooks | None = None,
     ) -> None:
         self.model_cfg, self.training, self.impl = model_cfg, training, impl
-        self.bookkeeping = run or RunConfig()
+        self.bookkeeping = run or RunConfig()  # the ``run`` section (``self.run`` is the training loop)
         self.normalize = normalize  # recorded in final/pretrain.json only (not in the run config)
         self.shards_dir, self.tokenizer_path, self.out_dir = Path(shards_dir), Path(tokenizer_path), Path(out_dir)
         if self.tokenizer_path.is_dir():  # models/vocab: the file in it (pretrain.json records the file)
