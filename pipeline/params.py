@@ -28,14 +28,13 @@ constant schedules and two keys for one choice could contradict each other.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from twilbert.config import ConfigError, check, check_bounds, flatten, from_dict, to_dict
+from twilbert.config import ConfigError, check, check_bounds, flatten, from_dict, note_deprecated, to_dict
 from twilbert.data.pairs import PairsConfig
 from twilbert.model.config import ModelConfig
 from twilbert.model.size import MODEL_BOUNDS, TRAINING_BYTES_PER_PARAMETER, parameter_count
@@ -213,7 +212,6 @@ MOVED_KEYS = {
     "training.resume_from": "run.resume_from",
     "finetuning.max_bad_steps": "run.max_bad_steps",
 }
-_NOTED: set[str] = set()  # old keys already noted in this process
 
 # The params keys that grow each part of ``twilbert.model.size.parameter_count``.
 _PART_KEYS = {
@@ -267,9 +265,7 @@ def move_deprecated_keys(raw: dict) -> dict:
         if new_key in target and (new not in set_by or target[new_key] != value):
             raise ConfigError(f"{old}: moved to {new}, and {set_by.get(new, new)} sets it too; keep only {new}")
         target[new_key], set_by[new] = value, old
-        if old not in _NOTED:
-            _NOTED.add(old)
-            print(f"params: {old} is deprecated: it moved to {new} (speed and bookkeeping are not recipe)", file=sys.stderr)
+        note_deprecated(old, new)
     for name, task in (out.get("tasks") or {}).items():
         own = task.get("finetuning") if isinstance(task, dict) else None
         for key in own or {}:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import pipeline.params as params_mod
+import twilbert.config
 from pipeline.params import MOVED_KEYS, Params, load_params, move_deprecated_keys
 from twilbert.config import ConfigError, from_dict
 
@@ -45,7 +45,7 @@ def test_every_moved_key_has_a_value_here_and_a_new_place():
 
 
 def test_old_keys_load_at_their_new_place_with_one_note_each(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(params_mod, "_NOTED", set())
+    monkeypatch.setattr(twilbert.config, "_NOTED", set())
     tree = _nested({**OLD_VALUES, "training.accum_iters": 2})
     p = load_params(_write(tmp_path, tree))
     for old, new in MOVED_KEYS.items():
