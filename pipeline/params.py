@@ -236,6 +236,8 @@ def load_params(path: str | Path = "params.yaml", *, check_files: bool = True) -
         root = path.resolve().parent
         for key, f in _input_files(params).items():
             fp = Path(f) if os.path.isabs(f) else root / f
+            if fp.is_dir():
+                raise ConfigError(f"{path}: {key}: is a directory, not a file '{f}'")
             if not fp.is_file():
                 raise ConfigError(f"{path}: {key}: no such file '{f}'")
             if not os.access(fp, os.R_OK):

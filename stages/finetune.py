@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
-from pipeline.stage_params import stage_params
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 
 REPORT_ARTIFACTS = ("metrics.json", "class_report.md", "class_report.json", "confusion.png", "confusion.csv", "predictions.tsv",
                     "history.csv", "run_info.json", "rejects.tsv")

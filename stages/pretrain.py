@@ -15,8 +15,8 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, load, load_tokenizer, progress_enabled, run_guarded, tracked
-from pipeline.stage_params import stage_params
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 
 CURVE_FIELDS = ("step", "epoch", "loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "lr", "tokens_per_s")
 

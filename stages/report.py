@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, load, run_guarded, tracked
-from pipeline.stage_params import stage_params
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 
 
 def _read_json(path: Path) -> dict | None:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, load, require_normalized, run_guarded, tracked
-from pipeline.stage_params import stage_params
+from pipeline.common import PARAMS_OPTION, guarded, load, require_normalized, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
+from twilbert.utils import atomic_write_text
 
 
 def main(
@@ -32,7 +33,9 @@ def main(
     from twilbert.text.vocab import adopt_vocab, train_vocab
 
     inputs = list(require_normalized(normalized_dir))  # train_vocab skips missing files ("the corpus is empty")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with guarded():
+        stats_path.unlink(missing_ok=True)  # written last: a failed run leaves none, not the previous run's
+        out_dir.mkdir(parents=True, exist_ok=True)
     rules = p.normalize.rules.effective()
     with tracked("vocab", params, p, stage_params("vocab"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
         start = time.perf_counter()
@@ -45,8 +48,9 @@ def main(
         seconds = time.perf_counter() - start
         summary = json.loads((out_dir / "vocab.json").read_text(encoding="utf-8"))
         stats = summarize(summary, seconds)
-        stats_path.parent.mkdir(parents=True, exist_ok=True)
-        stats_path.write_text(json.dumps(stats, indent=2) + "\n")
+        with guarded():
+            stats_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(stats_path, json.dumps(stats, indent=2) + "\n")
         t.log_metrics(stats)
         t.log_artifact(out_dir / "vocab.json")
     if p.vocab.pretrained:

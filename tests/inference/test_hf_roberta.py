@@ -230,3 +230,18 @@ def test_import_hf_prints_the_rules_the_checkpoint_expects(tmp_path):
     beto_like(tmp_path / "beto")
     res = run_cli("import-hf", "--model", str(tmp_path / "beto"), "--out", str(tmp_path / "tw-beto"))
     assert 'normalize.rules: {"preset": "default", "lowercase": true} (no preprocessing markers' in res.output
+
+
+def test_byte_level_pieces_start_words_at_their_encoded_space(tmp_path):
+    """Whole-word masking over an imported RoBERTa vocabulary: a piece with byte-level BPE's 'Ġ'
+    starts a word, one without continues it (so word masking is not token masking there)."""
+    roberta_like(tmp_path / "hf", "roberta")
+    import_hf(tmp_path / "hf", tmp_path / "tw")
+    tok = Tokenizer.from_file(tmp_path / "tw")
+    table = tok.word_start_table()
+    pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
+    inner = [i for i, p in enumerate(pieces) if i >= 5 and not p.startswith("\u0120") and i not in set(tok.user_defined_ids)]
+    starts = [i for i, p in enumerate(pieces) if p.startswith("\u0120")]
+    assert inner and starts
+    assert table[starts].all() and not table[inner].any()
+    assert not table[:5].any()  # specials never start a word
