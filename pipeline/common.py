@@ -131,7 +131,8 @@ def tracked(
     fallback: Path | None = None,
     group: str | None = None,
 ) -> Iterator:
-    """An MLflow child run for this stage, logging exactly the params sections it reads.
+    """An MLflow child run for this stage, logging exactly the params sections it reads
+    (:data:`pipeline.stage_params.STAGE_PARAMS`); the parent run gets every recipe section.
 
     Yields a :class:`pipeline.tracking.Tracker`. It never raises for tracking problems and never stalls
     for long: a locked or unreachable store gives one warning and the metrics go to ``fallback`` (JSONL),
@@ -146,13 +147,14 @@ def tracked(
     exists; ``TWILBERT_GRID`` overrides both; see :func:`pipeline.tracking.grid_name`).
     """
     from pipeline.params import flat_params
+    from pipeline.stage_params import recipe_sections
     from pipeline.tracking import stage_run
 
     with stage_run(
         stage,
         params_path,
         flat_params(params, *sections),
-        all_params_flat=flat_params(params),
+        all_params_flat=flat_params(params, *recipe_sections(params)),  # impl/run/tracking are not params
         experiment=params.tracking.experiment,
         enabled=params.tracking.enabled,
         fallback=fallback,

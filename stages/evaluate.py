@@ -9,6 +9,7 @@ import typer
 
 from pipeline.common import PARAMS_OPTION, fail, guarded, load, load_tokenizer, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 from twilbert.utils import atomic_write_text
 
 HELD_OUT = ("test", "valid")  # never "train": its rows would be reported as held-out metrics
@@ -53,7 +54,7 @@ def main(
     if p.impl.num_threads:
         torch.set_num_threads(p.impl.num_threads)
     device = "cuda" if p.impl.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    with tracked("evaluate", params, p, ("evaluate",), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
+    with tracked("evaluate", params, p, stage_params("evaluate"), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
         result = run_guarded(
             evaluate_pretrained, model.to(device), shards_dir, split, tok,
             batch_size=p.evaluate.batch_size, seed=p.evaluate.seed,

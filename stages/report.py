@@ -9,6 +9,7 @@ import typer
 
 from pipeline.common import PARAMS_OPTION, load, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 
 
 def _read_json(path: Path) -> dict | None:
@@ -34,7 +35,7 @@ def main(
 
     rules = p.normalize.rules.effective()
     task_reports, baselines, run_info = {}, {}, {}
-    with tracked("report", params, p, ("tasks", "normalize.rules"), fallback=Path("logs/tracking/report.jsonl")) as t:
+    with tracked("report", params, p, stage_params("report"), fallback=Path("logs/tracking/report.jsonl")) as t:
         for name, task in p.tasks.items():
             task_reports[name] = run_guarded(load_task_report, finetune_reports / name)
             run_info[name] = _read_json(finetune_reports / name / RUN_INFO_FILE)

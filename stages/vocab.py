@@ -10,6 +10,7 @@ import typer
 
 from pipeline.common import PARAMS_OPTION, guarded, load, require_normalized, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 from twilbert.utils import atomic_write_text
 
 
@@ -36,7 +37,7 @@ def main(
         stats_path.unlink(missing_ok=True)  # written last: a failed run leaves none, not the previous run's
         out_dir.mkdir(parents=True, exist_ok=True)
     rules = p.normalize.rules.effective()
-    with tracked("vocab", params, p, ("vocab", "normalize.rules"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
+    with tracked("vocab", params, p, stage_params("vocab"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
         start = time.perf_counter()
         if p.vocab.pretrained:
             model_path = run_guarded(adopt_vocab, p.vocab.pretrained, inputs, p.vocab, out_dir, placeholder_tokens(rules))
