@@ -9,6 +9,8 @@ allocate terabytes inside ``TWilBERT(cfg)``; checked here, a bad params file or 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -89,3 +91,17 @@ def training_memory_bytes(cfg: ModelConfig) -> int:
     and the data come on top, so this is a lower bound of what pre-training needs."""
     return TRAINING_BYTES_PER_PARAMETER * sum(parameter_count(cfg).values())
 
+
+def machine_memory_bytes() -> int | None:
+    """Physical RAM, or the cgroup (container) limit when lower; None when unknown."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        ram = None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        limit = ""
+    if limit.isdigit():
+        ram = min(ram, int(limit)) if ram else int(limit)
+    return ram
