@@ -88,7 +88,7 @@ def rng_state(generator: np.random.Generator) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], generator: np.random.Generator) -> None:
     global_set_rng_state(state)
-    generator.bit_generator.state = json.loads(state["generator"])
+    generator.bit_generator.state = parse_json(state["generator"], "trainer_state.pt (rng.generator)", error=CheckpointError)
 
 
 # --------------------------------------------------------------------------------------------------
