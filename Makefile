@@ -9,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: install repro test bench clean mlflow-ui
+.PHONY: install repro test bench clean mlflow-ui serve
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,19 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/data_pipeline.py
 
 mlflow-ui: $(STAMP)
+	@$(BIN)/python -c 'from pipeline.tracking import ui_url; print("MLflow UI: open", ui_url(), "(the runs table)")'
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# Serve a fine-tuned model: make serve RUN=<run id> [PORT=...]. The venv's bin goes on PATH because
+# MLflow's model server starts uvicorn through PATH; the port is the first free one from 5001 (the UI
+# has 5000). No install prerequisite: a run id exists only after `make repro` installed everything.
+serve:
+	@test -n "$(RUN)" || { echo "usage: make serve RUN=<run id> [PORT=5001]  (the finetune stage prints the run id)" >&2; exit 2; }
+	@test -x $(BIN)/mlflow || { echo "no $(BIN)/mlflow: run make install first" >&2; exit 2; }
+	@port=$(PORT); port=$${port:-$$($(BIN)/python -c 'import socket; print(next(p for p in range(5001, 5100) if socket.socket().connect_ex(("127.0.0.1", p))))')}; \
+	echo "Serving runs:/$(RUN)/model on http://127.0.0.1:$$port/invocations (Ctrl-C stops it)"; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+	exec $(BIN)/mlflow models serve -m runs:/$(RUN)/model --env-manager local --host 127.0.0.1 --port $$port
 
 clean:
 	rm -rf $(VENV)

@@ -18,6 +18,31 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), as pip reports it."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("twilbert")
+    except metadata.PackageNotFoundError:
+        return "unknown (the twilbert package is not installed: pip install -e .)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"twilbert {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """TWilBERT: pre-train, evaluate and fine-tune BERT-like models for Spanish Twitter."""
+
+
 app.command("normalize")(normalize.main)
 app.command("vocab")(vocab.main)
 app.command("pairs")(pairs.main)

@@ -1,8 +1,9 @@
 """MLflow pyfunc model of a fine-tuned TWilBERT: log it with the finetune run, serve it with MLflow.
 
-The finetune stage logs the model directory as the run's ``model`` (:func:`log_finetuned_model`). Then::
+The finetune stage logs the model directory as the run's ``model`` (:func:`log_finetuned_model`) and
+prints :func:`serve_command`. Then, from the repo root::
 
-    mlflow models serve -m runs:/<run_id>/model --env-manager local --host 127.0.0.1 --port 5001
+    make serve RUN=<run_id>     # mlflow models serve ... --env-manager local --host 127.0.0.1, first free port from 5001
     curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
          -d '{"dataframe_records": [{"text": "qué buen día"}, {"text": "odio los lunes"}]}'
 
@@ -121,4 +122,12 @@ def log_finetuned_model(tracker, model_dir: str | Path) -> str | None:
         mlflow.set_tracking_uri(previous_uri)
 
 
-__all__ = ["TWilBERTPyfunc", "log_finetuned_model", "log_model"]
+def serve_command(model_uri: str) -> str:
+    """The command that serves ``runs:/<run_id>/model`` as the README documents it: ``make serve`` puts the
+    venv on PATH (MLflow starts uvicorn through PATH) and takes the first free port from 5001, never the
+    MLflow UI's 5000."""
+    run_id = model_uri.removeprefix("runs:/").split("/", 1)[0]
+    return f"make serve RUN={run_id}"
+
+
+__all__ = ["TWilBERTPyfunc", "log_finetuned_model", "log_model", "serve_command"]

@@ -29,6 +29,12 @@ Conventions (anchors §D.3–D.5, environment notes):
     stage clears the failure). A grid parent is FINISHED only when none of its pipeline parents is still
     RUNNING. A stage child left RUNNING by a crash (``kill -9``) is marked KILLED when the same stage of
     the same pipeline starts again.
+  - A stage run is named ``<stage> · <variant>`` (:func:`variant_name`: the params that differ from the
+    baseline commit, e.g. ``pretrain · n_encoders=6``, else the DVC experiment name), so two variants'
+    runs differ in the UI. The experiment carries ``mlflow.experimentKind=custom_model_development``:
+    without it MLflow 3's UI opens it as a GenAI experiment, on empty Overview / Traces pages (the UI's own
+    GenAI / Model training switch still wins: :func:`ui_url` links with ``workflowType=machine_learning``).
+    The metrics of the evaluate and report stages are also logged on the pipeline parent (``SUMMARY_STAGES``).
 * **Tracking never kills or stalls a long run** (issue 7). Every MLflow call goes through
   :class:`Tracker`, which batches metrics and bounds each call by a deadline. Before initialising, the
   store is probed with a short timeout (sqlite: a write lock; http: ``GET /health``), so a locked or
@@ -69,6 +75,16 @@ KIND_TAG = "twilbert.run_kind"  # grid | pipeline | stage
 STAGE_TAG = "twilbert.stage"
 FAILED_STAGE_TAG = "twilbert.failed_stage"
 FAILED_LIST_TAG = "twilbert.failed_stages"
+VARIANT_TAG = "twilbert.variant"
+# MLflow 3's UI opens an experiment without this tag as a GenAI one (Overview / Traces, empty);
+# "custom_model_development" ("Machine learning") opens it on its runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# Their metrics are the pipeline's results: copied onto the pipeline parent, so that the collapsed parent
+# row and the compare views show them per variant without opening the stage runs.
+SUMMARY_STAGES = ("evaluate", "report")
+# MLflow 3's UI opens on its GenAI side unless the URL (or the user's toggle) says otherwise.
+UI_QUERY = "workflowType=machine_learning"
 
 _EXPS = (".dvc", "tmp", "exps")
 _MEMORY_CAP = 200_000  # records kept for replay when there is no fallback file
@@ -236,6 +252,30 @@ def probe(uri: str, timeout: float | None = None) -> None:
                 raise TrackingUnavailable(f"{parsed.hostname}:{port}: unreachable ({exc})") from exc
 
 
+def ui_url(root: Path | None = None, host: str = "http://127.0.0.1:5000") -> str:
+    """Where the MLflow UI shows this project's runs: the experiment of params.yaml's ``tracking.experiment``
+    (looked up in the sqlite store, without importing MLflow), opened on its runs table."""
+    import sqlite3
+
+    import yaml
+
+    root = repo_root(root)
+    try:
+        tracking = (yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}).get("tracking") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        tracking = {}
+    name, db = str(tracking.get("experiment") or "twilbert"), _sqlite_path(tracking_uri(root))
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            row = con.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
+        finally:
+            con.close()
+    except (sqlite3.Error, TypeError):
+        row = None
+    return f"{host}/#/experiments/{row[0]}?{UI_QUERY}" if row else f"{host}/#/experiments?{UI_QUERY}"
+
+
 # --- pipeline identity -----------------------------------------------------------------------------
 def pipeline_key(params_path: Path) -> tuple[str, str]:
     """(key, human name) shared by all stages of one pipeline run."""
@@ -252,6 +292,57 @@ def pipeline_key(params_path: Path) -> tuple[str, str]:
     h.update(_git_sha(params_path.parent).encode())
     key = h.hexdigest()[:12]
     return f"repro:{key}", f"repro-{key[:8]}"
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _short_keys(keys: list[str], universe: list[str]) -> dict[str, str]:
+    """Each dotted key shortened to its shortest suffix that no other key of ``universe`` ends with."""
+    short = {}
+    for key in keys:
+        parts = key.split(".")
+        for i in range(len(parts) - 1, -1, -1):
+            suffix = ".".join(parts[i:])
+            if sum(1 for u in universe if u == suffix or u.endswith("." + suffix)) == 1:
+                break
+        short[key] = suffix
+    return short
+
+
+def variant_name(params_path: Path, max_len: int = 60) -> str:
+    """What sets this pipeline run apart, for run names: the params that differ from the baseline commit's
+    params.yaml (``DVC_EXP_BASELINE_REV``, else HEAD), shortened (``n_encoders=6``); else the DVC
+    experiment name; else ``""`` (a plain ``dvc repro`` of the committed params).
+
+    ``dvc exp run -S`` edits params.yaml in place, so this diff is exactly what ``-S`` set. The
+    ``tracking`` section is bookkeeping and never counts.
+    """
+    import yaml
+
+    exp = os.environ.get("DVC_EXP_NAME", "")
+    rev = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
+    try:
+        now = _flatten(yaml.safe_load(params_path.read_text(encoding="utf-8")) or {})
+        out = subprocess.run(["git", "show", f"{rev}:./{params_path.name}"], cwd=params_path.parent,
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            return exp
+        base = _flatten(yaml.safe_load(out.stdout) or {})
+    except (OSError, subprocess.SubprocessError, yaml.YAMLError):
+        return exp
+    changed = [k for k in now if not k.startswith("tracking.") and _to_param_str(now[k]) != _to_param_str(base.get(k))]
+    if not changed:
+        return exp
+    short = _short_keys(changed, list(now))
+    text = ", ".join(f"{short[k]}={_to_param_str(now[k])}" for k in changed)
+    return text if len(text) <= max_len else text[: max_len - 1] + "…"
 
 
 def grid_name(group: str | None = None) -> str | None:
@@ -534,10 +625,18 @@ class _Context:
     grid: str | None
     parent_params: dict[str, Any]
     parent_run_id: str | None = None
+    variant: str = ""
     start_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    @property
+    def run_name(self) -> str:
+        """``pretrain · n_encoders=6``: runs of two variants differ in the UI's run list and compare view."""
+        return f"{self.stage} · {self.variant}" if self.variant else self.stage
 
     def child_tags(self) -> dict[str, str]:
         tags = {STAGE_TAG: self.stage, KIND_TAG: "stage"}
+        if self.variant:
+            tags[VARIANT_TAG] = self.variant
         for env, tag in (("DVC_EXP_NAME", "dvc.exp_name"), ("DVC_EXP_BASELINE_REV", "dvc.baseline_rev"), ("DVC_STAGE", "dvc.stage")):
             if os.environ.get(env):
                 tags[tag] = os.environ[env]
@@ -559,11 +658,16 @@ def _experiment_id(client: Any, ctx: _Context) -> str:
     exp = client.get_experiment_by_name(ctx.experiment)
     if exp is None:
         try:
-            return client.create_experiment(ctx.experiment, artifact_location=artifact_root(ctx.uri))
+            return client.create_experiment(
+                ctx.experiment, artifact_location=artifact_root(ctx.uri), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except Exception:  # noqa: BLE001 - created meanwhile by a process that did not take our lock
             exp = client.get_experiment_by_name(ctx.experiment)
             if exp is None:
                 raise
+    kind = exp.tags.get(EXPERIMENT_KIND_TAG, "")
+    if not kind or kind.endswith("_inferred") or kind == "no_inferred_type":  # unset, or the UI's guess
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     if _temp_copy_root(Path(exp.artifact_location.removeprefix("file://"))) is not None:
         warnings.warn(
             f"MLflow experiment {ctx.experiment!r} stores artifacts in a DVC temporary copy ({exp.artifact_location}); "
@@ -643,7 +747,7 @@ def _open(ctx: _Context, start_time: int | None = None) -> _Opened:
         if grid_id:
             _mark_started(client, grid_id)
     run = client.create_run(
-        exp_id, run_name=ctx.stage, tags={"mlflow.parentRunId": parent_id, **ctx.child_tags()}, start_time=start_time
+        exp_id, run_name=ctx.run_name, tags={"mlflow.parentRunId": parent_id, **ctx.child_tags()}, start_time=start_time
     )
     return _Opened(client, exp_id, run.info.run_id, parent_id, grid_id)
 
@@ -664,6 +768,13 @@ def _close_parents(opened: _Opened, ctx: _Context, status: str) -> None:
     from filelock import FileLock
 
     client, ok = opened.client, status == "FINISHED"
+    if ok and ctx.stage in SUMMARY_STAGES:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in client.get_run(opened.run_id).data.metrics.items()]
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(opened.parent_id, metrics=metrics[i : i + 1000])
     with FileLock(str(_lock_path(ctx.uri)), timeout=call_deadline()):
         failed = _update_parent(client, opened.parent_id, ctx.stage, ok)
         client.set_terminated(opened.parent_id, "FAILED" if failed else "FINISHED")
@@ -746,6 +857,7 @@ def stage_run(
         grid=grid_name(group),
         parent_params=all_params_flat or params_flat,
         parent_run_id=parent_run_id,
+        variant=variant_name(params_path),
     )
     fallback = _resolve_fallback(fallback, os.environ.get("DVC_EXP_NAME"))
     opened: _Opened | None = None

@@ -32,7 +32,7 @@ def main(
     lock_outputs(out_dir)
     from twilbert.finetune.baseline import run_baseline
     from twilbert.finetune.reports import RUN_INFO_FILE
-    from twilbert.report import build_summary, build_timing, load_task_report, write_summary
+    from twilbert.report import build_summary, build_timing, load_task_report, sample_tasks, write_summary
 
     rules = p.normalize.rules.effective()
     task_reports, baselines, run_info = {}, {}, {}
@@ -44,7 +44,8 @@ def main(
         pretraining = _read_json(pretrain_metrics)
         summary = build_summary(task_reports, baselines, pretraining, _read_json(evaluate_metrics))
         timing = build_timing(run_info, pretraining, task_reports)
-        write_summary(summary, out_dir, timing)
+        sample = sample_tasks({n: [k.train_file, k.dev_file, k.test_file] for n, k in p.tasks.items()}, params.parent)
+        write_summary(summary, out_dir, timing, sample=sample)
         for name, entry in summary["tasks"].items():
             for split in ("test", "baseline"):
                 block = entry.get(split) or {}

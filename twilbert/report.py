@@ -31,6 +31,9 @@ one listed; test never takes part), and the task's ``dev``/``test`` are that gro
 A mean over runs where one run lacks a value (a diverged run writes null) is null: the group's
 numbers would otherwise silently come from fewer runs than ``n`` says.
 
+Tasks whose data is the bundled sample (:func:`sample_tasks`: a file under ``data/sample/``) get a note at
+the top of summary.md: the comparison on those few invented tweets says nothing about model quality.
+
 Metric blocks keep the scalar metrics; a per-class selection metric (``class_metric``, named
 ``per_class.<label>.<metric>``) is lifted out of the per-class table so that it can be compared.
 """
@@ -49,6 +52,7 @@ from twilbert.metadata import fields, read_json
 from twilbert.finetune.metrics import mean_sd
 
 _NUMBER = (int, float, np.integer, np.floating)
+SAMPLE_DIR = Path("data") / "sample"  # the bundled synthetic sample (data/README.md)
 
 
 class ReportError(ConfigError):
@@ -447,10 +451,30 @@ def _timing_lines(timing: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def render_markdown(summary: dict[str, Any], timing: dict[str, Any] | None = None) -> str:
+def sample_tasks(task_files: dict[str, list[str | Path]], root: str | Path) -> list[str]:
+    """The tasks with a data file under ``<root>/data/sample/`` (paths relative to ``root``, the params
+    file's folder), in the order given."""
+    sample = (Path(root) / SAMPLE_DIR).resolve()
+    return [name for name, files in task_files.items()
+            if any((Path(root) / f).resolve().is_relative_to(sample) for f in files)]
+
+
+def _sample_note(tasks: list[str]) -> list[str]:
+    return [
+        f"> **Bundled sample data** (task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)}: files under "
+        f"`{SAMPLE_DIR.as_posix()}/`). These few hundred invented tweets exist to run the pipeline end to end; "
+        "the scores below say nothing about model quality, and a model pre-trained on the sample is not "
+        "expected to beat the baseline. Evaluate on real data (see data/README.md).",
+        "",
+    ]
+
+
+def render_markdown(summary: dict[str, Any], timing: dict[str, Any] | None = None, sample: list[str] | None = None) -> str:
     """``summary.md``: the task table, accuracy / macro-F1, baseline choices, runs (when any),
-    pre-training, and (given ``timing``) wall times."""
+    pre-training, and (given ``timing``) wall times; first a note when tasks in ``sample`` ran on the
+    bundled sample."""
     lines = ["# TWilBERT results", ""]
+    lines += _sample_note(sample) if sample else []
     tasks = summary.get("tasks", {})
     lines += _task_tables(tasks) if tasks else ["No tasks."]
     lines += _runs_tables(tasks)
@@ -476,14 +500,17 @@ def _strict(obj: Any) -> Any:
     return obj
 
 
-def write_summary(summary: dict[str, Any], out_dir: str | Path, timing: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def write_summary(
+    summary: dict[str, Any], out_dir: str | Path, timing: dict[str, Any] | None = None, sample: list[str] | None = None
+) -> tuple[Path, Path]:
     """Write ``out_dir/summary.json`` and ``out_dir/summary.md`` (and ``out_dir/timing.json`` when
-    ``timing`` is given: wall times stay out of summary.json, a DVC metric); returns the first two."""
+    ``timing`` is given: wall times stay out of summary.json, a DVC metric); returns the first two.
+    ``sample``: the tasks that ran on the bundled sample (:func:`sample_tasks`), noted in summary.md."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "summary.json", out / "summary.md"
     js.write_text(json.dumps(_strict(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    md.write_text(render_markdown(summary, timing), encoding="utf-8")
+    md.write_text(render_markdown(summary, timing, sample), encoding="utf-8")
     if timing is not None:
         (out / TIMING_FILE).write_text(json.dumps(_strict(timing), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     return js, md
@@ -499,6 +526,7 @@ __all__ = [
     "lookup",
     "mean_sd",
     "render_markdown",
+    "sample_tasks",
     "scalar_block",
     "write_summary",
 ]

@@ -17,7 +17,7 @@ import torch
 from tests.finetune.test_finetune_data import make_lines, make_tokenizer
 from twilbert.config import to_dict
 from twilbert.finetune.config import FinetuningConfig, TaskConfig
-from twilbert.finetune.data import encode_texts
+from twilbert.finetune.inputs import encode_texts
 from twilbert.finetune.metrics import compute_metrics
 from twilbert.finetune.model import load_finetuned, probabilities
 from twilbert.finetune.train import finetune_task, predict_batches
@@ -199,7 +199,7 @@ def test_multi_label_and_regression_reports(tmp_path, tok_path):
     mc = tiny_model_config(tok_path)
     ft = FinetuningConfig(epochs=1, batch_size=8, max_len=12, path_load_weights="random", lr=1e-2)
     write_task(tmp_path / "multi", kind="multi", seed=5)
-    multi = make_task(tmp_path / "multi", categories={lab: i for i, lab in enumerate(LABELS)}, multi_label=True,
+    multi = make_task(tmp_path / "multi", categories={lab: i for i, lab in enumerate(LABELS)}, type="multi_label",
                       class_weights="auto", eval_metric="accuracy", finetuning={"loss": "bce"})
     res = finetune_task("emo", multi, ft, tokenizer_path=tok_path, rules=None, model_out=tmp_path / "m1",
                         report_out=tmp_path / "r1", model_config=mc, impl=CPU, progress=False)
@@ -211,7 +211,7 @@ def test_multi_label_and_regression_reports(tmp_path, tok_path):
     assert [p or "" for p in pred["predicted"].to_list()] == expected
 
     write_task(tmp_path / "reg", kind="regression", seed=7)
-    reg = make_task(tmp_path / "reg", regression=True, eval_metric="pearson", finetuning={"loss": "mse"})
+    reg = make_task(tmp_path / "reg", type="regression", eval_metric="pearson", finetuning={"loss": "mse"})
     res = finetune_task("score", reg, ft, tokenizer_path=tok_path, rules=None, model_out=tmp_path / "m2",
                         report_out=tmp_path / "r2", model_config=mc, impl=CPU, progress=False)
     check_outputs(tmp_path / "m2", tmp_path / "r2")

@@ -127,7 +127,7 @@ def test_a_crafted_config_is_refused_in_one_line(models, tmp_path, edit, fragmen
 
 
 def test_regression_and_pair_label_rules(models, tmp_path):
-    with pytest.raises(CheckpointError, match="a regression model has one output and no labels"):
+    with pytest.raises(CheckpointError, match="a regression model has no labels, got 1"):
         read_finetuned_config(craft(models, tmp_path / "r", lambda c: c.update(labels={"x": 0}), kind="reg"))
     pair = json.loads((models["pair"] / CONFIG_FILE).read_text())
     positions = pair["model"]["max_positions"]

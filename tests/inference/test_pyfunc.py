@@ -1,13 +1,15 @@
 """The MLflow pyfunc: logged into a stage run as ``model``, loaded back it predicts like
-``twilbert.load``, and ``mlflow models serve -m runs:/<id>/model --env-manager local`` answers
-``/invocations``. Logging never fails a stage."""
+``twilbert.load``, and the README's serving commands (``make serve RUN=<id>``, then its ``curl``), run
+as written from a copy of the repo with uvicorn not on PATH, answer ``/invocations``. Logging never
+fails a stage."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ import pytest
 from tests.inference.test_predict import build_models
 
 TWEETS = ["@ana qué buen día hace hoy JAJAJA", "odio los lunes https://t.co/xyz"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +45,29 @@ def log_like_the_stage(model_dir: Path, root: Path) -> str:
     return uri
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def post(url: str, payload: dict) -> dict:
     req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
+
+
+def readme_serving_commands() -> tuple[str, str]:
+    """(serve, curl): the README's serving block, comments and line continuations as a shell reads them."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "make serve" in b)
+    lines = [re.sub(r"\s+#.*$", "", line) for line in block.replace("\\\n", " ").splitlines()]
+    serve = next(line for line in lines if line.startswith("make serve"))
+    curl = next(line for line in lines if line.startswith("curl "))
+    return serve.strip(), curl.strip()
+
+
+def repo_copy(dst: Path) -> Path:
+    """What a fresh clone has that serving needs (Makefile, README), with this interpreter's venv as .venv."""
+    dst.mkdir()
+    for name in ("Makefile", "README.md"):
+        shutil.copy2(REPO / name, dst / name)
+    (dst / ".venv").symlink_to(Path(sys.prefix))
+    return dst
 
 
 @pytest.mark.slow
@@ -60,10 +76,17 @@ def test_logged_model_loads_and_serves(model_dir, tmp_path, monkeypatch):
     import pandas as pd
 
     import twilbert
+    from pipeline.pyfunc import serve_command
 
-    uri_db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for tool in ("make", "curl", "bash"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"no {tool} on PATH")
+    if not (Path(sys.prefix) / "bin" / "mlflow").exists():
+        pytest.skip("no mlflow executable in this interpreter's environment")
+    repo = repo_copy(tmp_path / "repo")
+    uri_db = f"sqlite:///{repo / 'mlflow.db'}"  # the store `make repro` fills, where `make serve` looks
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri_db)
-    uri = log_like_the_stage(model_dir, tmp_path)
+    uri = log_like_the_stage(model_dir, repo)
     expected = twilbert.load(model_dir).predict(TWEETS)
 
     # in process: the pyfunc predicts exactly what twilbert.load predicts
@@ -76,37 +99,49 @@ def test_logged_model_loads_and_serves(model_dir, tmp_path, monkeypatch):
     files = {p.name for p in local.rglob("*") if p.is_file()}
     assert "pyfunc_model.py" in files and not {f for f in files if f.endswith((".pkl", ".pickle"))}, files
 
-    # served: mlflow models serve -m runs:/<id>/model --env-manager local
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    if not mlflow_bin.exists():
-        pytest.skip("no mlflow executable next to the interpreter")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri_db, "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = open(tmp_path / "serve.log", "wb")
-    server = subprocess.Popen(
-        [str(mlflow_bin), "models", "serve", "-m", uri, "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    # served as the README says, in a shell whose PATH has make and curl but not the venv (no uvicorn)
+    run_id = uri.split("/")[1]
+    serve, curl = readme_serving_commands()
+    assert serve.startswith(serve_command(uri).replace(run_id, "<run_id>"))  # the finetune stage's hint is this command
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("VIRTUAL_ENV")}
+    env["PATH"] = os.pathsep.join(str(Path(shutil.which(t)).parent) for t in ("make", "curl", "bash"))
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "wb")
+    server = subprocess.Popen(["bash", "-c", serve.replace("<run_id>", run_id)], cwd=repo, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
+        port = None
         while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not start in 180 s"
-                time.sleep(0.5)
-        answer = post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [{"text": t} for t in TWEETS]})
+            text = log_path.read_text(errors="replace")
+            assert server.poll() is None, text[-3000:]
+            found = re.search(r"http://127\.0\.0\.1:(\d+)/invocations", text)
+            if found:
+                port = int(found.group(1))
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                    break
+                except OSError:
+                    pass
+            assert time.monotonic() < deadline, "server did not start in 180 s:\n" + text[-3000:]
+            time.sleep(0.5)
+        assert port != 5000  # `make mlflow-ui` has it
+        out = subprocess.run(["bash", "-c", curl.replace("127.0.0.1:5001", f"127.0.0.1:{port}")], cwd=repo, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        readme_texts = [r["text"] for r in json.loads(re.search(r"-d '(.*)'", curl).group(1))["dataframe_records"]]
+        answer = json.loads(out.stdout)
+        answer_tweets = post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [{"text": t} for t in TWEETS]})
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker (our own process group)
+        os.killpg(server.pid, signal.SIGTERM)  # make, the server and its uvicorn worker (our own process group)
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
-    rows = answer["predictions"]
+    assert [r["label"] for r in answer["predictions"]] == [e["label"] for e in twilbert.load(model_dir).predict(readme_texts)]
+    rows = answer_tweets["predictions"]
     assert [r["label"] for r in rows] == [e["label"] for e in expected]
     for r, e in zip(rows, expected):
         np.testing.assert_allclose([r["probabilities"][k] for k in e["probabilities"]], list(e["probabilities"].values()), atol=1e-6)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 
 from twilbert.config import ConfigError
-from twilbert.text.corpus_layout import COLUMNS, REJECT_REASONS, CorpusError, ingest, normalize_corpora
+from twilbert.text.corpus import COLUMNS, REJECT_REASONS, CorpusError, ingest, normalize_corpora
 from twilbert.text.normalize import DropRules, NormalizeConfig, NormalizeRules
 
 HEADERS = {"pairs": b"ORIG_ID\tORIG_TEXT\tREPLY_ID\tREPLY_TEXT", "tweets": b"ID\tTEXT"}

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from twilbert.finetune.checkpoint import EpochCheckpoints
 from twilbert.finetune.config import FinetuningConfig, TaskConfig
-from twilbert.finetune.data import EncodedSplit, bucketed_batches, collate
+from twilbert.finetune.inputs import EncodedSplit, bucketed_batches, collate
 from twilbert.finetune.metrics import BestTracker, selection_metric, selection_score
 from twilbert.finetune.model import SequenceClassifier
 from twilbert.finetune.reports import scalar_metrics

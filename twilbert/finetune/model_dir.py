@@ -9,7 +9,7 @@ tried to allocate terabytes. Here each is a one-line :class:`CheckpointError` na
 * ``model``: the encoder config, as strict as params (:func:`twilbert.train.checkpoint.model_config`);
 * ``head``: ``n_outputs``, ``collapse_mode``, ``use_special_tokens``, ``dropout``;
 * ``labels``: ``{label: index}`` covering the head exactly (a classifier: as many labels as outputs,
-  each index in range, none twice; regression: one output, no labels);
+  each index in range, none twice; a type without classes, e.g. regression: no labels);
 * ``max_len``: positive, and its longest input (``[CLS] a [SEP]``, or ``[CLS] a [SEP] b [SEP]`` with
   ``text_pair``) fits the encoder's position table;
 * ``tokenizer``: a plain file name in the directory and its sha256.
@@ -25,7 +25,6 @@ from twilbert.config import ConfigError
 from twilbert.metadata import fields
 from twilbert.train.checkpoint import CONFIG_FILE, CheckpointError, model_config, read_config
 
-TASK_TYPES = ("single_label", "multi_label", "regression")
 MAX_OUTPUTS = 2**16  # far above any label set; a head of 1e9 outputs would be gigabytes
 
 _TOP = fields(
@@ -38,6 +37,7 @@ _TOKENIZER = fields(required={"file": str, "sha256": str})
 
 def _check(config: dict[str, Any], max_positions: int) -> None:
     from twilbert.finetune.model import COLLAPSE_MODES
+    from twilbert.finetune.task_types import TASK_TYPES
 
     _TOP(config)
     head = config["head"]
@@ -53,8 +53,8 @@ def _check(config: dict[str, Any], max_positions: int) -> None:
     if not 0 <= head["dropout"] < 1:
         raise ConfigError(f"head.dropout: must be in [0, 1), got {head['dropout']}")
     if config["task_type"] not in TASK_TYPES:
-        raise ConfigError(f"task_type: expected one of {', '.join(TASK_TYPES)}, got {config['task_type']!r:.40}")
-    _check_labels(config["labels"], n, config["task_type"])
+        raise ConfigError(f"task_type: expected one of {', '.join(sorted(TASK_TYPES))}, got {config['task_type']!r:.40}")
+    _check_labels(config["labels"], n, TASK_TYPES[config["task_type"]])
     pair = bool(config.get("text_pair"))
     max_len = config["max_len"]
     need = 2 * max_len + 3 if pair else max_len + 2
@@ -71,10 +71,12 @@ def _check(config: dict[str, Any], max_positions: int) -> None:
         raise ConfigError(f"tokenizer.file: expected a file name in the model directory, got {tok['file']!r:.60}")
 
 
-def _check_labels(labels: dict[str, Any], n: int, task_type: str) -> None:
-    if task_type == "regression":
-        if n != 1 or labels:
-            raise ConfigError(f"labels: a regression model has one output and no labels, got {n} output(s), {len(labels)} label(s)")
+def _check_labels(labels: dict[str, Any], n: int, kind: Any) -> None:
+    from twilbert.finetune.task_types import ClassificationType
+
+    if not isinstance(kind, ClassificationType):
+        if labels:
+            raise ConfigError(f"labels: a {kind.name} model has no labels, got {len(labels)}")
         return
     for label, index in labels.items():
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
@@ -104,4 +106,4 @@ def read_finetuned_config(model_dir: str | os.PathLike, *, verify: bool = True) 
     return finetuned_config(read_config(model_dir, verify=verify), model_dir / CONFIG_FILE)
 
 
-__all__ = ["MAX_OUTPUTS", "TASK_TYPES", "finetuned_config", "read_finetuned_config"]
+__all__ = ["MAX_OUTPUTS", "finetuned_config", "read_finetuned_config"]

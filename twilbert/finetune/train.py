@@ -38,8 +38,9 @@ from tqdm.auto import tqdm
 from twilbert.config import ConfigError, to_dict
 from twilbert.finetune.checkpoint import EpochCheckpoints, all_finite, tensors_sha256
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
-from twilbert.finetune.data import EncodedSplit, class_weights, collate, data_counts, encode_split, eval_batches, load_task
+from twilbert.finetune.data import data_counts, load_task
 from twilbert.finetune.epochs import EpochLoop, LogFn, Trainer, check_resume_state, say
+from twilbert.finetune.inputs import EncodedSplit, collate, encode_split, eval_batches
 from twilbert.finetune.losses import build_loss
 from twilbert.finetune.metrics import compute_metrics, selection_metric, selection_score
 from twilbert.finetune.model import SequenceClassifier, load_encoder, pretrained_tokenizer_sha256, probabilities, save_finetuned
@@ -292,7 +293,8 @@ def _build_trainer(name: str, task: TaskConfig, ft: FinetuningConfig, encoder: T
         dropout=ft.dropout,
         freeze_encoder=not ft.finetune_all,
     ).to(device)
-    weights = None if task.regression else torch.from_numpy(class_weights(task, splits["train"].labels)).to(device)
+    weights = task.kind.class_weights(task, splits["train"].labels)  # (C,) or None (a type without classes)
+    weights = None if weights is None else torch.from_numpy(weights).to(device)
     total_updates = ft.epochs * math.ceil(math.ceil(len(train) / ft.batch_size) / ft.accum_iters)
     optimizer = build_optimizer(ft.optimizer, param_groups(model, ft.weight_decay), lr=ft.lr, weight_decay=ft.weight_decay)
     scheduler = build_schedule(
@@ -320,9 +322,8 @@ def _finish(run: EpochLoop, splits: dict, evaluate, tokenizer_path: Path, rules,
         "task": name,
         "task_type": task.task_type,
         "labels": dict(task.categories),
-        "multi_label_format": task.multi_label_format if task.multi_label else None,
+        **task.kind.saved_info(task),  # multi_label_format, threshold: None where the type has none
         "label_separator": task.label_separator,
-        "threshold": task.threshold if task.multi_label else None,
         "max_len": ft.max_len,
         "text_pair": task.aux_header is not None,
         "normalize": _rules_dict(rules),
