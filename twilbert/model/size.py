@@ -5,6 +5,7 @@ allocate terabytes inside ``TWilBERT(cfg)``; checked here, a bad params file or 
 ``config.json`` is refused in one line naming the keys, before torch allocates anything.
 ``parameter_count`` mirrors the modules of ``embeddings.py``, ``encoder.py``, ``pkm.py`` and
 ``heads.py`` (tested against ``sum(p.numel())`` of built models); edit it with them.
+``machine_memory_bytes`` is the RAM both the params check and model-directory loading compare against.
 """
 
 from __future__ import annotations

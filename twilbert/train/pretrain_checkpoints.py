@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from twilbert.config import to_dict
+from twilbert.metadata import parse_json
 from twilbert.train import distributed as D
 from twilbert.train import run_store as store
-from twilbert.metadata import parse_json
 from twilbert.train.checkpoint import PRETRAIN_META, TRAINER_FILE, CheckpointError, load_checkpoint, load_trainer_state, save_checkpoint
 from twilbert.train.loop import StepCounters, TrainingDivergedError
 from twilbert.train.pretrain_log import say as _say

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from twilbert.metadata import fields, parse_json, read_json
 from twilbert.train.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -37,7 +38,6 @@ from twilbert.train.checkpoint import (
     config_differences,
     verify_checkpoint,
 )
-from twilbert.metadata import fields, parse_json, read_json
 from twilbert.utils import atomic_write_text, source_sha256
 
 RUN_FILE = "run.json"  # in root/<fingerprint[:16]>/: the run config of that directory
