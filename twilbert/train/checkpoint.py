@@ -190,7 +190,10 @@ def verify_checkpoint(directory: str | os.PathLike, files: tuple[str, ...] = (MO
             raise CheckpointError(f"{path}: not listed in {CHECKSUMS_FILE} (not part of this checkpoint)")
         if not path.is_file():
             raise CheckpointError(f"{path}: missing")
-        actual = _sha256(path)
+        try:
+            actual = _sha256(path)
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
         if actual != checksums[name]:
             raise CheckpointError(f"{path}: sha256 {actual} does not match {CHECKSUMS_FILE} ({checksums[name]}); file corrupted")
 
