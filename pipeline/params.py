@@ -37,7 +37,7 @@ import yaml
 from twilbert.config import ConfigError, check, check_bounds, flatten, from_dict, note_deprecated, to_dict
 from twilbert.data.pairs import PairsConfig
 from twilbert.model.config import ModelConfig
-from twilbert.model.size import MODEL_BOUNDS, TRAINING_BYTES_PER_PARAMETER, parameter_count
+from twilbert.model.size import MODEL_BOUNDS, TRAINING_BYTES_PER_PARAMETER, machine_memory_bytes, parameter_count
 from twilbert.text.normalize import NormalizeConfig
 from twilbert.text.vocab import VocabConfig
 from twilbert.finetune.config import FinetuningConfig, TaskConfig
@@ -368,21 +368,6 @@ def _mark_text(value: Any, limit: int = 40) -> str:
     if not text.isprintable():
         text = repr(text)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def machine_memory_bytes() -> int | None:
-    """Physical RAM, or the cgroup (container) limit when lower; None when unknown."""
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        ram = None
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-    except OSError:
-        limit = ""
-    if limit.isdigit():
-        ram = min(ram, int(limit)) if ram else int(limit)
-    return ram
 
 
 def _bytes_text(n: int) -> str:

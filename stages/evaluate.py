@@ -32,11 +32,9 @@ def main(
     lock_outputs(out_dir)
     import torch
 
-    from twilbert.config import from_dict
     from twilbert.data.shard_format import verify_manifest
-    from twilbert.model.config import ModelConfig
     from twilbert.model.twilbert import TWilBERT
-    from twilbert.train.checkpoint import load_checkpoint, read_config
+    from twilbert.train.checkpoint import load_checkpoint, read_model_config
     from twilbert.train.evaluate import evaluate_pretrained
 
     if not (model_dir / "config.json").is_file():
@@ -47,8 +45,7 @@ def main(
     # the shards it reads (train: unigram baseline), checked against their manifest before the model loads
     run_guarded(verify_manifest, shards_dir, splits=("train", split))
     tok = load_tokenizer(vocab_model)
-    stored = read_config(model_dir)
-    cfg = from_dict(ModelConfig, stored.get("model", stored), "model")
+    _, cfg = run_guarded(read_model_config, model_dir)
     model = TWilBERT(cfg, attention=p.impl.attention)
     run_guarded(load_checkpoint, model_dir, model)
     if p.impl.num_threads:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, load, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, StageError, load, run_guarded, tracked
 from pipeline.outlock import lock_outputs
 from pipeline.stage_params import stage_params
 
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    from twilbert.metadata import read_json
+
+    return run_guarded(read_json, path, error=StageError) if path.is_file() else None
 
 
 def main(

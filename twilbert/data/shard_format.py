@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from twilbert.metadata import read_json
+
 from twilbert.utils import atomic_write_text, sha256_file
 
 SPLITS = ("train", "valid", "test")
@@ -116,7 +118,7 @@ def load_manifest(out_dir: str | Path) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.exists():
         raise ShardError(f"{path} does not exist: run the pairs stage first")
-    return json.loads(path.read_text())
+    return read_json(path, error=ShardError)
 
 
 def open_shard(path: Path) -> pa.Table:

@@ -21,6 +21,7 @@ from twilbert.finetune.inputs import EncodedSplit, bucketed_batches, collate
 from twilbert.finetune.metrics import BestTracker, selection_metric, selection_score
 from twilbert.finetune.model import SequenceClassifier
 from twilbert.finetune.reports import scalar_metrics
+from twilbert.metadata import fields
 from twilbert.train.loop import StepCounters, TrainingDivergedError, UpdateLoop
 from twilbert.train.objectives import TaskLoss, TaskLossStats
 
@@ -112,6 +113,20 @@ class Trainer:
             bar.close()
             self.seconds += time.perf_counter() - t0
         return sums.mean_loss()
+
+
+RESUME_STATE = fields(
+    required={"tracker": list, "counters": dict, "best_dev": dict, "history": list, "logged": list, "stopped": bool}
+)  # what EpochLoop.resume reads back from a checkpoint's state.json
+_COUNTERS = fields(required={"updates": int, "skipped": int, "consecutive_bad": int, "tokens": int, "seconds": float})
+
+
+def check_resume_state(state: dict) -> None:
+    """``state.json`` holds what :meth:`EpochLoop.resume` restores (else the checkpoint is unusable)."""
+    RESUME_STATE(state)
+    if len(state["tracker"]) != 3:
+        raise ValueError(f"tracker: expected [best score, best epoch, epochs since best], got {len(state['tracker'])} items")
+    _COUNTERS(state["counters"])
 
 
 @dataclass

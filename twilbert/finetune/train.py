@@ -39,7 +39,7 @@ from twilbert.config import ConfigError, to_dict
 from twilbert.finetune.checkpoint import EpochCheckpoints, all_finite, tensors_sha256
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
 from twilbert.finetune.data import data_counts, load_task
-from twilbert.finetune.epochs import EpochLoop, LogFn, Trainer, say
+from twilbert.finetune.epochs import EpochLoop, LogFn, Trainer, check_resume_state, say
 from twilbert.finetune.inputs import EncodedSplit, collate, encode_split, eval_batches
 from twilbert.finetune.losses import build_loss
 from twilbert.finetune.metrics import compute_metrics, selection_metric, selection_score
@@ -251,7 +251,8 @@ def finetune_task(
     evaluate = lambda split: evaluate_split(  # noqa: E731
         trainer.model, enc[split], splits[split].labels, task, batch_size=impl.pred_batch_size, device=device, autocast=autocast
     )
-    checkpoints = EpochCheckpoints(checkpoint_dir or default_checkpoint_dir(model_out), run_config, say=lambda m: say(name, m))
+    checkpoints = EpochCheckpoints(checkpoint_dir or default_checkpoint_dir(model_out), run_config, say=lambda m: say(name, m),
+                                   state_schema=check_resume_state)
     epochs = EpochLoop(name, task, ft, trainer, checkpoints, evaluate, rng, log_fn, progress)
     epochs.resume()
     epochs.train(enc["train"])
