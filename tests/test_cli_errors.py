@@ -100,7 +100,7 @@ def test_evaluate_with_a_missing_vocab_model(inputs, tmp_path):
     params = write_params(tmp_path / "params.yaml", inputs["vocab_size"])
     model_dir, _ = _fake_pretrained(tmp_path)
     line = error_line(cli("evaluate", "--params", params, "--model-dir", model_dir, "--vocab-model", tmp_path / "nov.model",
-                          "--shards-dir", inputs["shards"]))
+                          "--shards-dir", inputs["shards"], "--out-dir", tmp_path / "eval"))
     assert f"{tmp_path / 'nov.model'}: no vocabulary model" in line
 
 
