@@ -28,18 +28,13 @@ class StageError(Exception):
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from twilbert.text.corpus import CorpusError
+    from twilbert.text.corpus_layout import CorpusError
 
     errs: list[type[BaseException]] = [ConfigError, StageError, CorpusError]
-    try:
-        from twilbert.train.checkpoint import CheckpointError
-
-        errs.append(CheckpointError)
-    except ImportError:  # pragma: no cover - core not built yet
-        pass
     # Only modules already imported can have raised: looking them up in sys.modules keeps a failing
     # light stage (normalize, vocab) from importing torch just to build this tuple.
     for module, name in (
+        ("twilbert.train.checkpoint", "CheckpointError"),  # damaged / foreign checkpoints and model dirs
         ("twilbert.data.shard_format", "ShardError"),  # missing / altered pair shards (a --shards-dir never written)
         ("twilbert.train.loop", "TrainingDivergedError"),  # NaN/inf steps: the message names the params to change
         ("twilbert.text.tokenizer", "TokenizerError"),  # not a SentencePiece model, or not the model's / shards'

@@ -113,8 +113,11 @@ def load_exp_show(repo: str | Path = ".", extra_args: Iterable[str] = ()) -> lis
 
 
 def varied_params(experiments: list[Experiment]) -> list[str]:
-    """Params whose values differ between experiments, seeds excluded, in a stable order."""
-    keys = sorted({k for e in experiments for k in e.params})
+    """Recipe params whose values differ between experiments, seeds excluded, in a stable order (speed
+    and bookkeeping sections never make two experiments different configurations)."""
+    from pipeline.stage_params import NON_RECIPE_SECTIONS
+
+    keys = sorted({k for e in experiments for k in e.params if k.split(".", 1)[0] not in NON_RECIPE_SECTIONS})
     return [k for k in keys if k not in SEED_KEYS and len({json.dumps(e.params.get(k), sort_keys=True) for e in experiments}) > 1]
 
 
