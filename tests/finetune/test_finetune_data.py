@@ -13,10 +13,10 @@ from twilbert.config import ConfigError, from_dict
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
 from twilbert.finetune.data import TaskDataError, load_task, read_split
 from twilbert.finetune.inputs import bucketed_batches, collate, encode_texts, eval_batches
-from twilbert.model.config import PAD_ID
 from twilbert.text.normalize import NormalizeRules, normalize_texts, placeholder_tokens
 from twilbert.text.tokenizer import Tokenizer, build_input
 from twilbert.text.vocab import VocabConfig, train_vocab
+from twilbert.tokens import PAD_ID
 
 SYLLABLES = "ca sa pe lo mi tu ra no que bien ja je ma ña ción des pa ri to lu go ve fi cho lla gue rá té so ta ba en al es".split()
 

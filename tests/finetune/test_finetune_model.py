@@ -8,8 +8,9 @@ import torch
 
 from twilbert.config import to_dict
 from twilbert.finetune.model import SequenceClassifier, load_encoder, pool
-from twilbert.model.config import CLS_ID, PAD_ID, SEP_ID, ModelConfig
+from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
+from twilbert.tokens import CLS_ID, PAD_ID, SEP_ID
 from twilbert.train.checkpoint import CheckpointError, save_checkpoint
 
 

@@ -13,7 +13,8 @@ from twilbert.model.twilbert import TWilBERT
 from twilbert.train.checkpoint import MODEL_FILE
 from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
 from twilbert.config import ConfigError
-from twilbert.train.pretrain import NonFiniteLossError, Pretrainer
+from twilbert.train.loop import TrainingDivergedError
+from twilbert.train.pretrain import Pretrainer
 from twilbert.train.run_store import list_checkpoints, list_runs
 from twilbert.train.schedules import build_schedule
 
@@ -118,7 +119,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(inputs, tmp_path):
     for max_bad in (3, 7):
         stuck = make_trainer(inputs, tmp_path / f"stuck{max_bad}", checkpoint_every=1, max_bad_steps=max_bad)
         stuck.raw_model.embeddings.register_forward_hook(lambda m, a, out: out * float("inf"))
-        with pytest.raises(NonFiniteLossError, match=f"{max_bad} consecutive.*run.max_bad_steps={max_bad}"):
+        with pytest.raises(TrainingDivergedError, match=f"{max_bad} consecutive.*run.max_bad_steps={max_bad}"):
             stuck.run()
         assert stuck.state.skipped_steps == max_bad
         saved = [c for r in list_runs(tmp_path / f"stuck{max_bad}" / "checkpoints") for c in list_checkpoints(r)]
