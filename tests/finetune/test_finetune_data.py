@@ -175,7 +175,7 @@ def test_bucketed_batches_cover_all_and_change_per_epoch():
         flat = np.concatenate(batches)
         assert sorted(flat.tolist()) == list(range(203))
         assert all(len(b) <= 16 for b in batches)
-    assert [b.tolist() for b in e1] != [b.tolist() for b in e2]  # a new order each epoch (bug §13.19)
+    assert [b.tolist() for b in e1] != [b.tolist() for b in e2]  # a new order each epoch
     # less padding than random batches of the same size
     pad = lambda bs: sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in bs)  # noqa: E731
     perm = np.random.default_rng(0).permutation(203)

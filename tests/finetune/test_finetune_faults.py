@@ -1,4 +1,4 @@
-"""Issue 7 for fine-tuning: numerical faults (NaN/inf loss or gradient skipped and counted, N in a row
+"""Fine-tuning faults: numerical faults (NaN/inf loss or gradient skipped and counted, N in a row
 stop the run, non-finite weights never saved) and crash safety (per-epoch checkpoints, bitwise resume,
 checksum fallback, fingerprint mismatch)."""
 

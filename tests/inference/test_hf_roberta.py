@@ -1,4 +1,4 @@
-"""RoBERTa and XLM-R checkpoints (issue 23): import exactly, export back as ``*ForMaskedLM``.
+"""RoBERTa and XLM-R checkpoints: import exactly, export back as ``*ForMaskedLM``.
 
 The checkpoints are built here like RoBERTuito (byte-level BPE, ``<s>=0 <pad>=1 </s>=2 <unk>=3``,
 ``<mask>`` last) and XLM-T (a SentencePiece-style Unigram, ``<mask>`` an added token past the piece
