@@ -50,10 +50,11 @@ REPLY_PAIRS = SHARED / "twilbert_reply_pairs_es" / "pairs.tsv"
 sys.path.insert(0, str(REPO))
 
 from twilbert.data.batching import IGNORE_INDEX  # noqa: E402
-from twilbert.model.config import PAD_ID, ModelConfig  # noqa: E402
+from twilbert.model.config import ModelConfig  # noqa: E402
 from twilbert.train.config import ImplConfig, TrainingConfig  # noqa: E402
+from twilbert.train.metrics import useful_mfu  # noqa: E402
 from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups  # noqa: E402
-from twilbert.train.pretrain import Pretrainer, useful_mfu  # noqa: E402
+from twilbert.train.pretrain import Pretrainer  # noqa: E402
 from twilbert.train.runtime import autocast, maybe_compile  # noqa: E402
 from twilbert.train.schedules import build_schedule  # noqa: E402
 

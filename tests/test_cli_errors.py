@@ -59,7 +59,7 @@ def test_pretrain_with_a_missing_shards_dir(inputs, tmp_path):
 
 def test_pretrain_non_finite_loss_is_the_one_line_hint(inputs, tmp_path, monkeypatch):
     """Every step's loss is inf (the embeddings are poisoned): training stops after max_bad_steps
-    with NonFiniteLossError, whose message says what to change."""
+    with TrainingDivergedError, whose message says what to change."""
     import twilbert.model.embeddings as embeddings
 
     forward = embeddings.Embeddings.forward

@@ -1,4 +1,4 @@
-"""Crash safety of pre-training (issue 7): `kill -9` at several moments, rerun, identical final weights.
+"""Crash safety of pre-training: `kill -9` at several moments, rerun, identical final weights.
 
 The `pretrain` stage command runs as a subprocess on a tiny generated corpus (CPU, fp32, one thread,
 dropout on, accumulation 2: deterministic, and resumption needs the RNG, the data cursor and the

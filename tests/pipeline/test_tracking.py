@@ -291,7 +291,7 @@ def test_a_crashed_stage_run_is_marked_killed_when_the_stage_restarts(tmp_path, 
     assert _status(client, parent) == "FINISHED"
 
 
-# --- grids (issue 9) -------------------------------------------------------------------------------
+# --- grids -----------------------------------------------------------------------------------------
 BASE = "0123456789abcdef0123456789abcdef01234567"
 
 

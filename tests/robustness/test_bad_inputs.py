@@ -1,4 +1,4 @@
-"""Bad-input suite (issue 7): generated malformed corpora and task files.
+"""Bad-input suite: generated malformed corpora and task files.
 
 Every malformed corpus line must be quarantined to ``rejects.tsv`` with a reason and its line number,
 and the counts must reconcile: rows in = rows out + dropped (by rule) + rejected (by reason). Task

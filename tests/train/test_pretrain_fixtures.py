@@ -6,7 +6,7 @@ pair shards with the real pairs stage (several shards per split, so batches cros
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +66,6 @@ def tiny_training(**overrides) -> TrainingConfig:
 def tiny_run(**overrides) -> RunConfig:
     """Bookkeeping for the tiny runs: log every step."""
     return RunConfig(**{"log_every": 1, **overrides})
-
-
-RUN_KEYS = frozenset(f.name for f in fields(RunConfig))
-
-
-def split_run(overrides: dict) -> tuple[dict, dict]:
-    """``(training overrides, run overrides)``: the keys of section ``run`` go to :func:`tiny_run`."""
-    return {k: v for k, v in overrides.items() if k not in RUN_KEYS}, {k: v for k, v in overrides.items() if k in RUN_KEYS}
 
 
 def cpu_impl(**overrides) -> ImplConfig:

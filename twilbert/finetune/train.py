@@ -158,9 +158,6 @@ def _rules_dict(rules: EffectiveRules | NormalizeRules | None) -> dict | None:
 # one epoch, one evaluation
 
 
-NonFiniteTrainingError = TrainingDivergedError  # the name the tests and older callers use
-
-
 def evaluate_split(
     model: SequenceClassifier, data: EncodedSplit, gold: np.ndarray, task: TaskConfig, *, batch_size: int, device, autocast=nullcontext
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -377,7 +374,6 @@ def _write_reports(report_out: Path, task: TaskConfig, summary: dict, best_dev: 
 
 
 __all__ = [
-    "NonFiniteTrainingError",
     "Trainer",
     "TrainingDivergedError",
     "build_encoder",

@@ -38,15 +38,13 @@ from twilbert.train.pretrain_checkpoints import PretrainCheckpoints, TrainerHook
 from twilbert.train.pretrain_data import PretrainData
 from twilbert.train.pretrain_log import SUMMARY_METRICS, StatusLine, StepLog, finite_or_none, host_counts, interval_metrics
 from twilbert.train.pretrain_log import say as _say
-from twilbert.train.run_store import RunConfigMismatchError, fingerprint, list_checkpoints, list_runs, newest_usable
+from twilbert.train.run_store import RunConfigMismatchError, fingerprint, list_checkpoints
 from twilbert.train.runtime import H100_BF16_PEAK_FLOPS, autocast, autocast_dtype, enable_tf32, maybe_compile, mix_seed, set_num_threads
 from twilbert.train.schedules import build_schedule
 from twilbert.utils import atomic_write_text, sha256_file
 
 CHECKPOINTS_DIR = "checkpoints"
 SUMMARY_FILE = "summary.json"
-
-NonFiniteLossError = TrainingDivergedError  # the name the tests and older callers use
 
 
 def training_code_sha256() -> str:
@@ -359,17 +357,11 @@ def pretrain(*, stop_after_steps: int | None = None, **kwargs) -> dict:
 
 
 __all__ = [
-    "NonFiniteLossError",
     "Pretrainer",
     "RunConfigMismatchError",
     "TrainState",
     "TrainerHooks",
     "TrainingDivergedError",
-    "list_checkpoints",
-    "list_runs",
-    "load_initial_weights",
-    "newest_usable",
     "pretrain",
     "run_config",
-    "useful_mfu",
 ]
