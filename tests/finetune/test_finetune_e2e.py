@@ -277,9 +277,9 @@ def test_repeated_ids_are_quarantined_reported_and_the_baseline_sees_the_same_sp
 
     data = json.loads((tmp_path / "r" / "metrics.json").read_text())["data"]
     assert data == res["data"] == {
-        "train": {"rows_in": 18, "rows_used": 18, "rejected": {}},
-        "dev": {"rows_in": 9, "rows_used": 8, "rejected": {"id_in_train": 1}},
-        "test": {"rows_in": 9, "rows_used": 6, "rejected": {"id_in_train": 2, "id_in_dev": 1}},
+        "train": {"rows_in": 18, "rows_used": 18, "rejected": {}, "repeated_ids": 0},
+        "dev": {"rows_in": 9, "rows_used": 8, "rejected": {"id_in_train": 1}, "repeated_ids": 0},
+        "test": {"rows_in": 9, "rows_used": 6, "rejected": {"id_in_train": 2, "id_in_dev": 1}, "repeated_ids": 0},
     }
     for d in data.values():
         assert d["rows_in"] == d["rows_used"] + sum(d["rejected"].values())
