@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
+import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -50,7 +53,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     # a unique name rather than tempfile.mkstemp, whose 0600 mode would survive the rename
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
-        write(tmp)
+        with disk_full_as_oserror(path, tmp):
+            write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600 files; use the usual mode
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -62,6 +66,35 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+# Rust writers (safetensors) keep the errno in their message: "Os { code: 28, ..." / "os error 28".
+_ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]|Os \{ code: (\d+)|os error (\d+)", re.IGNORECASE)
+_LOW_FREE_BYTES = 1 << 20  # below this, a failed write on that filesystem is taken as a full disk
+
+
+@contextlib.contextmanager
+def disk_full_as_oserror(path: str | Path, tmp: str | Path | None = None) -> Iterator[None]:
+    """A writer's non-``OSError`` failure on a full disk becomes ``OSError(ENOSPC, ..., path)``.
+
+    Why: ``torch.save`` reports a full disk as ``RuntimeError ... unexpected pos`` and safetensors as
+    its own error with ``os error 28`` inside; neither says "no space left on device" nor names the
+    file. An errno in the message is used as given; otherwise the failure counts as a full disk when
+    the filesystem holding ``tmp`` (still there, so its bytes still count) has under 1 MiB free."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        found = _ERRNO_IN_TEXT.search(str(exc))
+        code = int(next(g for g in found.groups() if g)) if found else None
+        if code is None:
+            with contextlib.suppress(OSError):
+                if shutil.disk_usage(Path(tmp or path).parent).free < _LOW_FREE_BYTES:
+                    code = errno.ENOSPC
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from exc
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
