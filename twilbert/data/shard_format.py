@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -116,7 +117,32 @@ def load_manifest(out_dir: str | Path) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.exists():
         raise ShardError(f"{path} does not exist: run the pairs stage first")
-    return json.loads(path.read_text())
+    try:
+        m = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ShardError(f"{path}: not a JSON manifest ({str(exc).splitlines()[0][:120]}; rerun the pairs stage)") from None
+    problem = _manifest_problem(m)
+    if problem:
+        raise ShardError(f"{path}: {problem} (not a manifest the pairs stage wrote; rerun it)")
+    return m
+
+
+def _manifest_problem(m: Any) -> str | None:
+    """What makes ``m`` unusable as a manifest (the keys the readers index), None when nothing does."""
+    if not isinstance(m, dict):
+        return f"a JSON {type(m).__name__}, not an object"
+    for key, kind in (("tokenizer_sha256", str), ("shards", dict), ("rows", dict), ("length_histogram", dict)):
+        if not isinstance(m.get(key), kind):
+            return f"{key}: expected a JSON {'string' if kind is str else 'object'}"
+    for split in SPLITS:
+        shards, hist = m["shards"].get(split), m["length_histogram"].get(split)
+        if not isinstance(shards, list) or not isinstance(hist, list) or not isinstance(m["rows"].get(split), dict):
+            return f"{split}: missing from shards, rows or length_histogram"
+        for sh in shards:
+            if not (isinstance(sh, dict) and isinstance(sh.get("file"), str) and isinstance(sh.get("sha256"), str)
+                    and isinstance(sh.get("rows"), int)):
+                return f"shards.{split}: an entry without file, sha256 and rows"
+    return None
 
 
 def open_shard(path: Path) -> pa.Table:
