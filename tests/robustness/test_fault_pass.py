@@ -14,6 +14,7 @@ and reported together, so one run of this module lists every command/fault that 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import pipeline.common
 from pipeline.cli import app
 from tests.finetune.test_finetune_stages import write_project
 from tests.train.test_pretrain_fixtures import build_inputs, write_params
@@ -37,6 +39,15 @@ BAD_VALUES = (".nan", "[1]", "99999999999999999999999")  # YAML text: not finite
 # TWILBERT_FAULT_PASS=full runs them all.
 FULL = os.environ.get("TWILBERT_FAULT_PASS") == "full"
 SEED = int(os.environ.get("TWILBERT_FAULT_SEED") or np.random.SeedSequence().entropy % 2**32)
+
+
+# Two classes of fault are fixed on sibling branches (issue 20): damaged checkpoint metadata by the one
+# JSON loader (twilbert/metadata.py), OSErrors as one line by pipeline.common.io_error_line. Until both
+# are merged the tests that need them skip, naming what is missing.
+needs_loader = pytest.mark.skipif(importlib.util.find_spec("twilbert.metadata") is None,
+                                  reason="damaged checkpoint JSON needs twilbert/metadata.py (the metadata branch)")
+needs_io_errors = pytest.mark.skipif(not hasattr(pipeline.common, "io_error_line"),
+                                     reason="OSErrors as one line need pipeline.common.io_error_line (the reliability branch)")
 
 
 def sample(items: list, label: str) -> list:
@@ -193,6 +204,7 @@ def test_pretrain_with_damaged_inputs(world, tmp_path):
     p.check()
 
 
+@needs_loader
 def test_pretrain_rerun_on_damaged_outputs(world, tmp_path):
     """A rerun reads its checkpoints back: damage in any of them falls back or is one line."""
     p = Pass()
@@ -216,6 +228,7 @@ def test_pretrain_with_bad_params(world, tmp_path):
 # finetune
 
 
+@needs_loader
 def test_finetune_with_a_damaged_pretrained_checkpoint(world, tmp_path):
     p = Pass()
     params = tmp_path / "params.yaml"
@@ -322,6 +335,7 @@ def subprocess_cli(args: list) -> tuple[int, str]:
     return done.returncode, done.stderr
 
 
+@needs_io_errors
 @pytest.mark.parametrize("size", ["48k", "160k"])
 def test_commands_on_a_full_disk(world, tmp_path, size):
     p = []
