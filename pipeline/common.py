@@ -2,11 +2,13 @@
 
 Stages stay thin: parse options, ``load(...)``, call one core function inside ``tracked(...)``, write
 outputs. Errors the user can fix (bad params, bad input file) print one line naming the key or path
-and exit with status 2; anything else is a bug and keeps its traceback.
+and exit with status 2, and so do failed reads and writes (a full disk, a read-only directory: "path:
+no space left on device", :func:`io_error_line`); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -17,6 +19,7 @@ from typing import Iterator
 import typer
 
 from twilbert.config import ConfigError
+from twilbert.utils import ERRNO_IN_TEXT as _ERRNO_IN_TEXT  # where libraries hide an errno in their message
 
 PARAMS_OPTION = typer.Option("params.yaml", "--params", "-p", help="Path to params.yaml.", dir_okay=False)
 
@@ -26,18 +29,13 @@ class StageError(Exception):
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from twilbert.text.corpus import CorpusError
+    from twilbert.text.corpus_layout import CorpusError
 
     errs: list[type[BaseException]] = [ConfigError, StageError, CorpusError]
-    try:
-        from twilbert.train.checkpoint import CheckpointError
-
-        errs.append(CheckpointError)
-    except ImportError:  # pragma: no cover - core not built yet
-        pass
     # Only modules already imported can have raised: looking them up in sys.modules keeps a failing
     # light stage (normalize, vocab) from importing torch just to build this tuple.
     for module, name in (
+        ("twilbert.train.checkpoint", "CheckpointError"),  # damaged / foreign checkpoints and model dirs
         ("twilbert.data.shard_format", "ShardError"),  # missing / altered pair shards (a --shards-dir never written)
         ("twilbert.train.loop", "TrainingDivergedError"),  # NaN/inf steps: the message names the params to change
         ("twilbert.text.tokenizer", "TokenizerError"),  # not a SentencePiece model, or not the model's / shards'
@@ -129,7 +127,8 @@ def tracked(
     fallback: Path | None = None,
     group: str | None = None,
 ) -> Iterator:
-    """An MLflow child run for this stage, logging exactly the params sections it reads.
+    """An MLflow child run for this stage, logging exactly the params sections it reads
+    (:data:`pipeline.stage_params.STAGE_PARAMS`); the parent run gets every recipe section.
 
     Yields a :class:`pipeline.tracking.Tracker`. It never raises for tracking problems and never stalls
     for long: a locked or unreachable store gives one warning and the metrics go to ``fallback`` (JSONL),
@@ -144,13 +143,14 @@ def tracked(
     exists; ``TWILBERT_GRID`` overrides both; see :func:`pipeline.tracking.grid_name`).
     """
     from pipeline.params import flat_params
+    from pipeline.stage_params import recipe_sections
     from pipeline.tracking import stage_run
 
     with stage_run(
         stage,
         params_path,
         flat_params(params, *sections),
-        all_params_flat=flat_params(params),
+        all_params_flat=flat_params(params, *recipe_sections(params)),  # impl/run/tracking are not params
         experiment=params.tracking.experiment,
         enabled=params.tracking.enabled,
         fallback=fallback,
@@ -161,10 +161,54 @@ def tracked(
 
 def run_guarded(fn, *args, **kwargs):
     """Call a stage body, turning user-facing errors into one-line messages (exit 2)."""
-    try:
+    with guarded():
         return fn(*args, **kwargs)
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """:func:`run_guarded` for a block: user errors and I/O errors become one line and exit 2."""
+    try:
+        yield
     except user_errors() as exc:
         fail(str(exc))
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        line = io_error_line(exc)
+        if line is None:
+            raise
+        fail(line)
+
+
+def io_error_line(exc: BaseException) -> str | None:
+    """``"path: no space left on device"`` for an exception that is a failed read or write, else None.
+
+    Looks through the chain (``__cause__`` / ``__context__``) for an ``OSError`` or an errno in a
+    library's message; torch's ``RuntimeError ... unexpected pos`` (``torch.save`` on a full disk)
+    carries neither, and is reported as the full disk it almost always is. The path is the error's
+    ``filename``, or the one :func:`twilbert.utils.name_path` attached."""
+    chain, e = [], exc
+    while e is not None and len(chain) < 16:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    path = next((str(c.filename) for c in chain if isinstance(c, OSError) and c.filename), None)
+    path = path or next((c.twilbert_path for c in chain if getattr(c, "twilbert_path", None)), None)
+    code = next((c.errno for c in chain if isinstance(c, OSError) and c.errno), None)
+    if code is None:
+        found = next((m for c in chain if (m := _ERRNO_IN_TEXT.search(str(c)))), None)
+        code = int(next(g for g in found.groups() if g)) if found else None
+    if code is not None:
+        cause = os.strerror(code)
+        cause = cause[0].lower() + cause[1:]
+    elif any("unexpected pos" in str(c) for c in chain):
+        cause = f"{os.strerror(errno.ENOSPC).lower()}, most likely (torch: {' '.join(str(exc).split())[-80:]})"
+    elif any(isinstance(c, OSError) for c in chain):
+        first = next(c for c in chain if isinstance(c, OSError))
+        cause = " ".join((first.strerror or str(first) or type(first).__name__).split())
+    else:
+        return None
+    return f"{path or 'a file'}: {cause}"
 
 
 _DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")

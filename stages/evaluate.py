@@ -7,8 +7,10 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, fail, load, load_tokenizer, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, fail, guarded, load, load_tokenizer, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
+from twilbert.utils import atomic_write_text
 
 HELD_OUT = ("test", "valid")  # never "train": its rows would be reported as held-out metrics
 
@@ -30,34 +32,39 @@ def main(
     lock_outputs(out_dir)
     import torch
 
-    from twilbert.config import from_dict
     from twilbert.data.shard_format import verify_manifest
-    from twilbert.model.config import ModelConfig
     from twilbert.model.twilbert import TWilBERT
-    from twilbert.train.checkpoint import load_checkpoint, read_config
+    from twilbert.train.checkpoint import load_checkpoint, read_model_config
+    from twilbert.config import ConfigError
     from twilbert.train.evaluate import evaluate_pretrained
+    from twilbert.train.runtime import resolve_device
 
     if not (model_dir / "config.json").is_file():
         fail(f"{model_dir}: no pre-trained model (run the pretrain stage first)")
     # the shards it reads (train: unigram baseline), checked against their manifest before the model loads
     run_guarded(verify_manifest, shards_dir, splits=("train", split))
     tok = load_tokenizer(vocab_model)
-    stored = read_config(model_dir)
-    cfg = from_dict(ModelConfig, stored.get("model", stored), "model")
+    _, cfg = run_guarded(read_model_config, model_dir)
     model = TWilBERT(cfg, attention=p.impl.attention)
     run_guarded(load_checkpoint, model_dir, model)
+    device = run_guarded(resolve_device, p.impl.device, error=ConfigError)
+    # Inputs are usable: the previous run's outputs go now, and the new ones are written last, so a
+    # failed run leaves none rather than the previous run's beside nothing.
+    with guarded():
+        for name in ("metrics.json", "report.md"):
+            (out_dir / name).unlink(missing_ok=True)
     if p.impl.num_threads:
         torch.set_num_threads(p.impl.num_threads)
-    device = "cuda" if p.impl.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    with tracked("evaluate", params, p, ("evaluate",), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
+    with tracked("evaluate", params, p, stage_params("evaluate"), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
         result = run_guarded(
             evaluate_pretrained, model.to(device), shards_dir, split, tok,
             batch_size=p.evaluate.batch_size, seed=p.evaluate.seed,
             pll_sentences=p.evaluate.pll_sentences, report_examples=p.evaluate.report_examples, device=device,
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
-        (out_dir / "report.md").write_text(result.report_md, encoding="utf-8")
+        with guarded():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / "report.md", result.report_md)
+            atomic_write_text(out_dir / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
         t.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
         t.log_artifact(out_dir / "report.md")
     typer.echo(f"evaluate: {json.dumps(result.metrics)}")

@@ -21,18 +21,17 @@ outputs to float rounding.
 softmax), ``{"labels": [str...], "probabilities": {label: p}}`` (multi-label, sigmoid, labels with
 ``p >= threshold``), ``{"value": float}`` (regression).
 
-A model directory is an input like any other (copied, edited, crafted), so :func:`load` checks it
-before trusting it: the encoder's sizes against ``MODEL_BOUNDS`` and this machine's RAM before
-anything is allocated, each label's index against the head, and every weight finite after loading
-(a NaN model would otherwise "predict" NaN). A stored ``max_len`` past the position table is clamped
-to it: a long input is truncated, as in training, never an error. Outputs are checked finite and
+A model directory is an input like any other (copied, edited, crafted): its ``config.json`` is
+validated before anything is built (:mod:`twilbert.finetune.model_dir`, the strict
+``train.checkpoint.model_config``), and :func:`load` also refuses a weight that is not finite (a NaN
+model would otherwise "predict" NaN). Inputs are cut to ``max_len`` and never past the position table:
+a long input is truncated, as in training, never an error. Outputs are checked finite and
 written as strict JSON, so a result is always valid JSON or a one-line error.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,18 +285,15 @@ def load(
     directory = resolve_pretrained_dir(path)
     dev = resolve_device(device, key="device", error=InputError)
     stored = read_config(directory)
-    where = directory / "config.json"
-    _check_model_size(stored, where)
     if stored.get("format") == FORMAT:
-        max_len = _check_head(stored, where)
-        ft = load_finetuned(directory, attention=attention)
+        ft = load_finetuned(directory, attention=attention)  # config.json validated (model_dir.read_finetuned_config)
         _check_finite_weights(ft.model, directory)
         ft.model.to(dev).eval()
         return Predictor(
             encoder=ft.model.encoder,
             tokenizer=Tokenizer.from_file(ft.tokenizer_path),
             rules=_resolve_rules(normalize, _rules_from(ft.config.get("normalize"))),
-            max_len=max_len,
+            max_len=int(ft.config["max_len"]),
             classifier=ft.model,
             info=ft.config,
             device=dev,
@@ -332,51 +328,6 @@ def load(
         compile=compile,
         precision=precision,
     )
-
-
-def _check_model_size(stored: dict[str, Any], where: Path) -> None:
-    """The encoder config's size keys within ``MODEL_BOUNDS`` and its fp32 weights within this
-    machine's RAM: checked on the config, before ``TWilBERT(cfg)`` allocates (``vocab_size: 1e12``)."""
-    from twilbert.config import check_bounds
-    from twilbert.finetune.model import model_config_from_dict
-    from twilbert.model.size import MODEL_BOUNDS, parameter_count
-    from twilbert.train.checkpoint import CheckpointError
-
-    cfg = model_config_from_dict(stored, str(where))
-    if cfg.vocab_size is None or cfg.max_positions is None:
-        raise CheckpointError(f"{where}: model.vocab_size and model.max_positions must be stored (a saved model stores them)")
-    try:
-        check_bounds(cfg, MODEL_BOUNDS, "model")
-    except ConfigError as exc:
-        raise CheckpointError(f"{where}: {exc}") from None
-    n = sum(parameter_count(cfg).values())
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-    if ram and 4 * n > ram:
-        raise CheckpointError(f"{where}: {n:,} parameters need {4 * n / 2**30:,.1f} GiB (fp32), more than this machine's "
-                              f"{ram / 2**30:,.1f} GiB of RAM; refusing to build the model")
-
-
-def _check_head(stored: dict[str, Any], where: Path) -> int:
-    """A fine-tuned config's label map within the head's outputs; returns its ``max_len`` (a positive
-    int; one past the position table is clamped by :meth:`Predictor.encode`)."""
-    from twilbert.train.checkpoint import CheckpointError
-
-    head = stored.get("head")
-    n = head.get("n_outputs") if isinstance(head, dict) else None
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise CheckpointError(f"{where}: head.n_outputs: expected a positive integer, got {n!r:.40}")
-    labels = stored.get("labels") or {}
-    if not isinstance(labels, dict):
-        raise CheckpointError(f"{where}: labels: expected a mapping {{label: output index}}, got {type(labels).__name__}")
-    for label, index in labels.items():
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
-            raise CheckpointError(f"{where}: labels.{label}: index {index!r:.20} is not an output of the head (0..{n - 1})")
-    if len(set(labels.values())) != len(labels):
-        raise CheckpointError(f"{where}: labels: two labels share one output index")
-    max_len = stored.get("max_len")
-    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
-        raise CheckpointError(f"{where}: max_len: expected a positive integer, got {max_len!r:.40}")
-    return max_len
 
 
 def _check_finite_weights(model: torch.nn.Module, directory: Path) -> None:

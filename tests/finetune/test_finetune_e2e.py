@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +110,10 @@ def test_single_text_finetune_from_pretrained_dir(tmp_path, tok_path):
     sha = Tokenizer.from_file(tok_path).sha256  # the vocabulary it was "pre-trained" with: accepted
     (tmp_path / "pretrained" / "pretrain.json").write_text(json.dumps({"tokenizer_sha256": sha}))
     logged = []
-    ft = FinetuningConfig(epochs=3, batch_size=8, pred_batch_size=7, max_len=12, lr=3e-3, warmup_steps=2, accum_iters=2, collapse_mode="concat")
+    ft = FinetuningConfig(epochs=3, batch_size=8, max_len=12, lr=3e-3, warmup_steps=2, accum_iters=2, collapse_mode="concat")
     res = finetune_task(
         "senti", task, ft, tokenizer_path=tok_path, rules=NormalizeRules(), model_out=tmp_path / "model",
-        report_out=tmp_path / "reports", pretrained_dir=tmp_path / "pretrained", impl=CPU,
+        report_out=tmp_path / "reports", pretrained_dir=tmp_path / "pretrained", impl=replace(CPU, pred_batch_size=7),
         log_fn=lambda m, e: logged.append((e, m)), progress=False,
     )
     model_out, report_out = tmp_path / "model", tmp_path / "reports"

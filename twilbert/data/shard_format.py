@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from twilbert.metadata import read_json
+
 from twilbert.utils import atomic_write_text, sha256_file
 
 SPLITS = ("train", "valid", "test")
@@ -117,32 +119,25 @@ def load_manifest(out_dir: str | Path) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.exists():
         raise ShardError(f"{path} does not exist: run the pairs stage first")
-    try:
-        m = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ShardError(f"{path}: not a JSON manifest ({str(exc).splitlines()[0][:120]}; rerun the pairs stage)") from None
-    problem = _manifest_problem(m)
-    if problem:
-        raise ShardError(f"{path}: {problem} (not a manifest the pairs stage wrote; rerun it)")
-    return m
+    return read_json(path, schema=_check_manifest, error=ShardError)
 
 
-def _manifest_problem(m: Any) -> str | None:
-    """What makes ``m`` unusable as a manifest (the keys the readers index), None when nothing does."""
-    if not isinstance(m, dict):
-        return f"a JSON {type(m).__name__}, not an object"
+def _check_manifest(m: dict[str, Any]) -> None:
+    """The keys the readers index, of the types they index them as (a ConfigError names the first
+    that is not)."""
+    from twilbert.config import ConfigError
+
     for key, kind in (("tokenizer_sha256", str), ("shards", dict), ("rows", dict), ("length_histogram", dict)):
         if not isinstance(m.get(key), kind):
-            return f"{key}: expected a JSON {'string' if kind is str else 'object'}"
+            raise ConfigError(f"{key}: expected a JSON {'string' if kind is str else 'object'} (not a manifest the pairs stage wrote; rerun it)")
     for split in SPLITS:
         shards, hist = m["shards"].get(split), m["length_histogram"].get(split)
         if not isinstance(shards, list) or not isinstance(hist, list) or not isinstance(m["rows"].get(split), dict):
-            return f"{split}: missing from shards, rows or length_histogram"
+            raise ConfigError(f"{split}: missing from shards, rows or length_histogram (rerun the pairs stage)")
         for sh in shards:
             if not (isinstance(sh, dict) and isinstance(sh.get("file"), str) and isinstance(sh.get("sha256"), str)
                     and isinstance(sh.get("rows"), int)):
-                return f"shards.{split}: an entry without file, sha256 and rows"
-    return None
+                raise ConfigError(f"shards.{split}: an entry without file, sha256 and rows (rerun the pairs stage)")
 
 
 def open_shard(path: Path) -> pa.Table:
