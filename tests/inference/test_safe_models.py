@@ -170,24 +170,30 @@ def reference(model_dir: Path, texts: list[str], max_len: int) -> np.ndarray:
     return np.stack(out)
 
 
-@pytest.mark.parametrize("max_len", [10**9, 10**4, 26])
+@pytest.mark.parametrize("max_len", [None, "table"])
 def test_input_past_the_position_table_is_truncated(models, tmp_path, max_len):
+    """The stored max_len (12), or the longest the position table takes: a long input is cut, as in training."""
     d = copy_model(models["single"], tmp_path / "long")
-    craft(d, lambda c: c.update(max_len=max_len))
     positions = json.loads((d / CONFIG_FILE).read_text())["model"]["max_positions"]
+    if max_len == "table":
+        craft(d, lambda c: c.update(max_len=positions - 2))
+    cut = json.loads((d / CONFIG_FILE).read_text())["max_len"]
     texts = [LONG, "hola", LONG[: len(LONG) // 3]]
     got = twilbert.load(d).predict(texts)
     probs = np.array([[r["probabilities"][k] for k in sorted(r["probabilities"])] for r in got])
-    want = reference(models["single"], texts, positions - 2)
-    np.testing.assert_allclose(probs, want, atol=1e-5)
+    np.testing.assert_allclose(probs, reference(d, texts, cut), atol=1e-5)
     res = run_cli("predict", "--model", str(d), stdin=LONG + "\n")
     assert res.exit_code == 0 and "Traceback" not in res.output, res.output
 
 
-def test_pair_and_encoder_inputs_are_truncated(models, pretrained, tmp_path):
-    d = copy_model(models["pair"], tmp_path / "pair")
-    craft(d, lambda c: c.update(max_len=10**9))
-    assert len(twilbert.load(d).predict([LONG], [LONG])) == 1
+def test_a_predictor_never_reads_past_the_position_table(models, pretrained):
+    predictor = twilbert.load(models["single"])
+    predictor.max_len = 10**9  # a Predictor built by hand: encode still cuts to the table
+    positions = predictor.encoder.config.max_positions
+    assert int(predictor.encode([LONG]).lengths.max()) == positions
+    assert len(predictor.predict([LONG])) == 1
+    pair = twilbert.load(models["pair"])
+    assert len(pair.predict([LONG], [LONG])) == 1
     vectors = twilbert.load(pretrained).embed([LONG, "hola"], [LONG, LONG])
     assert vectors.shape[0] == 2 and np.isfinite(vectors).all()
 
@@ -222,6 +228,8 @@ CRAFTED = {
     "max_len zero": (_set("max_len", 0), "max_len"),
     "max_len text": (_set("max_len", "long"), "max_len"),
     "max_len float": (_set("max_len", 1e9), "max_len"),
+    "max_len past the table": (_set("max_len", 10**9), "max_len"),
+    "max_len one past": (_set("max_len", 26), "max_len"),
 }
 
 
