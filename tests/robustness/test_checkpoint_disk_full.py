@@ -7,11 +7,8 @@ small tmpfs; skipped where mounting is not permitted).
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
 import shutil
-import subprocess
 from collections import namedtuple
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.robustness.test_disk_full import tmpfs
 from twilbert.train.checkpoint import MODEL_FILE, TRAINER_FILE, save_checkpoint
 from twilbert.utils import atomic_write, disk_full_as_oserror
 
@@ -66,26 +64,12 @@ def test_other_failures_keep_their_own_error(tmp_path, monkeypatch):
 # a real full filesystem
 
 
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str):
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"mount not permitted here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 @pytest.mark.parametrize("big", ["weights", "trainer_state"])
 def test_save_checkpoint_on_a_full_tmpfs(tmp_path, big):
     """safetensors (the weights) and torch.save (the trainer state) both end in ENOSPC naming the file."""
     model = nn.Linear(512, 512) if big == "weights" else nn.Linear(4, 4)  # 1 MiB of weights, or a few bytes
     extra = {"big": torch.zeros(256, 1024)} if big == "trainer_state" else None
-    with small_tmpfs(tmp_path / "mnt", "128k") as mnt:
+    with tmpfs(tmp_path / "mnt", "128k") as mnt:
         with pytest.raises(OSError) as info:
             save_checkpoint(mnt / "ckpt", model, {"k": 1}, rng=False, extra=extra)
         name = MODEL_FILE if big == "weights" else TRAINER_FILE

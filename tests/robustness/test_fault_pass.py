@@ -13,13 +13,9 @@ and reported together, so one run of this module lists every command/fault that 
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +23,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import pipeline.common
 from pipeline.cli import app
 from tests.finetune.test_finetune_stages import write_project
+from tests.robustness.test_disk_full import run_stage, tmpfs
 from tests.train.test_pretrain_fixtures import build_inputs, write_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,15 +35,6 @@ BAD_VALUES = (".nan", "[1]", "99999999999999999999999")  # YAML text: not finite
 # TWILBERT_FAULT_PASS=full runs them all.
 FULL = os.environ.get("TWILBERT_FAULT_PASS") == "full"
 SEED = int(os.environ.get("TWILBERT_FAULT_SEED") or np.random.SeedSequence().entropy % 2**32)
-
-
-# Two classes of fault are fixed on sibling branches (issue 20): damaged checkpoint metadata by the one
-# JSON loader (twilbert/metadata.py), OSErrors as one line by pipeline.common.io_error_line. Until both
-# are merged the tests that need them skip, naming what is missing.
-needs_loader = pytest.mark.skipif(importlib.util.find_spec("twilbert.metadata") is None,
-                                  reason="damaged checkpoint JSON needs twilbert/metadata.py (the metadata branch)")
-needs_io_errors = pytest.mark.skipif(not hasattr(pipeline.common, "io_error_line"),
-                                     reason="OSErrors as one line need pipeline.common.io_error_line (the reliability branch)")
 
 
 def sample(items: list, label: str) -> list:
@@ -146,10 +133,14 @@ class Pass:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """Good inputs and outputs of the three commands: tiny shards, a pre-trained checkpoint, a task,
-    a fine-tuned model and an HF export, each built once by the commands themselves."""
-    os.environ["TWILBERT_TRACKING"] = "off"
-    root = tmp_path_factory.mktemp("fault-pass")
+    """Good inputs and outputs of the three commands, built once: tiny shards, a pre-trained checkpoint
+    and a fine-tuned model (by the commands themselves), a task, and an HF export."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TWILBERT_TRACKING", "off")
+        yield build_world(tmp_path_factory.mktemp("fault-pass"))
+
+
+def build_world(root: Path) -> dict:
     inputs = build_inputs(root / "inputs", n_pairs=40, n_tweets=10)
     params = write_params(root / "params.yaml", inputs["vocab_size"], training={"epochs": 1, "checkpoint_every": 2},
                           model={"n_encoders": 1, "hidden_size": 16, "embedding_size": 16, "rop": {"hidden_size": 8}})
@@ -204,7 +195,6 @@ def test_pretrain_with_damaged_inputs(world, tmp_path):
     p.check()
 
 
-@needs_loader
 def test_pretrain_rerun_on_damaged_outputs(world, tmp_path):
     """A rerun reads its checkpoints back: damage in any of them falls back or is one line."""
     p = Pass()
@@ -228,7 +218,6 @@ def test_pretrain_with_bad_params(world, tmp_path):
 # finetune
 
 
-@needs_loader
 def test_finetune_with_a_damaged_pretrained_checkpoint(world, tmp_path):
     p = Pass()
     params = tmp_path / "params.yaml"
@@ -314,38 +303,17 @@ def test_import_hf_crafted_config_values(world, tmp_path):
 # full disk (a real small filesystem; root only)
 
 
-@contextlib.contextmanager
-def mounted_tmpfs(path: Path, size: str):
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"mount not permitted here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-def subprocess_cli(args: list) -> tuple[int, str]:
-    """A separate process, so its open files and lock go with it and the tmpfs unmounts cleanly."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TWILBERT_TRACKING": "off"}
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    return done.returncode, done.stderr
-
-
-@needs_io_errors
 @pytest.mark.parametrize("size", ["48k", "160k"])
 def test_commands_on_a_full_disk(world, tmp_path, size):
     p = []
-    with mounted_tmpfs(tmp_path / "mnt", size) as mnt:
+    with tmpfs(tmp_path / "mnt", size) as mnt:
         for name, args in (
             ("pretrain", pretrain_args(world, mnt / "pre")),
             ("finetune", finetune_args(world, mnt / "ft")),
             ("import-hf", ["import-hf", "--model", world["hf"], "--out", mnt / "hf"]),
         ):
-            code, stderr = subprocess_cli(args)
+            done = run_stage(*args)  # a separate process: its files and lock go with it, so the tmpfs unmounts
+            code, stderr = done.returncode, done.stderr
             problem = outcome_problem(code, stderr)
             if problem is None and code == 2 and "no space left on device" not in stderr:
                 problem = f"not reported as a full disk: {stderr.strip()[-200:]}"
