@@ -178,6 +178,14 @@ def each_damaged_copy(src: Path, dst: Path, files: list[Path] | None = None):
             yield f"{rel} {name}", dst
 
 
+def run_with_damaged_tokenizer(p: Pass, world: dict, tmp_path: Path, args) -> None:
+    """``args(world, out, vocab=...)`` run once per fault of the SentencePiece model."""
+    spm = world["inputs"]["tokenizer"]
+    for label, vocab in each_damaged_copy(spm.parent, tmp_path / "vocab", [spm]):
+        p.run(f"vocab/{label}", args(world, tmp_path / "out", vocab=vocab / spm.name))
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # pretrain
 
@@ -188,10 +196,7 @@ def test_pretrain_with_damaged_inputs(world, tmp_path):
     for label, shards in each_damaged_copy(src, tmp_path / "shards"):
         p.run(f"shards/{label}", pretrain_args(world, tmp_path / "out", shards=shards))
         shutil.rmtree(tmp_path / "out", ignore_errors=True)
-    spm = world["inputs"]["tokenizer"]
-    for label, vocab in each_damaged_copy(spm.parent, tmp_path / "vocab", [spm]):
-        p.run(f"vocab/{label}", pretrain_args(world, tmp_path / "out", vocab=vocab / spm.name))
-        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+    run_with_damaged_tokenizer(p, world, tmp_path, pretrain_args)
     p.check()
 
 
@@ -201,16 +206,6 @@ def test_pretrain_rerun_on_damaged_outputs(world, tmp_path):
     files = [f for f in files_under(world["pre"]) if "checkpoints" in f.parts or f.parent.name == "final"]
     for label, out in each_damaged_copy(world["pre"], tmp_path / "out", files):
         p.run(label, pretrain_args(world, out))
-    p.check()
-
-
-def test_pretrain_with_bad_params(world, tmp_path):
-    p = Pass()
-    for key, value, text in params_faults(world["params"], ("model", "training", "representation", "impl")):
-        bad = tmp_path / "params.yaml"
-        bad.write_text(text)
-        p.run(f"{key}: {value}", pretrain_args(world, tmp_path / "out", params=bad))
-        shutil.rmtree(tmp_path / "out", ignore_errors=True)
     p.check()
 
 
@@ -246,10 +241,7 @@ def test_finetune_with_damaged_task_files_and_tokenizer(world, tmp_path):
     finally:
         shutil.rmtree(task_dir / "senti")
         shutil.copytree(saved, task_dir / "senti")
-    spm = world["inputs"]["tokenizer"]
-    for label, vocab in each_damaged_copy(spm.parent, tmp_path / "vocab", [spm]):
-        p.run(f"vocab/{label}", finetune_args(world, tmp_path / "out", vocab=vocab / spm.name))
-        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+    run_with_damaged_tokenizer(p, world, tmp_path, finetune_args)
     p.check()
 
 
@@ -262,14 +254,18 @@ def test_finetune_rerun_on_damaged_outputs(world, tmp_path):
     p.check()
 
 
-def test_finetune_with_bad_params(world, tmp_path):
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_bad_params(world, tmp_path, command):
+    """Every key of the sections the command reads, set to values no key accepts."""
     p = Pass()
-    task_dir = world["ft_params"].parent
-    for key, value, text in params_faults(world["ft_params"], ("finetuning", "representation")):
-        bad = task_dir / "params-bad.yaml"
+    source = world["params"] if command == "pretrain" else world["ft_params"]
+    sections = ("model", "training", "representation", "impl") if command == "pretrain" else ("finetuning", "representation")
+    bad = source.parent / "params-bad.yaml"  # beside the original: task files are relative to it
+    for key, value, text in params_faults(source, sections):
         bad.write_text(text)
-        p.run(f"{key}: {value}", finetune_args(world, tmp_path / "out", params=bad))
-        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        out = tmp_path / "out"
+        p.run(f"{key}: {value}", pretrain_args(world, out, params=bad) if command == "pretrain" else finetune_args(world, out, params=bad))
+        shutil.rmtree(out, ignore_errors=True)
     p.check()
 
 
