@@ -19,6 +19,7 @@ from typing import Iterator
 import typer
 
 from twilbert.config import ConfigError
+from twilbert.utils import ERRNO_IN_TEXT as _ERRNO_IN_TEXT  # where libraries hide an errno in their message
 
 PARAMS_OPTION = typer.Option("params.yaml", "--params", "-p", help="Path to params.yaml.", dir_okay=False)
 
@@ -178,11 +179,6 @@ def guarded() -> Iterator[None]:
         if line is None:
             raise
         fail(line)
-
-
-# Where libraries hide an errno in their message: pyarrow "[errno 28] ...", Rust (safetensors,
-# tokenizers) "Os { code: 28, ...", "os error 28".
-_ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]|Os \{ code: (\d+)|os error (\d+)", re.IGNORECASE)
 
 
 def io_error_line(exc: BaseException) -> str | None:

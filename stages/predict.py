@@ -31,7 +31,8 @@ def main(
 ) -> None:
     """Predict labels (or values) for texts: one JSON line per input,
     {"label": ..., "probabilities": {label: p}} (multi-label: "labels": [...]; regression: "value")."""
-    from twilbert.inference import InputError, load, read_input_file, read_lines, write_jsonl
+    from twilbert.inference import InputError, OutputError, jsonl_text, load, read_input_file, read_lines
+    from twilbert.utils import atomic_write_text
 
     if fmt not in ("auto", "tsv", "csv", "jsonl"):
         fail(f"--format: expected auto, tsv, csv or jsonl, got {fmt!r}")
@@ -53,13 +54,13 @@ def main(
     predictor.compile = compile
     try:
         rows = predictor.predict(data.texts, data.aux, batch_size=batch_size, progress=show)
-    except InputError as exc:
+        text = jsonl_text(rows, data.ids)  # strict JSON, all of it, before a byte is written
+    except (InputError, OutputError) as exc:
         fail(str(exc))
     if output is None:
-        write_jsonl(rows, sys.stdout, data.ids)
+        sys.stdout.write(text)
         return
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", encoding="utf-8") as f:
-        write_jsonl(rows, f, data.ids)
+    run_guarded(atomic_write_text, output, text)  # complete or absent, never half a file
     typer.echo(f"predict: {len(rows)} predictions -> {output}", err=True)
 
