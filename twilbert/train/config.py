@@ -86,7 +86,7 @@ class ImplConfig:
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     tokenizer_threads: int = 0  # sentencepiece threads; 0 = all cores
     num_workers: int = 0  # data-loader worker processes
-    progress: bool = True  # progress bars (also off when stderr is not a terminal)
+    progress: bool = True  # a bar on a terminal, a status line every 30 s otherwise (twilbert.progress)
 
     def __post_init__(self) -> None:
         for name in ("num_threads", "tokenizer_threads", "num_workers"):

@@ -176,8 +176,7 @@ def _ingest_file(
             if good.height:
                 out.writer.put(good.to_arrow().cast(out.schema))
             if out.bar is not None:
-                out.bar.update(chunk.n_bytes)
-                out.bar.set_postfix(rows=stats.rows_in)
+                out.bar.update(chunk.n_bytes, {"rows": stats.rows_in})
     finally:
         chunks.close()  # stops the reader thread
     if stats.rows_in == rows_before:
@@ -234,10 +233,10 @@ def ingest(
     writer = pq.ParquetWriter(out_parquet, schema, compression="zstd", use_dictionary=["source"])
     out = _Outputs(schema, BackgroundWriter(writer.write_table), open(rejects_path, "a", encoding="utf-8"), None)
     if progress:
-        from tqdm import tqdm
+        from twilbert.progress import Progress
 
         total = sum(p.stat().st_size for p in paths if p.exists())
-        out.bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"normalize {kind}")
+        out.bar = Progress(total, f"normalize {kind}", "B", unit_scale=True)
     try:
         for path in paths:
             if not path.is_file():
