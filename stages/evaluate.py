@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, fail, load, load_tokenizer, run_guarded, tracked
+from pipeline.committed import rounded
 from pipeline.outlock import lock_outputs
 
 HELD_OUT = ("test", "valid")  # never "train": its rows would be reported as held-out metrics
@@ -56,7 +57,7 @@ def main(
             pll_sentences=p.evaluate.pll_sentences, report_examples=p.evaluate.report_examples, device=device,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+        (out_dir / "metrics.json").write_text(json.dumps(rounded(result.metrics), indent=2) + "\n")  # no float noise in git
         (out_dir / "report.md").write_text(result.report_md, encoding="utf-8")
         t.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
         t.log_artifact(out_dir / "report.md")

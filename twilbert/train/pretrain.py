@@ -330,7 +330,9 @@ class Pretrainer(PretrainCheckpoints):
         }
         summary = finite_or_none(summary)
         if self.dist.is_main:
-            atomic_write_text(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+            # without this call's wall time and throughput: a DVC output, it must not change on a rerun
+            kept = {k: v for k, v in summary.items() if k not in ("wall_s", "tokens_per_s", "mfu")}
+            atomic_write_text(self.out_dir / SUMMARY_FILE, json.dumps(kept, indent=2) + "\n")
         return summary
 
 
