@@ -69,11 +69,11 @@ def main(
         if "runs" in result:  # several seeds: every seed's reports
             t.log_artifact(report_out / "runs", "report/runs")
         t.log_artifact(model_out / "config.json", "model")
-        from pipeline.pyfunc import log_finetuned_model
+        from pipeline.pyfunc import log_finetuned_model, serve_command
 
         model_uri = log_finetuned_model(t, model_out)  # servable: mlflow models serve -m runs:/<run id>/model
     shown = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     shown.update({f"test.{result['selection_metric']}": result["test"].get(result["selection_metric"])})
     typer.echo(f"finetune {task}: " + json.dumps(shown))
     if model_uri:
-        typer.echo(f"finetune {task}: MLflow model {model_uri} (serve: mlflow models serve -m {model_uri} --env-manager local --host 127.0.0.1)")
+        typer.echo(f"finetune {task}: MLflow model {model_uri} (serve it: {serve_command(model_uri)})")
