@@ -27,6 +27,14 @@ def test_without_a_terminal_lines_are_plain_and_carry_position_figures_rate_and_
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
 
 
+def test_a_slow_loop_shows_seconds_per_step():
+    bar = Progress(10, "pretrain", "step", stream=io.StringIO(), every_s=3600)
+    bar.update(2)
+    bar.t0 -= 8.0  # as if the two steps had taken 8 s
+    line = bar.line()
+    assert "4 s/step" in line and "ETA 32s" in line
+
+
 def test_lines_wait_for_the_interval_and_a_quick_loop_stays_quiet():
     out = io.StringIO()
     with Progress(100, "pairs", "rows", stream=out, every_s=3600) as bar:

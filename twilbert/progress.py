@@ -113,7 +113,10 @@ class Progress:
         done = self.n - self.initial
         if done > 0 and elapsed > 0:
             rate = done / elapsed
-            parts.append(f"{self._count(rate) if self.unit_scale else f'{rate:.3g}'} {self.unit}/s")
+            if self.unit_scale:
+                parts.append(f"{self._count(rate)} {self.unit}/s")
+            else:  # a slow loop reads better as seconds per step
+                parts.append(f"{rate:.3g} {self.unit}/s" if rate >= 1 else f"{1 / rate:.3g} s/{self.unit}")
             if self.total and self.n < self.total:
                 parts.append(f"ETA {duration((self.total - self.n) / rate)}")
         parts.append(f"elapsed {duration(elapsed)}")
