@@ -2,7 +2,7 @@
 
 Both systems run the *same fine-tuned model* on the *same real tweets* of ``../shared/data``: a
 classifier (``--preset``) is fine-tuned for a few steps on real labelled tweets, exported with
-:func:`benchmarks.hf_classifier.export_sequence_classifier` to ``BertForSequenceClassification``, then
+:func:`twilbert.hf.classifier.export_sequence_classifier` to ``BertForSequenceClassification``, then
 
 * **ours**: :meth:`twilbert.inference.Predictor.predict` on the raw tweets, normalisation and
   tokenisation inside the timed region (fp32 eager is the headline; ``--bf16`` and ``--compiled`` add
@@ -66,9 +66,9 @@ def gemm_rate(tokens: int, hidden: int, repeats: int = 20) -> float:
 
 def build_model(args) -> tuple[Path, Path]:
     """A fine-tuned model directory and its transformers export, cached in ``--workdir``."""
-    from benchmarks.hf_classifier import export_sequence_classifier
     from twilbert.finetune.config import FinetuningConfig, TaskConfig
     from twilbert.finetune.train import finetune_task
+    from twilbert.hf.classifier import export_sequence_classifier
     from twilbert.model.config import ModelConfig
     from twilbert.model.twilbert import TWilBERT
     from twilbert.text.normalize import NormalizeRules, normalize_texts, placeholder_tokens
@@ -106,7 +106,7 @@ def build_model(args) -> tuple[Path, Path]:
         tokenizer_path=spm, rules=rules, model_out=model_dir, report_out=work / "report",
         encoder_factory=lambda: TWilBERT(mc), impl=ImplConfig(device="cpu"), progress=False,
     )
-    export_sequence_classifier(model_dir, hf_dir)
+    export_sequence_classifier(model_dir, hf_dir, normalize_tweets=False)  # the peer gets normalised tweets
     return model_dir, hf_dir
 
 

@@ -220,8 +220,6 @@ def configs(args, vocab: int, positions: int) -> tuple[ModelConfig, TrainingConf
         accum_iters=1,
         clip_grad_norm=1.0,
         seed=args.seed,
-        checkpoint_every=0,
-        log_every=10**9,  # the benchmark never calls run(): nothing is logged or checkpointed
         bucket_width=8,
     )
     impl = ImplConfig(

@@ -2,11 +2,13 @@
 
 Stages stay thin: parse options, ``load(...)``, call one core function inside ``tracked(...)``, write
 outputs. Errors the user can fix (bad params, bad input file) print one line naming the key or path
-and exit with status 2; anything else is a bug and keeps its traceback.
+and exit with status 2, and so do failed reads and writes (a full disk, a read-only directory: "path:
+no space left on device", :func:`io_error_line`); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -130,7 +132,8 @@ def tracked(
     fallback: Path | None = None,
     group: str | None = None,
 ) -> Iterator:
-    """An MLflow child run for this stage, logging exactly the params sections it reads.
+    """An MLflow child run for this stage, logging exactly the params sections it reads
+    (:data:`pipeline.stage_params.STAGE_PARAMS`); the parent run gets every recipe section.
 
     Yields a :class:`pipeline.tracking.Tracker`. It never raises for tracking problems and never stalls
     for long: a locked or unreachable store gives one warning and the metrics go to ``fallback`` (JSONL),
@@ -145,13 +148,14 @@ def tracked(
     exists; ``TWILBERT_GRID`` overrides both; see :func:`pipeline.tracking.grid_name`).
     """
     from pipeline.params import flat_params
+    from pipeline.stage_params import recipe_sections
     from pipeline.tracking import stage_run
 
     with stage_run(
         stage,
         params_path,
         flat_params(params, *sections),
-        all_params_flat=flat_params(params),
+        all_params_flat=flat_params(params, *recipe_sections(params)),  # impl/run/tracking are not params
         experiment=params.tracking.experiment,
         enabled=params.tracking.enabled,
         fallback=fallback,
@@ -162,10 +166,59 @@ def tracked(
 
 def run_guarded(fn, *args, **kwargs):
     """Call a stage body, turning user-facing errors into one-line messages (exit 2)."""
-    try:
+    with guarded():
         return fn(*args, **kwargs)
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """:func:`run_guarded` for a block: user errors and I/O errors become one line and exit 2."""
+    try:
+        yield
     except user_errors() as exc:
         fail(str(exc))
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        line = io_error_line(exc)
+        if line is None:
+            raise
+        fail(line)
+
+
+# Where libraries hide an errno in their message: pyarrow "[errno 28] ...", Rust (safetensors,
+# tokenizers) "Os { code: 28, ...", "os error 28".
+_ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]|Os \{ code: (\d+)|os error (\d+)", re.IGNORECASE)
+
+
+def io_error_line(exc: BaseException) -> str | None:
+    """``"path: no space left on device"`` for an exception that is a failed read or write, else None.
+
+    Looks through the chain (``__cause__`` / ``__context__``) for an ``OSError`` or an errno in a
+    library's message; torch's ``RuntimeError ... unexpected pos`` (``torch.save`` on a full disk)
+    carries neither, and is reported as the full disk it almost always is. The path is the error's
+    ``filename``, or the one :func:`twilbert.utils.name_path` attached."""
+    chain, e = [], exc
+    while e is not None and len(chain) < 16:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    path = next((str(c.filename) for c in chain if isinstance(c, OSError) and c.filename), None)
+    path = path or next((c.twilbert_path for c in chain if getattr(c, "twilbert_path", None)), None)
+    code = next((c.errno for c in chain if isinstance(c, OSError) and c.errno), None)
+    if code is None:
+        found = next((m for c in chain if (m := _ERRNO_IN_TEXT.search(str(c)))), None)
+        code = int(next(g for g in found.groups() if g)) if found else None
+    if code is not None:
+        cause = os.strerror(code)
+        cause = cause[0].lower() + cause[1:]
+    elif any("unexpected pos" in str(c) for c in chain):
+        cause = f"{os.strerror(errno.ENOSPC).lower()}, most likely (torch: {' '.join(str(exc).split())[-80:]})"
+    elif any(isinstance(c, OSError) for c in chain):
+        first = next(c for c in chain if isinstance(c, OSError))
+        cause = " ".join((first.strerror or str(first) or type(first).__name__).split())
+    else:
+        return None
+    return f"{path or 'a file'}: {cause}"
 
 
 _DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, fail, load, load_tokenizer, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, fail, guarded, load, load_tokenizer, run_guarded, tracked
 from pipeline.committed import rounded
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
+from twilbert.utils import atomic_write_text
 
 HELD_OUT = ("test", "valid")  # never "train": its rows would be reported as held-out metrics
 
@@ -40,6 +42,9 @@ def main(
 
     if not (model_dir / "config.json").is_file():
         fail(f"{model_dir}: no pre-trained model (run the pretrain stage first)")
+    with guarded():  # written last: a failed run leaves none, not the previous run's
+        for name in ("metrics.json", "report.md"):
+            (out_dir / name).unlink(missing_ok=True)
     # the shards it reads (train: unigram baseline), checked against their manifest before the model loads
     run_guarded(verify_manifest, shards_dir, splits=("train", split))
     tok = load_tokenizer(vocab_model)
@@ -50,15 +55,16 @@ def main(
     if p.impl.num_threads:
         torch.set_num_threads(p.impl.num_threads)
     device = "cuda" if p.impl.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    with tracked("evaluate", params, p, ("evaluate",), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
+    with tracked("evaluate", params, p, stage_params("evaluate"), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
         result = run_guarded(
             evaluate_pretrained, model.to(device), shards_dir, split, tok,
             batch_size=p.evaluate.batch_size, seed=p.evaluate.seed,
             pll_sentences=p.evaluate.pll_sentences, report_examples=p.evaluate.report_examples, device=device,
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps(rounded(result.metrics), indent=2) + "\n")  # no float noise in git
-        (out_dir / "report.md").write_text(result.report_md, encoding="utf-8")
+        with guarded():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / "report.md", result.report_md)
+            atomic_write_text(out_dir / "metrics.json", json.dumps(rounded(result.metrics), indent=2) + "\n")  # no float noise in git
         t.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
         t.log_artifact(out_dir / "report.md")
     typer.echo(f"evaluate: {json.dumps(result.metrics)}")

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, load, load_tokenizer, progress_enabled, require_normalized, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, guarded, load, load_tokenizer, progress_enabled, require_normalized, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
+from twilbert.utils import atomic_write_text
 
 
 def main(
@@ -26,7 +28,9 @@ def main(
 
     tok = load_tokenizer(vocab_model)
     pairs_pq, tweets_pq = require_normalized(normalized_dir)
-    with tracked("pairs", params, p, ("pairs", "representation"), fallback=Path("logs/tracking/pairs.jsonl")) as t:
+    with guarded():
+        stats_path.unlink(missing_ok=True)  # written last: a failed run leaves none, not the previous run's
+    with tracked("pairs", params, p, stage_params("pairs"), fallback=Path("logs/tracking/pairs.jsonl")) as t:
         manifest = run_guarded(
             build_pair_shards,
             pairs_pq if pairs_pq.exists() else None,
@@ -39,8 +43,9 @@ def main(
             num_threads=p.impl.tokenizer_threads,  # speed only: shards are identical for any value
         )
         summary = summarize_manifest(manifest)
-        stats_path.parent.mkdir(parents=True, exist_ok=True)
-        stats_path.write_text(json.dumps(summary, indent=2) + "\n")
+        with guarded():
+            stats_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(stats_path, json.dumps(summary, indent=2) + "\n")
         t.log_metrics({k: v for k, v in _flat(summary).items() if isinstance(v, (int, float))})
     typer.echo(f"pairs: {json.dumps(summary.get('rows', summary))}")
 

@@ -10,6 +10,7 @@ import typer
 from pipeline.common import PARAMS_OPTION, load, run_guarded, tracked
 from pipeline.committed import read_timing, record_timing
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 
 
 def _read_json(path: Path) -> dict | None:
@@ -35,7 +36,7 @@ def main(
 
     rules = p.normalize.rules.effective()
     task_reports, baselines, run_info = {}, {}, {}
-    with tracked("report", params, p, ("tasks", "normalize.rules"), fallback=Path("logs/tracking/report.jsonl")) as t:
+    with tracked("report", params, p, stage_params("report"), fallback=Path("logs/tracking/report.jsonl")) as t:
         for name, task in p.tasks.items():
             task_reports[name] = run_guarded(load_task_report, finetune_reports / name)
             run_info[name] = _read_json(finetune_reports / name / RUN_INFO_FILE)
@@ -44,8 +45,8 @@ def main(
         summary = build_summary(task_reports, baselines, pretraining, _read_json(evaluate_metrics))
         # Run times change on every run: logs/timing.json (untracked) and MLflow, not the committed summary.
         timing = build_timing(run_info, {**(pretraining or {}), **(read_timing().get("pretrain") or {})}, task_reports)
-        files = {name: [task.train_file, task.dev_file, task.test_file] for name, task in p.tasks.items()}
-        write_summary(summary, out_dir, sample=sample_tasks(files, params.parent))
+        sample = sample_tasks({n: [k.train_file, k.dev_file, k.test_file] for n, k in p.tasks.items()}, params.parent)
+        write_summary(summary, out_dir, sample=sample)
         record_timing(timing)
         for name, entry in summary["tasks"].items():
             for split in ("test", "baseline"):

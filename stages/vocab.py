@@ -8,9 +8,11 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, load, require_normalized, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, guarded, load, require_normalized, run_guarded, tracked
 from pipeline.committed import record_timing, split_timing
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
+from twilbert.utils import atomic_write_text
 
 
 def main(
@@ -32,9 +34,11 @@ def main(
     from twilbert.text.vocab import adopt_vocab, train_vocab
 
     inputs = list(require_normalized(normalized_dir))  # train_vocab skips missing files ("the corpus is empty")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with guarded():
+        stats_path.unlink(missing_ok=True)  # written last: a failed run leaves none, not the previous run's
+        out_dir.mkdir(parents=True, exist_ok=True)
     rules = p.normalize.rules.effective()
-    with tracked("vocab", params, p, ("vocab", "normalize.rules"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
+    with tracked("vocab", params, p, stage_params("vocab"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
         start = time.perf_counter()
         if p.vocab.pretrained:
             model_path = run_guarded(adopt_vocab, p.vocab.pretrained, inputs, p.vocab, out_dir, placeholder_tokens(rules))
@@ -45,9 +49,10 @@ def main(
         seconds = time.perf_counter() - start
         summary = json.loads((out_dir / "vocab.json").read_text(encoding="utf-8"))
         stats = summarize(summary, seconds)
-        stats_path.parent.mkdir(parents=True, exist_ok=True)
         committed, timing = split_timing(stats)  # train_seconds: MLflow and logs/timing.json only
-        stats_path.write_text(json.dumps(committed, indent=2) + "\n")
+        with guarded():
+            stats_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(stats_path, json.dumps(committed, indent=2) + "\n")
         record_timing({"vocab": timing})
         t.log_metrics(stats)
         t.log_artifact(out_dir / "vocab.json")

@@ -64,7 +64,7 @@ def test_pretrain_non_finite_loss_is_the_one_line_hint(inputs, tmp_path, monkeyp
 
     forward = embeddings.Embeddings.forward
     monkeypatch.setattr(embeddings.Embeddings, "forward", lambda self, *a, **kw: forward(self, *a, **kw) * float("inf"))
-    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 4, "max_bad_steps": 2})
+    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 4}, run={"max_bad_steps": 2})
     line = error_line(cli("pretrain", "--params", params, "--shards-dir", inputs["shards"], "--vocab-model", inputs["tokenizer"],
                           "--out-dir", tmp_path / "out", "--reports-dir", tmp_path / "reports"), after_progress=True)
     assert "2 consecutive optimizer steps had a NaN/inf loss" in line and "lower training.lr" in line

@@ -1,7 +1,7 @@
 """Typed configuration: frozen dataclasses built from plain dicts, strictly.
 
 Why this exists: the original TWilBERT read JSON configs with ``config["model"]["x"]`` lookups, so a
-typo'd key was silently ignored and a wrong type failed deep inside Keras (inventory §11, §13). Here a
+typo'd key was silently ignored and a wrong type failed deep inside Keras (docs/deviations.md#strict-config). Here a
 config *is* a tree of frozen dataclasses, and ``from_dict`` refuses anything it does not understand:
 
 * unknown keys -> ``ConfigError("model.n_encoder: unknown key (did you mean 'n_encoders'?)")``;
@@ -25,6 +25,7 @@ import dataclasses
 import difflib
 import math
 import re
+import sys
 import types
 import typing
 from typing import Any, Literal, Mapping, Union, get_args, get_origin, get_type_hints
@@ -178,6 +179,16 @@ def _is_seed(name: str) -> bool:
     return name in ("seed", "seeds") or name.endswith(("_seed", "_seeds"))
 
 
+_NOTED: set[str] = set()
+
+
+def note_deprecated(key: str, use: str) -> None:
+    """One line on stderr, once per process and key: ``key`` still works, ``use`` is what to write."""
+    if key not in _NOTED:
+        _NOTED.add(key)
+        print(f"note: {key} is deprecated; write {use} instead", file=sys.stderr, flush=True)
+
+
 def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; missing keys take the dataclass defaults.
 
@@ -190,6 +201,8 @@ def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     path = (prefix + ".") if prefix else ""
+    if hasattr(cls, "upgrade_keys"):  # a config that still reads keys it has replaced
+        data = cls.upgrade_keys(dict(data), prefix)
     for k in data:
         if k not in fields:
             close = difflib.get_close_matches(str(k), list(fields), n=1)
@@ -265,4 +278,4 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-__all__ = ["ConfigError", "SEED_MAX", "check", "check_bounds", "from_dict", "to_dict", "flatten", "typing"]
+__all__ = ["ConfigError", "SEED_MAX", "check", "check_bounds", "from_dict", "note_deprecated", "to_dict", "flatten", "typing"]

@@ -6,34 +6,19 @@ labels / task type / normalisation rules / max_len, spm.model) or a pre-trained 
 returns a :class:`Predictor`. The ``twilbert predict`` / ``twilbert embed`` commands and the MLflow
 pyfunc (``pipeline/pyfunc.py``) are thin wrappers around it, so all three give the same results.
 
-The path a text takes is the one fine-tuning evaluated with (:mod:`twilbert.finetune.data`): the
-model's *own* normalisation rules, its SentencePiece model, ``[CLS] a [SEP] (b [SEP])`` with each
-segment cut to the model's ``max_len``. Speed comes from these, not from approximations:
+A text takes the path fine-tuning evaluated it on (:mod:`twilbert.finetune.inputs`): the model's own
+normalisation rules and SentencePiece model, ``[CLS] a [SEP] (b [SEP])`` cut to its ``max_len``.
+Speed comes from these, not from approximations: length-sorted batches (results scattered back; a
+batch without padding runs mask-free, SDPA's fastest kernels), ``torch.inference_mode``, a ``cls``
+head's last layer computed for [CLS] alone (``first_only``), vectorised normalisation and tokenisation.
+Opt-in: ``precision="bf16"`` (autocast matrix products; several times faster on a CPU with native
+bf16, probabilities move by ~1e-3) and ``compile=True`` (``torch.compile(dynamic=True)``; on 2 CPU
+cores it has not paid off, ``benchmarks/predict_throughput.py``). The defaults reproduce the evaluated model's
+outputs to float rounding.
 
-* batches are sorted by length and the results scattered back (least padding; the order of the
-  input is kept), and a batch whose rows all have the same length runs without a mask, which lets
-  SDPA take its mask-free kernels (after sorting, most batches of a large file are such batches);
-* ``torch.inference_mode`` and ``eval()`` (no autograd bookkeeping, no dropout);
-* no work nobody reads: a ``cls`` classifier (and ``cls`` embeddings) read one position of the last
-  layer, so that layer runs its query, FFN and norms for [CLS] alone (keys and values for all tokens):
-  ~15 % of the Base encoder's FLOPs (``Encoder.forward``'s ``first_only``);
-* normalisation and tokenisation are vectorised over the whole input (polars, SentencePiece's
-  thread pool), not per text;
-* optionally ``precision="bf16"``: matrix products in bfloat16 under ``torch.autocast`` (norms, softmax
-  and the outputs stay float32). On a CPU with native bf16 (AVX512-BF16 / AMX) this is several times
-  faster than float32 (2.6-3.1x for TWilBERT-Base on 2 EPYC cores, where one 768x3072 GEMM runs at
-  ~150 GFLOPS in fp32 and ~560 in bf16); probabilities move by ~1e-3. Off by default because it changes
-  the numbers, however slightly: the default reproduces the evaluated model's outputs to float rounding;
-* optionally ``compile=True``: the forward pass through ``torch.compile(dynamic=True)`` (one graph for
-  every batch shape); outputs equal the eager ones to float rounding (~1e-6). Opt-in only: on 2 CPU
-  cores the eager path already runs its GEMMs at the machine's fp32 GEMM rate, and the compiled
-  Base classifier ran 0.88x (EPYC) to 1.1x (Xeon) the eager speed after a 30-60 s compilation
-  (``benchmarks/predict_throughput.py``). An earlier version compiled by itself from 5000 texts on
-  the strength of a 1.6x measured once; neither machine since has reproduced that.
-
-Outputs of :meth:`Predictor.predict`, one dict per text:
-``{"label": str, "probabilities": {label: p}}`` (single-label, softmax),
-``{"labels": [str...], "probabilities": {label: p}}`` (multi-label, sigmoid, labels with
+:meth:`Predictor.predict` returns one dict per text, shaped by the model's task type
+(:meth:`TaskType.predict_rows`): ``{"label": str, "probabilities": {label: p}}`` (single-label,
+softmax), ``{"labels": [str...], "probabilities": {label: p}}`` (multi-label, sigmoid, labels with
 ``p >= threshold``), ``{"value": float}`` (regression).
 """
 
@@ -49,8 +34,9 @@ import numpy as np
 import torch
 
 from twilbert.config import ConfigError, from_dict
-from twilbert.finetune.data import Batch, EncodedSplit, collate, encode_texts
-from twilbert.finetune.model import SequenceClassifier, pool, probabilities
+from twilbert.finetune.inputs import Batch, EncodedSplit, collate, encode_texts
+from twilbert.finetune.model import SequenceClassifier, pool
+from twilbert.finetune.task_types import get_task_type
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.normalize import EffectiveRules, NormalizeRules
 from twilbert.text.tokenizer import Tokenizer
@@ -180,18 +166,10 @@ class Predictor:
         return self.format(raw)
 
     def format(self, raw: np.ndarray) -> list[dict[str, Any]]:
-        """Raw outputs -> prediction dicts: softmax / sigmoid + threshold / the value."""
-        kind = self.task_type
-        probs = probabilities(torch.from_numpy(raw), kind).numpy()
-        if kind == "regression":
-            return [{"value": float(v)} for v in probs.reshape(-1)]
-        labels = self.labels
-        rows = [dict(zip(labels, map(float, p))) for p in probs]
-        if kind == "multi_label":
-            hits = probs >= self.threshold  # (N, C), as the fine-tuning metrics
-            return [{"labels": [labels[j] for j in np.flatnonzero(h)], "probabilities": r} for h, r in zip(hits, rows)]
-        best = probs.argmax(-1)  # (N,)
-        return [{"label": labels[j], "probabilities": r} for j, r in zip(best, rows)]
+        """Raw outputs -> prediction dicts, as the model's task type shapes them."""
+        kind = get_task_type(self.task_type)
+        probs = kind.probabilities(torch.from_numpy(raw)).numpy()
+        return kind.predict_rows(probs, self.labels, self.threshold)
 
     @torch.inference_mode()
     def embed(
@@ -417,11 +395,11 @@ def _unreadable_line(data: bytes, kind: str) -> str | None:
     """Only on the error path: where a file polars could not read goes wrong ("line 3 has 4 fields,
     the header has 3", "line 2: invalid UTF-8 at byte 6 ..."), the fine-tuning task reader's words;
     None when no line explains it."""
-    from twilbert.finetune.data import _ragged_line, _undecodable_line
+    from twilbert.finetune.task_files import ragged_line, undecodable_line
 
-    where = _undecodable_line(data)
+    where = undecodable_line(data)
     if where is None and kind == "tsv":  # no quoting: every tab separates fields (CSV quotes may hold commas)
-        where = _ragged_line(data, "\t")
+        where = ragged_line(data, "\t")
     if where is None and kind == "jsonl":
         for n, raw in enumerate(data.split(b"\n"), start=1):
             if not raw.strip():
@@ -442,7 +420,7 @@ def read_lines(stream) -> InputTexts:
     surrogate escapes, which would fail deep in tokenisation)."""
     import io
 
-    from twilbert.finetune.data import _undecodable_line
+    from twilbert.finetune.task_files import undecodable_line
 
     buffer = getattr(stream, "buffer", None)
     if buffer is not None:  # the bytes, so a bad line is found whatever the stream's errors= handler
@@ -450,7 +428,7 @@ def read_lines(stream) -> InputTexts:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise InputError(f"stdin: {_undecodable_line(data) or 'invalid UTF-8'}") from None
+            raise InputError(f"stdin: {undecodable_line(data) or 'invalid UTF-8'}") from None
         stream = io.StringIO(text, newline=None)  # universal newlines, as a text stdin reads them
     texts = [line.rstrip("\r\n") for line in stream]
     if buffer is None:  # a text stream (decoded with surrogateescape?): strict UTF-8 never gives surrogates

@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -41,25 +41,35 @@ def _umask() -> int:
     return mask
 
 
+def _temp_beside(path: Path) -> Path:
+    # a unique name rather than tempfile.mkstemp, whose 0600 mode would survive the rename
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the usual mode, fsync it and rename it over ``path``."""
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600 files; use the usual mode
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` into a temp file next to ``path``, fsync it, then rename it over ``path``.
 
     Readers never see half a file, and on any failure the temp file is removed.
     """
     path = Path(path)
-    # a unique name rather than tempfile.mkstemp, whose 0600 mode would survive the rename
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    tmp = _temp_beside(path)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600 files; use the usual mode
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
+        _publish(tmp, path)
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        name_path(exc, path, tmp)
         raise
     fsync_dir(path.parent)
 
@@ -70,6 +80,51 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def name_path(exc: BaseException, path: str | Path, *aliases: str | Path) -> None:
+    """Make an ``OSError`` raised while writing ``path`` name it: pyarrow's, ``file.write``'s and a
+    full disk's carry no file name, and a temp file's name (``aliases``) is not the one users know.
+    Other exceptions (torch's ``unexpected pos``, safetensors' ``IoError``) get ``path`` as
+    ``exc.twilbert_path`` for :func:`pipeline.common.io_error_line`."""
+    if isinstance(exc, OSError):
+        if exc.filename is None or str(exc.filename) in {str(a) for a in aliases}:
+            exc.filename = str(path)
+    elif isinstance(exc, Exception) and getattr(exc, "twilbert_path", None) is None:
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.twilbert_path = str(path)
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Errors raised inside the block are about writing ``path`` (see :func:`name_path`)."""
+    try:
+        yield
+    except Exception as exc:
+        name_path(exc, path)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: str | Path) -> Iterator[list[Path]]:
+    """Temp files beside each of ``paths`` for a writer that streams (Parquet, Arrow, appended TSV):
+    when the block succeeds each is fsynced and renamed over its final name, in order; when it fails
+    every temp is removed. So a final name only ever holds a complete file."""
+    finals = [Path(p) for p in paths]
+    tmps = [_temp_beside(p) for p in finals]
+    try:
+        yield tmps
+        for tmp, final in zip(tmps, finals):
+            with writing(final):
+                _publish(tmp, final)
+    except BaseException as exc:
+        for tmp, final in zip(tmps, finals):
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename == str(tmp):
+                exc.filename = str(final)
+        raise
+    for d in {f.parent for f in finals}:
+        fsync_dir(d)
 
 
 def _module_file(root: Path, dotted: str) -> Path | None:

@@ -69,10 +69,24 @@ COVERED = {
     "dvc exp run -n twilbert-base $(twilbert preset twilbert-base)":
         "a recipe for a real corpus (a 30k vocabulary cannot be learned from the sample); tests/pipeline/test_presets.py",
     "dvc exp run -n base-94m $(twilbert preset twilbert-base)": "the same, on a GPU; tests/pipeline/test_presets.py",
-    "dvc exp run -n base-94m $(twilbert preset twilbert-base) -S training.n_gpus=8":
+    "dvc exp run -n base-94m $(twilbert preset twilbert-base) -S impl.n_gpus=8":
         "8 GPUs; tests/pipeline/test_presets.py and tests/train/test_pretrain_stage.py::test_n_gpus_2_relaunches_under_torchrun_as_the_module",
     "torchrun --nnodes=2 --nproc_per_node=8 --node_rank=$NODE_RANK --rdzv_backend=c10d --rdzv_endpoint=$MASTER_ADDR:29500 --rdzv_id=twilbert -m pipeline.cli pretrain --params params.yaml":
         "two machines; tests/train/test_pretrain_ddp.py (two CPU processes under torchrun)",
+    # Continue from RoBERTuito / XLM-T: the hub is not reachable from the tests; the same path on a RoBERTa
+    # (and a cls classifier) made locally:
+    "hf download pysentimiento/robertuito-base-uncased --local-dir hf/robertuito": "the Hugging Face hub; "
+        "tests/inference/test_hf_roberta_cli.py::test_roberta_import_pretrain_finetune_predict_export",
+    "python -c \"from transformers import AutoModelForMaskedLM as M; M.from_pretrained('hf/robertuito').save_pretrained('hf/robertuito')\"":
+        "converts the downloaded checkpoint; tests/inference/test_hf_roberta.py (safetensors checkpoints made locally)",
+    "twilbert import-hf -m hf/robertuito -o models/imported --max-len 48":
+        "tests/inference/test_hf_roberta_cli.py::test_roberta_import_pretrain_finetune_predict_export",
+    "twilbert export-hf -m models/pretrain/final -o exports/robertuito-tweets":
+        "after the import above; tests/inference/test_hf_roberta_cli.py::test_roberta_import_pretrain_finetune_predict_export",
+    "twilbert export-hf -m models/finetune/sentiment -o exports/sentiment-hf": "needs finetuning.collapse_mode: cls; "
+        "tests/inference/test_hf_classifier.py::test_a_roberta_classifier_on_raw_tweets_in_pipeline_matches_twilbert_predict",
+    "python -c \"from transformers import pipeline; print(pipeline('text-classification', model='exports/sentiment-hf', truncation=True)('@Pepe JAJAJA no me lo puedo creer 😂 https://t.co/x'))\"":
+        "tests/inference/test_hf_classifier.py::test_a_roberta_classifier_on_raw_tweets_in_pipeline_matches_twilbert_predict",
     "make plots": "needs the venv the Makefile makes; its recipe: tests/pipeline/test_plots.py::test_make_plots_page_renders_offline",
     "python3.11 -m venv .venv": "installation (what `make install` does; CI installs from a fresh clone)",
     '.venv/bin/pip install -c constraints.txt -e ".[dev]"': "installation (what `make install` does; CI installs from a fresh clone)",

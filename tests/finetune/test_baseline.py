@@ -10,6 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 
 from tests.conftest import SHARED_DATA
 from twilbert.finetune import baseline as bl
+from twilbert.finetune import baseline_models
 from twilbert.finetune.baseline import ALPHA_GRID, C_GRID, PAIR_SEPARATOR, fit_select, pair_texts, run_baseline
 from twilbert.finetune.config import TaskConfig
 from twilbert.finetune.data import load_task
@@ -60,13 +61,13 @@ def make_task(tmp_path, kind: str = "single", n=(150, 60, 60), seed: int = 0, no
         files[split] = str(tmp_path / _write(tmp_path / f"{split}.tsv", header, rows))
     base = dict(train_file=files["train"], dev_file=files["dev"], test_file=files["test"])
     if kind == "regression":
-        base.update(regression=True, eval_metric="pearson")
+        base.update(type="regression", eval_metric="pearson")
     else:
         base["categories"] = {lab: i for i, lab in enumerate(LABELS)}
     if kind == "pair":
         base["aux_header"] = "TARGET"
     if kind == "multi":
-        base["multi_label"] = True
+        base["type"] = "multi_label"
     return TaskConfig(**{**base, **kw})
 
 
@@ -188,8 +189,8 @@ def test_task_class_weights_become_example_weights(tmp_path, monkeypatch):
                                       "texts": [splits["train"].texts[i] for i in keep], "labels": splits["train"].labels[keep],
                                       "lines": None, "rows_in": None})  # a new split, not a quarantine
     seen = []
-    original = bl._fit_binary
-    monkeypatch.setattr(bl, "_fit_binary", lambda X, y, sw, C, seed: seen.append(sw) or original(X, y, sw, C, seed))
+    original = baseline_models._fit_binary
+    monkeypatch.setattr(baseline_models, "_fit_binary", lambda X, y, sw, C, seed: seen.append(sw) or original(X, y, sw, C, seed))
     fit_select(task, train, splits["dev"], seed=0)
     counts = np.bincount(train.labels, minlength=3)
     expected = (counts.max() / counts)[train.labels]  # count(majority) / count(class), per example

@@ -11,15 +11,8 @@ import torch
 
 from twilbert.config import ConfigError, from_dict
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
-from twilbert.finetune.data import (
-    TaskDataError,
-    bucketed_batches,
-    collate,
-    encode_texts,
-    eval_batches,
-    load_task,
-    read_split,
-)
+from twilbert.finetune.data import TaskDataError, load_task, read_split
+from twilbert.finetune.inputs import bucketed_batches, collate, encode_texts, eval_batches
 from twilbert.model.config import PAD_ID
 from twilbert.text.normalize import NormalizeRules, normalize_texts, placeholder_tokens
 from twilbert.text.tokenizer import Tokenizer, build_input
@@ -110,14 +103,14 @@ def test_extra_field_names_line(tmp_path):
 
 
 def test_multi_label_names_and_multi_hot(tmp_path):
-    t = task(categories={"anger": 0, "joy": 1, "fear": 2}, multi_label=True)
+    t = task(categories={"anger": 0, "joy": 1, "fear": 2}, type="multi_label")
     s = read_split(write(tmp_path / "a.tsv", "ID\tTEXT\tCLASS\n1\tx\tjoy|fear\n2\ty\t\n3\tz\tanger\n"), t)
     np.testing.assert_array_equal(s.labels, [[0, 1, 1], [0, 0, 0], [1, 0, 0]])
     with pytest.raises(TaskDataError, match=r"line 3: label 'love' not in categories"):
         read_split(write(tmp_path / "b.tsv", "ID\tTEXT\tCLASS\n1\tx\tjoy\n2\ty\tjoy|love\n"), t)
     with pytest.raises(TaskDataError, match=r"line 2: label '' not in categories"):
         read_split(write(tmp_path / "c.tsv", "ID\tTEXT\tCLASS\n1\tx\tjoy||fear\n"), t)
-    hot = task(categories={"anger": 0, "joy": 1, "fear": 2}, multi_label=True, multi_label_format="multi_hot")
+    hot = task(categories={"anger": 0, "joy": 1, "fear": 2}, type="multi_label", multi_label_format="multi_hot")
     s = read_split(write(tmp_path / "d.tsv", "ID\tTEXT\tCLASS\n1\tx\t0|1|1\n2\ty\t1|0|0\n"), hot)
     np.testing.assert_array_equal(s.labels, [[0, 1, 1], [1, 0, 0]])
     with pytest.raises(TaskDataError, match=r"expected 3 '\|'-separated 0/1 values .*line 3: '0\|1'"):
@@ -127,7 +120,7 @@ def test_multi_label_names_and_multi_hot(tmp_path):
 
 
 def test_regression_labels_and_parse_errors(tmp_path):
-    t = TaskConfig(train_file="a", dev_file="b", test_file="c", regression=True, eval_metric="pearson")
+    t = TaskConfig(train_file="a", dev_file="b", test_file="c", type="regression", eval_metric="pearson")
     s = read_split(write(tmp_path / "a.tsv", "ID\tTEXT\tCLASS\n1\tx\t0.25\n2\ty\t-3\n"), t)
     np.testing.assert_allclose(s.labels, [0.25, -3.0])
     p = write(tmp_path / "b.tsv", "ID\tTEXT\tCLASS\n1\tx\t0.25\n2\ty\t0,5\n3\tz\tinf\n")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from tests.finetune.test_finetune_data import make_lines, make_tokenizer
 from twilbert.config import to_dict
 from twilbert.finetune.config import FinetuningConfig, TaskConfig
-from twilbert.finetune.data import encode_texts
+from twilbert.finetune.inputs import encode_texts
 from twilbert.finetune.metrics import compute_metrics
 from twilbert.finetune.model import load_finetuned, probabilities
 from twilbert.finetune.train import finetune_task, predict_batches
@@ -109,10 +110,10 @@ def test_single_text_finetune_from_pretrained_dir(tmp_path, tok_path):
     sha = Tokenizer.from_file(tok_path).sha256  # the vocabulary it was "pre-trained" with: accepted
     (tmp_path / "pretrained" / "pretrain.json").write_text(json.dumps({"tokenizer_sha256": sha}))
     logged = []
-    ft = FinetuningConfig(epochs=3, batch_size=8, pred_batch_size=7, max_len=12, lr=3e-3, warmup_steps=2, accum_iters=2, collapse_mode="concat")
+    ft = FinetuningConfig(epochs=3, batch_size=8, max_len=12, lr=3e-3, warmup_steps=2, accum_iters=2, collapse_mode="concat")
     res = finetune_task(
         "senti", task, ft, tokenizer_path=tok_path, rules=NormalizeRules(), model_out=tmp_path / "model",
-        report_out=tmp_path / "reports", pretrained_dir=tmp_path / "pretrained", impl=CPU,
+        report_out=tmp_path / "reports", pretrained_dir=tmp_path / "pretrained", impl=replace(CPU, pred_batch_size=7),
         log_fn=lambda m, e: logged.append((e, m)), progress=False,
     )
     model_out, report_out = tmp_path / "model", tmp_path / "reports"
@@ -199,7 +200,7 @@ def test_multi_label_and_regression_reports(tmp_path, tok_path):
     mc = tiny_model_config(tok_path)
     ft = FinetuningConfig(epochs=1, batch_size=8, max_len=12, path_load_weights="random", lr=1e-2)
     write_task(tmp_path / "multi", kind="multi", seed=5)
-    multi = make_task(tmp_path / "multi", categories={lab: i for i, lab in enumerate(LABELS)}, multi_label=True,
+    multi = make_task(tmp_path / "multi", categories={lab: i for i, lab in enumerate(LABELS)}, type="multi_label",
                       class_weights="auto", eval_metric="accuracy", finetuning={"loss": "bce"})
     res = finetune_task("emo", multi, ft, tokenizer_path=tok_path, rules=None, model_out=tmp_path / "m1",
                         report_out=tmp_path / "r1", model_config=mc, impl=CPU, progress=False)
@@ -211,7 +212,7 @@ def test_multi_label_and_regression_reports(tmp_path, tok_path):
     assert [p or "" for p in pred["predicted"].to_list()] == expected
 
     write_task(tmp_path / "reg", kind="regression", seed=7)
-    reg = make_task(tmp_path / "reg", regression=True, eval_metric="pearson", finetuning={"loss": "mse"})
+    reg = make_task(tmp_path / "reg", type="regression", eval_metric="pearson", finetuning={"loss": "mse"})
     res = finetune_task("score", reg, ft, tokenizer_path=tok_path, rules=None, model_out=tmp_path / "m2",
                         report_out=tmp_path / "r2", model_config=mc, impl=CPU, progress=False)
     check_outputs(tmp_path / "m2", tmp_path / "r2")

@@ -9,10 +9,13 @@ import torch
 
 from twilbert.config import ConfigError
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
-from twilbert.finetune.data import class_weights
 from twilbert.finetune.losses import build_loss, weighted_cross_entropy
 
 EPS = 1e-16
+
+
+def class_weights(task, train_labels):
+    return task.kind.class_weights(task, train_labels)
 
 
 # numpy twins of utils/finetuning_losses.py (float64), written from the inventory's table
@@ -123,7 +126,7 @@ def test_class_weights_auto_ones_and_dict():
     t = _task(categories={"a": 0, "b": 1, "c": 2}, class_weights={"c": 2.5})
     np.testing.assert_allclose(class_weights(t, np.array([0, 1, 2])), [1.0, 1.0, 2.5])
     # multi-label auto: per-label positives (the original ignored auto for multi-label)
-    t = _task(categories={"a": 0, "b": 1, "c": 2}, multi_label=True, class_weights="auto")
+    t = _task(categories={"a": 0, "b": 1, "c": 2}, type="multi_label", class_weights="auto")
     y = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 1], [1, 1, 0]], dtype=np.float32)
     np.testing.assert_allclose(class_weights(t, y), [1.0, 2.0, 4.0])
 
@@ -143,8 +146,8 @@ def test_auto_weights_change_cross_entropy_as_by_hand():
 
 def test_loss_task_compatibility_names_the_key():
     single = _task(categories={"a": 0, "b": 1})
-    multi = _task(categories={"a": 0, "b": 1}, multi_label=True)
-    reg = _task(regression=True, eval_metric="pearson")
+    multi = _task(categories={"a": 0, "b": 1}, type="multi_label")
+    reg = _task(type="regression", eval_metric="pearson")
     with pytest.raises(ConfigError, match=r"^finetuning\.loss: 'mse' does not fit task 't' \(single-label\)"):
         effective_finetuning(FinetuningConfig(loss="mse"), single, "t")
     with pytest.raises(ConfigError, match=r"^finetuning\.loss: 'cross_entropy' does not fit task 't' \(regression\)"):
@@ -154,12 +157,12 @@ def test_loss_task_compatibility_names_the_key():
     with pytest.raises(ConfigError, match=r"^finetuning\.loss: 'cross_entropy' does not fit task 't' \(multi-label\)"):
         effective_finetuning(FinetuningConfig(), multi, "t")
     # a per-task override names the task's key
-    reg_override = _task(regression=True, eval_metric="pearson", finetuning={"loss": "bce"})
+    reg_override = _task(type="regression", eval_metric="pearson", finetuning={"loss": "bce"})
     with pytest.raises(ConfigError, match=r"^tasks\.t\.finetuning\.loss: 'bce'"):
         effective_finetuning(FinetuningConfig(), reg_override, "t")
     assert effective_finetuning(FinetuningConfig(loss="bce"), multi, "t").loss == "bce"
     assert effective_finetuning(FinetuningConfig(loss="jaccard"), multi, "t").loss == "jaccard"
-    assert effective_finetuning(FinetuningConfig(), _task(regression=True, eval_metric="pearson", finetuning={"loss": "mse"}), "t").loss == "mse"
+    assert effective_finetuning(FinetuningConfig(), _task(type="regression", eval_metric="pearson", finetuning={"loss": "mse"}), "t").loss == "mse"
     # soft-metric losses take no class weights
     with pytest.raises(ConfigError, match=r"^tasks\.t\.class_weights: the soft-metric loss 'macro_f1'"):
         effective_finetuning(FinetuningConfig(loss="macro_f1"), _task(categories={"a": 0, "b": 1}, class_weights="auto"), "t")

@@ -98,20 +98,20 @@ def test_selection_config_errors():
     with pytest.raises(ConfigError, match="class_metric: not a category index"):
         task(class_metric=3)
     with pytest.raises(ConfigError, match="eval_metric: a regression task selects on pearson"):
-        TaskConfig(train_file="a", dev_file="b", test_file="c", regression=True)
+        TaskConfig(train_file="a", dev_file="b", test_file="c", type="regression")
     with pytest.raises(ConfigError, match="pearson is not defined for a multi-label"):
-        task(multi_label=True, eval_metric="pearson")
+        task(type="multi_label", eval_metric="pearson")
     with pytest.raises(ConfigError, match="eval_metric: pearson of class indices is meaningful only for ordered classes"):
         task(eval_metric="pearson")
     assert selection_metric(task(eval_metric="pearson", ordinal=True)) == "pearson"
     with pytest.raises(ConfigError, match="ordinal: a multi-label task has no ordered classes"):
-        task(multi_label=True, ordinal=True, eval_metric="accuracy")
+        task(type="multi_label", ordinal=True, eval_metric="accuracy")
     with pytest.raises(ConfigError, match="ordinal: is for classification tasks"):
-        TaskConfig(train_file="a", dev_file="b", test_file="c", regression=True, eval_metric="pearson", ordinal=True)
+        TaskConfig(train_file="a", dev_file="b", test_file="c", type="regression", eval_metric="pearson", ordinal=True)
 
 
 def test_multi_label_thresholded_jaccard_by_hand():
-    t = TaskConfig(train_file="a", dev_file="b", test_file="c", categories={"a": 0, "b": 1, "c": 2}, multi_label=True,
+    t = TaskConfig(train_file="a", dev_file="b", test_file="c", categories={"a": 0, "b": 1, "c": 2}, type="multi_label",
                    threshold=0.4, eval_metric="accuracy")
     gold = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 1]])
     probs = np.array([[0.9, 0.5, 0.1], [0.2, 0.39, 0.41], [0.1, 0.2, 0.3], [0.45, 0.6, 0.4]])
@@ -134,7 +134,7 @@ def test_multi_label_thresholded_jaccard_by_hand():
 
 def test_multi_label_stance_f1_is_the_mean_binary_f1_of_the_named_labels_by_hand():
     # B1: selecting a multi-label task on stance_f1 raised KeyError after epoch 1
-    t = TaskConfig(train_file="a", dev_file="b", test_file="c", categories={"a": 0, "b": 1, "c": 2}, multi_label=True, stance_f1=("a", "c"))
+    t = TaskConfig(train_file="a", dev_file="b", test_file="c", categories={"a": 0, "b": 1, "c": 2}, type="multi_label", stance_f1=("a", "c"))
     gold = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0], [1, 1, 1]])
     probs = np.array([[0.9, 0.5, 0.1], [0.2, 0.3, 0.7], [0.6, 0.2, 0.3], [0.1, 0.6, 0.8]])
     # label a: gold rows 0, 2, 3; predicted 0, 2 -> P 1, R 2/3, F1 0.8
@@ -145,7 +145,7 @@ def test_multi_label_stance_f1_is_the_mean_binary_f1_of_the_named_labels_by_hand
 
 
 def test_regression_metrics():
-    t = TaskConfig(train_file="a", dev_file="b", test_file="c", regression=True, eval_metric="pearson")
+    t = TaskConfig(train_file="a", dev_file="b", test_file="c", type="regression", eval_metric="pearson")
     gold = np.array([0.1, 0.5, 0.9, 0.3, 0.7])
     pred = np.array([0.2, 0.4, 0.8, 0.5, 0.6])
     m = compute_metrics(gold, pred[:, None], t)

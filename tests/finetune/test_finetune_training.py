@@ -214,7 +214,7 @@ def test_same_seed_same_weights_and_metrics_other_seed_differs(tmp_path, tok_pat
 
 def test_multi_label_task_selects_on_stance_f1(tmp_path, tok_path):
     write_task(tmp_path / "multi", kind="multi", seed=5)
-    task = make_task(tmp_path / "multi", categories=CATS, multi_label=True, stance_f1=("N", "P"), finetuning={"loss": "bce"})
+    task = make_task(tmp_path / "multi", categories=CATS, type="multi_label", stance_f1=("N", "P"), finetuning={"loss": "bce"})
     res = run(tmp_path, tok_path, task, FinetuningConfig(epochs=2, batch_size=8, max_len=12, path_load_weights="random", lr=1e-2))
     assert res["selection_metric"] == "stance_f1"
     per_class = json.loads((tmp_path / "run" / "reports" / "class_report.json").read_text())

@@ -162,13 +162,33 @@ def test_renumbering_a_unigram_tokenizer_renames_albert_specials():
         renumber_tokenizer(spec, roles, n_rows=10)
 
 
+def continued_pretraining_inputs(tmp_path: Path, import_output: str, imported: Path, training: dict) -> tuple[Path, dict, Path]:
+    """(params.yaml, its tree to complete, normalized dir) for the stages after ``import-hf``: the model
+    section it printed, vocab.pretrained and training.path_initial_weights set to ``imported``, and
+    small normalised pairs and tweets."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lines = import_output.splitlines()
+    model_section = json.loads(lines[[i for i, ln in enumerate(lines) if "model section" in ln][0] + 1])
+    norm = tmp_path / "normalized"
+    norm.mkdir()
+    texts = _lines(150, 1)
+    pq.write_table(pa.table({"orig_id": [f"o{i}" for i in range(60)], "orig_text": texts[:60],
+                             "reply_id": [f"r{i}" for i in range(60)], "reply_text": texts[60:120]}), norm / "pairs.parquet")
+    pq.write_table(pa.table({"id": [f"t{i}" for i in range(30)], "text": texts[120:]}), norm / "tweets.parquet")
+    params = write_params(tmp_path / "params.yaml", Tokenizer.from_file(imported).vocab_size, model=model_section,
+                          training={"warmup_steps": 0, "path_initial_weights": str(imported), **training})
+    tree = yaml.safe_load(params.read_text())
+    tree["vocab"]["pretrained"] = str(imported)
+    tree["pairs"] = {"valid_fraction": 0.1, "test_fraction": 0.1}
+    return params, tree, norm
+
+
 def test_continued_pretraining_from_an_imported_bert(tmp_path):
     """The whole path a user takes: import-hf --max-len, vocab.pretrained + training.path_initial_weights,
     then the vocab, pairs and pretrain stages: the shards use the imported tokenizer and training starts
     from the imported weights. Without vocab.pretrained, the mismatch is an error naming the key."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from twilbert.finetune.model import load_encoder
     from twilbert.train.pretrain import load_initial_weights
 
@@ -176,21 +196,8 @@ def test_continued_pretraining_from_an_imported_bert(tmp_path):
     res = run_cli("import-hf", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "beto"), "--max-len", str(MAX_LEN))
     assert res.exit_code == 0, res.output
     assert f"representation.max_len: {MAX_LEN}" in res.output and f"vocab.pretrained: {tmp_path / 'beto'}" in res.output
-    lines = res.output.splitlines()
-    model_section = json.loads(lines[[i for i, ln in enumerate(lines) if "model section" in ln][0] + 1])
+    params, tree, norm = continued_pretraining_inputs(tmp_path, res.output, tmp_path / "beto", {"max_steps": 2, "lr": 1e-12})
     tok = Tokenizer.from_file(tmp_path / "beto")
-
-    norm = tmp_path / "normalized"
-    norm.mkdir()
-    texts = _lines(150, 1)
-    pq.write_table(pa.table({"orig_id": [f"o{i}" for i in range(60)], "orig_text": texts[:60],
-                             "reply_id": [f"r{i}" for i in range(60)], "reply_text": texts[60:120]}), norm / "pairs.parquet")
-    pq.write_table(pa.table({"id": [f"t{i}" for i in range(30)], "text": texts[120:]}), norm / "tweets.parquet")
-    params = write_params(tmp_path / "params.yaml", tok.vocab_size, model=model_section,
-                          training={"max_steps": 2, "lr": 1e-12, "warmup_steps": 0, "path_initial_weights": str(tmp_path / "beto")})
-    tree = yaml.safe_load(params.read_text())
-    tree["vocab"]["pretrained"] = str(tmp_path / "beto")
-    tree["pairs"] = {"valid_fraction": 0.1, "test_fraction": 0.1}
     params.write_text(yaml.safe_dump(tree, sort_keys=False))
 
     res = run_cli("vocab", "--params", str(params), "--normalized-dir", str(norm), "--out-dir", str(tmp_path / "vocab"),

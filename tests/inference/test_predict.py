@@ -22,7 +22,7 @@ from pipeline.cli import app
 from tests.finetune.test_finetune_data import make_tokenizer
 from tests.finetune.test_finetune_e2e import CPU, LABELS, make_task, tiny_model_config, write_task
 from twilbert.finetune.config import FinetuningConfig
-from twilbert.finetune.data import encode_texts
+from twilbert.finetune.inputs import encode_texts
 from twilbert.finetune.model import load_finetuned, probabilities
 from twilbert.finetune.train import finetune_task
 from twilbert.model.twilbert import TWilBERT
@@ -45,8 +45,8 @@ def build_models(root: Path) -> dict[str, Path]:
     specs = {
         "single": (dict(categories=cats), "cross_entropy", "single"),
         "pair": (dict(categories=cats, aux_header="TARGET"), "cross_entropy", "single"),
-        "multi": (dict(categories=cats, multi_label=True, threshold=0.45), "bce", "multi"),
-        "reg": (dict(regression=True, eval_metric="pearson"), "mse", "regression"),
+        "multi": (dict(categories=cats, type="multi_label", threshold=0.45), "bce", "multi"),
+        "reg": (dict(type="regression", eval_metric="pearson"), "mse", "regression"),
     }
     for name, (kw, loss, kind) in specs.items():
         write_task(root / name, sizes=(16, 6, 6), pair=name == "pair", kind=kind)

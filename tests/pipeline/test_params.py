@@ -57,6 +57,7 @@ def test_repo_params_load_and_round_trip():
         ({"data": {"pairs": ["data/missing.tsv"]}}, "data.pairs[0]", "no such file"),
         # accum_iters counts an update's micro-batches over all processes: n_gpus must share them.
         ({"training": {"n_gpus": 8, "accum_iters": 4, "batch_size": 64}}, "training.accum_iters", "batch_size 8 x accum_iters 32"),
+        ({"impl": {"n_gpus": 8}, "training": {"accum_iters": 4, "batch_size": 64}}, "training.accum_iters", "(impl.n_gpus is 8)"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, patch, key, fragment):
@@ -120,6 +121,26 @@ def test_task_categories_and_weights_validated(tmp_path):
     tree["tasks"] = {"t": {**base, "categories": {"A": 0, "B": 1}, "class_metric": 0, "stance_f1": ["A", "B"]}}
     params = load_params(_write(tmp_path, tree))
     assert params.tasks["t"].class_metric == 0  # class 0 is a real choice, not "unset"
+
+
+def test_task_type_key_and_the_old_booleans(tmp_path, monkeypatch, capsys):
+    """``type`` names the task type; an old params file's ``regression: true`` still loads, with a note."""
+    import twilbert.config
+
+    monkeypatch.setattr(twilbert.config, "_NOTED", set())
+    base = {"train_file": "data/pairs.tsv", "dev_file": "data/pairs.tsv", "test_file": "data/pairs.tsv"}
+    tree = _base()
+    reg = {**base, "eval_metric": "pearson", "finetuning": {"loss": "mse"}}
+    tree["tasks"] = {"r": {**reg, "type": "regression"}, "m": {**base, "type": "multi_label", "categories": {"A": 0}, "finetuning": {"loss": "bce"}}}
+    params = load_params(_write(tmp_path, tree))
+    assert (params.tasks["r"].type, params.tasks["m"].type) == ("regression", "multi_label")
+    assert to_dict(params)["tasks"]["r"]["type"] == "regression" and "regression" not in to_dict(params)["tasks"]["r"]
+    tree["tasks"] = {"r": {**reg, "regression": True}}
+    assert load_params(_write(tmp_path, tree)).tasks["r"].type == "regression"
+    assert "note: tasks.r.regression is deprecated; write tasks.r.type: regression instead" in capsys.readouterr().err
+    tree["tasks"] = {"r": {**base, "type": "ordinal", "categories": {"A": 0, "B": 1}}}
+    with pytest.raises(ConfigError, match=r"params\.yaml: tasks\.r\.type: unknown task type 'ordinal'"):
+        load_params(_write(tmp_path, tree))
 
 
 def test_invalid_yaml_and_missing_params_file(tmp_path):

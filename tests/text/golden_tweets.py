@@ -72,4 +72,10 @@ GOLDEN: list[tuple[str, str]] = [
     ("Año nuevo en Cádiz, ñandú y pingüino", "año nuevo en cádiz, ñandú y pingüino"),
     ("ÑOÑO Y ÁRBOL", "ñoño y árbol"),
     ("Ca\u0301diz y Espan\u0303a", "cádiz y españa"),
+    # --- invisible characters: zero-width, bidi controls, inner BOM, word joiner, soft hyphen
+    ("Ho\u200bla a to\u200cdos\u200b", "hola a todos"),
+    ("\u202eolleh\u202c y \u2066hola\u2069 \u200e\u200f", "olleh y hola"),
+    ("bue\u200bnos\u200b dí\ufeffas \u2060RT\u2060 @ana", "buenos días user"),
+    ("Ver\u200d RT\u200d @luis: inter\xadnacional", "ver user : internacional"),
+    ("Mi familia 👨\u200d👩\u200d👧 y 😂\u200d😂", "mi familia familia hombre mujer niña y cara llorando de risa cara llorando de risa"),
 ]

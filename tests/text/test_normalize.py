@@ -33,6 +33,7 @@ from twilbert.text.normalize import (
     split_tag_words,
     word_count_expr,
 )
+from twilbert.text.normalize.chars import INVISIBLE, ZWJ
 from twilbert.text.normalize.reference import normalize_row
 from twilbert.text.normalize.rules import _split_tag
 
@@ -126,6 +127,7 @@ RELEVANT = {
     "lowercase": (False, lambda t: t != t.lower()),
     "max_char_run": (0, lambda t: re.search(r"(.)\1{3}", t.lower()) is not None),
     "emoji": ("keep", lambda t: emoji.emoji_count(html.unescape(t)) > 0 or "\ufe0f" in t),
+    "remove_invisible": (False, lambda t: re.search(f"[{INVISIBLE}{ZWJ}]", t) is not None),
 }
 
 
@@ -158,7 +160,7 @@ PIECES = [
     "&lt;", "&#39;", "&#128514;", "&ampx", "&", ";", "#x27;", "😂", "🤣", "❤", "\ufe0f", "\u200d", "👨", "👩", "🏽",
     "🇪", "🇸", "1\ufe0f\u20e3", "\u20e3", "a\u0301", "n\u0303", "©", "!", "¿", "?", ".", "aaaa", "!!!!", "ñ", "Ñ",
     "É", "PARTE", "RTVE", "\u3000", "\xa0", "ß", "İ", "ǅ", "Ω", "\u212b", "x", "Y", "Z9", "ɏ", "ĀĀĀĀ", "ª", "🏴",
-    "\U000e007f", "j\u0301a", "\x1c",
+    "\U000e007f", "j\u0301a", "\x1c", "\u200b", "\u202e", "\u2066", "\ufeff", "\xad", "❤\ufe0f\u200d🔥",
 ]
 
 

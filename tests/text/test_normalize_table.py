@@ -100,6 +100,9 @@ def test_rule_dicts_without_optional_fields_still_load():
     optional = [p.name for p in PARAMS if p.optional]
     assert "char_table" in optional and "rule_order" in optional and "url_token" not in optional
     old = {k: v for k, v in saved.items() if k not in optional}
-    assert from_dict(EffectiveRules, old) == NormalizeRules().effective()
+    # A field missing from a saved dict takes its off value (what a dict saved before the rule meant);
+    # remove_invisible is the one optional field on in `default`.
+    assert "remove_invisible" in optional and NormalizeRules().effective().remove_invisible
+    assert from_dict(EffectiveRules, old) == dataclasses.replace(NormalizeRules().effective(), remove_invisible=False)
     with pytest.raises(TypeError):
         EffectiveRules(**{k: v for k, v in old.items() if k != "url_token"})

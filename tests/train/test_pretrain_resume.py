@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
+from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, split_run, tiny_model, tiny_run, tiny_training
 from twilbert.model.twilbert import TWilBERT
 from twilbert.train.checkpoint import MODEL_FILE, ConfigMismatchError, load_checkpoint
 from twilbert.train.initial_weights import load_initial_weights
@@ -31,11 +31,12 @@ def inputs(tmp_path_factory):
 
 
 def run(inputs, out_dir: Path, model=None, **kw):
-    training = {**TRAINING, **kw.pop("training", {})}
+    training, bookkeeping = split_run({**TRAINING, **kw.pop("training", {})})
     return pretrain(
         model_cfg=tiny_model(inputs["vocab_size"], **{**MODEL, **(model or {})}),
         training=tiny_training(**training),
         impl=cpu_impl(),
+        run=tiny_run(**bookkeeping),
         shards_dir=inputs["shards"],
         tokenizer_path=inputs["tokenizer"],
         out_dir=out_dir,

@@ -1,5 +1,5 @@
 """One optimizer step: accumulation == one big batch (checked against a plain PyTorch step), the NaN guard
-(training.max_bad_steps), MFU over real tokens."""
+(run.max_bad_steps), MFU over real tokens."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
+from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, split_run, tiny_model, tiny_run, tiny_training
 from tests.train.loss_oracle import pretraining_loss
 from twilbert.model.twilbert import TWilBERT
 from twilbert.train.checkpoint import MODEL_FILE
@@ -23,11 +23,13 @@ def inputs(tmp_path_factory):
     return build_inputs(tmp_path_factory.mktemp("step"))
 
 
-def make_trainer(inputs, out_dir, model_cfg=None, **training) -> Pretrainer:
+def make_trainer(inputs, out_dir, model_cfg=None, **overrides) -> Pretrainer:
+    training, run = split_run(overrides)
     return Pretrainer(
         model_cfg=model_cfg or tiny_model(inputs["vocab_size"]),
         training=tiny_training(**training),
         impl=cpu_impl(),
+        run=tiny_run(**run),
         shards_dir=inputs["shards"],
         tokenizer_path=inputs["tokenizer"],
         out_dir=out_dir,
@@ -110,13 +112,13 @@ def test_non_finite_steps_are_skipped_then_training_stops(inputs, tmp_path):
     assert trainer.state.consecutive_bad == 0
     assert any(not torch.equal(v, before[k]) for k, v in params(trainer.raw_model).items())
 
-    # always poisoned: stops after training.max_bad_steps consecutive skipped steps, never saving NaN weights
+    # always poisoned: stops after run.max_bad_steps consecutive skipped steps, never saving NaN weights
     from safetensors.torch import load_file
 
     for max_bad in (3, 7):
         stuck = make_trainer(inputs, tmp_path / f"stuck{max_bad}", checkpoint_every=1, max_bad_steps=max_bad)
         stuck.raw_model.embeddings.register_forward_hook(lambda m, a, out: out * float("inf"))
-        with pytest.raises(NonFiniteLossError, match=f"{max_bad} consecutive.*training.max_bad_steps={max_bad}"):
+        with pytest.raises(NonFiniteLossError, match=f"{max_bad} consecutive.*run.max_bad_steps={max_bad}"):
             stuck.run()
         assert stuck.state.skipped_steps == max_bad
         saved = [c for r in list_runs(tmp_path / f"stuck{max_bad}" / "checkpoints") for c in list_checkpoints(r)]
@@ -125,7 +127,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(inputs, tmp_path):
             assert all(torch.isfinite(t).all() for t in load_file(ckpt / MODEL_FILE).values())
         assert not (tmp_path / f"stuck{max_bad}" / "final").exists()
     with pytest.raises(ConfigError, match="max_bad_steps"):
-        tiny_training(max_bad_steps=0)
+        tiny_run(max_bad_steps=0)
 
 
 def test_mfu_counts_real_tokens_at_their_own_lengths(inputs, tmp_path):

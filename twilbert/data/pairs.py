@@ -23,6 +23,7 @@ pool random replies are drawn from, so it is part of the recipe there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -320,18 +321,25 @@ def build_pair_shards(
     out_dir = Path(out_dir)
     files = _open_inputs(pairs_parquet, tweets_parquet, cfg, max_len)
     clear_shards(out_dir)
-    builder = _Builder(tokenizer, cfg, max_len, num_threads)
-    writers = [SplitWriter(out_dir, s, builder.schema, cfg.rows_per_shard, 2 * max_len + 4) for s in SPLITS]
-    counts = {
-        "pairs": {"rows_in": 0, "kept": 0, "rejected": dict.fromkeys(PAIR_REJECTS, 0)},
-        "tweets": {"rows_in": 0, "kept": 0, "rejected": dict.fromkeys(TWEET_REJECTS, 0)},
-    }
-    negatives = {"swap": 0, "random": 0, "random_unavailable": 0}
-    _write_rows(files, builder, writers, counts, negatives, cfg.chunk_rows, progress)
-    manifest = _manifest(writers, counts, negatives, builder, tokenizer, cfg, max_len)
-    if manifest["rows"]["total"] == 0:
-        raise PairsError(f"pairs: no row survived (inputs: {json.dumps(counts)})")
-    write_manifest(out_dir, manifest)
+    try:
+        builder = _Builder(tokenizer, cfg, max_len, num_threads)
+        writers = [SplitWriter(out_dir, s, builder.schema, cfg.rows_per_shard, 2 * max_len + 4) for s in SPLITS]
+        counts = {
+            "pairs": {"rows_in": 0, "kept": 0, "rejected": dict.fromkeys(PAIR_REJECTS, 0)},
+            "tweets": {"rows_in": 0, "kept": 0, "rejected": dict.fromkeys(TWEET_REJECTS, 0)},
+        }
+        negatives = {"swap": 0, "random": 0, "random_unavailable": 0}
+        _write_rows(files, builder, writers, counts, negatives, cfg.chunk_rows, progress)
+        manifest = _manifest(writers, counts, negatives, builder, tokenizer, cfg, max_len)
+        if manifest["rows"]["total"] == 0:
+            raise PairsError(f"pairs: no row survived (inputs: {json.dumps(counts)})")
+        write_manifest(out_dir, manifest)
+    except BaseException:
+        # Each shard is renamed into place only when complete, but without a manifest they are no
+        # output: leave the directory empty rather than holding part of a run (and the space it took).
+        with contextlib.suppress(OSError):
+            clear_shards(out_dir)
+        raise
     return manifest
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 
 from twilbert.data.shard_format import LABELS, shard_file, split_counts, token_dtype
-from twilbert.utils import sha256_file
+from twilbert.utils import atomic_write, sha256_file
+
 
 @dataclass
 class Rows:
@@ -140,8 +141,12 @@ class SplitWriter:
         shard = Rows(self._values[0][:na], lens[0], self._values[1][:nb], lens[1], self._label[:n], self._pair_id[:n])
         file = shard_file(self.split, len(self.shards))
         path = self.out_dir / file
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
-            writer.write_table(shard.to_arrow(self.schema), max_chunksize=max(n, 1))
+
+        def write(tmp: Path) -> None:  # complete under its final name, or not there at all
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
+                writer.write_table(shard.to_arrow(self.schema), max_chunksize=max(n, 1))
+
+        atomic_write(path, write)
         del shard  # the Arrow arrays were views of the buffer, which the next rows overwrite
         self.n_pending, self._n_tok = 0, [0, 0]
         self.shards.append({"file": file, "rows": n, "sha256": sha256_file(path)})

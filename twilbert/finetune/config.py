@@ -1,8 +1,10 @@
 """Fine-tuning configs owned by the core: ``finetuning`` (defaults for every task) and ``tasks.<name>``.
 
-Key names are the original's (``dataset`` and ``task`` sections flattened into one task entry).
-Fixed from the original (inventory §9, §13): ``finetune_all`` and ``use_special_tokens`` are honoured,
-``regression`` exists, ``class_metric: 0`` is a real choice, ``stance_f1`` names its classes.
+Key names are the original's (``dataset`` and ``task`` sections flattened into one task entry). Unlike
+the original, ``finetune_all`` and ``use_special_tokens`` are honoured, ``class_metric: 0`` is a real
+choice and ``stance_f1`` names its classes (docs/deviations.md#finetune-all, #class-metric-zero,
+#stance-f1). ``tasks.<name>.type`` names a task type (:mod:`twilbert.finetune.task_types`), which
+validates the label and metric keys.
 
 A task may override any ``finetuning`` key for itself (``tasks.<name>.finetuning: {lr: 1e-4}``); the
 effective settings are :func:`effective_finetuning` (defaults, then the task's overrides, validated
@@ -17,8 +19,10 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_type_hints
 
-from twilbert.config import ConfigError, _convert, check, from_dict, to_dict
+from twilbert.config import ConfigError, _convert, check, from_dict, note_deprecated, to_dict
 
+# `regression: true` / `multi_label: true` of older params files, read as `type` (TaskConfig.upgrade_keys)
+LEGACY_TYPE_KEYS = ("regression", "multi_label")
 LOSSES = (
     "cross_entropy",
     "bce",
@@ -32,7 +36,7 @@ LOSSES = (
     "micro_recall",
     "jaccard",
 )
-# The original's "soft metric" losses (inventory §7.3): batch-level metrics over probabilities.
+# The original's "soft metric" losses: batch-level metrics over probabilities.
 SOFT_LOSSES = LOSSES[3:]
 
 
@@ -41,7 +45,6 @@ class FinetuningConfig:
     """Defaults for every task (the original's ``finetuning`` section)."""
 
     batch_size: int = 32
-    pred_batch_size: int = 64
     epochs: int = 5
     patience: int = 0  # early stopping after N epochs without dev improvement; 0 = off
     max_len: int = 64  # tokens per segment
@@ -61,14 +64,12 @@ class FinetuningConfig:
     # Several seeds: one model per seed (same data, same config); metrics.json holds mean and sd over
     # them, and the run with the best *dev* score becomes the task's model. null = one run with `seed`.
     seeds: tuple[int, ...] | None = None
-    max_bad_steps: int = 5  # stop after this many updates in a row with a NaN/inf loss or gradient
     path_load_weights: str | None = None  # null = the pipeline's pre-trained model; "random" = no pre-training
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "pred_batch_size", "epochs", "accum_iters"):
+        for name in ("batch_size", "epochs", "accum_iters"):
             check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.patience >= 0, "patience", "must be >= 0")
-        check(self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1")
         if self.seeds is not None:
             check(len(self.seeds) >= 1, "seeds", "must list at least one seed (null = the single `seed`)")
             check(len(set(self.seeds)) == len(self.seeds), "seeds", f"repeated seeds in {list(self.seeds)}")
@@ -93,6 +94,7 @@ class TaskConfig:
     train_file: str
     dev_file: str
     test_file: str
+    type: str = "single_label"  # single_label | multi_label | regression: a name in task_types.TASK_TYPES
     id_header: str = "ID"
     text_header: str = "TEXT"
     aux_header: str | None = None  # second text for text-pair tasks: [CLS] text [SEP] aux [SEP]
@@ -100,16 +102,12 @@ class TaskConfig:
     delimiter: str = "\t"
     categories: dict[str, int] = field(default_factory=dict)  # label -> index; empty for regression
     class_weights: dict[str, float] | Literal["auto", "ones"] = "ones"
-    regression: bool = False
-    multi_label: bool = False
     # Single-label classes ordered by their indices (e.g. N=0 < NEU=1 < P=2): only then is a Pearson
     # correlation of class indices meaningful, so only then may eval_metric be pearson and does
-    # metrics.json report it. (The original computed pearson on the class ids of any task, §13.)
+    # metrics.json report it.
     ordinal: bool = False
     # Multi-label class fields: "names" = the labels present, e.g. "anger|joy" (empty = none);
-    # "multi_hot" = one 0/1 per category in index order, e.g. "0|1|0" (the original's SemEval E-c
-    # files; there ``categories`` was {"0": 0, "1": 1} and the label count came from the data; here
-    # ``categories`` names the positions).
+    # "multi_hot" = one 0/1 per category in index order, e.g. "0|1|0".
     multi_label_format: Literal["names", "multi_hot"] = "names"
     label_separator: str = "|"  # multi-label: labels within the class field
     threshold: float = 0.5  # multi-label decision threshold on sigmoid probabilities
@@ -126,19 +124,14 @@ class TaskConfig:
     finetuning: dict[str, Any] | None = None  # per-task overrides of the `finetuning` section
 
     def __post_init__(self) -> None:
+        from twilbert.finetune.task_types import TASK_TYPES
+
+        check(self.type in TASK_TYPES, "type", f"unknown task type {self.type!r}; known: {sorted(TASK_TYPES)}")
         check(len(self.delimiter) == 1 and len(self.delimiter.encode()) == 1, "delimiter", "must be one single-byte (ASCII) character")
         check(self.delimiter not in "\n\r", "delimiter", "must not be a line break")
         check(self.max_chars >= 1, "max_chars", "must be >= 1")
         check(self.label_separator != "", "label_separator", "must not be empty")
-        if self.regression:
-            check(not self.categories, "categories", "must be empty for a regression task")
-            check(not self.multi_label, "multi_label", "a regression task cannot be multi-label")
-            check(self.eval_metric == "pearson", "eval_metric", "a regression task selects on pearson; set eval_metric: pearson")
-            check(self.class_weights == "ones", "class_weights", "a regression task takes no class weights")
-        else:
-            check(len(self.categories) >= 2 or (self.multi_label and len(self.categories) >= 1), "categories", "needs at least 2 labels")
-            idx = sorted(self.categories.values())
-            check(idx == list(range(len(idx))), "categories", f"indices must be 0..{len(idx) - 1}, got {idx}")
+        self.kind.check_labels(self)
         if isinstance(self.class_weights, dict) or not isinstance(self.class_weights, str):
             unknown = set(self.class_weights) - set(self.categories)
             check(not unknown, "class_weights", f"labels not in categories: {sorted(unknown)}")
@@ -149,29 +142,42 @@ class TaskConfig:
         unknown = set(self.stance_f1) - set(self.categories)
         check(not unknown, "stance_f1", f"labels not in categories: {sorted(unknown)}")
         check(0.0 < self.threshold < 1.0, "threshold", "must be in (0, 1)")
-        if not self.regression:
-            check(not (self.multi_label and self.eval_metric == "pearson"), "eval_metric", "pearson is not defined for a multi-label task")
-            check(not (self.multi_label and self.ordinal), "ordinal", "a multi-label task has no ordered classes")
-            check(
-                self.eval_metric != "pearson" or self.ordinal,
-                "eval_metric",
-                "pearson of class indices is meaningful only for ordered classes: set ordinal: true if the "
-                "categories' indices are ordered (N: 0, NEU: 1, P: 2), or select on f1/accuracy",
-            )
-            check(
-                self.average_metric != "none" or self.class_metric is not None or self.eval_metric in ("accuracy", "pearson")
-                or (bool(self.stance_f1) and self.eval_metric == "f1"),
-                "average_metric",
-                "'none' gives one value per class: set class_metric to select one",
-            )
-        else:
-            check(not self.ordinal, "ordinal", "is for classification tasks (a regression task's values are already ordered)")
+        self.kind.check_selection(self)
         if self.finetuning is not None:
             _check_overrides(self.finetuning, "finetuning")
 
+    @classmethod
+    def upgrade_keys(cls, data: dict[str, Any], key: str) -> dict[str, Any]:
+        """Older params files: the booleans ``regression`` / ``multi_label`` become ``type`` (a note
+        each, naming the replacement). ``from_dict`` calls this before it reads the keys."""
+        old = {k: data.pop(k) for k in LEGACY_TYPE_KEYS if k in data}
+        if not old:
+            return data
+        where = f"{key}." if key else ""
+        for k, v in old.items():
+            if not isinstance(v, bool):
+                raise ConfigError(f"{where}{k}: expected true/false, got {type(v).__name__} {v!r}")
+        if old.get("regression") and old.get("multi_label"):
+            raise ConfigError(f"{where}multi_label: a regression task cannot be multi-label")
+        implied = next((k for k, v in old.items() if v), "single_label")
+        if "type" in data and data["type"] != implied:
+            k = next(iter(old))
+            raise ConfigError(f"{where}type: {data['type']!r} contradicts the deprecated {where}{k}: {str(old[k]).lower()}; remove {k}")
+        data["type"] = implied
+        for k in old:
+            note_deprecated(f"{where}{k}", f"{where}type: {implied}")
+        return data
+
+    @property
+    def kind(self):  # -> TaskType
+        """The :class:`~twilbert.finetune.task_types.TaskType` named by ``type``."""
+        from twilbert.finetune.task_types import get_task_type
+
+        return get_task_type(self.type)
+
     @property
     def task_type(self) -> str:
-        return "regression" if self.regression else "multi_label" if self.multi_label else "single_label"
+        return self.type
 
     @property
     def labels(self) -> list[str]:
@@ -180,7 +186,7 @@ class TaskConfig:
 
     @property
     def n_outputs(self) -> int:
-        return 1 if self.regression else len(self.categories)
+        return self.kind.n_outputs(self)
 
 
 def _check_overrides(overrides: Any, key: str) -> None:
@@ -214,12 +220,11 @@ def effective_finetuning(defaults: FinetuningConfig, task: TaskConfig, name: str
 
 
 def check_loss_fits_task(loss: str, task: TaskConfig, key: str, name: str) -> None:
-    """regression -> mse; multi-label -> bce or a soft-metric loss; single-label -> cross_entropy or a
-    soft-metric loss. Soft-metric losses are batch-level scalars: they take no class weights."""
-    kind = task.task_type
-    allowed = {"regression": ("mse",), "multi_label": ("bce", *SOFT_LOSSES), "single_label": ("cross_entropy", *SOFT_LOSSES)}[kind]
+    """The loss must be one the task's type allows (:attr:`TaskType.losses`). Soft-metric losses are
+    batch-level scalars: they take no class weights."""
+    allowed = task.kind.losses
     if loss not in allowed:
-        raise ConfigError(f"{key}: '{loss}' does not fit task '{name}' ({kind.replace('_', '-')}); use one of {list(allowed)}")
+        raise ConfigError(f"{key}: '{loss}' does not fit task '{name}' ({task.kind.title}); use one of {list(allowed)}")
     if loss in SOFT_LOSSES and task.class_weights != "ones":
         raise ConfigError(
             f"tasks.{name}.class_weights: the soft-metric loss '{loss}' ({key}) takes no class weights; "

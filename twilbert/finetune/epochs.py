@@ -16,7 +16,7 @@ import torch
 
 from twilbert.finetune.checkpoint import EpochCheckpoints
 from twilbert.finetune.config import FinetuningConfig, TaskConfig
-from twilbert.finetune.data import EncodedSplit, bucketed_batches, collate
+from twilbert.finetune.inputs import EncodedSplit, bucketed_batches, collate
 from twilbert.finetune.metrics import BestTracker, selection_metric, selection_score
 from twilbert.finetune.model import SequenceClassifier
 from twilbert.finetune.reports import scalar_metrics
@@ -71,7 +71,7 @@ class Trainer:
         return (
             f"tasks.{self.name}: {c.consecutive_bad} optimizer updates in a row had a non-finite loss or "
             f"gradient (up to update {c.step}); stopping, nothing saved. Lower finetuning.lr, check the "
-            f"data, or raise finetuning.max_bad_steps ({self.max_bad_steps})"
+            f"data, or raise run.max_bad_steps ({self.max_bad_steps})"
         )
 
     def _loop(self, data: EncodedSplit) -> UpdateLoop:

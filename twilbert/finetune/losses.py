@@ -1,4 +1,5 @@
-"""Fine-tuning losses, by name (``finetuning.loss``).
+"""Fine-tuning losses, by name (``finetuning.loss``); which ones fit a task is its type's
+(:attr:`twilbert.finetune.task_types.TaskType.losses`), and the type builds the loss.
 
 * ``cross_entropy`` (single-label): ``mean_i w[y_i] · CE_i``. Class weights scale each example's loss
   and the mean is over examples, as Keras' ``class_weight`` in the original (torch's
@@ -6,7 +7,7 @@
 * ``bce`` (multi-label): per-label binary cross-entropy with ``pos_weight`` = the class weights (so
   ``auto`` up-weights the positives of rare labels), mean over examples and labels.
 * ``mse`` (regression).
-* The original's "soft metric" losses (``utils/finetuning_losses.py``, inventory §7.3): a metric
+* The original's "soft metric" losses (``utils/finetuning_losses.py``): a metric
   computed from probabilities over the whole batch, returned **negated**. ``p`` is softmax for a
   single-label task (``y`` one-hot) and sigmoid for a multi-label one. eps = 1e-16, beta = 1::
 
@@ -15,7 +16,7 @@
 
   ``macro_f1 = -mean_c F_c``; ``f1_macro`` = F of (mean pr, mean rc); ``micro_*`` sum tp/fp/fn over
   classes first; ``jaccard = -mean_i (Σ_c y·p + eps)/(Σ_c max(y,p) + eps)``, over the real batch size
-  (the original divided by a hard-coded 16, bug §13.12).
+  (the original divided by a hard-coded 16: docs/deviations.md#jaccard-loss-batch).
 """
 
 from __future__ import annotations
@@ -106,27 +107,19 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: 
 
 
 def build_loss(name: str, task_type: str, class_weights: torch.Tensor | None = None) -> LossFn:
-    """The loss ``name`` for a task of ``task_type`` (single_label | multi_label | regression).
+    """The loss ``name`` for a task of type ``task_type`` (a name in ``task_types.TASK_TYPES``).
 
     Compatibility was validated with the config (:func:`twilbert.finetune.config.check_loss_fits_task`);
     here a mismatch is a programming error.
     """
+    from twilbert.finetune.task_types import get_task_type
+
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {LOSSES}")
-    if name == "cross_entropy":
-        assert task_type == "single_label", task_type
-        return lambda logits, labels: weighted_cross_entropy(logits, labels, class_weights)
-    if name == "bce":
-        assert task_type == "multi_label", task_type
-        return lambda logits, labels: F.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=class_weights)
-    if name == "mse":
-        assert task_type == "regression", task_type
-        return lambda outputs, labels: F.mse_loss(outputs.float().squeeze(-1), labels)
-    assert task_type in ("single_label", "multi_label"), task_type
-    soft = SOFT[name]
-    if task_type == "single_label":
-        return lambda logits, labels: soft(F.softmax(logits.float(), -1), F.one_hot(labels, logits.shape[-1]).float())
-    return lambda logits, labels: soft(torch.sigmoid(logits.float()), labels)
+    kind = get_task_type(task_type)
+    if name not in kind.losses:
+        raise ValueError(f"loss {name!r} does not fit a {kind.title} task; it takes {list(kind.losses)}")
+    return kind.loss(name, class_weights)
 
 
 __all__ = ["BETA", "EPS", "SOFT", "build_loss", "weighted_cross_entropy"] + [f.__name__ for f in SOFT.values()]

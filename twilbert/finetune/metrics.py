@@ -1,20 +1,17 @@
-"""Task metrics from label arrays, and the dev selection score.
+"""Task metrics from label arrays, and the dev selection score; each task type picks its metrics here.
 
-Fixed from the original ``FinetuningMonitor`` (inventory §7.4):
+Unlike the original ``FinetuningMonitor`` (docs/deviations.md#stance-f1, #class-metric-zero,
+#multilabel-accuracy, #pearson-ordinal):
 * ``stance_f1`` is the mean of per-class F1 over the *named* classes, computed from the labels (the
-  original parsed lines 2 and 4 of sklearn's printed report, which needed sklearn 0.21's layout and
-  all three classes present, bug §13.9);
-* for a multi-label task ``stance_f1`` is the mean of the named labels' binary F1 (each label a
-  yes/no decision at ``threshold``); it used to be left out there, so selecting on it raised a
-  KeyError after the first epoch;
-* ``class_metric: 0`` selects class 0 (the original's ``if class_metric:`` treated 0 as unset, §13.10);
+  original parsed lines of sklearn's printed report); for a multi-label task it is the mean of the
+  named labels' binary F1 (each label a yes/no decision at ``threshold``);
+* ``class_metric: 0`` selects class 0 (the original treated 0 as unset);
 * multi-label predictions are thresholded probabilities; "accuracy" is the sample-wise Jaccard index
-  |gold ∩ pred| / |gold ∪ pred| (1 when both are empty), the SemEval-2018 E-c metric. The original
-  computed a soft Jaccard on raw sigmoid outputs (§13.11);
-* ``pearson`` on a regression task is the correlation of gold and predicted values. On a
+  |gold ∩ pred| / |gold ∪ pred| (1 when both are empty), the SemEval-2018 E-c metric (the original
+  computed a soft Jaccard on raw sigmoid outputs);
+* ``pearson`` on a regression task is the correlation of gold and predicted values; on a
   classification task it is the correlation of gold and predicted *class indices*, reported (and
-  selectable) only for a task declared ``ordinal`` (e.g. N=0 < NEU=1 < P=2). The original reported it,
-  and let dev selection use it, for any task, where the indices are arbitrary names.
+  selectable) only for a task declared ``ordinal`` (e.g. N=0 < NEU=1 < P=2).
 
 All values are plain floats (JSON-ready). A Pearson correlation with a constant side is reported as
 0.0 rather than NaN (no linear relation can be measured; NaN would also break JSON metrics files).
@@ -118,21 +115,13 @@ def regression_metrics(gold: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
 
 
 def predictions_from_outputs(probs: np.ndarray, task: TaskConfig) -> np.ndarray:
-    """Class index (N,), multi-hot (N, C) at ``threshold``, or the value (N,)."""
-    if task.regression:
-        return probs.reshape(-1)
-    if task.multi_label:
-        return (probs >= task.threshold).astype(np.int64)
-    return probs.argmax(-1)
+    """Class index (N,), multi-hot (N, C) at ``threshold``, or the value (N,): the task type's."""
+    return task.kind.predictions(probs, task.threshold)
 
 
 def compute_metrics(gold: np.ndarray, probs: np.ndarray, task: TaskConfig) -> dict[str, Any]:
     """All metrics of a split from gold labels and model probabilities (softmax / sigmoid / values)."""
-    if task.regression:
-        return regression_metrics(gold, probs.reshape(-1))
-    if task.multi_label:
-        return multi_label_metrics(gold, probs, task)
-    return single_label_metrics(gold, probs.argmax(-1), task)
+    return task.kind.metrics(gold, probs, task)
 
 
 def confusion(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -143,24 +132,13 @@ def confusion(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
 def selection_metric(task: TaskConfig) -> str:
     """Name of the value dev selection maximises: a key of the metrics dict, or
     ``per_class.<label>.<metric>`` for ``class_metric``."""
-    if task.regression:
-        return "pearson"
-    if task.class_metric is not None:
-        return f"per_class.{task.labels[task.class_metric]}.{task.eval_metric}"
-    if task.eval_metric in ("accuracy", "pearson"):
-        return task.eval_metric
-    if task.stance_f1 and task.eval_metric == "f1":
-        return "stance_f1"
-    assert task.average_metric != "none", "TaskConfig rejects average_metric none without class_metric"
-    return f"{task.eval_metric}_{task.average_metric}"
+    return task.kind.selection_metric(task)
 
 
 def selection_score(metrics: dict[str, Any], task: TaskConfig) -> float:
     """The dev score to maximise (higher is better), per ``eval_metric`` / ``average_metric`` /
     ``class_metric`` / ``stance_f1`` (precedence in :class:`TaskConfig`)."""
-    if not task.regression and task.class_metric is not None:
-        return float(metrics["per_class"][task.labels[task.class_metric]][task.eval_metric])
-    return float(metrics[selection_metric(task)])
+    return task.kind.selection_score(metrics, task)
 
 
 class BestTracker:

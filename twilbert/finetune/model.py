@@ -1,16 +1,15 @@
 """Sequence classifier: a TWilBERT encoder, a pooling ("collapse") step, dropout and one Linear head.
 
-Deviations from the original ``finetune_ffn`` (inventory §9), each deliberate:
-* ``avg`` and ``max`` pool over real tokens only: padding never enters (the original averaged over
-  pads, [CLS] and [SEP], bug §13.2), and ``use_special_tokens: false`` also leaves out [CLS]/[SEP]
-  (the original documented that key and never read it);
-* ``eval()`` turns every dropout off, the encoder's included (the original's encoder dropout stayed
-  on at prediction time, bug §13.1);
+Where it departs from the original ``finetune_ffn`` (each deliberate; rows in docs/deviations.md):
+* ``avg`` and ``max`` pool over real tokens only: padding never enters, and ``use_special_tokens:
+  false`` also leaves out [CLS]/[SEP] (the original documented that key and never read it;
+  docs/deviations.md#pooling-real-tokens);
+* ``eval()`` turns every dropout off, the encoder's included (docs/deviations.md#dropout-off-at-eval);
 * ``freeze_encoder`` (``finetune_all: false``) really freezes: encoder parameters get no gradient and
-  the encoder stays in eval mode (no dropout, PKM batch-norm statistics fixed), so only the head
-  trains (the original's ``trainable_layers`` list replaced the documented ``finetune_all``);
+  the encoder stays in eval mode (no dropout, PKM batch-norm statistics fixed), so only the head trains
+  (docs/deviations.md#finetune-all);
 * the head is initialised TruncatedNormal(0, initializer_range) (the original passed init_range as
-  the *mean*, bug §13.3).
+  the *mean*; docs/deviations.md#head-init).
 
 A fine-tuned model directory (:func:`save_finetuned`) holds ``model.safetensors`` (encoder without its
 pre-training heads, plus the classifier head), ``config.json`` and ``spm.model``; it is usable alone.
@@ -19,14 +18,12 @@ pre-training heads, plus the classifier head), ``config.json`` and ``spm.model``
 from __future__ import annotations
 
 import contextlib
-
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from twilbert.config import ConfigError, from_dict
@@ -147,8 +144,6 @@ def model_config_from_dict(stored: dict[str, Any], where: str = "config.json") -
         raise CheckpointError(f"{where}: not a TWilBERT model config: {exc}") from None
 
 
-
-
 def resolve_pretrained_dir(path: str | Path) -> Path:
     """A checkpoint directory: ``path`` itself, or ``path/final`` (the pretrain stage's output dir)."""
     path = Path(path)
@@ -189,8 +184,6 @@ class _Exported(nn.Module):
         self.encoder.embeddings = clf.encoder.embeddings
         self.encoder.encoder = clf.encoder.encoder
         self.head = clf.head
-
-
 
 
 def save_finetuned(model_dir: str | Path, model: SequenceClassifier, tokenizer_path: str | Path, info: dict[str, Any]) -> Path:
@@ -254,12 +247,11 @@ def load_finetuned(model_dir: str | Path, attention: str = "sdpa") -> FinetunedM
 
 
 def probabilities(outputs: torch.Tensor, task_type: str) -> torch.Tensor:
-    """Model outputs -> softmax (single-label), sigmoid (multi-label) or the value itself (regression, (N,))."""
-    if task_type == "single_label":
-        return F.softmax(outputs.float(), dim=-1)
-    if task_type == "multi_label":
-        return torch.sigmoid(outputs.float())
-    return outputs.float().squeeze(-1)
+    """Model outputs -> what the task type reads: softmax (single-label), sigmoid (multi-label) or the
+    value itself (regression, (N,))."""
+    from twilbert.finetune.task_types import get_task_type
+
+    return get_task_type(task_type).probabilities(outputs)
 
 
 __all__ = [

@@ -1,8 +1,9 @@
-"""``import-hf``: a transformers BERT or ALBERT directory as a TWilBERT checkpoint, exactly or not at all.
+"""``import-hf``: a transformers BERT, ALBERT, RoBERTa or XLM-R directory as a TWilBERT checkpoint, exactly or not at all.
 
 Refused, with every reason (:func:`import_problems`): other model types, decoders / cross-attention,
 non-absolute position embeddings, ``intermediate_size != 4 * hidden_size`` (our FFN is 4H),
-``type_vocab_size != 2``, ALBERT groups other than all-shared or unshared, ``inner_group_num != 1``,
+``type_vocab_size`` other than 2 (RoBERTa / XLM-R: 1 or 2), a RoBERTa ``pad_token_id`` outside its
+position table, ALBERT groups other than all-shared or unshared, ``inner_group_num != 1``,
 and a tanh-approximate GELU (``gelu_new``, ``gelu_pytorch_tanh``..., ALBERT's default) unless
 ``approximate_gelu``: ours is exact (see docs/deviations.md#gelu-exact), so the outputs then differ slightly and
 the probe's max difference is reported instead of enforced. Weights load only through safetensors.
@@ -12,8 +13,10 @@ the checkpoint has none) is freshly initialised, seeded, for continued pre-train
 with an identity ``embedding_hidden_mapping_in`` (our own export of an unfactorised model) is read back
 unfactorised. The tokenizer is our own ``spm.model`` when the checkpoint carries it, else the
 checkpoint's own renumbered to our special ids (``twilbert.hf.tokenizer``), the vocabulary rows
-permuted to match. ``max_len`` keeps the first ``2 * max_len + 3`` position rows (BERT has 512; our
-table is sized by ``max_len``).
+permuted to match, and the ``normalize.rules`` it expects suggested
+(:func:`~twilbert.hf.tokenizer.suggested_rules`). ``max_len`` keeps the first ``2 * max_len + 3``
+position rows (BERT has 512; our table is sized by ``max_len``); RoBERTa's rows count from
+``pad_token_id + 1`` (docs/deviations.md#roberta-layout).
 """
 
 from __future__ import annotations
@@ -30,7 +33,15 @@ import torch
 from twilbert.config import to_dict
 from twilbert.hf.common import PARITY_TOL, HFInteropError, quiet_transformers, refuse
 from twilbert.hf.probe import hidden_state_difference, mlm_logit_difference
-from twilbert.hf.tokenizer import RENUMBER_PROBES, check_renumbered, find_spm, lowercases, renumber_tokenizer, source_tokenizer
+from twilbert.hf.tokenizer import (
+    RENUMBER_PROBES,
+    check_renumbered,
+    find_spm,
+    lowercases,
+    renumber_tokenizer,
+    source_tokenizer,
+    suggested_rules,
+)
 from twilbert.hf.weights import FAMILIES, Family, from_hf_state_dict, model_config_from_hf
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
@@ -51,7 +62,15 @@ def _albert_problems(hf_cfg: Any) -> list[str]:
     return out
 
 
-_FAMILY_PROBLEMS = {"albert": _albert_problems}  # refusals that only one family's settings can trigger
+def _roberta_problems(hf_cfg: Any) -> list[str]:
+    pad, rows = hf_cfg.pad_token_id, hf_cfg.max_position_embeddings
+    if pad is None or not 0 <= pad < rows - 1:
+        return [f"pad_token_id {pad}: RoBERTa's positions start at pad_token_id + 1, inside its {rows} position rows"]
+    return []
+
+
+# refusals that only one family's settings can trigger
+_FAMILY_PROBLEMS = {"albert": _albert_problems, "roberta": _roberta_problems, "xlm-roberta": _roberta_problems}
 
 
 def import_problems(hf_cfg: Any, *, approximate_gelu: bool = False) -> list[str]:
@@ -67,7 +86,7 @@ def import_problems(hf_cfg: Any, *, approximate_gelu: bool = False) -> list[str]
         out.append(f"position_embedding_type {hf_cfg.position_embedding_type!r}: only absolute positions")
     if hf_cfg.intermediate_size != 4 * hf_cfg.hidden_size:
         out.append(f"intermediate_size {hf_cfg.intermediate_size} != 4 x hidden_size {hf_cfg.hidden_size}: the TWilBERT FFN is 4H")
-    if hf_cfg.type_vocab_size != 2:
+    if hf_cfg.type_vocab_size not in FAMILIES[kind].type_rows:
         out.append(f"type_vocab_size {hf_cfg.type_vocab_size}: TWilBERT has exactly 2 segments")
     if hf_cfg.hidden_size % hf_cfg.num_attention_heads:
         out.append(f"hidden_size {hf_cfg.hidden_size} is not divisible by num_attention_heads {hf_cfg.num_attention_heads}")
@@ -107,8 +126,8 @@ def _as_twilbert(hf_cfg: Any, family: Family, hf_model: torch.nn.Module, has_hea
     hf_sd = {k: v.detach() for k, v in hf_model.state_dict().items()}
     factorize = None
     if family.projection and hf_cfg.embedding_size == hf_cfg.hidden_size:
-        w = hf_sd[f"{family.model_type}.{family.projection}.weight"]
-        b = hf_sd[f"{family.model_type}.{family.projection}.bias"]
+        w = hf_sd[f"{family.base}.{family.projection}.weight"]
+        b = hf_sd[f"{family.base}.{family.projection}.bias"]
         if torch.equal(w, torch.eye(w.shape[0], dtype=w.dtype)) and not b.any():
             factorize = False  # our own unfactorised shared export: drop the identity again
     cfg = model_config_from_hf(hf_cfg, factorize=factorize)
@@ -118,7 +137,7 @@ def _as_twilbert(hf_cfg: Any, family: Family, hf_model: torch.nn.Module, has_hea
     torch.manual_seed(seed)
     model = TWilBERT(cfg)
     state = model.state_dict()
-    state.update(from_hf_state_dict(hf_sd, cfg, family.model_type, with_mlm_head=has_head))
+    state.update(from_hf_state_dict(hf_sd, cfg, family.model_type, with_mlm_head=has_head, pad_token_id=hf_cfg.pad_token_id))
     model.load_state_dict(state, strict=True)
     model.eval()
     if not has_head:
@@ -144,7 +163,7 @@ def _positions(max_len: int | None, cfg: ModelConfig) -> int | None:
 
 def _verify(hf_dir: Path, model: TWilBERT, hf_model: torch.nn.Module, family: Family, has_head: bool, approximate_gelu: bool) -> float:
     """Max |difference| of hidden states on the probe batch, refused over the tolerance (exact GELU)."""
-    diff = hidden_state_difference(model, getattr(hf_model, family.model_type))
+    diff = hidden_state_difference(model, getattr(hf_model, family.base))
     if not approximate_gelu and not diff <= PARITY_TOL:
         raise HFInteropError(f"{hf_dir}: the imported model differs from the source (max |diff| {diff:.3g} > {PARITY_TOL})")
     if has_head:
@@ -154,8 +173,11 @@ def _verify(hf_dir: Path, model: TWilBERT, hf_model: torch.nn.Module, family: Fa
     return diff
 
 
-def _carry_tokenizer(hf_dir: Path, cfg: ModelConfig, warns: list[str]) -> tuple[Path | None, str | None, list[int] | None]:
-    """(our own spm.model to copy, or the checkpoint's tokenizer renumbered and its ``perm``; or neither)."""
+def _carry_tokenizer(
+    hf_dir: Path, cfg: ModelConfig, warns: list[str], meta: dict[str, Any]
+) -> tuple[Path | None, str | None, list[int] | None]:
+    """(our own spm.model to copy, or the checkpoint's tokenizer renumbered and its ``perm``; or neither).
+    A checkpoint's own tokenizer also says which ``normalize.rules`` it expects (into ``meta``)."""
     from twilbert.text.tokenizer import Tokenizer
 
     spm = find_spm(hf_dir)
@@ -177,6 +199,7 @@ def _carry_tokenizer(hf_dir: Path, cfg: ModelConfig, warns: list[str]) -> tuple[
         check_renumbered(spec, renumbered, perm, RENUMBER_PROBES)
     except HFInteropError as exc:
         raise HFInteropError(f"{hf_dir}: {exc}") from None
+    meta["normalize_rules"], meta["normalize_rules_why"] = suggested_rules(spec)
     if lowercases(spec) is False:
         warns.append("its tokenizer is cased: set normalize.rules.lowercase: false, or the pipeline lower-cases tweets before it sees them")
     if perm != list(range(len(perm))):
@@ -259,7 +282,7 @@ def import_hf(
     positions = _positions(max_len, model.config)
     diff = _verify(hf_dir, model, hf_model, family, has_head, approximate_gelu) if verify else None
     meta: dict[str, Any] = {"imported_from": str(hf_dir), "hf_model_type": family.model_type, "hf_hidden_act": hf_cfg.hidden_act}
-    own_spm, renumbered, perm = _carry_tokenizer(hf_dir, model.config, warns)
+    own_spm, renumbered, perm = _carry_tokenizer(hf_dir, model.config, warns, meta)
     model = _reshape(model, renumbered, perm, positions, warns)
     tok_file = _write(out_dir, model, own_spm, renumbered, meta)
     for w in warns:
@@ -271,5 +294,7 @@ def import_hf(
         "mlm_head": "imported" if has_head else "fresh",
         "tokenizer": str(tok_file) if tok_file is not None else None,
         "max_abs_diff_hidden": diff,
+        "normalize_rules": meta.get("normalize_rules"),
+        "normalize_rules_why": meta.get("normalize_rules_why"),
         "warnings": warns,
     }

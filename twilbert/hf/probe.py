@@ -28,6 +28,11 @@ def probe_batch(vocab_size: int, max_positions: int, seed: int = 0) -> tuple[tor
     return ids, types, mask
 
 
+def _their_types(theirs: torch.nn.Module, types: torch.Tensor) -> torch.Tensor:
+    """A one-row token-type table (RoBERTa) takes segment 0 everywhere: ours then has two equal rows."""
+    return types if getattr(theirs.config, "type_vocab_size", 2) > 1 else torch.zeros_like(types)
+
+
 @torch.inference_mode()
 def hidden_state_difference(ours: TWilBERT, theirs: torch.nn.Module, seed: int = 0) -> float:
     """Max |difference| of the final hidden states at real tokens, ours vs an HF base model."""
@@ -35,7 +40,7 @@ def hidden_state_difference(ours: TWilBERT, theirs: torch.nn.Module, seed: int =
     theirs.eval()
     ids, types, mask = probe_batch(ours.config.vocab_size, ours.config.max_positions, seed)
     a = ours.encode(ids, types, mask)  # (3, T, H)
-    b = theirs(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).last_hidden_state  # (3, T, H)
+    b = theirs(input_ids=ids, token_type_ids=_their_types(theirs, types), attention_mask=mask.long()).last_hidden_state  # (3, T, H)
     return float((a - b).abs()[mask].max())
 
 
@@ -46,5 +51,5 @@ def mlm_logit_difference(ours: TWilBERT, theirs: torch.nn.Module, seed: int = 0)
     theirs.eval()
     ids, types, mask = probe_batch(ours.config.vocab_size, ours.config.max_positions, seed)
     a = ours(ids, types, mask, mlm_labels=torch.where(mask, ids, IGNORE_INDEX)).mlm_logits  # (N, V)
-    b = theirs(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).logits[mask]  # (N, V)
+    b = theirs(input_ids=ids, token_type_ids=_their_types(theirs, types), attention_mask=mask.long()).logits[mask]  # (N, V)
     return float((a - b).abs().max())

@@ -8,13 +8,16 @@ escaping, user-defined placeholder pieces always whole, unknowns fused) and our 
 ``Tokenizer.encode`` for BPE vocabularies; for unigram ones a rare exact tie between equal-score
 segmentations (``!!!`` = ``!`` + ``!!`` or ``!!`` + ``!``) is broken by float32 rounding in
 SentencePiece and by order in ``tokenizers`` (measured: benchmarks/RESULTS.md#tokenizer-export). The
-exported tokenizer does not normalise tweets: apply ``twilbert.text.normalize`` first.
+exported tokenizer does not normalise tweets (apply ``twilbert.text.normalize`` first); a fine-tuned
+classifier's export does (:mod:`twilbert.hf.normalizers`).
 
 Import (:func:`renumber_tokenizer`): a checkpoint's own fast tokenizer (a Spanish BERT's WordPiece, an
 ALBERT's SentencePiece...) gets our five special ids first, with our names (see
 docs/deviations.md#special-token-ids), and every other id in its old order after them; ``perm`` says
 how to move the embedding rows and MLM biases to match, and :func:`check_renumbered` checks on probe
-texts that nothing else changed.
+texts that nothing else changed. The source's fixed padding and truncation are dropped and its
+post-processor becomes our template; its normaliser, pre-tokeniser and added tokens are kept
+(docs/deviations.md#source-tokenizer-settings).
 """
 
 from __future__ import annotations
@@ -37,13 +40,14 @@ RENUMBER_PROBES = ["hola user, ¿qué tal? 😂", "Jajaja no me lo puedo creer u
 _NORMAL, _USER_DEFINED = 1, 4  # sentencepiece_model.proto: ModelProto.SentencePiece.Type
 
 
-def set_pair_template(tok) -> None:
-    """Our ``[CLS] a [SEP] (b [SEP])`` template with token types 0/1, on a ``tokenizers.Tokenizer``."""
+def set_pair_template(tok, segment_b: int = 1) -> None:
+    """Our ``[CLS] a [SEP] (b [SEP])`` template with token types 0/``segment_b`` (0 for a model with one
+    token-type row: an exported RoBERTa whose segment rows are still equal), on a ``tokenizers.Tokenizer``."""
     from tokenizers import processors
 
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS]:0 $A:0 [SEP]:0",
-        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        pair=f"[CLS]:0 $A:0 [SEP]:0 $B:{segment_b} [SEP]:{segment_b}",
         special_tokens=[(SPECIAL_TOKENS[CLS_ID], CLS_ID), (SPECIAL_TOKENS[SEP_ID], SEP_ID)],
     )
 
@@ -120,10 +124,12 @@ def build_hf_tokenizer(spm_path: str | Path):
     return tok
 
 
-def save_hf_tokenizer(spm_path: str | Path, out_dir: str | Path, model_max_length: int) -> None:
+def save_hf_tokenizer(spm_path: str | Path, out_dir: str | Path, model_max_length: int, *, type_rows: int = 2, normalizer=None) -> None:
     """``tokenizer.json`` + ``tokenizer_config.json`` (loadable by ``AutoTokenizer``) and a copy of the
     SentencePiece model as ``spm.model``. An imported checkpoint's ``tokenizer.json`` (its ids already
-    ours, see :func:`renumber_tokenizer`) is written as it is, with no ``spm.model``."""
+    ours, see :func:`renumber_tokenizer`) is written as it is, with no ``spm.model``. ``type_rows``: the
+    exported model's token-type rows (1: segment B is typed 0 too). ``normalizer``: a ``tokenizers``
+    normaliser run before the tokenizer's own (the tweet rules, :mod:`twilbert.hf.normalizers`)."""
     transformers = require_transformers()
     if Path(spm_path).suffix == ".json":
         from tokenizers import Tokenizer
@@ -131,6 +137,11 @@ def save_hf_tokenizer(spm_path: str | Path, out_dir: str | Path, model_max_lengt
         backend = Tokenizer.from_file(str(spm_path))
     else:
         backend = build_hf_tokenizer(spm_path)
+    set_pair_template(backend, segment_b=1 if type_rows > 1 else 0)
+    if normalizer is not None:
+        from tokenizers import normalizers
+
+        backend.normalizer = normalizer if backend.normalizer is None else normalizers.Sequence([normalizer, backend.normalizer])
     fast = transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token=SPECIAL_TOKENS[UNK_ID],
@@ -230,6 +241,33 @@ def lowercases(spec: dict[str, Any]) -> bool | None:
     return walk(spec.get("normalizer"))
 
 
+# Tokens of pysentimiento's preprocessing (RoBERTuito): handles, and the words it wraps tags and emoji in.
+PYSENTIMIENTO_MARKERS = ("@usuario", "hashtag", "emoji")
+
+
+def _whole_tokens(spec: dict[str, Any]) -> set[str]:
+    """Every token of a tokenizer.json as a word: added tokens, and vocabulary pieces with a word-start
+    mark (``Ġ`` byte-level, ``▁`` SentencePiece) stripped."""
+    vocab = spec["model"].get("vocab")
+    pieces = list(vocab) if isinstance(vocab, dict) else [p for p, _ in vocab or []]
+    return {p.removeprefix("\u0120").removeprefix("\u2581") for p in pieces} | {a["content"] for a in spec.get("added_tokens") or []}
+
+
+def suggested_rules(spec: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The ``normalize.rules`` a checkpoint's tokenizer expects, and why: RoBERTuito-like vocabularies
+    (``@usuario``, ``hashtag`` and ``emoji`` whole tokens) take the ``pysentimiento`` preset; any other
+    the default preset. ``lowercase`` follows the tokenizer: true when it lower-cases or its vocabulary
+    has no upper-case word; false for a cased vocabulary (then the pipeline must keep the case)."""
+    words = _whole_tokens(spec)
+    upper = sum(any(c.isupper() for c in w) for w in words if w.isalpha() and len(w) > 1)
+    lower = lowercases(spec) is True or upper == 0
+    casing = "the tokenizer lower-cases" if lowercases(spec) else ("its vocabulary has no upper-case word" if lower else f"cased vocabulary words: {upper}")
+    if all(m in words for m in PYSENTIMIENTO_MARKERS):
+        rules: dict[str, Any] = {"preset": "pysentimiento"} | ({"lowercase": True} if lower else {})
+        return rules, f"its vocabulary has pysentimiento's {', '.join(PYSENTIMIENTO_MARKERS)} as whole tokens; {casing}"
+    return {"preset": "default", "lowercase": lower}, f"no preprocessing markers found in its vocabulary; {casing}"
+
+
 def _special_ids(tok, roles: dict[str, str]) -> list[int]:
     """The source ids of the tokens playing our five special roles, in our order."""
     old_special = []
@@ -266,6 +304,26 @@ def _renumber_model(model: dict[str, Any], new_of: dict[int, int], rename: dict[
         model["unk_token"] = rename[model["unk_token"]]
 
 
+def _take_added(spec: dict[str, Any]) -> None:
+    """Put the added tokens the model section lacks (RoBERTa's and XLM-R's ``<mask>``, added after
+    training) into it at their ids, in place: ``tokenizers`` renumbers an added token that its model does
+    not know, so renumbering must move it with the model's ids. A Unigram list gets them at a score far
+    below every piece (added tokens are matched before the model, and typed as text --
+    ``split_special_tokens`` -- they never win over the characters that spell them)."""
+    model = spec["model"]
+    added = sorted((a["id"], a["content"]) for a in spec.get("added_tokens") or [])
+    if isinstance(model.get("vocab"), dict):
+        ids = set(model["vocab"].values())
+        model["vocab"].update({content: i for i, content in added if content not in model["vocab"] and i not in ids})
+    elif isinstance(model.get("vocab"), list) and model["vocab"]:
+        pieces = model["vocab"]
+        past = [(i, content) for i, content in added if i >= len(pieces)]
+        if [i for i, _ in past] != list(range(len(pieces), len(pieces) + len(past))):
+            raise HFInteropError(f"added tokens {past} leave a gap after the Unigram tokenizer's {len(pieces)} pieces; not supported")
+        floor = min(score for _, score in pieces) - 1e4
+        pieces.extend([content, floor] for _, content in past)
+
+
 def renumber_tokenizer(spec: dict[str, Any], roles: dict[str, str], n_rows: int) -> tuple[str, list[int]]:
     """An imported tokenizer with TWilBERT's special ids: ``(tokenizer.json text, perm)``.
 
@@ -293,6 +351,7 @@ def renumber_tokenizer(spec: dict[str, Any], roles: dict[str, str], n_rows: int)
     rename = {roles[ours]: ours for ours in SPECIAL_TOKENS}
 
     spec = json.loads(json.dumps(spec))
+    _take_added(spec)
     _renumber_model(spec["model"], new_of, rename)
     for added in spec.get("added_tokens") or []:
         added["id"] = new_of[added["id"]]
@@ -312,6 +371,8 @@ def check_renumbered(spec: dict[str, Any], renumbered: str, perm: list[int], tex
     from tokenizers import Tokenizer
 
     src, new = Tokenizer.from_str(json.dumps(spec)), Tokenizer.from_str(renumbered)
+    src.no_padding()  # a source's fixed padding / truncation (sentence-transformers exports) is no split
+    src.no_truncation()
     for text in texts:
         a = src.encode(text, add_special_tokens=False).ids
         b = new.encode(text, add_special_tokens=False).ids

@@ -9,14 +9,19 @@ attn.qkv (fused)             ``query``/``key``/``value`` (split in that order)
 attn.out, norm1              BERT ``attention.output.dense/LayerNorm``; ALBERT ``attention.dense/LayerNorm``
 ffn.fc_in, ffn.fc_out, norm2 BERT ``intermediate.dense``, ``output.dense/LayerNorm``;
                              ALBERT ``ffn``, ``ffn_output``, ``full_layer_layer_norm``
-mlm_head (with transform)    BERT ``cls.predictions.*``; ALBERT ``predictions.*``
+mlm_head (with transform)    BERT ``cls.predictions.*``; ALBERT ``predictions.*``; RoBERTa ``lm_head.*``
 ===========================  ===========================================================
 
 One table serves both directions (:func:`to_hf_state_dict`, :func:`from_hf_state_dict`), so a new
 family is a new :class:`Family` entry plus its config translation and refusal rules. BERT is chosen
 when the embeddings are not factorised and no layer is shared; ALBERT otherwise (E -> H is a plain
 Linear in both; shared layers are ``num_hidden_groups=1``, unshared ones one layer per group, and a
-shared model with E = H gets an identity ``embedding_hidden_mapping_in``).
+shared model with E = H gets an identity ``embedding_hidden_mapping_in``). RoBERTa and XLM-R are
+BERT's layers under other names, chosen by what a checkpoint was imported from (``export_family``),
+with two layout differences handled exactly (docs/deviations.md#roberta-layout): their position ids
+start at ``pad_token_id + 1`` (the rows before are cut on import and written as zeros on export), and
+they usually have one token-type row (our two segments both get it; exported as one row while ours are
+still equal, else as ``type_vocab_size: 2``).
 """
 
 from __future__ import annotations
@@ -44,9 +49,9 @@ EMBEDDINGS = {
 
 @dataclass(frozen=True)
 class Family:
-    """How one transformers model family names our weights; base-relative names exclude ``model_type.``."""
+    """How one transformers model family names our weights; base-relative names exclude the base prefix (``bert.``)."""
 
-    model_type: str  # config.model_type, the base model's attribute and the key prefix in *ForMaskedLM
+    model_type: str  # config.model_type
     class_stem: str  # "Bert": BertConfig, BertModel, BertForMaskedLM...
     layer: str  # base-relative prefix of the layer (ALBERT: group) holding block {i}'s weights
     qkv: tuple[str, str, str]  # layer-relative query/key/value names
@@ -55,6 +60,16 @@ class Family:
     mlm: dict[str, str]  # our mlm_head parameter (transform = Sequential(Linear, GELU, LayerNorm)) -> theirs
     projection: str | None = None  # base-relative E -> H Linear, when the family has one
     config_extras: Callable[[ModelConfig], dict[str, Any]] | None = None  # family-only config keys
+    position_offset: bool = False  # RoBERTa: real tokens sit at positions pad_token_id + 1, + 2, ...
+    type_rows: tuple[int, ...] = (2,)  # token-type rows the family's checkpoints may have (ours: 2)
+    base_attr: str = ""  # the base model's attribute and key prefix in *ForMaskedLM ("": model_type)
+    # *ForSequenceClassification: the H -> H tanh layer on [CLS] and the linear layer to the labels
+    seq_head: tuple[str, str] = ("bert.pooler.dense", "classifier")
+
+    @property
+    def base(self) -> str:
+        """``"bert"``, ``"albert"``, ``"roberta"`` (XLM-R too): where the encoder sits in a heads model."""
+        return self.base_attr or self.model_type
 
     def hf_class(self, suffix: str):
         """``"Config"``, ``"Model"``, ``"ForMaskedLM"``, ``"ForSequenceClassification"``... of this family."""
@@ -110,8 +125,51 @@ ALBERT = Family(
     mlm={**_TRANSFORM, "bias": "bias"},
     projection="encoder.embedding_hidden_mapping_in",
     config_extras=_albert_config,
+    seq_head=("albert.pooler", "classifier"),
 )
-FAMILIES = {f.model_type: f for f in (BERT, ALBERT)}
+
+
+def _roberta_config(cfg: ModelConfig) -> dict[str, Any]:
+    return {"bos_token_id": CLS_ID, "eos_token_id": SEP_ID}
+
+
+def _roberta(model_type: str, class_stem: str) -> Family:
+    return Family(
+        model_type=model_type,
+        class_stem=class_stem,
+        layer=BERT.layer,
+        qkv=BERT.qkv,
+        block=BERT.block,
+        mlm_prefix="lm_head.",
+        mlm={
+            "transform.0.weight": "dense.weight",
+            "transform.0.bias": "dense.bias",
+            "transform.2.weight": "layer_norm.weight",
+            "transform.2.bias": "layer_norm.bias",
+            "bias": "bias",
+        },
+        config_extras=_roberta_config,
+        position_offset=True,
+        type_rows=(1, 2),
+        base_attr="roberta",
+        seq_head=("classifier.dense", "classifier.out_proj"),
+    )
+
+
+ROBERTA = _roberta("roberta", "Roberta")
+XLM_ROBERTA = _roberta("xlm-roberta", "XLMRoberta")
+FAMILIES = {f.model_type: f for f in (BERT, ALBERT, ROBERTA, XLM_ROBERTA)}
+
+
+def first_position(family: Family, pad_token_id: int | None) -> int:
+    """Row of the family's position table that holds position 0 of ours (RoBERTa: ``pad_token_id + 1``)."""
+    return pad_token_id + 1 if family.position_offset else 0
+
+
+def export_type_rows(family: Family, segment: torch.Tensor) -> int:
+    """Token-type rows to export: one while both our segment rows are equal (an imported RoBERTa before
+    any pair training), where the family allows it; else two."""
+    return 1 if 1 in family.type_rows and torch.equal(segment[0], segment[1]) else 2
 
 
 def family_of(cfg: ModelConfig) -> Family:
@@ -124,8 +182,10 @@ def hf_kind(cfg: ModelConfig) -> str:
     return family_of(cfg).model_type
 
 
-def hf_config_dict(cfg: ModelConfig) -> dict[str, Any]:
-    """The transformers config (BertConfig / AlbertConfig keyword arguments) of ``cfg``."""
+def hf_config_dict(cfg: ModelConfig, family: Family | None = None, type_rows: int = 2) -> dict[str, Any]:
+    """The transformers config (BertConfig / AlbertConfig / RobertaConfig... keyword arguments) of ``cfg``
+    (``family``: default :func:`family_of`; ``type_rows``: see :func:`export_type_rows`)."""
+    family = family or family_of(cfg)
     d: dict[str, Any] = {
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
@@ -136,20 +196,22 @@ def hf_config_dict(cfg: ModelConfig) -> dict[str, Any]:
         # HF has one dropout for embeddings and residual branches: training-only, so no parity issue
         "hidden_dropout_prob": cfg.output_dropout,
         "attention_probs_dropout_prob": cfg.attention_dropout,
-        "max_position_embeddings": cfg.max_positions,
-        "type_vocab_size": 2,
+        "max_position_embeddings": cfg.max_positions + first_position(family, PAD_ID),
+        "type_vocab_size": type_rows,
         "initializer_range": cfg.initializer_range,
         "layer_norm_eps": cfg.layer_norm_eps,
         "pad_token_id": PAD_ID,
         "tie_word_embeddings": bool(cfg.tie_mlm_decoder),
     }
-    extras = family_of(cfg).config_extras
+    extras = family.config_extras
     return d | (extras(cfg) if extras else {})
 
 
 def model_config_from_hf(hf_cfg: Any, *, factorize: bool | None = None) -> ModelConfig:
-    """Translate an HF BERT/ALBERT config (``factorize``: override for an identity E -> H mapping)."""
+    """Translate an HF BERT/ALBERT/RoBERTa/XLM-R config (``factorize``: override for an identity E -> H
+    mapping). RoBERTa's position rows before ``pad_token_id + 1`` are not counted."""
     H = hf_cfg.hidden_size
+    skipped = first_position(FAMILIES[hf_cfg.model_type], hf_cfg.pad_token_id)
     if hf_cfg.model_type == "albert":
         E = hf_cfg.embedding_size
         fact = True if factorize is None else factorize
@@ -158,7 +220,7 @@ def model_config_from_hf(hf_cfg: Any, *, factorize: bool | None = None) -> Model
         E, fact, shared = H, False, False
     return ModelConfig(
         vocab_size=hf_cfg.vocab_size,
-        max_positions=hf_cfg.max_position_embeddings,
+        max_positions=hf_cfg.max_position_embeddings - skipped,
         factorize_embeddings=fact,
         cross_sharing=shared,
         embedding_size=E if fact else H,
@@ -184,18 +246,22 @@ def model_config_from_hf(hf_cfg: Any, *, factorize: bool | None = None) -> Model
 def _layers(family: Family, cfg: ModelConfig) -> list[tuple[int, str]]:
     """(our block index, full HF prefix) of every HF layer that holds weights (shared: only one)."""
     n = 1 if cfg.cross_sharing else cfg.n_encoders
-    return [(i, f"{family.model_type}." + family.layer.format(i=i)) for i in range(n)]
+    return [(i, f"{family.base}." + family.layer.format(i=i)) for i in range(n)]
 
 
-def to_hf_state_dict(model: TWilBERT, *, with_mlm_head: bool) -> dict[str, torch.Tensor]:
-    """Our weights under HF's names (``bert.``/``albert.`` prefixed, heads as in *ForMaskedLM)."""
+def to_hf_state_dict(model: TWilBERT, *, with_mlm_head: bool, family: Family | None = None) -> dict[str, torch.Tensor]:
+    """Our weights under HF's names (``bert.``/``albert.``/``roberta.`` prefixed, heads as in *ForMaskedLM)."""
     cfg = model.config
-    family = family_of(cfg)
+    family = family or family_of(cfg)
     sd = {k: v.detach() for k, v in model.state_dict().items()}
-    base = f"{family.model_type}."
+    base = f"{family.base}."
     out: dict[str, torch.Tensor] = {}
     for ours, theirs in EMBEDDINGS.items():
         out[base + "embeddings." + theirs] = sd["embeddings." + ours]
+    if family.position_offset:  # rows 0..PAD_ID: never read by a real token (PAD_ID's row is the padding row)
+        pos = sd["embeddings.position.weight"]  # (P, E)
+        out[base + "embeddings.position_embeddings.weight"] = torch.cat([pos.new_zeros(first_position(family, PAD_ID), pos.shape[1]), pos])
+    out[base + "embeddings.token_type_embeddings.weight"] = sd["embeddings.segment.weight"][: export_type_rows(family, sd["embeddings.segment.weight"])]
     if family.projection:
         H = cfg.hidden_size
         if cfg.factorize_embeddings:
@@ -225,13 +291,19 @@ def to_hf_state_dict(model: TWilBERT, *, with_mlm_head: bool) -> dict[str, torch
     return {k: v.contiguous().clone() for k, v in out.items()}
 
 
-def from_hf_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig, kind: str, *, with_mlm_head: bool) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`to_hf_state_dict`: HF names -> ours (encoder, and the MLM head if asked)."""
+def from_hf_state_dict(
+    hf: dict[str, torch.Tensor], cfg: ModelConfig, kind: str, *, with_mlm_head: bool, pad_token_id: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`to_hf_state_dict`: HF names -> ours (encoder, and the MLM head if asked).
+    ``pad_token_id``: the source config's (RoBERTa's position rows start after it)."""
     family = FAMILIES[kind]
-    base = f"{family.model_type}."
+    base = f"{family.base}."
     out: dict[str, torch.Tensor] = {}
     for ours, theirs in EMBEDDINGS.items():
         out["embeddings." + ours] = hf[base + "embeddings." + theirs]
+    first = first_position(family, pad_token_id)
+    out["embeddings.position.weight"] = out["embeddings.position.weight"][first : first + cfg.max_positions]  # (P, E)
+    out["embeddings.segment.weight"] = out["embeddings.segment.weight"].expand(2, -1)  # one row: both segments get it
     if cfg.factorize_embeddings:
         out["embeddings.project.weight"] = hf[base + family.projection + ".weight"]
         out["embeddings.project.bias"] = hf[base + family.projection + ".bias"]

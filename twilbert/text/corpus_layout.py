@@ -16,6 +16,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 TEXT_COLUMNS: dict[str, tuple[str, ...]] = {"pairs": ("orig_text", "reply_text"), "tweets": ("text",)}
 ID_COLUMNS: dict[str, tuple[str, ...]] = {"pairs": ("orig_id", "reply_id"), "tweets": ("id",)}
+# The id each row should hold once, counted as ``repeated_ids`` in the normalize stats when it does
+# not (an orig_id repeats by design: one tweet, several replies).
+UNIQUE_ID_COLUMN: dict[str, str] = {"pairs": "reply_id", "tweets": "id"}
 # Header lines accepted with ``data.header: true`` (compared case-insensitively, after stripping each
 # name). The second pairs layout is that of ../shared/data/twilbert_reply_pairs_es/pairs.tsv.
 HEADERS: dict[str, tuple[tuple[str, ...], ...]] = {

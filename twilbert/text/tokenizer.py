@@ -226,6 +226,9 @@ def _tokenizers(source: str):
     return tokenizers
 
 
+BYTE_LEVEL_SPACE = "\u0120"  # 'Ġ': byte-level BPE's encoding of a leading space
+
+
 class HFTokenizer(Tokenizer):
     """A ``tokenizers`` tokenizer.json whose specials are ours at ids 0..4 (``twilbert import-hf`` renumbers
     an imported checkpoint's vocabulary so; see :func:`twilbert.hf.renumber_tokenizer`).
@@ -302,17 +305,25 @@ class HFTokenizer(Tokenizer):
         return piece[len(self._continuation) :] if piece.startswith(self._continuation) else " " + piece
 
     @cached_property
+    def _byte_level(self) -> bool:
+        """Whether pieces carry byte-level BPE's ``Ġ`` (an encoded space: GPT-2, RoBERTa)."""
+        return any(p.startswith(BYTE_LEVEL_SPACE) for p in self.tok.get_vocab(with_added_tokens=False))
+
+    @cached_property
     def _metaspace(self) -> bool:
         """Whether pieces carry SentencePiece's ``▁`` (Unigram, BPE over Metaspace)."""
         return any(p.startswith(WORD_START) for p in self.tok.get_vocab(with_added_tokens=False))
 
     def _starts_word(self, piece: str) -> bool:
         """For :meth:`Tokenizer.word_start_table`: WordPiece pieces without ``##`` start a word, and
-        SentencePiece-style pieces with ``▁`` do. A model with neither marker (byte-level BPE...)
+        SentencePiece-style pieces with ``▁`` do, and byte-level BPE pieces (RoBERTa) with ``Ġ`` do (a
+        segment's first piece, which has no ``Ġ``, starts a masking run anyway). A model with no marker
         counts every piece as a word start (whole-word masking becomes token masking there)."""
         if self._continuation is not None:
             return not piece.startswith(self._continuation)
-        return piece.startswith(WORD_START) if self._metaspace else True
+        if self._metaspace:
+            return piece.startswith(WORD_START)
+        return piece.startswith(BYTE_LEVEL_SPACE) if self._byte_level else True
 
     def __repr__(self) -> str:
         return f"HFTokenizer({self.model_type}, vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"

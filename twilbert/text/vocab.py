@@ -45,6 +45,7 @@ import sentencepiece as spm
 
 from twilbert.config import ConfigError, check, to_dict
 from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
+from twilbert.utils import atomic_write, atomic_write_bytes, atomic_write_text
 
 WORD_START = "\u2581"  # "▁", SentencePiece's word-boundary marker
 TEXT_COLUMNS = ("orig_text", "reply_text", "text")  # text columns of the normalised parquet files
@@ -252,6 +253,7 @@ def train_vocab(
     Returns the path of the ``.model`` file.
     """
     out_prefix = Path(out_prefix)
+    (out_prefix.parent / "vocab.json").unlink(missing_ok=True)  # written last: present = the files beside it are this run's
     user_pieces = placeholder_pieces(list(placeholders), list(glued))
     n_reserved = N_SPECIAL + len(user_pieces)
     if cfg.vocab_size <= n_reserved:
@@ -280,11 +282,11 @@ def train_vocab(
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     (out_prefix.parent / HF_TOKENIZER_FILE).unlink(missing_ok=True)  # an adopted tokenizer of an earlier run (adopt_vocab)
     model_path = out_prefix.with_name(out_prefix.name + ".model")
-    model_path.write_bytes(model_bytes)
+    atomic_write_bytes(model_path, model_bytes)
     sp = spm.SentencePieceProcessor(model_proto=model_bytes)
     _check_specials(sp)
     vocab_lines = [f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size())]
-    out_prefix.with_name(out_prefix.name + ".vocab").write_text("".join(vocab_lines), encoding="utf-8")
+    atomic_write_text(out_prefix.with_name(out_prefix.name + ".vocab"), "".join(vocab_lines))
     summary = {
         "model_file": model_path.name,
         "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
@@ -300,7 +302,7 @@ def train_vocab(
         "stats": vocab_stats(sp, probe, list(placeholders), list(glued)),
         "config": to_dict(cfg),
     }
-    (out_prefix.parent / "vocab.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out_prefix.parent / "vocab.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return model_path
 
 
@@ -333,9 +335,10 @@ def adopt_vocab(source: str | Path, corpus: Sequence[Path], cfg: VocabConfig, ou
         raise ConfigError(f"vocab.vocab_size: {cfg.vocab_size}, but vocab.pretrained ({path}) has {tok.vocab_size} tokens: set vocab.vocab_size: {tok.vocab_size}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "vocab.json").unlink(missing_ok=True)  # written last, as in train_vocab
     target = out_dir / tok.file_name
     if path.resolve() != target.resolve():
-        shutil.copyfile(path, target)
+        atomic_write(target, lambda tmp: shutil.copyfile(path, tmp))
     for stale in (SPM_FILE, SPM_VOCAB_FILE, HF_TOKENIZER_FILE):  # an earlier run's other kind: it would shadow this one
         if stale != target.name:
             (out_dir / stale).unlink(missing_ok=True)
@@ -355,7 +358,7 @@ def adopt_vocab(source: str | Path, corpus: Sequence[Path], cfg: VocabConfig, ou
         "stats": tokenizer_stats(tok, probe, list(placeholders)),
         "config": to_dict(cfg),
     }
-    (out_dir / "vocab.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out_dir / "vocab.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return target
 
 

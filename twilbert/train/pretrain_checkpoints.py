@@ -50,10 +50,10 @@ class PretrainCheckpoints:
     """Needs the Pretrainer's attributes (state, model, optimizer, run store paths, ...)."""
 
     def _choose_resume(self) -> Path | None:
-        tr = self.training
+        bk = self.bookkeeping
         return D.on_main_then_broadcast(
             lambda: store.choose_resume_checkpoint(
-                self.checkpoints_root, self.run_config, resume_from=tr.resume_from, on_config_change=tr.on_config_change, say=_say
+                self.checkpoints_root, self.run_config, resume_from=bk.resume_from, on_config_change=bk.on_config_change, say=_say
             ),
             CheckpointError,
         )

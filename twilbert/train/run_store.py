@@ -185,18 +185,18 @@ def _stored_run_config(extra: dict) -> dict | None:
 
 
 def _explicit(source: Path, want: str, expected: dict, say: Say) -> Path:
-    """The checkpoint ``training.resume_from`` names, checked against the run config."""
+    """The checkpoint ``run.resume_from`` names, checked against the run config."""
     if STEP_DIR.match(source.name):
         found = (source, read_extra(source))  # an unusable explicit checkpoint is an error, not a fallback
     else:
         found = newest_usable(source, say=say)
         if found is None:
-            raise CheckpointError(f"training.resume_from={str(source)!r}: no usable step-* checkpoint there")
+            raise CheckpointError(f"run.resume_from={str(source)!r}: no usable step-* checkpoint there")
     if found[1].get("fingerprint") != want:
         diffs = differences(_stored_run_config(found[1]), expected)
         if [k for k, _, _ in diffs] != ["code_sha256"]:
-            raise RunConfigMismatchError(found[0], diffs, "training.resume_from must name a checkpoint of the same run config")
-        say(f"training.resume_from={str(source)!r} was written by other training code (code_sha256 "
+            raise RunConfigMismatchError(found[0], diffs, "run.resume_from must name a checkpoint of the same run config")
+        say(f"run.resume_from={str(source)!r} was written by other training code (code_sha256 "
             f"{str(diffs[0][1])[:12]} -> {str(diffs[0][2])[:12]}); resuming it under this code, as asked")
     return found[0]
 
@@ -216,9 +216,9 @@ def _other_config(root: Path, want: str, expected: dict, on_config_change: str, 
         raise RunConfigMismatchError(
             other,
             diffs,
-            "training.on_config_change is 'error': set it to 'restart' to train this config from scratch "
+            "run.on_config_change is 'error': set it to 'restart' to train this config from scratch "
             "(the other config's checkpoints are kept), or restore the params"
-            + (f"; only the code differs: to continue that run under this code, set training.resume_from={str(other)!r}" if code_only else ""),
+            + (f"; only the code differs: to continue that run under this code, set run.resume_from={str(other)!r}" if code_only else ""),
         )
     say(f"no checkpoint of this run config; the newest other one in {root} differs ({listing(diffs)}); starting fresh, keeping it")
 
@@ -242,7 +242,7 @@ def choose_resume_checkpoint(
     if resume_from:
         explicit = _explicit(Path(resume_from), want, expected, say)
         if own is not None and step_of(own[0]) >= step_of(explicit):
-            say(f"{own[0]} is newer than training.resume_from={str(resume_from)!r}; resuming from it")
+            say(f"{own[0]} is newer than run.resume_from={str(resume_from)!r}; resuming from it")
             return own[0]
         return explicit
     if own is not None:

@@ -21,10 +21,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from twilbert.text.corpus.dedupe import Deduper
-from twilbert.text.corpus_layout import COLUMNS, DROP_RULES, REJECT_REASONS, TEXT_COLUMNS, CorpusError, CorpusKind
+from twilbert.text.corpus_layout import (
+    COLUMNS,
+    DROP_RULES,
+    REJECT_REASONS,
+    TEXT_COLUMNS,
+    UNIQUE_ID_COLUMN,
+    CorpusError,
+    CorpusKind,
+)
 from twilbert.text.corpus.lines import Chunk, iter_line_chunks, max_line_bytes
 from twilbert.text.corpus.rows import check_header, reject_content, validate_and_split
 from twilbert.text.corpus.threads import BackgroundWriter, prefetch
+from twilbert.utils import atomic_outputs, atomic_write_text, writing
 from twilbert.text.normalize import (
     DropRules,
     EffectiveRules,
@@ -45,6 +54,7 @@ class IngestStats:
     rows_out: int = 0
     header_lines: int = 0
     crlf_line_endings: int = 0
+    repeated_ids: int = 0  # rows out whose UNIQUE_ID_COLUMN value an earlier row out had (counted, all kept)
     rejected: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
     empty_files: list[str] = field(default_factory=list)  # inputs with no data row (a warning each)
@@ -65,6 +75,7 @@ class IngestStats:
             "dropped": {r: self.dropped.get(r, 0) for r in DROP_RULES},
             "header_lines": self.header_lines,
             "crlf_line_endings": self.crlf_line_endings,
+            "repeated_ids": self.repeated_ids,
             "empty_files": len(self.empty_files),
             "empty_file_names": self.empty_files,
             "reconciles": self.reconciles,
@@ -147,7 +158,7 @@ def _check_header_row(df: pl.DataFrame, raw_bad: dict, kind: CorpusKind, path: P
 
 def _ingest_file(
     path: Path, kind: CorpusKind, rules: EffectiveRules, drop: DropRules, out: _Outputs, stats: IngestStats,
-    dedupe: Deduper, *, header: bool, max_chars: int, chunk_bytes: int,
+    dedupe: Deduper, ids: Deduper, *, header: bool, max_chars: int, chunk_bytes: int,
 ) -> None:
     """One input file through the chunk queries into ``out``, counted in ``stats``."""
     line_no = 0  # 1-based line number of the next line
@@ -169,10 +180,13 @@ def _ingest_file(
             stats.rows_in += df.height
             df = _chunk_query(df, kind, rules, drop, max_chars)
             stats.crlf_line_endings += int(df["_crlf"].sum())
-            _write_rejects(df, path, raw_bad, chunk_start, out.rejects, stats)
+            with writing(out.rejects.name):
+                _write_rejects(df, path, raw_bad, chunk_start, out.rejects, stats)
             good = _apply_drop_rules(df.filter(pl.col("reason").is_null()), drop, stats, dedupe)
             good = good.select([*COLUMNS[kind], pl.lit(str(path)).alias("source"), pl.col("_line").alias("line")])
             stats.rows_out += good.height
+            id_hashes = good[UNIQUE_ID_COLUMN[kind]].hash(seed=0).to_numpy().astype(np.uint64)
+            stats.repeated_ids += int(id_hashes.size - ids.first_occurrence(id_hashes).sum())
             if good.height:
                 out.writer.put(good.to_arrow().cast(out.schema))
             if out.bar is not None:
@@ -221,17 +235,17 @@ def ingest(
     a Parquet writer (one row group per chunk). At most two chunks wait at each hand-over, so memory
     stays bounded by a few chunks whatever the corpus size; the output does not depend on the threads.
     """
-    cols = COLUMNS[kind]
     stats = IngestStats(kind=kind, files=[str(p) for p in paths])
-    dedupe = Deduper()
-    stats = IngestStats(kind=kind, files=[str(p) for p in paths])
-    dedupe = Deduper()
+    dedupe, ids = Deduper(), Deduper()
     out_parquet.parent.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([(c, pa.string()) for c in COLUMNS[kind]] + [("source", pa.string()), ("line", pa.int64())])
     # Dictionary encoding only for `source` (one value per file): ids and tweets are nearly all
     # distinct, so trying a dictionary first cost 40 % of the writer's CPU and made the file larger.
-    writer = pq.ParquetWriter(out_parquet, schema, compression="zstd", use_dictionary=["source"])
-    out = _Outputs(schema, BackgroundWriter(writer.write_table), open(rejects_path, "a", encoding="utf-8"), None)
+    with writing(out_parquet):
+        writer = pq.ParquetWriter(out_parquet, schema, compression="zstd", use_dictionary=["source"])
+    with writing(rejects_path):
+        rejects = open(rejects_path, "a", encoding="utf-8")
+    out = _Outputs(schema, BackgroundWriter(_named(writer.write_table, out_parquet)), rejects, None)
     if progress:
         from twilbert.progress import Progress
 
@@ -239,21 +253,37 @@ def ingest(
         out.bar = Progress(total, f"normalize {kind}", "B", unit_scale=True)
     try:
         for path in paths:
+            if path.is_dir():
+                raise CorpusError(f"{path}: is a directory, not a corpus file (listed in params data.{kind})")
             if not path.is_file():
                 raise CorpusError(f"{path}: no such file (listed in params data.{kind})")
             _ingest_file(
-                path, kind, rules, drop, out, stats, dedupe, header=header, max_chars=max_chars, chunk_bytes=chunk_bytes
+                path, kind, rules, drop, out, stats, dedupe, ids, header=header, max_chars=max_chars, chunk_bytes=chunk_bytes
             )
     finally:
         try:
             out.writer.close()
         finally:
-            writer.close()
-            out.rejects.close()
-            if out.bar is not None:
-                out.bar.close()
+            try:
+                with writing(out_parquet):
+                    writer.close()
+            finally:
+                with writing(rejects_path):
+                    out.rejects.close()
+                if out.bar is not None:
+                    out.bar.close()
     assert stats.reconciles, f"internal error: counts do not reconcile: {stats.to_dict()}"
     return stats
+
+
+def _named(write, path: Path):
+    """``write`` whose errors name ``path`` (it runs in the writer thread, so outside any ``with``)."""
+
+    def call(table: pa.Table) -> None:
+        with writing(path):
+            write(table)
+
+    return call
 
 
 def _apply_drop_rules(df: pl.DataFrame, drop: DropRules, stats: IngestStats, dedupe: Deduper) -> pl.DataFrame:
@@ -288,7 +318,7 @@ def write_stats(path: Path, stats: dict[str, IngestStats], extra: dict | None = 
     if extra:
         data.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return data
 
 
@@ -303,17 +333,24 @@ def normalize_corpora(
     progress: bool = False,
 ) -> dict:
     """The normalize stage's core: both corpus kinds -> ``out_dir/{pairs,tweets}.parquet``,
-    ``out_dir/rejects.tsv`` and ``out_dir/stats.json``. Returns the stats dict (also written)."""
+    ``out_dir/rejects.tsv`` and ``out_dir/stats.json``. Returns the stats dict (also written).
+
+    Each output is written under a temp name and renamed when all are complete; a failure removes
+    the temps. The previous ``stats.json`` goes first and the new one is written last, so a stats file
+    always describes the outputs beside it."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "stats.json").unlink(missing_ok=True)
     rejects = out_dir / "rejects.tsv"
-    rejects.write_text("file\tline\treason\tcontent\n", encoding="utf-8")
     rules = cfg.rules.effective()
     stats = {}
-    for kind, paths in (("pairs", pairs), ("tweets", tweets)):
-        stats[kind] = ingest(
-            paths, kind, rules, cfg.drop, out_dir / f"{kind}.parquet", rejects,
-            header=header, max_chars=max_chars, progress=progress,
-        )
+    with atomic_outputs(out_dir / "pairs.parquet", out_dir / "tweets.parquet", rejects) as (*parquets, rejects_tmp):
+        with writing(rejects_tmp):
+            rejects_tmp.write_text("file\tline\treason\tcontent\n", encoding="utf-8")
+        for (kind, paths), parquet in zip((("pairs", pairs), ("tweets", tweets)), parquets):
+            stats[kind] = ingest(
+                paths, kind, rules, cfg.drop, parquet, rejects_tmp,
+                header=header, max_chars=max_chars, progress=progress,
+            )
     # Only counts go in the metrics file (`dvc exp show` columns); the rule set is logged by the stage.
     data = write_stats(out_dir / "stats.json", stats)
     if data["total"]["rows_out"] == 0:

@@ -69,6 +69,8 @@ def validate_and_split(df: pl.DataFrame | pl.LazyFrame, kind: CorpusKind, max_ch
         .then(pl.lit("empty_id"))
         .when(pl.any_horizontal([pl.col(c).str.strip_chars().str.len_chars() == 0 for c in text_cols]))
         .then(pl.lit("empty_text"))
+        # CSV quoting only when unmistakable: quotes around the field *and* CSV's doubled "" escape
+        # inside. A tweet may start and end with a quote ("Hola", dijo), so that alone is kept.
         .when(
             pl.any_horizontal(
                 [

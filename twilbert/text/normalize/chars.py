@@ -18,6 +18,13 @@ def char_class(chars: str) -> str:
 
 # Whitespace exactly as ``str.isspace`` / ``str.split()``; Rust's ``\s`` lacks U+001C..U+001F.
 SPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Invisible format characters (Unicode Cf) that carry nothing in Spanish text: soft hyphen, Arabic
+# letter mark, Mongolian vowel separator, zero-width space / non-joiner, LRM/RLM, bidi embeddings,
+# overrides and isolates, word joiner and invisible operators, deprecated format controls, an inner BOM,
+# interlinear annotation. ZWJ (U+200D) apart: it stays inside emoji ZWJ sequences. The tag characters
+# (U+E0020-U+E007F) are not here: subdivision flags (England) are built from them.
+INVISIBLE = "\xad\u061c\u180e\u200b\u200c\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+ZWJ = "\u200d"
 UPPER = "A-ZÀ-ÖØ-Þ"
 LOWER = "a-zß-öø-ÿ"
 LETTER = "A-Za-zÀ-ÖØ-öø-ɏ"  # ASCII, Latin-1, Latin Extended-A and -B (U+0100-U+024F)
@@ -25,6 +32,7 @@ WORD = LETTER + "0-9_"
 # Noncharacters (permanently reserved for internal use): safe in-band markers for the hashtag rule
 # and the pysentimiento emoji spans. A text that already holds them may come out differently.
 TAG_START = "\ufdd0"
+ZWJ_KEEP = "\ufdd1"  # a ZWJ inside an emoji sequence, while the stray ones are removed
 EMO_START, EMO_END, DEAD_END = "\ufdd2", "\ufdd3", "\ufdd4"
 LAUGHTER: tuple[tuple[str, str], ...] = (("aAáÁ", "jaja"), ("eEéÉ", "jeje"), ("iIíÍ", "jiji"), ("oOóÓ", "jojo"))
 

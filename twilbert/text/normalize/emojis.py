@@ -11,7 +11,7 @@ import functools
 
 import polars as pl
 
-from twilbert.text.normalize.chars import DEAD_END, EMO_END, EMO_START, char_class
+from twilbert.text.normalize.chars import DEAD_END, EMO_END, EMO_START, ZWJ, char_class
 
 @functools.cache
 def emoji_codes() -> dict[str, str]:
@@ -28,6 +28,12 @@ def emoji_table() -> dict[str, str]:
     """Every emoji sequence of the ``emoji`` package -> its Spanish CLDR name as words."""
     return {e: name.replace("_", " ") for e, name in emoji_codes().items()}
 
+
+
+@functools.cache
+def zwj_sequences() -> tuple[str, ...]:
+    """The emoji sequences joined by ZWJ (families, professions, ``❤️‍🔥``), longest first."""
+    return tuple(sorted((e for e in emoji_codes() if ZWJ in e), key=len, reverse=True))
 
 
 @functools.cache

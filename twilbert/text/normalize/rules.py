@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from twilbert.text.normalize.chars import (
+    INVISIBLE,
     LAUGHTER,
     LETTER,
     LOWER,
@@ -33,11 +34,19 @@ from twilbert.text.normalize.chars import (
     TAG_START,
     UPPER,
     WORD,
+    ZWJ,
+    ZWJ_KEEP,
     char_class,
     expand_ranges,
     python_word,
 )
-from twilbert.text.normalize.emojis import emoji_pysentimiento, emoji_replacements, emoji_trigger, replace_emoji
+from twilbert.text.normalize.emojis import (
+    emoji_pysentimiento,
+    emoji_replacements,
+    emoji_trigger,
+    replace_emoji,
+    zwj_sequences,
+)
 from twilbert.text.normalize.gating import apply_where, on_every_batch, on_matching_rows
 from twilbert.text.normalize.kernels import (
     any_run_triggers,
@@ -112,6 +121,33 @@ def _html_expr(e: pl.Expr, r: EffectiveRules) -> pl.Expr:
 
 def _html_row(t: str, r: EffectiveRules) -> str:
     return html.unescape(t)
+
+
+def _invisible_expr(e: pl.Expr, r: EffectiveRules) -> pl.Expr:
+    """Delete the :data:`~twilbert.text.normalize.chars.INVISIBLE` characters, and every ZWJ but those
+    inside a known emoji ZWJ sequence (marked in one table pass, the others deleted, the marks undone)."""
+    seqs = zwj_sequences()
+    marked = tuple(q.replace(ZWJ, ZWJ_KEEP) for q in seqs)
+
+    def strip(s: pl.Series) -> pl.Series:
+        s = s.str.replace_all(f"[{INVISIBLE}]", "")
+        s = replace_emoji(s, seqs, marked).str.replace_all(ZWJ, "", literal=True)
+        return s.str.replace_all(ZWJ_KEEP, ZWJ, literal=True)
+
+    return on_matching_rows(e, f"[{INVISIBLE}{ZWJ}]", strip)
+
+
+_INVISIBLE_RE = re.compile(f"[{INVISIBLE}]")
+
+
+@functools.cache
+def _zwj_sequence_re() -> re.Pattern:
+    return re.compile("(" + "|".join(map(re.escape, zwj_sequences())) + ")")
+
+
+def _invisible_row(t: str, r: EffectiveRules) -> str:
+    parts = _zwj_sequence_re().split(_INVISIBLE_RE.sub("", t))  # odd indices: the emoji sequences
+    return "".join(p if i % 2 else p.replace(ZWJ, "") for i, p in enumerate(parts))
 
 
 def _urls_expr(e: pl.Expr, r: EffectiveRules) -> pl.Expr:
@@ -447,6 +483,11 @@ TABLE: tuple[Rule, ...] = (
         "html_unescape",
         (flag_param("html_unescape", {"default": True, "twilbert": True}, "&amp; &lt; &#39; ... -> characters"),),
         dict(default=20, twilbert=60, pysentimiento=20), _html_expr, _html_row,
+    ),
+    Rule(
+        "remove_invisible",
+        (flag_param("remove_invisible", {"default": True}, "zero-width, bidi and other invisible format characters", optional=True),),
+        dict(default=25, twilbert=65, pysentimiento=25), _invisible_expr, _invisible_row,
     ),
     Rule(
         "urls",
