@@ -160,6 +160,7 @@ def project(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # two tiny pipelines (make repro, then the own-corpus experiment) and a task
 def test_readme_commands_run_as_written(project):
     root, env = project
     outputs = {}
