@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 TIMING_PATH = Path("logs/timing.json")
-TIMING_KEYS = ("wall_s", "seconds", "train_seconds", "total_seconds", "tokens_per_s", "train_tokens_per_s", "padded_tokens_per_s", "mfu", "mfu_padded")
+TIMING_KEYS = ("wall_s", "seconds", "train_seconds", "total_seconds", "tokens_per_s", "train_tokens_per_s", "padded_tokens_per_s", "mfu", "mfu_padded",
+               "resumed_from_step", "resumed_from_epoch")  # where a run resumed: a fact of this run, like its clock
 DIGITS = 6
 
 

@@ -9,8 +9,8 @@ from pipeline.committed import read_timing, record_timing, rounded, split_timing
 
 
 def test_split_timing_keeps_what_a_rerun_reproduces():
-    kept, timing = split_timing({"steps": 10, "loss": 1.5, "wall_s": 3.2, "tokens_per_s": 99.0, "device": "cpu"})
-    assert kept == {"steps": 10, "loss": 1.5, "device": "cpu"} and timing == {"wall_s": 3.2, "tokens_per_s": 99.0}
+    kept, timing = split_timing({"steps": 10, "loss": 1.5, "wall_s": 3.2, "tokens_per_s": 99.0, "device": "cpu", "resumed_from_step": 10})
+    assert kept == {"steps": 10, "loss": 1.5, "device": "cpu"} and timing == {"wall_s": 3.2, "tokens_per_s": 99.0, "resumed_from_step": 10}
 
 
 def test_rounded_hides_summation_noise_and_keeps_the_rest():
