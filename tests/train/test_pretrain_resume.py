@@ -75,7 +75,9 @@ def test_uninterrupted_run_writes_final_summary_and_logs(reference, inputs):
     out, summary, logged = reference["out"], reference["summary"], reference["logged"]
     steps_per_epoch = summary["steps_per_epoch"]
     assert summary["steps"] == 2 * steps_per_epoch and summary["epochs"] == 2.0 and not summary["stopped"]
-    assert json.loads((out / "summary.json").read_text()) == summary
+    written = json.loads((out / "summary.json").read_text())
+    assert written == {k: v for k, v in summary.items() if k not in ("wall_s", "tokens_per_s", "mfu")}  # this call's clock stays out of a DVC output
+    assert "wall_s" in summary and "tokens_per_s" in summary
     meta = json.loads((out / "final" / "pretrain.json").read_text())
     assert meta["tokenizer_sha256"] == summary["tokenizer_sha256"] and meta["step"] == summary["steps"]
     # final/ loads into a model built from its own config.json
