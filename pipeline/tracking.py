@@ -1,52 +1,9 @@
-"""MLflow tracking for pipeline stages.
+"""MLflow tracking for pipeline stages: one child run per stage under a pipeline parent (and a grid
+parent for `dvc exp run` grids), an absolute sqlite store in the project root, initialisation under a
+file lock, and a tracker that never kills or stalls a run (deadlines, an offline JSONL, replay).
 
-Conventions (anchors §D.3–D.5, environment notes):
-
-* **Store.** The default store is an absolute ``sqlite:///<repo>/mlflow.db`` in the project root,
-  overridable by ``MLFLOW_TRACKING_URI`` (a relative ``sqlite:///x.db`` there is taken relative to the
-  project root too). The root is found from the working directory, never from ``--params``: under
-  ``dvc exp run --temp/--queue`` a stage runs in a copy under ``<repo>/.dvc/tmp/exps/...``, and the root
-  is the original repo (seen in the path; DVC also sets ``DVC_ROOT`` to it); otherwise ``DVC_ROOT``,
-  then the nearest folder with a ``.dvc/``, then with a ``.git``, then the working directory.
-* **Artifacts.** An experiment created here gets an absolute artifact root next to a sqlite store
-  (``<repo>/mlartifacts``), so artifacts never land in a temporary copy's ``./mlruns``.
-* **Safe first use.** A fresh SQLite store breaks when two processes create its tables at once (3 of 3
-  trials in the environment notes), so initialisation (tables, experiment, parent runs) happens under a
-  file lock.
-* **Run tree.** ``grid parent`` (optional) → ``pipeline parent`` → one child run per stage.
-
-  - Every stage of one ``dvc repro`` / ``dvc exp run`` shares a pipeline key (``DVC_EXP_NAME`` and
-    ``DVC_EXP_BASELINE_REV`` when DVC sets them, else a hash of params.yaml + git HEAD) and finds or
-    creates that parent.
-  - Experiments of one grid share a grid parent: its name is ``TWILBERT_GRID``, else ``tracking.group``,
-    else ``exp-<baseline rev>`` for every ``dvc exp run`` (DVC sets ``DVC_EXP_BASELINE_REV`` for queued,
-    temp and workspace experiments; all experiments queued off one commit share it). Plain ``dvc repro``
-    has no grid. Every run of a grid carries the tag ``twilbert.grid=<name>``.
-  - Status rule for both parent levels: a stage start sets the parent RUNNING; a stage that fails
-    (or is interrupted) adds itself to the parent's ``twilbert.failed_stages`` tag, names itself in
-    ``twilbert.failed_stage`` and sets the parent FAILED; a stage that succeeds removes itself from
-    that list and sets the parent FINISHED when the list is empty (so a successful retry of the failed
-    stage clears the failure). A grid parent is FINISHED only when none of its pipeline parents is still
-    RUNNING. A stage child left RUNNING by a crash (``kill -9``) is marked KILLED when the same stage of
-    the same pipeline starts again.
-  - A stage run is named ``<stage> · <variant>`` (:func:`variant_name`: the params that differ from the
-    baseline commit, e.g. ``pretrain · n_encoders=6``, else the DVC experiment name), so two variants'
-    runs differ in the UI. The experiment carries ``mlflow.experimentKind=custom_model_development``:
-    without it MLflow 3's UI opens it as a GenAI experiment, on empty Overview / Traces pages (the UI's own
-    GenAI / Model training switch still wins: :func:`ui_url` links with ``workflowType=machine_learning``).
-    The metrics of the evaluate and report stages are also logged on the pipeline parent (``SUMMARY_STAGES``).
-* **Tracking never kills or stalls a long run** (issue 7). Every MLflow call goes through
-  :class:`Tracker`, which batches metrics and bounds each call by a deadline. Before initialising, the
-  store is probed with a short timeout (sqlite: a write lock; http: ``GET /health``), so a locked or
-  unreachable store costs seconds, not MLflow's 20 s sqlite busy wait or its minutes of HTTP retries.
-  On any failure the tracker warns once and writes what it could not send to a local JSONL file; when the
-  stage ends it probes again and, if the store is back, replays that file into the run.
-
-Environment knobs (seconds): ``TWILBERT_TRACKING_TIMEOUT`` (default 5) bounds each probe;
-``TWILBERT_TRACKING_DEADLINE`` (default 60) bounds initialisation (including the wait for the init lock)
-and each later MLflow call. For http stores ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (2) and
-``MLFLOW_HTTP_REQUEST_TIMEOUT`` (15) get defaults unless already set. ``TWILBERT_TRACKING=off`` disables
-tracking. Under torchrun only rank 0 tracks (``RANK`` set and not ``0``: a disabled tracker).
+The conventions and why each exists: docs/tracking.md. Environment knobs: ``TWILBERT_TRACKING=off``,
+``TWILBERT_TRACKING_TIMEOUT`` (probe, s), ``TWILBERT_TRACKING_DEADLINE`` (init and each call, s).
 """
 
 from __future__ import annotations
@@ -368,7 +325,7 @@ def _nonzero_rank() -> bool:
 
 
 def _to_param_str(v: Any) -> str:
-    # MLflow params are write-once strings; normalise so 7 and 7.0 never clash (anchors §D.4).
+    # MLflow params are write-once strings; normalise so 7 and 7.0 never clash.
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if isinstance(v, (list, tuple, dict)):

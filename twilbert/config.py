@@ -1,7 +1,7 @@
 """Typed configuration: frozen dataclasses built from plain dicts, strictly.
 
 Why this exists: the original TWilBERT read JSON configs with ``config["model"]["x"]`` lookups, so a
-typo'd key was silently ignored and a wrong type failed deep inside Keras (inventory §11, §13). Here a
+typo'd key was silently ignored and a wrong type failed deep inside Keras (docs/deviations.md#strict-config). Here a
 config *is* a tree of frozen dataclasses, and ``from_dict`` refuses anything it does not understand:
 
 * unknown keys -> ``ConfigError("model.n_encoder: unknown key (did you mean 'n_encoders'?)")``;

@@ -1,41 +1,12 @@
 """The closing report: every task's fine-tuned model beside its classical baseline, and pre-training.
 
-Inputs are the files the stages wrote (``reports/finetune/<task>/metrics.json`` and
-``class_report.json``, ``reports/pretrain/metrics.json``, ``reports/evaluate/metrics.json``) and the
-baselines of :func:`twilbert.finetune.baseline.run_baseline`. Output: ``summary.json`` (numbers, a DVC
-metric: the same on every rerun of the same inputs), ``summary.md`` (tables a person reads) and
-``timing.json`` (wall times, throughput, resume details: :data:`RUN_DETAIL_KEYS`, which never go into
-summary.json).
-
-``summary.json`` layout::
-
-    {"tasks": {name: {
-        "selection_metric": str,            # the task's dev selection metric (also the Δ metric)
-        "dev": {metric: value},             # the model's scalar metrics (mean over runs, see below)
-        "test": {metric: value},
-        "baseline": {"model", "selection_metric", "best_params", "dev_selection", "grid",
-                     "dev": {...}, "test": {...}, ...},   # scalar metrics, no per-class tables
-        "delta_test": {metric: model - baseline},        # every metric both sides have
-        "info": {...},                      # the rest of metrics.json (best_epoch, chosen_seed, ...)
-        "runs": {...}                       # only for a task with several runs
-     }},
-     "pretraining": {"training": {...} | None, "evaluation": {...} | None}}
-
-Several runs per task (seeds, a small grid): a task report may be a list of runs, or a dict with a
-``runs`` list or dict (``finetuning.seeds`` writes ``{"seed-<s>": run}``, see
-:mod:`twilbert.finetune.runs`; its ``chosen_seed``, the best-dev seed whose model was saved, is
-shown in summary.md); each run is a report (``dev``, ``test``, optional ``config`` dict, optional ``seed``).
-Runs are grouped by ``config``; each group gets the mean and the sample standard deviation (ddof 1)
-of every metric; the group with the best **dev** mean of the selection metric wins (ties: the first
-one listed; test never takes part), and the task's ``dev``/``test`` are that group's means.
-A mean over runs where one run lacks a value (a diverged run writes null) is null: the group's
-numbers would otherwise silently come from fewer runs than ``n`` says.
-
-Tasks whose data is the bundled sample (:func:`sample_tasks`: a file under ``data/sample/``) get a note at
-the top of summary.md: the comparison on those few invented tweets says nothing about model quality.
-
-Metric blocks keep the scalar metrics; a per-class selection metric (``class_metric``, named
-``per_class.<label>.<metric>``) is lifted out of the per-class table so that it can be compared.
+Reads what the stages wrote (``reports/finetune/<task>/metrics.json`` and ``class_report.json``,
+``reports/pretrain/metrics.json``, ``reports/evaluate/metrics.json``) and the baselines of
+:func:`twilbert.finetune.baseline.run_baseline`; writes ``summary.json`` (a DVC metric: the same on
+every rerun of the same inputs), ``summary.md`` (tables a person reads) and ``timing.json`` (wall
+times, throughput: :data:`RUN_DETAIL_KEYS`, never in summary.json). Several runs per task are grouped
+by config and the best **dev** mean wins (test never takes part); a mean over runs where one run lacks
+a value is null. The layout of summary.json and the grouping rules: docs/reports.md.
 """
 
 from __future__ import annotations

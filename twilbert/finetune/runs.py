@@ -1,4 +1,4 @@
-"""Repeated fine-tuning runs with different seeds (``finetuning.seeds``, issue 9).
+"""Repeated fine-tuning runs with different seeds (``finetuning.seeds``).
 
 ``finetune_runs`` is what the finetune stage calls. Without ``seeds`` it is one
 :func:`~twilbert.finetune.train.finetune_task` run with ``finetuning.seed`` (its reports are also
