@@ -1,7 +1,8 @@
 """Command `predict`: labels for new texts with a fine-tuned model (not a DVC stage).
 
 Reads texts from stdin (one per line) or a TSV / CSV / JSON-lines file, and writes one JSON line per
-input (same order) to stdout or ``--output``. Everything the model needs (normalisation rules,
+input (same order) to stdout or ``--output``; a file is streamed in chunks, tokenised while the model
+computes (``twilbert.bulk``). Everything the model needs (normalisation rules,
 tokenizer, labels, max_len) comes from the model directory: ``twilbert.inference``.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import check_device, fail, refuse_columns_on_stdin, run_guarded
+from pipeline.common import check_device, fail, guarded, refuse_columns_on_stdin, run_guarded
 
 
 def main(
@@ -31,7 +32,7 @@ def main(
 ) -> None:
     """Predict labels (or values) for texts: one JSON line per input,
     {"label": ..., "probabilities": {label: p}} (multi-label: "labels": [...]; regression: "value")."""
-    from twilbert.inference import InputError, load, read_input_file, read_lines, write_jsonl
+    from twilbert.inference import InputError, load, read_lines, write_jsonl
 
     if fmt not in ("auto", "tsv", "csv", "jsonl"):
         fail(f"--format: expected auto, tsv, csv or jsonl, got {fmt!r}")
@@ -41,6 +42,7 @@ def main(
     predictor = run_guarded(load, model, device=device, precision=precision)
     if not predictor.is_classifier:
         fail(f"{model}: a pre-trained encoder has no classifier head; predict needs a fine-tuned model (twilbert embed gives embeddings)")
+    predictor.compile = compile
     if input is None:
         if predictor.text_pair:
             fail(f"{model}: a text-pair model needs the second texts: use --input FILE with --aux-column")
@@ -48,9 +50,9 @@ def main(
     else:
         if predictor.text_pair and aux_column is None:
             fail(f"{model}: a text-pair model needs the second texts: give --aux-column")
-        data = run_guarded(read_input_file, input, text_column, aux_column, id_column, fmt)
-    show = progress if progress is not None else (input is not None and sys.stderr.isatty())
-    predictor.compile = compile
+        return _predict_file(predictor, input, text_column, aux_column, id_column, fmt, output, batch_size,
+                             progress if progress is not None else sys.stderr.isatty())
+    show = bool(progress)
     try:
         rows = predictor.predict(data.texts, data.aux, batch_size=batch_size, progress=show)
     except InputError as exc:
@@ -63,3 +65,29 @@ def main(
         write_jsonl(rows, f, data.ids)
     typer.echo(f"predict: {len(rows)} predictions -> {output}", err=True)
 
+
+def _predict_file(predictor, input: Path, text_column, aux_column, id_column, fmt, output: Path | None, batch_size: int, progress: bool) -> None:
+    """A file, streamed in chunks (twilbert/bulk.py): output lines are written as chunks are computed;
+    ``--output`` appears whole (atomic rename) once every row is predicted."""
+    from twilbert.bulk import count_rows, predict_file, read_file_chunks
+    from twilbert.inference import write_jsonl
+    from twilbert.utils import atomic_write
+
+    def stream(f) -> int:
+        chunks = read_file_chunks(input, text_column, aux_column, id_column, fmt)
+        total = count_rows(input, fmt) if progress else None
+        return predict_file(predictor, chunks, lambda rows, ids: write_jsonl(rows, f, ids), batch_size=batch_size, total=total, progress=progress)
+
+    with guarded():
+        if output is None:
+            stream(sys.stdout)
+            return
+        output.parent.mkdir(parents=True, exist_ok=True)
+        counted: list[int] = []
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                counted.append(stream(f))
+
+        atomic_write(output, write)
+    typer.echo(f"predict: {counted[0]} predictions -> {output}", err=True)

@@ -152,12 +152,15 @@ class Predictor:
             yield b
 
     # -- outputs -----------------------------------------------------------------------------------
-    @torch.inference_mode()
     def outputs(self, texts: Sequence[str], aux: Sequence[str] | None = None, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Raw head outputs (N, n_outputs) float32 (logits, or values for regression), input order."""
+        return self.outputs_of(self.encode(texts, aux), batch_size=batch_size, progress=progress)
+
+    @torch.inference_mode()
+    def outputs_of(self, data: EncodedSplit, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """:meth:`outputs` of already encoded texts (twilbert/bulk.py encodes the next chunk meanwhile)."""
         if self.classifier is None:
             raise InputError(f"{self.source}: a pre-trained encoder has no classifier head: use embed(), or a fine-tuned model")
-        data = self.encode(texts, aux)
         out = np.zeros((len(data), self.classifier.head.out_features), dtype=np.float32)
         forward = self._fn("classifier")
         with self._autocast():
