@@ -19,6 +19,7 @@ from typing import Iterator
 import typer
 
 from twilbert.config import ConfigError
+from twilbert.utils import ERRNO_IN_TEXT as _ERRNO_IN_TEXT  # where libraries hide an errno in their message
 
 PARAMS_OPTION = typer.Option("params.yaml", "--params", "-p", help="Path to params.yaml.", dir_okay=False)
 
@@ -28,18 +29,13 @@ class StageError(Exception):
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from twilbert.text.corpus import CorpusError
+    from twilbert.text.corpus_layout import CorpusError
 
     errs: list[type[BaseException]] = [ConfigError, StageError, CorpusError]
-    try:
-        from twilbert.train.checkpoint import CheckpointError
-
-        errs.append(CheckpointError)
-    except ImportError:  # pragma: no cover - core not built yet
-        pass
     # Only modules already imported can have raised: looking them up in sys.modules keeps a failing
     # light stage (normalize, vocab) from importing torch just to build this tuple.
     for module, name in (
+        ("twilbert.train.checkpoint", "CheckpointError"),  # damaged / foreign checkpoints and model dirs
         ("twilbert.data.shard_format", "ShardError"),  # missing / altered pair shards (a --shards-dir never written)
         ("twilbert.train.loop", "TrainingDivergedError"),  # NaN/inf steps: the message names the params to change
         ("twilbert.text.tokenizer", "TokenizerError"),  # not a SentencePiece model, or not the model's / shards'
@@ -131,7 +127,8 @@ def tracked(
     fallback: Path | None = None,
     group: str | None = None,
 ) -> Iterator:
-    """An MLflow child run for this stage, logging exactly the params sections it reads.
+    """An MLflow child run for this stage, logging exactly the params sections it reads
+    (:data:`pipeline.stage_params.STAGE_PARAMS`); the parent run gets every recipe section.
 
     Yields a :class:`pipeline.tracking.Tracker`. It never raises for tracking problems and never stalls
     for long: a locked or unreachable store gives one warning and the metrics go to ``fallback`` (JSONL),
@@ -146,13 +143,14 @@ def tracked(
     exists; ``TWILBERT_GRID`` overrides both; see :func:`pipeline.tracking.grid_name`).
     """
     from pipeline.params import flat_params
+    from pipeline.stage_params import recipe_sections
     from pipeline.tracking import stage_run
 
     with stage_run(
         stage,
         params_path,
         flat_params(params, *sections),
-        all_params_flat=flat_params(params),
+        all_params_flat=flat_params(params, *recipe_sections(params)),  # impl/run/tracking are not params
         experiment=params.tracking.experiment,
         enabled=params.tracking.enabled,
         fallback=fallback,
@@ -181,11 +179,6 @@ def guarded() -> Iterator[None]:
         if line is None:
             raise
         fail(line)
-
-
-# Where libraries hide an errno in their message: pyarrow "[errno 28] ...", Rust (safetensors,
-# tokenizers) "Os { code: 28, ...", "os error 28".
-_ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]|Os \{ code: (\d+)|os error (\d+)", re.IGNORECASE)
 
 
 def io_error_line(exc: BaseException) -> str | None:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from twilbert.metadata import parse_json
+
 SEED_KEYS = ("finetuning.seed", "finetuning.seeds", "training.seed", "evaluate.seed", "pairs.seed", "vocab.seed")
 PARAMS_FILE = "params.yaml"
 
@@ -107,12 +109,15 @@ def load_exp_show(repo: str | Path = ".", extra_args: Iterable[str] = ()) -> lis
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
-    return json.loads(proc.stdout)
+    return parse_json(proc.stdout, "dvc exp show --json output", kind=list, allow_nan=True)
 
 
 def varied_params(experiments: list[Experiment]) -> list[str]:
-    """Params whose values differ between experiments, seeds excluded, in a stable order."""
-    keys = sorted({k for e in experiments for k in e.params})
+    """Recipe params whose values differ between experiments, seeds excluded, in a stable order (speed
+    and bookkeeping sections never make two experiments different configurations)."""
+    from pipeline.stage_params import NON_RECIPE_SECTIONS
+
+    keys = sorted({k for e in experiments for k in e.params if k.split(".", 1)[0] not in NON_RECIPE_SECTIONS})
     return [k for k in keys if k not in SEED_KEYS and len({json.dumps(e.params.get(k), sort_keys=True) for e in experiments}) > 1]
 
 

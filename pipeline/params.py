@@ -12,12 +12,14 @@ file, a file that is not UTF-8 and a YAML syntax error are each one line ``file:
 Sizes have upper bounds (:data:`PARAMS_BOUNDS`), and a model whose parameters alone would not fit
 in this machine's RAM in fp32 training is refused, naming the keys that make it large.
 
-Recipe knobs (they change results) and implementation knobs (``impl``: device, precision, compile,
-attention backend, threads; they may only change speed) are separate sections, as in Cramming, so
-``impl`` can be left out of the ``params:`` of stages whose *results* must not depend on it.
+Recipe sections (they change results), ``impl`` (speed only: device, precision, compile, attention
+backend, threads, GPU count, prediction batch size) and the bookkeeping sections ``run`` and
+``tracking`` are separate, as in Cramming. The layout is the one rule for DVC invalidation, the run
+fingerprint and MLflow params (``pipeline/stage_params.py``). Keys that moved out of a recipe section
+(:data:`MOVED_KEYS`) still load at their old place, with a one-line note.
 
 Key names follow the original TWilBERT configs wherever a key exists there (``representation.max_len``,
-``model.*``, ``training.batch_size/epochs/optimizer/warmup_steps/accum_iters/n_gpus/path_initial_weights``,
+``model.*``, ``training.batch_size/epochs/optimizer/warmup_steps/accum_iters/path_initial_weights``, ``impl.n_gpus``,
 ``finetuning.*``, ``tasks.<name>.*`` with the original's ``dataset``/``task`` keys flattened). One rename:
 the original's ``noam_annealing: true`` is ``schedule: noam`` here, since we also offer linear and
 constant schedules and two keys for one choice could contradict each other.
@@ -32,18 +34,19 @@ from typing import Any, Literal
 
 import yaml
 
-from twilbert.config import ConfigError, check, check_bounds, flatten, from_dict, to_dict
+from twilbert.config import ConfigError, check, check_bounds, flatten, from_dict, note_deprecated, to_dict
 from twilbert.data.pairs import PairsConfig
 from twilbert.model.config import ModelConfig
-from twilbert.model.size import MODEL_BOUNDS, TRAINING_BYTES_PER_PARAMETER, parameter_count
+from twilbert.model.size import MODEL_BOUNDS, TRAINING_BYTES_PER_PARAMETER, machine_memory_bytes, parameter_count
 from twilbert.text.normalize import NormalizeConfig
 from twilbert.text.vocab import VocabConfig
 from twilbert.finetune.config import FinetuningConfig, TaskConfig
-from twilbert.train.config import ImplConfig, TrainingConfig
+from twilbert.train.config import ImplConfig, RunConfig, TrainingConfig, accum_share_problem
 
 # Re-exported names (the schema's sections), kept for readability of type hints below.
 TrainingParams = TrainingConfig
 ImplParams = ImplConfig
+RunParams = RunConfig
 FinetuningParams = FinetuningConfig
 TaskParams = TaskConfig
 
@@ -104,6 +107,7 @@ class Params:
     finetuning: FinetuningParams = field(default_factory=FinetuningParams)
     tasks: dict[str, TaskParams] = field(default_factory=dict)
     impl: ImplParams = field(default_factory=ImplParams)
+    run: RunParams = field(default_factory=RunParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
     def __post_init__(self) -> None:
@@ -122,6 +126,8 @@ class Params:
         check(self.model.max_positions is None, "model.max_positions", "is derived from representation.max_len; leave it null")
         for name in self.tasks:
             check(name.replace("_", "").replace("-", "").isalnum(), f"tasks.{name}", "task names use letters, digits, _ and -")
+        unshared = accum_share_problem(self.training, self.impl.n_gpus)
+        check(unshared is None, "training.accum_iters", f"{unshared} (impl.n_gpus is {self.impl.n_gpus})")
         self._check_tasks_fit_the_encoder()
 
     def _check_tasks_fit_the_encoder(self) -> None:
@@ -164,7 +170,6 @@ def _input_files(p: Params) -> dict[str, str]:
 # between sections moves here too: a key that no longer exists fails the load (tests/pipeline).
 _FINETUNING_BOUNDS = {
     "batch_size": (1, 65_536),
-    "pred_batch_size": (1, 65_536),
     "accum_iters": (1, 65_536),
     "epochs": (1, 10_000),
     "warmup_steps": (0, 10**9),
@@ -178,7 +183,6 @@ PARAMS_BOUNDS: dict[str, tuple[int, int]] = {
     **{f"model.{key}": bound for key, bound in MODEL_BOUNDS.items()},
     "training.batch_size": (1, 65_536),
     "training.accum_iters": (1, 65_536),
-    "training.n_gpus": (1, 1024),
     "training.epochs": (0, 10_000),
     "training.max_steps": (0, 10**9),
     "training.warmup_steps": (0, 10**9),
@@ -192,6 +196,21 @@ PARAMS_BOUNDS: dict[str, tuple[int, int]] = {
     "impl.num_threads": (0, 1024),
     "impl.tokenizer_threads": (0, 1024),
     "impl.num_workers": (0, 256),
+    "impl.n_gpus": (1, 1024),
+    "impl.pred_batch_size": (1, 65_536),
+}
+
+# Keys that left a recipe section (they change only speed or bookkeeping): old key -> new key. Old
+# params files keep loading; both places set is an error, since one would silently win.
+MOVED_KEYS = {
+    "training.n_gpus": "impl.n_gpus",
+    "finetuning.pred_batch_size": "impl.pred_batch_size",
+    "training.log_every": "run.log_every",
+    "training.checkpoint_every": "run.checkpoint_every",
+    "training.max_bad_steps": "run.max_bad_steps",
+    "training.on_config_change": "run.on_config_change",
+    "training.resume_from": "run.resume_from",
+    "finetuning.max_bad_steps": "run.max_bad_steps",
 }
 
 # The params keys that grow each part of ``twilbert.model.size.parameter_count``.
@@ -208,7 +227,7 @@ def load_params(path: str | Path = "params.yaml", *, check_files: bool = True) -
     path = Path(path)
     raw = read_params_yaml(path)
     try:
-        params = from_dict(Params, raw)
+        params = from_dict(Params, move_deprecated_keys(raw))
         check_bounds(params, PARAMS_BOUNDS)
         check_model_fits_memory(params)
     except ConfigError as exc:
@@ -226,6 +245,35 @@ def load_params(path: str | Path = "params.yaml", *, check_files: bool = True) -
         if params.vocab.pretrained:
             _check_pretrained_vocab(path, params.vocab, root)
     return params
+
+
+def move_deprecated_keys(raw: dict) -> dict:
+    """``raw`` with every :data:`MOVED_KEYS` old key moved to its new place, noted once per process on
+    stderr. Two places setting one key (old and new, or two old keys with different values) is a
+    ``ConfigError`` naming both; a task's own override of a moved key is refused (one value for all)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    set_by: dict[str, str] = {}  # new key -> the old key that set it
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = out.get(old_section)
+        if not isinstance(section, dict) or old_key not in section:
+            continue
+        target = out.setdefault(new_section, {})
+        if target is None:
+            target = out[new_section] = {}
+        if not isinstance(target, dict):
+            continue  # from_dict names the section's wrong type
+        value = section.pop(old_key)
+        if new_key in target and (new not in set_by or target[new_key] != value):
+            raise ConfigError(f"{old}: moved to {new}, and {set_by.get(new, new)} sets it too; keep only {new}")
+        target[new_key], set_by[new] = value, old
+        note_deprecated(old, new)
+    for name, task in (out.get("tasks") or {}).items():
+        own = task.get("finetuning") if isinstance(task, dict) else None
+        for key in own or {}:
+            check(f"finetuning.{key}" not in MOVED_KEYS, f"tasks.{name}.finetuning.{key}",
+                  f"moved to {MOVED_KEYS.get(f'finetuning.{key}')} (one value for every task)")
+    return out
 
 
 def read_params_yaml(path: Path) -> dict:
@@ -320,21 +368,6 @@ def _mark_text(value: Any, limit: int = 40) -> str:
     if not text.isprintable():
         text = repr(text)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def machine_memory_bytes() -> int | None:
-    """Physical RAM, or the cgroup (container) limit when lower; None when unknown."""
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        ram = None
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-    except OSError:
-        limit = ""
-    if limit.isdigit():
-        ram = min(ram, int(limit)) if ram else int(limit)
-    return ram
 
 
 def _bytes_text(n: int) -> str:

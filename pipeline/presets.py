@@ -34,7 +34,7 @@ _RECIPE_COMMON: dict[str, Any] = {
     "training.schedule": "noam",
     "training.lr": 1.0,
     "training.epochs": 30,
-    "training.checkpoint_every": 1000,
+    "run.checkpoint_every": 1000,  # bookkeeping, not recipe: a sample-sized interval would write thousands
 }
 
 PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
@@ -72,6 +72,16 @@ def dvc_set_args(name: str) -> list[str]:
     return args
 
 
+def _drop_old_places(data, key: str) -> None:
+    """Remove the keys that ``MOVED_KEYS`` says moved to ``key`` (both places set is an error on load)."""
+    from pipeline.params import MOVED_KEYS
+
+    for old, new in MOVED_KEYS.items():
+        section, _, leaf = old.partition(".")
+        if new == key and isinstance(data.get(section), dict) and leaf in data[section]:
+            del data[section][leaf]
+
+
 def write_preset(name: str, params_path) -> None:
     """Apply a preset to params.yaml in place, keeping comments (ruamel.yaml, shipped with DVC).
 
@@ -97,6 +107,7 @@ def write_preset(name: str, params_path) -> None:
     yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     data = yaml.load(params_path.read_text(encoding="utf-8"))
     for key, value in preset_overrides(name).items():
+        _drop_old_places(data, key)  # an old-layout file: the preset's value at the new place replaces it
         node = data
         parts = key.split(".")
         for part in parts[:-1]:

@@ -73,11 +73,11 @@ def _requirements() -> list[str]:
 
 def log_model(model_dir: str | Path, name: str = MODEL_NAME):
     """Log ``model_dir`` as a pyfunc model in the *active* MLflow run; returns the ModelInfo."""
-    import json
-
     import pandas as pd
 
-    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    from twilbert.finetune.model_dir import read_finetuned_config
+
+    config = read_finetuned_config(model_dir)
     pair = bool(config.get("text_pair"))
     example = pd.DataFrame({"text": ["qué buen día"], **({"aux": ["gracias"]} if pair else {})})
     with warnings.catch_warnings():

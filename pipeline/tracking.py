@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -362,6 +363,10 @@ class Tracker:
         self._warned = False
         self._replay_from: int | None = None  # fallback offset where this tracker's unsent records start
         self._memory: list[dict] = []
+        # Concurrent stages may share one fallback file: each record names its writer, so a replay
+        # sends only this tracker's records.
+        self._writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._discard = False  # tracking switched off: nothing is kept, nothing written
 
     # --- internals -----------------------------------------------------------------------------
     def _call(self, fn: Callable[[], Any], what: str, deadline_s: float | None = None) -> Any:
@@ -384,14 +389,21 @@ class Tracker:
             )
 
     def _local(self, record: dict) -> None:
+        if self._discard:
+            return
         if self.fallback is None:
             if len(self._memory) < _MEMORY_CAP:
                 self._memory.append(record)
             return
+        line = (json.dumps({**record, "writer": self._writer}, ensure_ascii=False) + "\n").encode("utf-8")
         try:
             self.fallback.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.fallback, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            # one write(2) on an O_APPEND descriptor: concurrent writers' lines never interleave
+            fd = os.open(self.fallback, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
         except OSError:
             pass
 
@@ -413,9 +425,11 @@ class Tracker:
                 f.seek(self._replay_from)
                 for line in f:
                     try:
-                        yield json.loads(line)
+                        record = json.loads(line)
                     except ValueError:
                         continue
+                    if isinstance(record, dict) and record.pop("writer", self._writer) == self._writer:
+                        yield record
         except OSError:
             return
 
@@ -793,8 +807,8 @@ def stage_run(
     and not ``0``: under torchrun only rank 0 tracks.
     """
     if _nonzero_rank() or not enabled or os.environ.get("TWILBERT_TRACKING", "").lower() in {"0", "off", "false"}:
-        tracker = Tracker(None, None, None if _nonzero_rank() else fallback)
-        tracker._warned = True  # disabled on purpose: no warning
+        tracker = Tracker(None, None, None)
+        tracker._warned, tracker._discard = True, True  # disabled on purpose: no warning, no local file
         yield tracker
         return
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

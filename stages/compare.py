@@ -31,10 +31,11 @@ def main(
     excluded), mean ± sd of dev and test over its seeds, the best configuration chosen on dev only,
     and the experiments that failed."""
     from pipeline.experiments import load_exp_show, parse_exp_show, summarise, to_markdown
+    from twilbert.metadata import MetadataError, read_json
 
     try:
-        rows = json.loads(exp_json.read_text(encoding="utf-8")) if exp_json else load_exp_show(".", ["--rev", rev] if rev else [])
-    except (OSError, ValueError, RuntimeError) as exc:
+        rows = read_json(exp_json, kind=list, allow_nan=True) if exp_json else load_exp_show(".", ["--rev", rev] if rev else [])
+    except (MetadataError, RuntimeError) as exc:
         fail(f"compare: cannot read the experiments: {exc}")
     experiments = parse_exp_show(rows, include_baseline=include_baseline)
     if not experiments:

@@ -37,7 +37,7 @@ def main(
 ) -> None:
     """Embed texts with a TWilBERT encoder (cls or mean pooling) into .arrow or .npy."""
     from twilbert.finetune.model import FORMAT, resolve_pretrained_dir
-    from twilbert.inference import InputError, POOLINGS, pretrained_rules, read_input_file, read_lines, write_embeddings
+    from twilbert.inference import InputError, OutputError, POOLINGS, pretrained_rules, read_input_file, read_lines, write_embeddings
     from twilbert.inference import load as load_model
     from twilbert.train.checkpoint import read_config
 
@@ -63,6 +63,6 @@ def main(
     try:
         vectors = predictor.embed(data.texts, data.aux, pooling=pooling, batch_size=batch_size, progress=show)
         write_embeddings(vectors, output, data.ids)
-    except InputError as exc:
+    except (InputError, OutputError) as exc:
         fail(str(exc))
     typer.echo(f"embed: {vectors.shape[0]} x {vectors.shape[1]} ({pooling}) -> {output}{note}", err=True)

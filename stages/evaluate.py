@@ -9,6 +9,7 @@ import typer
 
 from pipeline.common import PARAMS_OPTION, fail, guarded, load, load_tokenizer, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 from twilbert.utils import atomic_write_text
 
 HELD_OUT = ("test", "valid")  # never "train": its rows would be reported as held-out metrics
@@ -31,29 +32,30 @@ def main(
     lock_outputs(out_dir)
     import torch
 
-    from twilbert.config import from_dict
     from twilbert.data.shard_format import verify_manifest
-    from twilbert.model.config import ModelConfig
     from twilbert.model.twilbert import TWilBERT
-    from twilbert.train.checkpoint import load_checkpoint, read_config
+    from twilbert.train.checkpoint import load_checkpoint, read_model_config
+    from twilbert.config import ConfigError
     from twilbert.train.evaluate import evaluate_pretrained
+    from twilbert.train.runtime import resolve_device
 
     if not (model_dir / "config.json").is_file():
         fail(f"{model_dir}: no pre-trained model (run the pretrain stage first)")
-    with guarded():  # written last: a failed run leaves none, not the previous run's
-        for name in ("metrics.json", "report.md"):
-            (out_dir / name).unlink(missing_ok=True)
     # the shards it reads (train: unigram baseline), checked against their manifest before the model loads
     run_guarded(verify_manifest, shards_dir, splits=("train", split))
     tok = load_tokenizer(vocab_model)
-    stored = read_config(model_dir)
-    cfg = from_dict(ModelConfig, stored.get("model", stored), "model")
+    _, cfg = run_guarded(read_model_config, model_dir)
     model = TWilBERT(cfg, attention=p.impl.attention)
     run_guarded(load_checkpoint, model_dir, model)
+    device = run_guarded(resolve_device, p.impl.device, error=ConfigError)
+    # Inputs are usable: the previous run's outputs go now, and the new ones are written last, so a
+    # failed run leaves none rather than the previous run's beside nothing.
+    with guarded():
+        for name in ("metrics.json", "report.md"):
+            (out_dir / name).unlink(missing_ok=True)
     if p.impl.num_threads:
         torch.set_num_threads(p.impl.num_threads)
-    device = "cuda" if p.impl.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    with tracked("evaluate", params, p, ("evaluate",), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
+    with tracked("evaluate", params, p, stage_params("evaluate"), fallback=Path("logs/tracking/evaluate.jsonl")) as t:
         result = run_guarded(
             evaluate_pretrained, model.to(device), shards_dir, split, tok,
             batch_size=p.evaluate.batch_size, seed=p.evaluate.seed,

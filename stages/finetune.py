@@ -9,6 +9,7 @@ import typer
 
 from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 
 REPORT_ARTIFACTS = ("metrics.json", "class_report.md", "class_report.json", "confusion.png", "confusion.csv", "predictions.tsv",
                     "history.csv", "run_info.json", "rejects.tsv")
@@ -44,8 +45,7 @@ def main(
         from twilbert.text.tokenizer import Tokenizer
 
         model_cfg = p.model.resolved(vocab_size=run_guarded(Tokenizer.from_file, vocab_model).vocab_size, max_len=p.representation.max_len)
-    sections = ("finetuning", f"tasks.{task}", "normalize.rules")
-    with tracked(f"finetune:{task}", params, p, sections, fallback=Path(f"logs/tracking/finetune-{task}.jsonl")) as t:
+    with tracked(f"finetune:{task}", params, p, stage_params("finetune", task=task), fallback=Path(f"logs/tracking/finetune-{task}.jsonl")) as t:
         result = run_guarded(
             finetune_runs,
             task,
@@ -59,6 +59,7 @@ def main(
             pretrained_dir=pretrained_dir,
             model_config=model_cfg,
             impl=p.impl,
+            run=p.run,
             data_root=params.parent,
             log_fn=t.log_metrics,
             progress=progress_enabled(p),

@@ -8,6 +8,7 @@ import typer
 
 from pipeline.common import PARAMS_OPTION, fail, load, progress_enabled, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 
 
 def main(
@@ -22,7 +23,7 @@ def main(
 
     root = params.parent  # params paths are relative to the params file (kept relative in stats)
     check_dvc_deps(params, [*p.data.pairs, *p.data.tweets])
-    with tracked("normalize", params, p, ("data", "normalize"), fallback=Path("logs/tracking/normalize.jsonl")) as t:
+    with tracked("normalize", params, p, stage_params("normalize"), fallback=Path("logs/tracking/normalize.jsonl")) as t:
         stats = run_guarded(
             normalize_corpora,
             pairs=[root / f for f in p.data.pairs],

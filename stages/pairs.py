@@ -9,6 +9,7 @@ import typer
 
 from pipeline.common import PARAMS_OPTION, guarded, load, load_tokenizer, progress_enabled, require_normalized, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 from twilbert.utils import atomic_write_text
 
 
@@ -29,7 +30,7 @@ def main(
     pairs_pq, tweets_pq = require_normalized(normalized_dir)
     with guarded():
         stats_path.unlink(missing_ok=True)  # written last: a failed run leaves none, not the previous run's
-    with tracked("pairs", params, p, ("pairs", "representation"), fallback=Path("logs/tracking/pairs.jsonl")) as t:
+    with tracked("pairs", params, p, stage_params("pairs"), fallback=Path("logs/tracking/pairs.jsonl")) as t:
         manifest = run_guarded(
             build_pair_shards,
             pairs_pq if pairs_pq.exists() else None,

@@ -32,7 +32,8 @@ def main(
 ) -> None:
     """Predict labels (or values) for texts: one JSON line per input,
     {"label": ..., "probabilities": {label: p}} (multi-label: "labels": [...]; regression: "value")."""
-    from twilbert.inference import InputError, load, read_lines, write_jsonl
+    from twilbert.inference import InputError, OutputError, jsonl_text, load, read_lines
+    from twilbert.utils import atomic_write_text
 
     if fmt not in ("auto", "tsv", "csv", "jsonl"):
         fail(f"--format: expected auto, tsv, csv or jsonl, got {fmt!r}")
@@ -55,28 +56,29 @@ def main(
     show = bool(progress)
     try:
         rows = predictor.predict(data.texts, data.aux, batch_size=batch_size, progress=show)
-    except InputError as exc:
+        text = jsonl_text(rows, data.ids)  # strict JSON, all of it, before a byte is written
+    except (InputError, OutputError) as exc:
         fail(str(exc))
     if output is None:
-        write_jsonl(rows, sys.stdout, data.ids)
+        sys.stdout.write(text)
         return
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", encoding="utf-8") as f:
-        write_jsonl(rows, f, data.ids)
+    run_guarded(atomic_write_text, output, text)  # complete or absent, never half a file
     typer.echo(f"predict: {len(rows)} predictions -> {output}", err=True)
 
 
+
 def _predict_file(predictor, input: Path, text_column, aux_column, id_column, fmt, output: Path | None, batch_size: int, progress: bool) -> None:
-    """A file, streamed in chunks (twilbert/bulk.py): output lines are written as chunks are computed;
-    ``--output`` appears whole (atomic rename) once every row is predicted."""
+    """A file, streamed in chunks (twilbert/bulk.py): output lines are written as chunks are computed
+    (strict JSON per chunk); ``--output`` appears whole (atomic rename) once every row is predicted."""
     from twilbert.bulk import count_rows, predict_file, read_file_chunks
-    from twilbert.inference import write_jsonl
+    from twilbert.inference import jsonl_text
     from twilbert.utils import atomic_write
 
     def stream(f) -> int:
         chunks = read_file_chunks(input, text_column, aux_column, id_column, fmt)
         total = count_rows(input, fmt) if progress else None
-        return predict_file(predictor, chunks, lambda rows, ids: write_jsonl(rows, f, ids), batch_size=batch_size, total=total, progress=progress)
+        return predict_file(predictor, chunks, lambda rows, ids: f.write(jsonl_text(rows, ids)), batch_size=batch_size, total=total, progress=progress)
 
     with guarded():
         if output is None:

@@ -16,6 +16,7 @@ import typer
 
 from pipeline.common import PARAMS_OPTION, load, load_tokenizer, progress_enabled, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 
 CURVE_FIELDS = ("step", "epoch", "loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "lr", "tokens_per_s")
 
@@ -63,21 +64,21 @@ def main(
 ) -> None:
     """Pre-train TWilBERT (masked LM + Reply Order Prediction) with length-bucketed batches, gradient
     accumulation, bf16 autocast where supported, optional torch.compile, checkpoints every epoch, every
-    training.checkpoint_every steps and at the end of the budget, and exact resumption after an
+    run.checkpoint_every steps and at the end of the budget, and exact resumption after an
     interruption (kill -9 included). Checkpoints are kept per run config, so a params change trains
-    afresh without destroying the previous config's checkpoints (training.on_config_change=error refuses
-    instead; training.resume_from names a checkpoint). With training.n_gpus > 1 the command relaunches
+    afresh without destroying the previous config's checkpoints (run.on_config_change=error refuses
+    instead; run.resume_from names a checkpoint). With impl.n_gpus > 1 the command relaunches
     itself under torchrun (DDP); under torchrun it joins the process group and only rank 0 tracks."""
     p = load(params)
     lock_outputs(out_dir)
     from twilbert.train.distributed import torchrun_command
 
-    if p.training.n_gpus > 1 and "LOCAL_RANK" not in os.environ:
+    if p.impl.n_gpus > 1 and "LOCAL_RANK" not in os.environ:
         main_spec = getattr(sys.modules["__main__"], "__spec__", None)
         # `python -m pipeline.cli pretrain` (as dvc.yaml runs it) relaunches as `-m pipeline.cli`, so the
         # ranks import the same code; the `twilbert` console script relaunches itself by path.
         entry = ["-m", main_spec.name] if main_spec is not None and main_spec.name else [sys.argv[0]]
-        cmd = torchrun_command(p.training.n_gpus, [*entry, *sys.argv[1:]])
+        cmd = torchrun_command(p.impl.n_gpus, [*entry, *sys.argv[1:]])
         typer.echo("pretrain: launching " + " ".join(cmd), err=True)
         os.execvp(cmd[0], cmd)
     from dataclasses import replace
@@ -94,7 +95,7 @@ def main(
     rank0 = rank == 0
     curves = CurveWriter(reports_dir / "curves.csv") if rank0 else None
     fallback = Path("logs/tracking/pretrain.jsonl") if rank0 else None
-    with tracked("pretrain", params, tracking_params(p, rank), ("model", "training", "representation", "normalize.rules"), fallback=fallback) as t:
+    with tracked("pretrain", params, tracking_params(p, rank), stage_params("pretrain"), fallback=fallback) as t:
 
         def log_fn(metrics: dict, step: int) -> None:
             if rank0:
@@ -106,6 +107,7 @@ def main(
             model_cfg=model_cfg,
             training=training,
             impl=p.impl,
+            run=p.run,
             shards_dir=shards_dir,
             tokenizer_path=vocab_model,
             out_dir=out_dir,

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, load, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, StageError, load, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    from twilbert.metadata import read_json
+
+    return run_guarded(read_json, path, error=StageError) if path.is_file() else None
 
 
 def main(
@@ -34,7 +36,7 @@ def main(
 
     rules = p.normalize.rules.effective()
     task_reports, baselines, run_info = {}, {}, {}
-    with tracked("report", params, p, ("tasks", "normalize.rules"), fallback=Path("logs/tracking/report.jsonl")) as t:
+    with tracked("report", params, p, stage_params("report"), fallback=Path("logs/tracking/report.jsonl")) as t:
         for name, task in p.tasks.items():
             task_reports[name] = run_guarded(load_task_report, finetune_reports / name)
             run_info[name] = _read_json(finetune_reports / name / RUN_INFO_FILE)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, guarded, load, require_normalized, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, StageError, guarded, load, require_normalized, run_guarded, tracked
 from pipeline.outlock import lock_outputs
+from pipeline.stage_params import stage_params
 from twilbert.utils import atomic_write_text
 
 
@@ -29,6 +30,7 @@ def main(
     p = load(params)
     lock_outputs(out_dir)
     from twilbert.text.normalize import glued_placeholder_tokens, placeholder_keys, placeholder_tokens
+    from twilbert.metadata import read_json
     from twilbert.text.vocab import adopt_vocab, train_vocab
 
     inputs = list(require_normalized(normalized_dir))  # train_vocab skips missing files ("the corpus is empty")
@@ -36,7 +38,7 @@ def main(
         stats_path.unlink(missing_ok=True)  # written last: a failed run leaves none, not the previous run's
         out_dir.mkdir(parents=True, exist_ok=True)
     rules = p.normalize.rules.effective()
-    with tracked("vocab", params, p, ("vocab", "normalize.rules"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
+    with tracked("vocab", params, p, stage_params("vocab"), fallback=Path("logs/tracking/vocab.jsonl")) as t:
         start = time.perf_counter()
         if p.vocab.pretrained:
             model_path = run_guarded(adopt_vocab, p.vocab.pretrained, inputs, p.vocab, out_dir, placeholder_tokens(rules))
@@ -45,7 +47,7 @@ def main(
                 train_vocab, inputs, p.vocab, out_dir / "spm", placeholder_tokens(rules), glued_placeholder_tokens(rules)
             )
         seconds = time.perf_counter() - start
-        summary = json.loads((out_dir / "vocab.json").read_text(encoding="utf-8"))
+        summary = run_guarded(read_json, out_dir / "vocab.json", error=StageError)
         stats = summarize(summary, seconds)
         with guarded():
             stats_path.parent.mkdir(parents=True, exist_ok=True)

@@ -59,12 +59,12 @@ def test_pretrain_with_a_missing_shards_dir(inputs, tmp_path):
 
 def test_pretrain_non_finite_loss_is_the_one_line_hint(inputs, tmp_path, monkeypatch):
     """Every step's loss is inf (the embeddings are poisoned): training stops after max_bad_steps
-    with NonFiniteLossError, whose message says what to change."""
+    with TrainingDivergedError, whose message says what to change."""
     import twilbert.model.embeddings as embeddings
 
     forward = embeddings.Embeddings.forward
     monkeypatch.setattr(embeddings.Embeddings, "forward", lambda self, *a, **kw: forward(self, *a, **kw) * float("inf"))
-    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 4, "max_bad_steps": 2})
+    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 4}, run={"max_bad_steps": 2})
     line = error_line(cli("pretrain", "--params", params, "--shards-dir", inputs["shards"], "--vocab-model", inputs["tokenizer"],
                           "--out-dir", tmp_path / "out", "--reports-dir", tmp_path / "reports"), after_progress=True)
     assert "2 consecutive optimizer steps had a NaN/inf loss" in line and "lower training.lr" in line
@@ -100,7 +100,7 @@ def test_evaluate_with_a_missing_vocab_model(inputs, tmp_path):
     params = write_params(tmp_path / "params.yaml", inputs["vocab_size"])
     model_dir, _ = _fake_pretrained(tmp_path)
     line = error_line(cli("evaluate", "--params", params, "--model-dir", model_dir, "--vocab-model", tmp_path / "nov.model",
-                          "--shards-dir", inputs["shards"]))
+                          "--shards-dir", inputs["shards"], "--out-dir", tmp_path / "eval"))
     assert f"{tmp_path / 'nov.model'}: no vocabulary model" in line
 
 

@@ -21,6 +21,13 @@ outputs to float rounding.
 (:meth:`TaskType.predict_rows`): ``{"label": str, "probabilities": {label: p}}`` (single-label,
 softmax), ``{"labels": [str...], "probabilities": {label: p}}`` (multi-label, sigmoid, labels with
 ``p >= threshold``), ``{"value": float}`` (regression).
+
+A model directory is an input like any other (copied, edited, crafted): its ``config.json`` is
+validated before anything is built (:mod:`twilbert.finetune.model_dir`, the strict
+``train.checkpoint.model_config``), and :func:`load` also refuses a weight that is not finite (a NaN
+model would otherwise "predict" NaN). Inputs are cut to ``max_len`` and never past the position table:
+a long input is truncated, as in training, never an error. Outputs are checked finite and
+written as strict JSON, so a result is always valid JSON or a one-line error.
 """
 
 from __future__ import annotations
@@ -49,6 +56,10 @@ PRECISIONS = ("fp32", "bf16", "int8")  # the matrix products (bf16: torch.autoca
 
 class InputError(ConfigError):
     """Unusable input (missing column, empty file, a text pair model without its second text...)."""
+
+
+class OutputError(ConfigError):
+    """An output that cannot be reported: a non-finite value (JSON has no NaN)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,9 +141,9 @@ class Predictor:
             raise InputError(f"{self.source}: a text-pair model (fine-tuned on pairs): give the second texts (aux / --aux-column)")
         if self.is_classifier and not self.text_pair and aux is not None:
             raise InputError(f"{self.source}: a single-text model: it takes no second text (aux / --aux-column)")
-        max_len = self.max_len
-        if not self.is_classifier and aux is not None:  # a pre-trained encoder given pairs: both must fit
-            max_len = (self.encoder.config.max_positions - 3) // 2
+        # each segment cut to max_len, as in training, and never past the position table
+        positions = self.encoder.config.max_positions
+        max_len = min(self.max_len, positions - 2 if aux is None else (positions - 3) // 2)
         return encode_texts(self.tokenizer, texts, aux, max_len=max_len, rules=self.rules)
 
     def batches(self, data: EncodedSplit, batch_size: int, *, progress: bool = False, desc: str = "") -> Iterator[Batch]:
@@ -166,7 +177,7 @@ class Predictor:
         with self._autocast():
             for b in self.batches(data, batch_size, progress=progress, desc="predict"):
                 out[b.index] = forward(b.input_ids, b.token_type_ids, b.attention_mask).float().cpu().numpy()  # (B, C)
-        return out
+        return self._finite(out, "output")
 
     def predict(self, texts: Sequence[str], aux: Sequence[str] | None = None, batch_size: int = 64, *, progress: bool = False) -> list[dict[str, Any]]:
         """One dict per text (see module docstring), in input order."""
@@ -197,6 +208,15 @@ class Predictor:
                 hidden = encode(b.input_ids, b.token_type_ids, b.attention_mask, first_only=pooling == "cls")  # (B, T or 1, H)
                 vec = pool(hidden.float(), b.input_ids, b.attention_mask, "cls" if pooling == "cls" else "avg", use_special_tokens=True)  # (B, H)
                 out[b.index] = vec.cpu().numpy()
+        return self._finite(out, "embedding")
+
+    def _finite(self, out: np.ndarray, what: str) -> np.ndarray:
+        """``out`` (N, ...) when every value is finite, else an :class:`OutputError` naming the rows."""
+        bad = ~np.isfinite(out.reshape(len(out), -1)).all(axis=1)  # (N,)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise OutputError(f"{self.source}: non-finite {what} (NaN or inf) for {len(rows)} input(s), the first at "
+                              f"0-based row(s) {', '.join(map(str, rows[:5]))}; nothing was written")
         return out
 
     def __repr__(self) -> str:
@@ -282,7 +302,8 @@ def load(
             raise InputError(problem)
     stored = read_config(directory)
     if stored.get("format") == FORMAT:
-        ft = load_finetuned(directory, attention=attention)
+        ft = load_finetuned(directory, attention=attention)  # config.json validated (model_dir.read_finetuned_config)
+        _check_finite_weights(ft.model, directory)
         ft.model.to(dev).eval()
         return Predictor(
             encoder=ft.model.encoder,
@@ -296,7 +317,9 @@ def load(
             compile=compile,
             precision=precision,
         )
-    encoder = load_encoder(directory, attention=attention).to(dev).eval()
+    encoder = load_encoder(directory, attention=attention)
+    _check_finite_weights(encoder, directory)
+    encoder.to(dev).eval()
     if vocab_model is None:
         from twilbert.hf import pretrained_tokenizer_path
 
@@ -321,6 +344,17 @@ def load(
         compile=compile,
         precision=precision,
     )
+
+
+def _check_finite_weights(model: torch.nn.Module, directory: Path) -> None:
+    """Refuse a model with a NaN or infinite weight: it would answer every input with NaN."""
+    from twilbert.train.checkpoint import MODEL_FILE, CheckpointError
+
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{directory / MODEL_FILE}: non-finite weights (NaN or inf) in {len(bad)} tensor(s), "
+                              f"the first {bad[0]}; refusing to load a model that cannot predict")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -456,41 +490,67 @@ def read_lines(stream) -> InputTexts:
     return InputTexts(texts=texts)
 
 
-def write_jsonl(rows: list[dict[str, Any]], stream, ids: list[str] | None = None) -> None:
+def jsonl_text(rows: list[dict[str, Any]], ids: list[str] | None = None) -> str:
+    """One strict JSON line per row (``allow_nan=False``: JSON has no NaN); a non-finite value is an
+    :class:`OutputError` naming the row, before anything is written."""
+    lines = []
     for i, r in enumerate(rows):
         if ids is not None:
             r = {"id": ids[i], **r}
-        stream.write(json.dumps(r, ensure_ascii=False) + "\n")
+        try:
+            lines.append(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
+        except ValueError as exc:
+            raise OutputError(f"row {i}: {exc} (NaN or inf); nothing was written") from None
+    return "".join(lines)
+
+
+def write_jsonl(rows: list[dict[str, Any]], stream, ids: list[str] | None = None) -> None:
+    stream.write(jsonl_text(rows, ids))
 
 
 def write_embeddings(vectors: np.ndarray, out: str | Path, ids: list[str] | None = None) -> Path:
     """``.npy`` (N, H) float32 in input order, or ``.arrow`` (IPC file): ``id`` (the id column, else
     the 0-based row number) and ``embedding`` (fixed-size list of H float32)."""
+    from twilbert.utils import atomic_write
+
     out = Path(out)
+    if out.suffix not in (".npy", ".arrow", ".feather", ".ipc"):
+        raise InputError(f"{out}: the output must end in .npy or .arrow")
+    if not np.isfinite(vectors).all():
+        raise OutputError(f"{out}: non-finite embeddings (NaN or inf); nothing was written")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
-        np.save(out, vectors.astype(np.float32, copy=False))
+        atomic_write(out, lambda tmp: _save_npy(tmp, vectors))
         return out
-    if out.suffix not in (".arrow", ".feather", ".ipc"):
-        raise InputError(f"{out}: the output must end in .npy or .arrow")
     import pyarrow as pa
 
     n, h = vectors.shape
     emb = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), h)
     id_col = pa.array(ids, type=pa.string()) if ids is not None else pa.array(np.arange(n, dtype=np.int64))
     table = pa.table({"id": id_col, "embedding": emb})
-    with pa.OSFile(str(out), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+
+    def write(tmp: Path) -> None:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
+    atomic_write(out, write)
     return out
+
+
+def _save_npy(path: Path, vectors: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add ".npy" to the temp file's name
+        np.save(f, vectors.astype(np.float32, copy=False))
 
 
 __all__ = [
     "InputError",
     "InputTexts",
+    "OutputError",
     "POOLINGS",
     "Predictor",
     "load",
     "read_input_file",
+    "jsonl_text",
     "read_lines",
     "write_embeddings",
     "write_jsonl",

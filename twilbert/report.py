@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from twilbert.config import ConfigError
+from twilbert.metadata import fields, read_json
 from twilbert.finetune.metrics import mean_sd
 
 _NUMBER = (int, float, np.integer, np.floating)
@@ -33,11 +34,11 @@ class ReportError(ConfigError):
 # reading
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not valid JSON ({exc})") from None
+_METRICS = fields(required={"dev": dict, "test": dict})
+
+
+def _read_json(path: Path, schema=None) -> Any:
+    return read_json(path, schema=schema, error=ReportError, allow_nan=True)  # metrics may be NaN (pearson of a constant)
 
 
 def load_task_report(report_dir: str | Path) -> dict[str, Any]:
@@ -48,12 +49,10 @@ def load_task_report(report_dir: str | Path) -> dict[str, Any]:
     path = report_dir / "metrics.json"
     if not path.is_file():
         raise ReportError(f"{path}: no such file (run the finetune stage for this task first)")
-    report = _read_json(path)
-    if not isinstance(report, dict) or not isinstance(report.get("dev"), dict) or not isinstance(report.get("test"), dict):
-        raise ReportError(f"{path}: expected an object with 'dev' and 'test' metrics")
+    report = _read_json(path, _METRICS)
     per_class = report_dir / "class_report.json"
     if per_class.is_file():
-        tables = _read_json(per_class)
+        tables = _read_json(per_class, fields(optional={"dev": (dict, None), "test": (dict, None)}))
         for split in ("dev", "test"):
             if tables.get(split):
                 report[split] = {**report[split], "per_class": tables[split]}

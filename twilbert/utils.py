@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,13 +68,44 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     tmp = _temp_beside(path)
     try:
-        write(tmp)
+        with disk_full_as_oserror(path, tmp):
+            write(tmp)
         _publish(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         name_path(exc, path, tmp)
         raise
     fsync_dir(path.parent)
+
+
+# Where libraries hide an errno in their message: pyarrow "[errno 28] ...", Rust (safetensors,
+# tokenizers) "Os { code: 28, ...", "os error 28".
+ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]|Os \{ code: (\d+)|os error (\d+)", re.IGNORECASE)
+_LOW_FREE_BYTES = 1 << 20  # below this, a failed write on that filesystem is taken as a full disk
+
+
+@contextlib.contextmanager
+def disk_full_as_oserror(path: str | Path, tmp: str | Path | None = None) -> Iterator[None]:
+    """A writer's non-``OSError`` failure on a full disk becomes ``OSError(ENOSPC, ..., path)``.
+
+    Why: ``torch.save`` reports a full disk as ``RuntimeError ... unexpected pos`` and safetensors as
+    its own error with ``os error 28`` inside; neither says "no space left on device" nor names the
+    file. An errno in the message is used as given; otherwise the failure counts as a full disk when
+    the filesystem holding ``tmp`` (still there, so its bytes still count) has under 1 MiB free."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        found = ERRNO_IN_TEXT.search(str(exc))
+        code = int(next(g for g in found.groups() if g)) if found else None
+        if code is None:
+            with contextlib.suppress(OSError):
+                if shutil.disk_usage(Path(tmp or path).parent).free < _LOW_FREE_BYTES:
+                    code = errno.ENOSPC
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from exc
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Crash safety of pre-training (issue 7): `kill -9` at several moments, rerun, identical final weights.
+"""Crash safety of pre-training: `kill -9` at several moments, rerun, identical final weights.
 
 The `pretrain` stage command runs as a subprocess on a tiny generated corpus (CPU, fp32, one thread,
 dropout on, accumulation 2: deterministic, and resumption needs the RNG, the data cursor and the
@@ -43,7 +43,8 @@ from twilbert.train.run_store import list_checkpoints, list_runs, newest_usable
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-TRAINING = {"epochs": 2, "accum_iters": 2, "checkpoint_every": 3, "log_every": 1}  # 10 steps per epoch
+TRAINING = {"epochs": 2, "accum_iters": 2}  # 10 steps per epoch
+RUN = {"checkpoint_every": 3, "log_every": 1}
 MODEL = {"output_dropout": 0.1}
 KILLED = -signal.SIGKILL
 
@@ -70,7 +71,7 @@ def setup(tmp_path_factory):
     """Tiny inputs, params, and the final weights of an uninterrupted run (the stage, in-process)."""
     root = tmp_path_factory.mktemp("crash")
     inputs = build_inputs(root / "inputs")
-    params = write_params(root / "params.yaml", inputs["vocab_size"], training=TRAINING, model=MODEL)
+    params = write_params(root / "params.yaml", inputs["vocab_size"], training=TRAINING, run=RUN, model=MODEL)
     ref = root / "reference"
     result = CliRunner().invoke(app, stage_args(inputs, params, ref, root / "reference-reports"), catch_exceptions=False)
     assert result.exit_code == 0, result.output

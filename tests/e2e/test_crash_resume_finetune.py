@@ -1,4 +1,4 @@
-"""Crash safety of fine-tuning (issue 7): a real `kill -9` of the finetune stage, rerun, identical result.
+"""Crash safety of fine-tuning: a real `kill -9` of the finetune stage, rerun, identical result.
 
 The `finetune` stage command runs as a subprocess (CPU, one thread, dropout on, a random-init encoder
 so no pre-training is needed) on the bundled sentiment task. One output directory goes through a

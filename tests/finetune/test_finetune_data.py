@@ -13,10 +13,10 @@ from twilbert.config import ConfigError, from_dict
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
 from twilbert.finetune.data import TaskDataError, load_task, read_split
 from twilbert.finetune.inputs import bucketed_batches, collate, encode_texts, eval_batches
-from twilbert.model.config import PAD_ID
 from twilbert.text.normalize import NormalizeRules, normalize_texts, placeholder_tokens
 from twilbert.text.tokenizer import Tokenizer, build_input
 from twilbert.text.vocab import VocabConfig, train_vocab
+from twilbert.tokens import PAD_ID
 
 SYLLABLES = "ca sa pe lo mi tu ra no que bien ja je ma ña ción des pa ri to lu go ve fi cho lla gue rá té so ta ba en al es".split()
 
@@ -175,7 +175,7 @@ def test_bucketed_batches_cover_all_and_change_per_epoch():
         flat = np.concatenate(batches)
         assert sorted(flat.tolist()) == list(range(203))
         assert all(len(b) <= 16 for b in batches)
-    assert [b.tolist() for b in e1] != [b.tolist() for b in e2]  # a new order each epoch (bug §13.19)
+    assert [b.tolist() for b in e1] != [b.tolist() for b in e2]  # a new order each epoch
     # less padding than random batches of the same size
     pad = lambda bs: sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in bs)  # noqa: E731
     perm = np.random.default_rng(0).permutation(203)

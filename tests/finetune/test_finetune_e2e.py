@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +110,10 @@ def test_single_text_finetune_from_pretrained_dir(tmp_path, tok_path):
     sha = Tokenizer.from_file(tok_path).sha256  # the vocabulary it was "pre-trained" with: accepted
     (tmp_path / "pretrained" / "pretrain.json").write_text(json.dumps({"tokenizer_sha256": sha}))
     logged = []
-    ft = FinetuningConfig(epochs=3, batch_size=8, pred_batch_size=7, max_len=12, lr=3e-3, warmup_steps=2, accum_iters=2, collapse_mode="concat")
+    ft = FinetuningConfig(epochs=3, batch_size=8, max_len=12, lr=3e-3, warmup_steps=2, accum_iters=2, collapse_mode="concat")
     res = finetune_task(
         "senti", task, ft, tokenizer_path=tok_path, rules=NormalizeRules(), model_out=tmp_path / "model",
-        report_out=tmp_path / "reports", pretrained_dir=tmp_path / "pretrained", impl=CPU,
+        report_out=tmp_path / "reports", pretrained_dir=tmp_path / "pretrained", impl=replace(CPU, pred_batch_size=7),
         log_fn=lambda m, e: logged.append((e, m)), progress=False,
     )
     model_out, report_out = tmp_path / "model", tmp_path / "reports"
@@ -276,9 +277,9 @@ def test_repeated_ids_are_quarantined_reported_and_the_baseline_sees_the_same_sp
 
     data = json.loads((tmp_path / "r" / "metrics.json").read_text())["data"]
     assert data == res["data"] == {
-        "train": {"rows_in": 18, "rows_used": 18, "rejected": {}},
-        "dev": {"rows_in": 9, "rows_used": 8, "rejected": {"id_in_train": 1}},
-        "test": {"rows_in": 9, "rows_used": 6, "rejected": {"id_in_train": 2, "id_in_dev": 1}},
+        "train": {"rows_in": 18, "rows_used": 18, "rejected": {}, "repeated_ids": 0},
+        "dev": {"rows_in": 9, "rows_used": 8, "rejected": {"id_in_train": 1}, "repeated_ids": 0},
+        "test": {"rows_in": 9, "rows_used": 6, "rejected": {"id_in_train": 2, "id_in_dev": 1}, "repeated_ids": 0},
     }
     for d in data.values():
         assert d["rows_in"] == d["rows_used"] + sum(d["rejected"].values())

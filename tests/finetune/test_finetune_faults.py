@@ -1,4 +1,4 @@
-"""Issue 7 for fine-tuning: numerical faults (NaN/inf loss or gradient skipped and counted, N in a row
+"""Fine-tuning faults: numerical faults (NaN/inf loss or gradient skipped and counted, N in a row
 stop the run, non-finite weights never saved) and crash safety (per-epoch checkpoints, bitwise resume,
 checksum fallback, fingerprint mismatch)."""
 
@@ -16,8 +16,10 @@ import twilbert.finetune.train as train_mod
 from tests.finetune.test_finetune_e2e import CPU, LABELS, make_task, tiny_model_config, tok_path, write_task  # noqa: F401
 from twilbert.finetune.checkpoint import EpochCheckpoints
 from twilbert.finetune.config import FinetuningConfig
-from twilbert.finetune.train import NonFiniteTrainingError, Trainer, finetune_task
+from twilbert.finetune.train import Trainer, finetune_task
 from twilbert.train.checkpoint import CheckpointError
+from twilbert.train.config import RunConfig
+from twilbert.train.loop import TrainingDivergedError
 
 CATS = {lab: i for i, lab in enumerate(LABELS)}
 # 36 train examples / batch 8 = 5 updates per epoch
@@ -113,18 +115,17 @@ def test_inf_loss_with_finite_gradient_is_still_skipped(tmp_path, tok_path, task
 
 
 def test_n_bad_updates_in_a_row_stop_with_a_clear_error_and_save_nothing(tmp_path, tok_path, task, monkeypatch):
-    ft = replace(FT, max_bad_steps=3)
+    bookkeeping = RunConfig(max_bad_steps=3)
     LossHook(monkeypatch, {6: "nan", 7: "nangrad", 8: "inf"})  # epoch 2, updates 2-4
-    with pytest.raises(NonFiniteTrainingError, match=r"tasks\.t: 3 optimizer updates in a row had a non-finite loss or gradient.*finetuning\.max_bad_steps \(3\)"):
-        run(tmp_path, tok_path, task, ft=ft)
+    with pytest.raises(TrainingDivergedError, match=r"tasks\.t: 3 optimizer updates in a row had a non-finite loss or gradient.*run\.max_bad_steps \(3\)"):
+        run(tmp_path, tok_path, task, run=bookkeeping)
     assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "reports").exists()
     assert [p.name for p in (tmp_path / "run" / "ckpt").glob("epoch-*")] == ["epoch-0001"]  # the good epoch only
 
 
 def test_bad_updates_not_in_a_row_do_not_stop(tmp_path, tok_path, task, monkeypatch):
-    ft = replace(FT, max_bad_steps=3)
     LossHook(monkeypatch, {6: "nan", 7: "nan", 9: "nan", 10: "nan"})  # 2 bad, 1 good, 2 bad
-    assert run(tmp_path, tok_path, task, ft=ft)["skipped_updates"] == 4
+    assert run(tmp_path, tok_path, task, run=RunConfig(max_bad_steps=3))["skipped_updates"] == 4
 
 
 def test_non_finite_weights_are_never_saved(tmp_path, tok_path, task, monkeypatch):
@@ -146,7 +147,7 @@ def test_max_bad_steps_is_validated():
     from twilbert.config import ConfigError, from_dict
 
     with pytest.raises(ConfigError, match="max_bad_steps: must be >= 1"):
-        from_dict(FinetuningConfig, {"max_bad_steps": 0}, "finetuning")
+        from_dict(RunConfig, {"max_bad_steps": 0}, "run")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Fine-tuning losses against numpy re-implementations of the formulas (inventory §7.3) and hand
-computations; class weights; loss/task compatibility."""
+"""Fine-tuning losses against numpy re-implementations of the formulas and hand computations;
+class weights; loss/task compatibility."""
 
 from __future__ import annotations
 

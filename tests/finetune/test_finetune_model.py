@@ -8,8 +8,9 @@ import torch
 
 from twilbert.config import to_dict
 from twilbert.finetune.model import SequenceClassifier, load_encoder, pool
-from twilbert.model.config import CLS_ID, PAD_ID, SEP_ID, ModelConfig
+from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
+from twilbert.tokens import CLS_ID, PAD_ID, SEP_ID
 from twilbert.train.checkpoint import CheckpointError, save_checkpoint
 
 
@@ -66,7 +67,7 @@ def test_head_init_truncated_normal_zero_mean():
     clf = SequenceClassifier(TWilBERT(tiny_config(hidden_size=64, embedding_size=64)), 200, dropout=0.0)
     w = clf.head.weight.detach()
     assert w.abs().max() <= 2 * 0.02 + 1e-7  # cut at 2 std
-    assert abs(float(w.mean())) < 0.002  # mean 0 (the original's head had mean 0.02, bug §13.3)
+    assert abs(float(w.mean())) < 0.002  # mean 0 (the original's head had mean 0.02)
     assert torch.equal(clf.head.bias, torch.zeros(200))
 
 

@@ -1,4 +1,4 @@
-"""finetuning.seeds (issue 9): one model per seed, mean ± sd in metrics.json, per-seed metrics, the
+"""finetuning.seeds: one model per seed, mean ± sd in metrics.json, per-seed metrics, the
 best-dev seed saved as the task's model, resumable across seeds, and the report's mean ± sd beside the
 baseline with the winning seed named."""
 

@@ -268,7 +268,7 @@ def test_import_prints_a_model_section_that_params_yaml_accepts(tmp_path, positi
     import yaml
 
     from pipeline.params import load_params
-    from twilbert.train.pretrain import load_initial_weights
+    from twilbert.train.initial_weights import load_initial_weights
 
     hf_checkpoint("bert", tmp_path / "hf", max_position_embeddings=positions)
     res = run_cli("import-hf", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "ck"))

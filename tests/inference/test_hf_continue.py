@@ -22,8 +22,8 @@ from tests.inference.test_predict import run_cli  # noqa: E402
 from tests.train.test_pretrain_fixtures import MAX_LEN, _lines, write_params  # noqa: E402
 from twilbert.config import ConfigError  # noqa: E402
 from twilbert.hf import HFInteropError, check_renumbered, import_hf, renumber_tokenizer  # noqa: E402
-from twilbert.model.config import SPECIAL_TOKENS  # noqa: E402
 from twilbert.text.tokenizer import HFTokenizer, Tokenizer, TokenizerError, build_input  # noqa: E402
+from twilbert.tokens import SPECIAL_TOKENS  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore:{w}") for w in ("ROP head freshly", "vocabulary renumbered", "[0-9]+ embedding rows past")]
 BETO_SPECIALS = ["[MASK]", "[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]"]  # BETO's first ids
@@ -190,7 +190,7 @@ def test_continued_pretraining_from_an_imported_bert(tmp_path):
     then the vocab, pairs and pretrain stages: the shards use the imported tokenizer and training starts
     from the imported weights. Without vocab.pretrained, the mismatch is an error naming the key."""
     from twilbert.finetune.model import load_encoder
-    from twilbert.train.pretrain import load_initial_weights
+    from twilbert.train.initial_weights import load_initial_weights
 
     beto_like(tmp_path / "hf", positions=64)
     res = run_cli("import-hf", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "beto"), "--max-len", str(MAX_LEN))
@@ -291,7 +291,7 @@ def test_imported_without_a_tokenizer_cannot_start_pretraining(tmp_path):
     """Its rows stand for unknown tokens: a same-sized vocabulary trained by the vocab stage would pass
     every shape check."""
     from twilbert.finetune.model import load_encoder
-    from twilbert.train.pretrain import load_initial_weights
+    from twilbert.train.initial_weights import load_initial_weights
 
     beto_like(tmp_path / "hf")
     for name in ("tokenizer.json", "tokenizer_config.json"):

@@ -25,10 +25,25 @@ EXTRA = [
 ]
 
 
+def _stray_zwj_between_emoji(raw: str) -> bool:
+    """A zero-width joiner between two emoji that form no known ZWJ sequence (``😂‍😂``)."""
+    import emoji
+
+    from twilbert.text.normalize.emojis import zwj_sequences
+
+    for seq in zwj_sequences():
+        raw = raw.replace(seq, "")
+    return any(emoji.is_emoji(raw[i - 1]) and emoji.is_emoji(raw[i + 1]) for i in range(1, len(raw) - 1) if raw[i] == "\u200d")
+
+
 def approximated(raw: str) -> bool:
-    """The documented approximations: HTML references past Latin-1 or hexadecimal, and pysentimiento's
-    emoji delimiters meeting a literal ``|``."""
-    return "|" in raw or any(m[0] or int(m[1]) > 255 for m in re.findall(r"&#([xX])?([0-9]+)", raw))
+    """The documented approximations: HTML references past Latin-1 or hexadecimal, pysentimiento's
+    emoji delimiters meeting a literal ``|``, and a stray ZWJ between two emoji."""
+    return (
+        "|" in raw
+        or any(m[0] or int(m[1]) > 255 for m in re.findall(r"&#([xX])?([0-9]+)", raw))
+        or _stray_zwj_between_emoji(raw)
+    )
 
 
 def test_one_builder_per_rule_of_the_rule_orders():

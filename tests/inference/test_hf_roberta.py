@@ -1,4 +1,4 @@
-"""RoBERTa and XLM-R checkpoints (issue 23): import exactly, export back as ``*ForMaskedLM``.
+"""RoBERTa and XLM-R checkpoints: import exactly, export back as ``*ForMaskedLM``.
 
 The checkpoints are built here like RoBERTuito (byte-level BPE, ``<s>=0 <pad>=1 </s>=2 <unk>=3``,
 ``<mask>`` last) and XLM-T (a SentencePiece-style Unigram, ``<mask>`` an added token past the piece
@@ -21,8 +21,8 @@ import tokenizers.processors  # noqa: E402
 
 from tests.train.test_pretrain_fixtures import _lines  # noqa: E402
 from twilbert.hf import HFInteropError, export_hf, import_hf  # noqa: E402
-from twilbert.model.config import SPECIAL_TOKENS  # noqa: E402
 from twilbert.text.tokenizer import Tokenizer, build_input  # noqa: E402
+from twilbert.tokens import SPECIAL_TOKENS  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore:{w}") for w in ("ROP head freshly", "vocabulary renumbered", "[0-9]+ embedding rows past", "its tokenizer is cased")]
 transformers.logging.set_verbosity_error()

@@ -1,4 +1,4 @@
-"""The whole path a RoBERTuito user takes, through the CLI (issue 23): import-hf -> vocab -> pairs ->
+"""The whole path a RoBERTuito user takes, through the CLI: import-hf -> vocab -> pairs ->
 pretrain (MLM + ROP from the imported weights) -> finetune (collapse_mode: cls) -> predict -> export-hf,
 and transformers gives back our numbers: ``AutoModelForMaskedLM`` on the continued pre-training, and
 ``pipeline("text-classification")`` on raw tweets on the fine-tuned model. A tiny random RoBERTa

@@ -60,6 +60,6 @@ def test_config_map_round_trips_the_architecture(variant):
 def test_families_are_keyed_by_transformers_model_type_and_other_types_are_refused():
     for model_type, family in FAMILIES.items():
         assert family.model_type == model_type == family.hf_class("Config")().model_type
-    assert import_problems(SimpleNamespace(model_type="deberta-v2")) == [  # roberta is a family since issue 23
+    assert import_problems(SimpleNamespace(model_type="deberta-v2")) == [  # roberta is a family of its own
         "model_type 'deberta-v2': only bert, albert, roberta and xlm-roberta checkpoints can be imported"
     ]

@@ -96,3 +96,14 @@ def test_exp_show_runs_this_interpreter_s_dvc_without_a_venv_on_path(monkeypatch
     assert shutil.which("dvc") is None or not shutil.which("dvc").startswith(str(Path(sys.executable).parent))
     shown = load_exp_show(Path(__file__).resolve().parents[2])
     assert isinstance(shown, list) and shown and "rev" in shown[0]
+
+
+def test_speed_and_bookkeeping_sections_never_split_a_configuration():
+    """`-S impl.n_gpus=8` or `-S run.log_every=1` changes how a run goes, not what it trains: two seeds
+    of one recipe stay one configuration whatever their impl / run / tracking values."""
+    a, b = _exp("a", 1e-4, 16, 1, 0.70, 0.60), _exp("b", 1e-4, 16, 2, 0.72, 0.62)
+    for exp, gpus, every in ((a, 1, 5), (b, 8, 1)):
+        data = exp["revs"][0]["data"]["params"]["params.yaml"]["data"]
+        data.update({"impl": {"n_gpus": gpus}, "run": {"log_every": every}, "tracking": {"group": exp["name"]}})
+    s = summarise(parse_exp_show(_show(a, b)), "sent")
+    assert s["varied"] == [] and s["best"]["runs"] == 2

@@ -57,6 +57,7 @@ def test_repo_params_load_and_round_trip():
         ({"data": {"pairs": ["data/missing.tsv"]}}, "data.pairs[0]", "no such file"),
         # accum_iters counts an update's micro-batches over all processes: n_gpus must share them.
         ({"training": {"n_gpus": 8, "accum_iters": 4, "batch_size": 64}}, "training.accum_iters", "batch_size 8 x accum_iters 32"),
+        ({"impl": {"n_gpus": 8}, "training": {"accum_iters": 4, "batch_size": 64}}, "training.accum_iters", "(impl.n_gpus is 8)"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, patch, key, fragment):

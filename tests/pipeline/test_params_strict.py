@@ -277,7 +277,7 @@ COMPANIONS = {
     "model.embedding_size": lambda v: {"model.factorize_embeddings": True},
     "model.n_heads": lambda v: {"model.attention_size": 1},
     "model.pkm_params.memory_size": lambda v: {"model.pkm_params.knn": 1},
-    "training.n_gpus": lambda v: {"training.accum_iters": v},
+    "impl.n_gpus": lambda v: {"training.accum_iters": v},
 }
 SIZE_KEYS = [k for k in PARAMS_BOUNDS if k not in ("model.vocab_size", "model.max_positions")]  # derived: must be null
 

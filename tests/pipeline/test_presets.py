@@ -73,3 +73,16 @@ def test_write_refuses_a_result_that_does_not_validate_and_leaves_params_untouch
     assert f"{params}: preset twilbert-base not written: tasks.stance.finetuning.max_len: 48 tokens" in res.stderr
     assert params.read_text() == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]  # no temporary file left
+
+
+def test_write_on_an_old_layout_params_file_moves_the_preset_keys(tmp_path):
+    """A params.yaml from before the `run` section (training.checkpoint_every) takes the preset: the
+    preset's run.checkpoint_every replaces the old place instead of clashing with it."""
+    shutil.copytree(REPO / "data" / "sample", tmp_path / "data" / "sample")
+    params = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    params.write_text(text.replace("training:\n", "training:\n  checkpoint_every: 7\n", 1))
+    write_preset("twilbert-base", params)
+    p = load_params(params)
+    assert p.run.checkpoint_every == preset_overrides("twilbert-base")["run.checkpoint_every"]
+    assert "checkpoint_every: 7" not in params.read_text()

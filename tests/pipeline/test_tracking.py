@@ -211,6 +211,7 @@ def test_unreachable_store_never_raises_and_keeps_metrics_locally(tmp_path, monk
             t.log_metrics({"loss": 2.5}, step=3)
             t.flush()
     records = [json.loads(line) for line in fallback.read_text().splitlines()]
+    assert len({r.pop("writer") for r in records}) == 1  # every record names its (one) writer
     assert records[0] == {"params": {"a": "1"}}
     assert {"step": 3, "metrics": {"loss": 2.5}}.items() <= {k: v for k, v in records[-1].items() if k != "timestamp"}.items()
 
@@ -291,7 +292,7 @@ def test_a_crashed_stage_run_is_marked_killed_when_the_stage_restarts(tmp_path, 
     assert _status(client, parent) == "FINISHED"
 
 
-# --- grids (issue 9) -------------------------------------------------------------------------------
+# --- grids -----------------------------------------------------------------------------------------
 BASE = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -432,3 +433,33 @@ def test_only_rank_zero_tracks(tmp_path, store, monkeypatch, recwarn):
         assert t.active
         t.log_metrics({"loss": 1.0}, step=1)
     assert client.get_run(t.run_id).data.metrics["loss"] == 1.0
+
+
+def test_tracking_off_writes_no_local_file(tmp_path, monkeypatch):
+    """TWILBERT_TRACKING=off: no MLflow and no fallback JSONL either (nothing to replay, nothing kept)."""
+    monkeypatch.setenv("TWILBERT_TRACKING", "off")
+    fallback = tmp_path / "logs" / "fallback.jsonl"
+    with stage_run("s", _params_file(tmp_path), {"a": 1}, fallback=fallback) as t:
+        assert not t.active
+        t.log_metrics({"loss": 2.5}, step=3)
+        t.log_params({"b": 2})
+        t.flush()
+    assert not fallback.exists() and not fallback.parent.exists()
+
+
+def test_concurrent_trackers_on_one_fallback_replay_only_their_own_records(tmp_path):
+    """Two stages whose store is down share a fallback file: their lines stay whole, and each replay
+    sends only that tracker's records."""
+    from pipeline.tracking import Tracker
+
+    fallback = tmp_path / "shared.jsonl"
+    a, b = Tracker(None, None, fallback), Tracker(None, None, fallback)
+    for t in (a, b):
+        t._fail("initialisation", RuntimeError("store down"))
+    for step in range(5):
+        a._local({"step": step, "metrics": {"a": float(step)}})
+        b._local({"step": step, "metrics": {"b": float(step)}, "pad": "x" * 20_000})  # larger than a buffer
+    lines = fallback.read_text().splitlines()
+    assert len(lines) == 10 and all(json.loads(line) for line in lines)  # no torn or interleaved line
+    assert [r["metrics"] for r in a._unsent()] == [{"a": float(s)} for s in range(5)]
+    assert [r["metrics"] for r in b._unsent()] == [{"b": float(s)} for s in range(5)]

@@ -1,4 +1,4 @@
-"""Tracking faults (issue 7): a locked or unreachable MLflow store never kills or stalls a stage for long.
+"""Tracking faults: a locked or unreachable MLflow store never kills or stalls a stage for long.
 
 Each fault is injected for real (an exclusive sqlite lock held by another connection, a closed port, a
 server that accepts and never answers, a client call that hangs) around the stage-level entry point

@@ -1,4 +1,4 @@
-"""Bad-input suite (issue 7): generated malformed corpora and task files.
+"""Bad-input suite: generated malformed corpora and task files.
 
 Every malformed corpus line must be quarantined to ``rejects.tsv`` with a reason and its line number,
 and the counts must reconcile: rows in = rows out + dropped (by rule) + rejected (by reason). Task
@@ -480,9 +480,9 @@ def test_task_ids_repeated_across_splits_are_quarantined_by_default_and_counts_r
     ]
     counts = data_counts(splits)
     assert counts == {
-        "train": {"rows_in": 4, "rows_used": 4, "rejected": {}},
-        "dev": {"rows_in": 3, "rows_used": 2, "rejected": {"id_in_train": 1}},
-        "test": {"rows_in": 5, "rows_used": 2, "rejected": {"id_in_train": 2, "id_in_dev": 1}},
+        "train": {"rows_in": 4, "rows_used": 4, "rejected": {}, "repeated_ids": 1},  # id 3 twice: counted, kept
+        "dev": {"rows_in": 3, "rows_used": 2, "rejected": {"id_in_train": 1}, "repeated_ids": 0},
+        "test": {"rows_in": 5, "rows_used": 2, "rejected": {"id_in_train": 2, "id_in_dev": 1}, "repeated_ids": 0},
     }
     for c in counts.values():  # rows in = rows used + rows rejected, by reason
         assert c["rows_in"] == c["rows_used"] + sum(c["rejected"].values())
@@ -534,8 +534,8 @@ def test_real_tass2020_loads_with_exactly_its_one_leaked_id_quarantined(capsys):
     assert [(Path(r.path).name, r.line, r.id, r.reason, Path(r.also_in).name) for r in rejected] == [
         ("test.tsv", 368, "es-770453393714348032", "id_in_train", "train.tsv:1274")]
     counts = data_counts(splits)
-    assert counts["test"] == {"rows_in": 2465, "rows_used": 2464, "rejected": {"id_in_train": 1, "id_in_dev": 0}}
-    assert counts["train"]["rows_used"] == 4323 and counts["dev"] == {"rows_in": 479, "rows_used": 479, "rejected": {"id_in_train": 0}}
+    assert counts["test"] == {"rows_in": 2465, "rows_used": 2464, "rejected": {"id_in_train": 1, "id_in_dev": 0}, "repeated_ids": 0}
+    assert counts["train"]["rows_used"] == 4323 and counts["dev"] == {"rows_in": 479, "rows_used": 479, "rejected": {"id_in_train": 0}, "repeated_ids": 0}
     assert "es-770453393714348032" not in splits["test"].ids
     assert "quarantined 1 row " in capsys.readouterr().err
     with pytest.raises(TaskDataError, match=r"test\.tsv: line 368: id 'es-770453393714348032' is also in .*train\.tsv \(line 1274\)"):

@@ -415,7 +415,7 @@ def test_split_lines_is_decode_then_split_and_refuses_invalid_utf8():
 
 
 def test_few_words_expr_agrees_with_counting_words():
-    from twilbert.text.corpus import few_words_expr
+    from twilbert.text.normalize.drop import few_words_expr
     from twilbert.text.normalize import word_count_expr
 
     rng = np.random.default_rng(3)

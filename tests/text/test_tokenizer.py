@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from twilbert.model.config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
 from twilbert.text.tokenizer import Tokenizer, build_input
 from twilbert.text.vocab import VocabConfig, train_vocab
+from twilbert.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
 
 PLACEHOLDERS = ["user", "url", "hashtag"]
 SYLLABLES = "ca sa pe lo mi tu ra no que bien ja je ma ña ción des pa ri to lu go ve fi cho lla gue rá té so ta ba en al es".split()

@@ -15,8 +15,8 @@ import pytest
 import sentencepiece as spm
 
 from twilbert.config import ConfigError, from_dict
-from twilbert.model.config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 from twilbert.text.vocab import VocabConfig, reservoir_sample, train_vocab
+from twilbert.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 
 REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDERS = ["user", "url", "hashtag"]

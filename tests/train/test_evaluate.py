@@ -22,10 +22,11 @@ from tests.train.loss_oracle import pretraining_loss
 from twilbert.data.masking import mask_tokens, maskable_positions
 from twilbert.data.pairs import PairsConfig, build_pair_shards
 from twilbert.data.shards import ShardDataset, iter_rows
-from twilbert.model.config import CLS_ID, MASK_ID, N_SPECIAL, SEP_ID, ModelConfig
+from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import Tokenizer
 from twilbert.text.vocab import VocabConfig, train_vocab
+from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, SEP_ID
 from twilbert.train.evaluate import evaluate_pretrained
 
 SYLLABLES = "ca sa pe lo mi tu ra no que bien ja je ma ña ción des pa ri to lu go ve fi cho lla gue rá té so ta ba en al es".split()

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
+from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_run, tiny_training
 from twilbert.train import distributed as D
 from twilbert.train.checkpoint import MODEL_FILE
 from twilbert.train.pretrain import pretrain
@@ -28,8 +28,9 @@ STEPS = 3
 def train(args: dict) -> dict:
     return pretrain(
         model_cfg=tiny_model(args["vocab_size"]),
-        training=tiny_training(batch_size=4, accum_iters=args["accum"], max_steps=STEPS, log_every=STEPS),
+        training=tiny_training(batch_size=4, accum_iters=args["accum"], max_steps=STEPS),
         impl=cpu_impl(),
+        run=tiny_run(log_every=STEPS),
         shards_dir=Path(args["shards"]),
         tokenizer_path=Path(args["tokenizer"]),
         out_dir=Path(args["out"]),

@@ -18,7 +18,7 @@ from twilbert.data.shards import ShardDataset, verify_manifest
 from twilbert.model.config import ModelConfig, ROPConfig
 from twilbert.text.tokenizer import Tokenizer
 from twilbert.text.vocab import VocabConfig, train_vocab
-from twilbert.train.config import ImplConfig, TrainingConfig
+from twilbert.train.config import ImplConfig, RunConfig, TrainingConfig
 
 SYLLABLES = "ca sa pe lo mi tu ra no que bien ja je ma ción des pa ri to lu go ve fi cho lla gue so ta ba en al es".split()
 MAX_LEN = 12
@@ -59,8 +59,13 @@ def tiny_model(vocab_size: int, **overrides) -> ModelConfig:
 
 
 def tiny_training(**overrides) -> TrainingConfig:
-    base = dict(batch_size=8, epochs=1, optimizer="adamw", lr=3e-3, schedule="linear", warmup_steps=2, log_every=1, bucket_width=4)
+    base = dict(batch_size=8, epochs=1, optimizer="adamw", lr=3e-3, schedule="linear", warmup_steps=2, bucket_width=4)
     return TrainingConfig(**{**base, **overrides})
+
+
+def tiny_run(**overrides) -> RunConfig:
+    """Bookkeeping for the tiny runs: log every step."""
+    return RunConfig(**{"log_every": 1, **overrides})
 
 
 def cpu_impl(**overrides) -> ImplConfig:
@@ -70,21 +75,23 @@ def cpu_impl(**overrides) -> ImplConfig:
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_params(path: Path, vocab_size: int, *, training: dict | None = None, model: dict | None = None) -> Path:
+def write_params(path: Path, vocab_size: int, *, training: dict | None = None, model: dict | None = None, run: dict | None = None,
+                 impl: dict | None = None) -> Path:
     """A params.yaml for the stage commands with the tiny model and training above (tracking off, CPU,
     one thread). ``vocab_size`` must be the tokenizer's (the stage resolves it; vocab.vocab_size is the
     data stages' setting)."""
     import yaml
 
     model_section = dict(hidden_size=32, embedding_size=32, n_encoders=2, n_heads=2, output_dropout=0.0, rop={"hidden_size": 16})
-    train_section = dict(batch_size=8, epochs=1, optimizer="adamw", lr=3e-3, schedule="linear", warmup_steps=2, log_every=1, bucket_width=4)
+    train_section = dict(batch_size=8, epochs=1, optimizer="adamw", lr=3e-3, schedule="linear", warmup_steps=2, bucket_width=4)
     data = {
         "data": {"pairs": [str(REPO / "data/sample/pairs.tsv")], "tweets": [str(REPO / "data/sample/tweets.tsv")]},
         "vocab": {"vocab_size": vocab_size},
         "representation": {"max_len": MAX_LEN},
         "model": {**model_section, **(model or {})},
         "training": {**train_section, **(training or {})},
-        "impl": {"device": "cpu", "precision": "fp32", "num_threads": 1, "progress": False},
+        "impl": {"device": "cpu", "precision": "fp32", "num_threads": 1, "progress": False, **(impl or {})},
+        "run": {"log_every": 1, **(run or {})},
         "tracking": {"enabled": False},
     }
     path.write_text(yaml.safe_dump(data, sort_keys=False))

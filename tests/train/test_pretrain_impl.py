@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
+from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_run, tiny_training
 from twilbert.train.checkpoint import MODEL_FILE
 from twilbert.train.pretrain import pretrain
 from twilbert.train.runtime import autocast_dtype
@@ -25,6 +25,7 @@ def run(inputs, out, max_steps=3, **impl):
         model_cfg=tiny_model(inputs["vocab_size"]),
         training=tiny_training(max_steps=max_steps),
         impl=cpu_impl(**impl),
+        run=tiny_run(),
         shards_dir=inputs["shards"],
         tokenizer_path=inputs["tokenizer"],
         out_dir=out,

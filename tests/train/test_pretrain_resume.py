@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
+from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_run, tiny_training
 from twilbert.model.twilbert import TWilBERT
 from twilbert.train.checkpoint import MODEL_FILE, ConfigMismatchError, load_checkpoint
 from twilbert.train.initial_weights import load_initial_weights
@@ -22,7 +22,8 @@ from twilbert.train.run_store import KEEP_RUNS, RunConfigMismatchError, list_che
 
 # dropout on, so the resumed run also needs the RNG state; accumulation 2, so the cursor is not the step
 MODEL = dict(output_dropout=0.1, attention_dropout=0.1)
-TRAINING = dict(epochs=2, accum_iters=2, checkpoint_every=3)
+TRAINING = dict(epochs=2, accum_iters=2)
+RUN = dict(checkpoint_every=3)
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +31,12 @@ def inputs(tmp_path_factory):
     return build_inputs(tmp_path_factory.mktemp("resume"))
 
 
-def run(inputs, out_dir: Path, model=None, **kw):
-    training = {**TRAINING, **kw.pop("training", {})}
+def run(inputs, out_dir: Path, model=None, training=None, run=None, **kw):
     return pretrain(
         model_cfg=tiny_model(inputs["vocab_size"], **{**MODEL, **(model or {})}),
-        training=tiny_training(**training),
+        training=tiny_training(**{**TRAINING, **(training or {})}),
         impl=cpu_impl(),
+        run=tiny_run(**{**RUN, **(run or {})}),
         shards_dir=inputs["shards"],
         tokenizer_path=inputs["tokenizer"],
         out_dir=out_dir,
@@ -127,13 +128,13 @@ def test_a_crash_inside_a_checkpoint_write_through_the_hook_resumes_bit_identica
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(reference, inputs, tmp_path, capsys):
-    run(inputs, tmp_path, training={"checkpoint_every": 1}, stop_after_steps=4)  # checkpoint_every: not in the fingerprint
+    run(inputs, tmp_path, run={"checkpoint_every": 1}, stop_after_steps=4)  # checkpoint_every: not in the fingerprint
     newest = ckpts(tmp_path)[-1]
     assert newest.name == "step-00000004"
     data = bytearray((newest / MODEL_FILE).read_bytes())
     data[-10:] = b"\x00" * 10
     (newest / MODEL_FILE).write_bytes(bytes(data))
-    summary = run(inputs, tmp_path, training={"checkpoint_every": 1})
+    summary = run(inputs, tmp_path, run={"checkpoint_every": 1})
     err = capsys.readouterr().err
     assert "step-00000004 is unusable" in err and "falling back" in err
     assert summary["resumed_from_step"] == 3
@@ -163,28 +164,28 @@ def test_changed_run_config_starts_fresh_and_keeps_the_old_checkpoints(reference
 def test_on_config_change_error_lists_the_differing_keys(inputs, tmp_path):
     run(inputs, tmp_path, stop_after_steps=1)
     with pytest.raises(RunConfigMismatchError) as err:
-        run(inputs, tmp_path, model={"n_encoders": 3}, training={"lr": 1e-3, "on_config_change": "error"}, stop_after_steps=1)
+        run(inputs, tmp_path, model={"n_encoders": 3}, training={"lr": 1e-3}, run={"on_config_change": "error"}, stop_after_steps=1)
     message = str(err.value)
     assert "model.n_encoders: checkpoint 2, params 3" in message and "training.lr: checkpoint 0.003, params 0.001" in message
     assert err.value.differences and {k for k, _, _ in err.value.differences} == {"model.n_encoders", "training.lr"}
     assert len(list_runs(tmp_path / "checkpoints")) == 1  # nothing written for the refused config
     # the same config resumes fine in error mode (on_config_change is not part of the run config)
-    again = run(inputs, tmp_path, training={"on_config_change": "error"}, stop_after_steps=1)
+    again = run(inputs, tmp_path, run={"on_config_change": "error"}, stop_after_steps=1)
     assert again["resumed_from_step"] == 1
 
 
 def test_resume_from_an_explicit_checkpoint(reference, inputs, tmp_path):
     run(inputs, tmp_path / "elsewhere", stop_after_steps=5)
     source = ckpts(tmp_path / "elsewhere")[-1]
-    summary = run(inputs, tmp_path / "here", training={"resume_from": str(source)})
+    summary = run(inputs, tmp_path / "here", run={"resume_from": str(source)})
     assert summary["resumed_from_step"] == 5
     assert_identical(weights(tmp_path / "here" / "final"), weights(reference["out"] / "final"))
     # a directory of checkpoints works too; a newer checkpoint of the same config in out_dir wins
-    summary = run(inputs, tmp_path / "here", training={"resume_from": str(source.parent)})
+    summary = run(inputs, tmp_path / "here", run={"resume_from": str(source.parent)})
     assert summary["resumed_from_step"] == reference["summary"]["steps"]
     # another run config: an error naming every differing key, before anything is trained
     with pytest.raises(RunConfigMismatchError, match=r"training.lr: checkpoint 0.003, params 0.001") as err:
-        run(inputs, tmp_path / "third", training={"resume_from": str(source), "lr": 1e-3})
+        run(inputs, tmp_path / "third", training={"lr": 1e-3}, run={"resume_from": str(source)})
     assert "resume_from must name a checkpoint of the same run config" in str(err.value)
     assert not (tmp_path / "third" / "final").exists()
 
@@ -200,10 +201,10 @@ def test_old_run_configs_are_pruned_to_the_newest(inputs, tmp_path):
 def test_a_step_budget_always_ends_with_a_checkpoint(inputs, tmp_path, max_steps):
     """The budget ends before an epoch end and before checkpoint_every: there is still a checkpoint
     (the bug: none, and DVC failed with "output 'models/pretrain/checkpoints' does not exist")."""
-    summary = run(inputs, tmp_path, training={"max_steps": max_steps, "checkpoint_every": 0})
+    summary = run(inputs, tmp_path, training={"max_steps": max_steps}, run={"checkpoint_every": 0})
     assert summary["steps"] == max_steps and max_steps < summary["steps_per_epoch"]
     assert ckpts(tmp_path)[-1].name == f"step-{max_steps:08d}"
-    again = run(inputs, tmp_path, training={"max_steps": max_steps, "checkpoint_every": 0})
+    again = run(inputs, tmp_path, training={"max_steps": max_steps}, run={"checkpoint_every": 0})
     assert again["resumed_from_step"] == max_steps and again["steps"] == max_steps  # nothing trained twice
 
 
@@ -282,10 +283,10 @@ def test_changed_training_code_trains_afresh_unless_resumed_explicitly(reference
     assert finished.parent in list_runs(out / "checkpoints") and finished.is_dir()  # the old code's run is kept
     # on_config_change: error names the code as the only difference and how to continue the run
     with pytest.raises(RunConfigMismatchError, match="only the code differs.*resume_from") as refused:
-        run(inputs, strict, training={"on_config_change": "error"}, stop_after_steps=1)
+        run(inputs, strict, run={"on_config_change": "error"}, stop_after_steps=1)
     assert [k for k, _, _ in refused.value.differences] == ["code_sha256"]
     # resume_from: a difference in code alone is reported, and the run continues (here: it had finished)
-    explicit = run(inputs, tmp_path / "explicit", training={"resume_from": str(finished)})
+    explicit = run(inputs, tmp_path / "explicit", run={"resume_from": str(finished)})
     assert "written by other training code" in capsys.readouterr().err
     assert explicit["resumed_from_step"] == reference["summary"]["steps"]
     assert_identical(weights(tmp_path / "explicit" / "final"), weights(reference["out"] / "final"))

@@ -72,9 +72,9 @@ def test_dvc_exp_run_like_rerun_with_a_short_budget(inputs, tmp_path, monkeypatc
     """The reported bug: `dvc exp run -S model.n_encoders=6 -S training.max_steps=3` after a run of
     another config left no checkpoints dir (it was moved aside, and 3 steps saved nothing)."""
     monkeypatch.delenv("RANK", raising=False)
-    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 4, "checkpoint_every": 0})
+    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 4}, run={"checkpoint_every": 0})
     pretrain_cli(inputs, tmp_path, params)
-    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 3, "checkpoint_every": 0}, model={"n_encoders": 6})
+    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 3}, run={"checkpoint_every": 0}, model={"n_encoders": 6})
     pretrain_cli(inputs, tmp_path, params)
     runs = list_runs(tmp_path / "out" / "checkpoints")
     assert len(runs) == 2  # the first config's checkpoints are still there
@@ -84,7 +84,7 @@ def test_dvc_exp_run_like_rerun_with_a_short_budget(inputs, tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_n_gpus_2_relaunches_under_torchrun_as_the_module(inputs, tmp_path):
-    """`python -m pipeline.cli pretrain` (dvc.yaml's command) with training.n_gpus: 2 relaunches itself
+    """`python -m pipeline.cli pretrain` (dvc.yaml's command) with impl.n_gpus: 2 relaunches itself
     under torchrun (2 CPU processes, gloo) as `-m pipeline.cli`, and the DDP run finishes with one
     world of 2 (the summary says so)."""
     import os
@@ -93,7 +93,7 @@ def test_n_gpus_2_relaunches_under_torchrun_as_the_module(inputs, tmp_path):
 
     from tests.conftest import REPO
 
-    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 2, "n_gpus": 2, "accum_iters": 2})
+    params = write_params(tmp_path / "params.yaml", inputs["vocab_size"], training={"max_steps": 2, "accum_iters": 2}, impl={"n_gpus": 2})
     cmd = [sys.executable, "-m", "pipeline.cli", "pretrain", "--params", str(params), "--shards-dir", str(inputs["shards"]),
            "--vocab-model", str(inputs["tokenizer"]), "--out-dir", str(tmp_path / "out"), "--reports-dir", str(tmp_path / "reports")]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}

@@ -1,5 +1,5 @@
 """One optimizer step: accumulation == one big batch (checked against a plain PyTorch step), the NaN guard
-(training.max_bad_steps), MFU over real tokens."""
+(run.max_bad_steps), MFU over real tokens."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_training
+from tests.train.test_pretrain_fixtures import build_inputs, cpu_impl, tiny_model, tiny_run, tiny_training
 from tests.train.loss_oracle import pretraining_loss
 from twilbert.model.twilbert import TWilBERT
 from twilbert.train.checkpoint import MODEL_FILE
 from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups
 from twilbert.config import ConfigError
-from twilbert.train.pretrain import NonFiniteLossError, Pretrainer
+from twilbert.train.loop import TrainingDivergedError
+from twilbert.train.pretrain import Pretrainer
 from twilbert.train.run_store import list_checkpoints, list_runs
 from twilbert.train.schedules import build_schedule
 
@@ -23,11 +24,12 @@ def inputs(tmp_path_factory):
     return build_inputs(tmp_path_factory.mktemp("step"))
 
 
-def make_trainer(inputs, out_dir, model_cfg=None, **training) -> Pretrainer:
+def make_trainer(inputs, out_dir, model_cfg=None, run=None, **training) -> Pretrainer:
     return Pretrainer(
         model_cfg=model_cfg or tiny_model(inputs["vocab_size"]),
         training=tiny_training(**training),
         impl=cpu_impl(),
+        run=tiny_run(**(run or {})),
         shards_dir=inputs["shards"],
         tokenizer_path=inputs["tokenizer"],
         out_dir=out_dir,
@@ -88,7 +90,7 @@ def test_accumulation_equals_one_big_batch_and_a_plain_pytorch_step(inputs, tmp_
 
 
 def test_non_finite_steps_are_skipped_then_training_stops(inputs, tmp_path):
-    trainer = make_trainer(inputs, tmp_path / "nan", checkpoint_every=1)
+    trainer = make_trainer(inputs, tmp_path / "nan", run={"checkpoint_every": 1})
     poison = {"on": False}
 
     def hook(module, args, output):  # an inf activation -> NaN loss and gradients
@@ -110,13 +112,13 @@ def test_non_finite_steps_are_skipped_then_training_stops(inputs, tmp_path):
     assert trainer.state.consecutive_bad == 0
     assert any(not torch.equal(v, before[k]) for k, v in params(trainer.raw_model).items())
 
-    # always poisoned: stops after training.max_bad_steps consecutive skipped steps, never saving NaN weights
+    # always poisoned: stops after run.max_bad_steps consecutive skipped steps, never saving NaN weights
     from safetensors.torch import load_file
 
     for max_bad in (3, 7):
-        stuck = make_trainer(inputs, tmp_path / f"stuck{max_bad}", checkpoint_every=1, max_bad_steps=max_bad)
+        stuck = make_trainer(inputs, tmp_path / f"stuck{max_bad}", run={"checkpoint_every": 1, "max_bad_steps": max_bad})
         stuck.raw_model.embeddings.register_forward_hook(lambda m, a, out: out * float("inf"))
-        with pytest.raises(NonFiniteLossError, match=f"{max_bad} consecutive.*training.max_bad_steps={max_bad}"):
+        with pytest.raises(TrainingDivergedError, match=f"{max_bad} consecutive.*run.max_bad_steps={max_bad}"):
             stuck.run()
         assert stuck.state.skipped_steps == max_bad
         saved = [c for r in list_runs(tmp_path / f"stuck{max_bad}" / "checkpoints") for c in list_checkpoints(r)]
@@ -125,7 +127,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(inputs, tmp_path):
             assert all(torch.isfinite(t).all() for t in load_file(ckpt / MODEL_FILE).values())
         assert not (tmp_path / f"stuck{max_bad}" / "final").exists()
     with pytest.raises(ConfigError, match="max_bad_steps"):
-        tiny_training(max_bad_steps=0)
+        tiny_run(max_bad_steps=0)
 
 
 def test_mfu_counts_real_tokens_at_their_own_lengths(inputs, tmp_path):
@@ -193,7 +195,7 @@ def test_without_a_terminal_status_lines_replace_the_bar(inputs, tmp_path, monke
     import twilbert.train.pretrain_log as P
 
     monkeypatch.setattr(P, "STATUS_EVERY_S", 0.0)
-    trainer = make_trainer(inputs, tmp_path / "plain", max_steps=4, log_every=2)
+    trainer = make_trainer(inputs, tmp_path / "plain", max_steps=4, run={"log_every": 2})
     trainer.progress = True
     trainer.run()
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pretrain: step ")]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from twilbert.train.optim import DEFAULTS, Lamb, build_optimizer, clip_grad_norm, is_update_step, param_groups
+from twilbert.train.optim import DEFAULTS, Lamb, build_optimizer, clip_grad_norm, param_groups
 
 STEPS = 5
 
@@ -161,6 +161,11 @@ def test_clip_grad_norm_returns_pre_clip_norm():
     assert clip_grad_norm(params, 1.0).item() == pytest.approx(5.0)
     total = torch.sqrt(sum((p.grad**2).sum() for p in params if p.grad is not None))
     assert total.item() == pytest.approx(1.0, rel=1e-5)
+
+
+def is_update_step(micro_step: int, accum_iters: int) -> bool:
+    """True after the last micro-batch of an accumulation window (``micro_step`` 0-based)."""
+    return (micro_step + 1) % accum_iters == 0
 
 
 def test_accumulated_micro_batches_equal_the_full_batch():

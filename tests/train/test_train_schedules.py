@@ -26,7 +26,7 @@ def lrs_seen(name: str, n_updates: int, base_lr: float = 1.0, **kw) -> list[floa
 
 
 def test_noam_peak_of_the_original_base_config():
-    # inventory §8: H=768, warmup 8000 -> 4.03e-4; warmup 10000 -> 3.61e-4
+    # the original's base config: H=768, warmup 8000 -> 4.03e-4; warmup 10000 -> 3.61e-4
     assert noam_lr(8000, hidden_size=768, warmup_steps=8000) == pytest.approx(768**-0.5 * 8000**-0.5)
     assert noam_peak_lr(768, 8000) == pytest.approx(4.03e-4, abs=5e-7)
     assert noam_peak_lr(768, 10000) == pytest.approx(3.61e-4, abs=5e-7)

@@ -18,9 +18,12 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from twilbert.metadata import read_json
 
 from twilbert.utils import atomic_write_text, sha256_file
 
@@ -116,7 +119,24 @@ def load_manifest(out_dir: str | Path) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.exists():
         raise ShardError(f"{path} does not exist: run the pairs stage first")
-    return json.loads(path.read_text())
+    return read_json(path, schema=_check_manifest, error=ShardError)
+
+
+def _check_manifest(m: dict[str, Any]) -> None:
+    """The keys the readers index, of the types they index them as, for every split listed (a
+    ConfigError names the first that is not)."""
+    from twilbert.config import ConfigError
+
+    for key, kind in (("tokenizer_sha256", str), ("shards", dict), ("rows", dict), ("length_histogram", dict)):
+        if not isinstance(m.get(key), kind):
+            raise ConfigError(f"{key}: expected a JSON {'string' if kind is str else 'object'} (not a manifest the pairs stage wrote; rerun it)")
+    for split, shards in m["shards"].items():
+        if not isinstance(shards, list) or not isinstance(m["length_histogram"].get(split), list) or not isinstance(m["rows"].get(split), dict):
+            raise ConfigError(f"{split}: expected a list of shards, rows and a length_histogram (rerun the pairs stage)")
+        for sh in shards:
+            if not (isinstance(sh, dict) and isinstance(sh.get("file"), str) and isinstance(sh.get("sha256"), str)
+                    and isinstance(sh.get("rows"), int)):
+                raise ConfigError(f"shards.{split}: an entry without file, sha256 and rows (rerun the pairs stage)")
 
 
 def open_shard(path: Path) -> pa.Table:

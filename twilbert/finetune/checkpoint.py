@@ -16,7 +16,8 @@ Writes are atomic at the directory level: everything goes into ``root/.tmp-epoch
 (each file fsynced, ``checksums.json`` last), which is then renamed to ``epoch-0003``. A kill during
 the write leaves a ``.tmp-*`` directory, ignored and removed by the next save. The last
 :data:`KEEP` checkpoints are kept, so a checkpoint that fails its checksums (truncated, bit rot) is
-reported and the previous one is used.
+reported and the previous one is used; so is one whose files cannot be read back at all (a damaged
+``checksums.json`` or ``state.json``, read through :mod:`twilbert.metadata`, or tensors that do not load).
 
 A checkpoint of another run config (:func:`twilbert.finetune.train.finetune_task`'s run config: its
 fingerprint covers settings, data, tokenizer, rules, model, initial weights and code; ``impl`` is left
@@ -44,7 +45,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from twilbert.train.checkpoint import CheckpointError, config_differences
+from twilbert.metadata import fields, parse_json, read_json, validate
+from twilbert.train.checkpoint import CheckpointError, config_differences, read_checksums
 from twilbert.train.checkpoint import rng_state as global_rng_state
 from twilbert.train.checkpoint import set_rng_state as global_set_rng_state
 from twilbert.train.run_store import fingerprint, listing, move_aside, numbered_dirs
@@ -58,6 +60,7 @@ TRAINER_FILE = "trainer_state.pt"
 STATE_FILE = "state.json"
 CHECKSUMS_FILE = "checksums.json"
 _EPOCH_DIR = re.compile(r"^epoch-(\d{4,})$")
+_STATE_FIELDS = fields(required={"epoch": int, "fingerprint": str}, optional={"run_config": (dict, None)})
 
 
 def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -85,11 +88,30 @@ def rng_state(generator: np.random.Generator) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], generator: np.random.Generator) -> None:
     global_set_rng_state(state)
-    generator.bit_generator.state = json.loads(state["generator"])
+    generator.bit_generator.state = parse_json(state["generator"], "trainer_state.pt (rng.generator)", error=CheckpointError)
 
 
 # --------------------------------------------------------------------------------------------------
 # files
+
+
+def _read_tensors(directory: Path, has_best: bool) -> tuple[dict, dict, dict]:
+    """Weights, best weights and trainer state of a verified checkpoint; anything that does not load
+    (or lacks a part :meth:`EpochCheckpoints.resume` restores) is a :class:`CheckpointError`."""
+    path = directory / MODEL_FILE
+    try:
+        weights = load_file(str(path))
+        path = directory / BEST_FILE
+        best = load_file(str(path)) if has_best else weights
+        path = directory / TRAINER_FILE
+        trainer = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors header errors, unpickling refusals, truncation...
+        raise CheckpointError(f"{path}: cannot be loaded ({' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(trainer, dict) or not all(isinstance(trainer.get(k), dict) for k in ("optimizer", "scheduler", "rng")) \
+            or not isinstance(trainer["rng"].get("generator"), str):
+        raise CheckpointError(f"{path}: not a fine-tuning trainer state (optimizer, scheduler and rng states expected)")
+    parse_json(trainer["rng"]["generator"], f"{path} (rng.generator)", error=CheckpointError)
+    return weights, best, trainer
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -126,8 +148,11 @@ class Resumed:
 class EpochCheckpoints:
     """The checkpoints of one run under ``root``; ``say`` prints user-facing messages."""
 
-    def __init__(self, root: str | Path, run_config: dict[str, Any], say=None) -> None:
+    def __init__(self, root: str | Path, run_config: dict[str, Any], say=None, state_schema=None) -> None:
+        """``state_schema``: checks the caller's part of a resumable checkpoint's ``state.json`` (a
+        :func:`twilbert.metadata.read_json` schema); one that fails it is unusable."""
         self.root = Path(root)
+        self.state_schema = state_schema
         self.run_config = json.loads(json.dumps(run_config, sort_keys=True, default=str))
         self.fingerprint = fingerprint(self.run_config)
         self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -187,10 +212,7 @@ class EpochCheckpoints:
 
     def _verify(self, directory: Path) -> dict[str, Any]:
         path = directory / CHECKSUMS_FILE
-        try:
-            checksums = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{path}: unreadable ({exc})") from None
+        checksums = read_checksums(path)
         for f in (MODEL_FILE, TRAINER_FILE, STATE_FILE):
             if f not in checksums:
                 raise CheckpointError(f"{path}: does not list {f}")
@@ -198,7 +220,10 @@ class EpochCheckpoints:
             p = directory / f
             if not p.is_file():
                 raise CheckpointError(f"{p}: missing")
-            got = sha256_file(p)
+            try:
+                got = sha256_file(p)
+            except OSError as exc:
+                raise CheckpointError(f"{p}: cannot read ({exc.strerror or exc})") from None
             if got != want:
                 raise CheckpointError(f"{p}: sha256 {got[:12]}… does not match {CHECKSUMS_FILE} ({want[:12]}…); file corrupted")
         return checksums
@@ -224,16 +249,17 @@ class EpochCheckpoints:
         for directory in reversed(self.list()):
             try:
                 checksums = self._verify(directory)
-                state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+                state = read_json(directory / STATE_FILE, schema=_STATE_FIELDS, error=CheckpointError, allow_nan=True)
+                if state["fingerprint"] == self.fingerprint:
+                    if self.state_schema is not None:
+                        validate(state, str(directory / STATE_FILE), self.state_schema, error=CheckpointError)
+                    weights, best, trainer = _read_tensors(directory, BEST_FILE in checksums)
             except CheckpointError as exc:
                 self.say(f"checkpoint {directory} is unusable ({exc}); falling back to the previous one")
                 continue
-            if state.get("fingerprint") != self.fingerprint:
+            if state["fingerprint"] != self.fingerprint:
                 self._move_aside(state.get("run_config") or {})
                 return None
-            weights = load_file(str(directory / MODEL_FILE))
-            best = load_file(str(directory / BEST_FILE)) if BEST_FILE in checksums else weights
-            trainer = torch.load(directory / TRAINER_FILE, map_location="cpu", weights_only=True)
             misfit = _misfit(model, optimizer, weights, best, trainer)
             if misfit:  # same run config, other code (a changed model or optimizer): not resumable
                 self._move_aside(state.get("run_config") or {}, reason=f"{directory} does not fit this code ({misfit})")

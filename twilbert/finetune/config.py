@@ -45,7 +45,6 @@ class FinetuningConfig:
     """Defaults for every task (the original's ``finetuning`` section)."""
 
     batch_size: int = 32
-    pred_batch_size: int = 64
     epochs: int = 5
     patience: int = 0  # early stopping after N epochs without dev improvement; 0 = off
     max_len: int = 64  # tokens per segment
@@ -65,14 +64,12 @@ class FinetuningConfig:
     # Several seeds: one model per seed (same data, same config); metrics.json holds mean and sd over
     # them, and the run with the best *dev* score becomes the task's model. null = one run with `seed`.
     seeds: tuple[int, ...] | None = None
-    max_bad_steps: int = 5  # stop after this many updates in a row with a NaN/inf loss or gradient
     path_load_weights: str | None = None  # null = the pipeline's pre-trained model; "random" = no pre-training
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "pred_batch_size", "epochs", "accum_iters"):
+        for name in ("batch_size", "epochs", "accum_iters"):
             check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.patience >= 0, "patience", "must be >= 0")
-        check(self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1")
         if self.seeds is not None:
             check(len(self.seeds) >= 1, "seeds", "must list at least one seed (null = the single `seed`)")
             check(len(set(self.seeds)) == len(self.seeds), "seeds", f"repeated seeds in {list(self.seeds)}")

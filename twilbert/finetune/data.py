@@ -182,14 +182,17 @@ def quarantine_repeated_ids(splits: dict[str, TaskSplit], mode: str) -> dict[str
 
 
 def data_counts(splits: dict[str, TaskSplit]) -> dict[str, dict]:
-    """``{split: {"rows_in", "rows_used", "rejected": {reason: n}}}`` (for metrics.json); every split's
-    own reasons are listed, zeros included, so the keys do not change from run to run."""
+    """``{split: {"rows_in", "rows_used", "rejected": {reason: n}, "repeated_ids"}}`` (for metrics.json);
+    every split's own reasons are listed, zeros included, so the keys do not change from run to run.
+    ``repeated_ids`` counts used rows whose id an earlier row of the same split has (kept: they leak
+    nothing, but a user should know their ids are not unique)."""
     out = {}
     for name, s in splits.items():
         counts = {r: 0 for r in SPLIT_REASONS.get(name, REJECT_REASONS)}
         for r in s.rejected:
             counts[r.reason] = counts.get(r.reason, 0) + 1
-        out[name] = {"rows_in": s.rows_in, "rows_used": len(s), "rejected": counts}
+        ids = list(s.ids)
+        out[name] = {"rows_in": s.rows_in, "rows_used": len(s), "rejected": counts, "repeated_ids": len(ids) - len(set(ids))}
     return out
 
 

@@ -21,6 +21,7 @@ from twilbert.finetune.inputs import EncodedSplit, bucketed_batches, collate
 from twilbert.finetune.metrics import BestTracker, selection_metric, selection_score
 from twilbert.finetune.model import SequenceClassifier
 from twilbert.finetune.reports import scalar_metrics
+from twilbert.metadata import fields
 from twilbert.train.loop import StepCounters, TrainingDivergedError, UpdateLoop
 from twilbert.train.objectives import TaskLoss, TaskLossStats
 
@@ -71,7 +72,7 @@ class Trainer:
         return (
             f"tasks.{self.name}: {c.consecutive_bad} optimizer updates in a row had a non-finite loss or "
             f"gradient (up to update {c.step}); stopping, nothing saved. Lower finetuning.lr, check the "
-            f"data, or raise finetuning.max_bad_steps ({self.max_bad_steps})"
+            f"data, or raise run.max_bad_steps ({self.max_bad_steps})"
         )
 
     def _loop(self, data: EncodedSplit) -> UpdateLoop:
@@ -112,6 +113,20 @@ class Trainer:
             bar.close()
             self.seconds += time.perf_counter() - t0
         return sums.mean_loss()
+
+
+RESUME_STATE = fields(
+    required={"tracker": list, "counters": dict, "best_dev": dict, "history": list, "logged": list, "stopped": bool}
+)  # what EpochLoop.resume reads back from a checkpoint's state.json
+_COUNTERS = fields(required={"updates": int, "skipped": int, "consecutive_bad": int, "tokens": int, "seconds": float})
+
+
+def check_resume_state(state: dict) -> None:
+    """``state.json`` holds what :meth:`EpochLoop.resume` restores (else the checkpoint is unusable)."""
+    RESUME_STATE(state)
+    if len(state["tracker"]) != 3:
+        raise ValueError(f"tracker: expected [best score, best epoch, epochs since best], got {len(state['tracker'])} items")
+    _COUNTERS(state["counters"])
 
 
 @dataclass

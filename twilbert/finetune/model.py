@@ -26,12 +26,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from twilbert.config import ConfigError, from_dict
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import HF_TOKENIZER_FILE, SPM_FILE, tokenizer_file
 from twilbert.tokens import CLS_ID, SEP_ID
-from twilbert.train.checkpoint import CheckpointError, load_checkpoint, read_config, read_pretrain_meta, save_checkpoint
+from twilbert.train.checkpoint import CheckpointError, load_checkpoint, model_config, read_config, read_pretrain_meta, save_checkpoint
 from twilbert.utils import sha256_file as _sha256
 
 CollapseMode = Literal["cls", "avg", "max", "concat"]
@@ -136,12 +135,8 @@ class SequenceClassifier(nn.Module):
 
 def model_config_from_dict(stored: dict[str, Any], where: str = "config.json") -> ModelConfig:
     """A ModelConfig from a checkpoint's config: either ``{"model": {...}, ...}`` (the pretrain stage's
-    layout) or the model config dict itself."""
-    d = stored.get("model") if isinstance(stored.get("model"), dict) else stored
-    try:
-        return from_dict(ModelConfig, d, "model")
-    except ConfigError as exc:
-        raise CheckpointError(f"{where}: not a TWilBERT model config: {exc}") from None
+    layout) or the model config dict itself, checked as strictly as params (types, ranges, memory)."""
+    return model_config(stored, where)
 
 
 def resolve_pretrained_dir(path: str | Path) -> Path:
@@ -223,8 +218,10 @@ class FinetunedModel:
 
 def load_finetuned(model_dir: str | Path, attention: str = "sdpa") -> FinetunedModel:
     """Rebuild a classifier saved by :func:`save_finetuned` (weights and spm.model verified), in eval mode."""
+    from twilbert.finetune.model_dir import read_finetuned_config
+
     model_dir = Path(model_dir)
-    config = read_config(model_dir)
+    config = read_finetuned_config(model_dir)
     if config.get("format") != FORMAT:
         raise CheckpointError(f"{model_dir / 'config.json'}: not a fine-tuned TWilBERT model (format {config.get('format')!r})")
     spm_path = model_dir / config["tokenizer"]["file"]

@@ -37,7 +37,7 @@ def file_line(row: int) -> int:
 
 
 # C0 controls other than \t (the field separator), \n (the line end) and \r (a CRLF's, or a stray
-# one, reported as such): the corpus reader's set (twilbert/text/corpus.py ``_CONTROL``), as bytes.
+# one, reported as such): the corpus reader's set (twilbert/text/corpus/rows.py ``CONTROL``), as bytes.
 # In UTF-8 these bytes never occur inside a multi-byte character, so a byte scan is exact.
 _CONTROL_BYTES = np.zeros(256, dtype=bool)
 _CONTROL_BYTES[[*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]] = True

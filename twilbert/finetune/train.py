@@ -16,7 +16,7 @@ Loop (``finetune_task``):
 
 Each update runs through the shared loop (:mod:`twilbert.train.loop`) with the task loss as its
 objective (:class:`twilbert.train.objectives.TaskLoss`); an update with a NaN/inf loss or gradient is
-skipped and counted, and ``finetuning.max_bad_steps`` of them in a row stop the run with
+skipped and counted, and ``run.max_bad_steps`` of them in a row stop the run with
 :class:`TrainingDivergedError`. Where this loop differs from the original's, see docs/deviations.md.
 """
 
@@ -39,7 +39,7 @@ from twilbert.config import ConfigError, to_dict
 from twilbert.finetune.checkpoint import EpochCheckpoints, all_finite, tensors_sha256
 from twilbert.finetune.config import FinetuningConfig, TaskConfig, effective_finetuning
 from twilbert.finetune.data import data_counts, load_task
-from twilbert.finetune.epochs import EpochLoop, LogFn, Trainer, say
+from twilbert.finetune.epochs import EpochLoop, LogFn, Trainer, check_resume_state, say
 from twilbert.finetune.inputs import EncodedSplit, collate, encode_split, eval_batches
 from twilbert.finetune.losses import build_loss
 from twilbert.finetune.metrics import compute_metrics, selection_metric, selection_score
@@ -59,7 +59,7 @@ from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.normalize import EffectiveRules, NormalizeRules
 from twilbert.text.tokenizer import Tokenizer, tokenizer_file
-from twilbert.train.config import ImplConfig
+from twilbert.train.config import ImplConfig, RunConfig
 from twilbert.train.loop import TrainingDivergedError
 from twilbert.train.optim import build_optimizer, param_groups
 from twilbert.train.run_store import code_sha256
@@ -158,9 +158,6 @@ def _rules_dict(rules: EffectiveRules | NormalizeRules | None) -> dict | None:
 # one epoch, one evaluation
 
 
-NonFiniteTrainingError = TrainingDivergedError  # the name the tests and older callers use
-
-
 def evaluate_split(
     model: SequenceClassifier, data: EncodedSplit, gold: np.ndarray, task: TaskConfig, *, batch_size: int, device, autocast=nullcontext
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -199,6 +196,7 @@ def finetune_task(
     model_config: ModelConfig | None = None,
     encoder_factory: Callable[[], TWilBERT] | None = None,
     impl: ImplConfig | None = None,
+    run: RunConfig | None = None,
     data_root: str | Path | None = None,
     log_fn: LogFn | None = None,
     progress: bool = True,
@@ -212,7 +210,8 @@ def finetune_task(
     out of metrics.json so that the DVC metric is the same on every rerun). Returns the summary
     written to metrics.json, plus the dev/test scalar metrics and ``run_info``.
 
-    ``finetuning`` are the section defaults: the task's own overrides are applied here
+    ``impl`` and ``run`` are speed and bookkeeping (``impl.pred_batch_size``, ``run.max_bad_steps``): not
+    in the run config. ``finetuning`` are the section defaults: the task's own overrides are applied here
     (:func:`effective_finetuning`); ``seed`` replaces ``finetuning.seed`` (one run of
     ``finetuning.seeds``, see :func:`twilbert.finetune.runs.finetune_runs`). The encoder comes from
     ``encoder_factory()`` when given (tests), else from :func:`build_encoder`. ``log_fn(metrics,
@@ -228,7 +227,7 @@ def finetune_task(
     t_start = time.perf_counter()
     ft = effective_finetuning(finetuning, task, name)
     ft = dataclasses.replace(ft, seed=ft.seed if seed is None else seed, seeds=None)
-    impl = impl or ImplConfig()
+    impl, run = impl or ImplConfig(), run or RunConfig()
     if impl.num_threads:
         torch.set_num_threads(impl.num_threads)
     device = resolve_device(impl.device, error=ConfigError)
@@ -245,15 +244,16 @@ def finetune_task(
     _check_encoder(encoder, source, tokenizer, tokenizer_path, ft, task, name)
     run_config = _run_config(task, ft, splits, tokenizer, rules, encoder)
     enc = {s: encode_split(splits[s], tokenizer, max_len=ft.max_len, rules=rules, num_threads=impl.tokenizer_threads) for s in splits}
-    trainer = _build_trainer(name, task, ft, encoder, splits, enc["train"], device, autocast)
+    trainer = _build_trainer(name, task, ft, encoder, splits, enc["train"], device, autocast, run.max_bad_steps)
     evaluate = lambda split: evaluate_split(  # noqa: E731
-        trainer.model, enc[split], splits[split].labels, task, batch_size=ft.pred_batch_size, device=device, autocast=autocast
+        trainer.model, enc[split], splits[split].labels, task, batch_size=impl.pred_batch_size, device=device, autocast=autocast
     )
-    checkpoints = EpochCheckpoints(checkpoint_dir or default_checkpoint_dir(model_out), run_config, say=lambda m: say(name, m))
-    run = EpochLoop(name, task, ft, trainer, checkpoints, evaluate, rng, log_fn, progress)
-    run.resume()
-    run.train(enc["train"])
-    return _finish(run, splits, evaluate, tokenizer_path, rules, source, model_out, report_out, t_start, clear_checkpoints)
+    checkpoints = EpochCheckpoints(checkpoint_dir or default_checkpoint_dir(model_out), run_config, say=lambda m: say(name, m),
+                                   state_schema=check_resume_state)
+    epochs = EpochLoop(name, task, ft, trainer, checkpoints, evaluate, rng, log_fn, progress)
+    epochs.resume()
+    epochs.train(enc["train"])
+    return _finish(epochs, splits, evaluate, tokenizer_path, rules, source, model_out, report_out, t_start, clear_checkpoints)
 
 
 def _check_encoder(encoder: TWilBERT, source: str, tokenizer: Tokenizer, tokenizer_path: Path, ft: FinetuningConfig, task: TaskConfig, name: str) -> None:
@@ -282,7 +282,8 @@ def _run_config(task: TaskConfig, ft: FinetuningConfig, splits: dict, tokenizer:
     }
 
 
-def _build_trainer(name: str, task: TaskConfig, ft: FinetuningConfig, encoder: TWilBERT, splits: dict, train: EncodedSplit, device, autocast) -> Trainer:
+def _build_trainer(name: str, task: TaskConfig, ft: FinetuningConfig, encoder: TWilBERT, splits: dict, train: EncodedSplit, device, autocast,
+                   max_bad_steps: int) -> Trainer:
     """Classifier, loss, optimiser and schedule (steps = optimizer updates)."""
     model = SequenceClassifier(
         encoder,
@@ -305,7 +306,7 @@ def _build_trainer(name: str, task: TaskConfig, ft: FinetuningConfig, encoder: T
         scale=ft.lr,  # noam only: a multiplier on the formula, as training.lr
     )
     return Trainer(model, build_loss(ft.loss, task.task_type, weights), optimizer, scheduler, ft.accum_iters, ft.clip_grad_norm,
-                   device, autocast, max_bad_steps=ft.max_bad_steps, name=name)
+                   device, autocast, max_bad_steps=max_bad_steps, name=name)
 
 
 def _finish(run: EpochLoop, splits: dict, evaluate, tokenizer_path: Path, rules, source: str, model_out, report_out, t_start: float,
@@ -373,7 +374,6 @@ def _write_reports(report_out: Path, task: TaskConfig, summary: dict, best_dev: 
 
 
 __all__ = [
-    "NonFiniteTrainingError",
     "Trainer",
     "TrainingDivergedError",
     "build_encoder",

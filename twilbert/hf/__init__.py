@@ -31,7 +31,7 @@ from twilbert.hf.tokenizer import (
     save_hf_tokenizer,
     suggested_rules,
 )
-from twilbert.hf.weights import from_hf_state_dict, hf_config_dict, hf_kind, model_config_from_hf, to_hf_state_dict
+from twilbert.hf.weights import from_hf_state_dict, hf_config_dict, model_config_from_hf, to_hf_state_dict
 
 __all__ = [
     "HFInteropError",
@@ -43,7 +43,6 @@ __all__ = [
     "export_sequence_classifier",
     "from_hf_state_dict",
     "hf_config_dict",
-    "hf_kind",
     "hidden_state_difference",
     "import_hf",
     "import_problems",

@@ -29,12 +29,21 @@ from twilbert.hf.probe import probe_batch
 from twilbert.hf.tokenizer import save_hf_tokenizer
 from twilbert.hf.weights import Family, export_type_rows, hf_config_dict, to_hf_state_dict
 
-PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification", "regression": "regression"}
 # benchmarks/normalizer_agreement.py on 27 564 real tweets of ../shared/data (every 5th text), 2026-12-07:
 # share of tweets whose exported-tokenizer ids equal `twilbert predict`'s. Quoted in every model card.
 # default: the normalised texts all agree; 4 id sequences differ by unigram ties (RESULTS.md#tokenizer-export).
 # pysentimiento: every difference is a tweet with a literal "|" (its emoji delimiter quirk).
 MEASURED_AGREEMENT = {"default": 0.99985, "pysentimiento": 0.99024}
+
+
+
+def _problem_type(task_type: str) -> str:
+    from twilbert.finetune.task_types import get_task_type
+
+    kind = get_task_type(task_type)
+    if kind.hf_problem_type is None:
+        raise HFInteropError(f"task type {task_type!r} has no transformers problem_type: it cannot be exported as a classifier")
+    return kind.hf_problem_type
 
 
 def _hf_classifier(ft, family: Family, pooler_scale: float) -> torch.nn.Module:
@@ -50,7 +59,7 @@ def _hf_classifier(ft, family: Family, pooler_scale: float) -> torch.nn.Module:
         num_labels=clf.head.out_features,
         id2label=dict(enumerate(labels)),
         label2id={lab: i for i, lab in enumerate(labels)},
-        problem_type=PROBLEM_TYPES[task_type],
+        problem_type=_problem_type(task_type),
     )
     hf_model = model_cls(hf_cfg)
     state = to_hf_state_dict(clf.encoder, with_mlm_head=False, family=family)

@@ -79,7 +79,9 @@ def import_problems(hf_cfg: Any, *, approximate_gelu: bool = False) -> list[str]
     if kind not in FAMILIES:
         *rest, last = FAMILIES
         return [f"model_type {kind!r}: only {', '.join(rest)} and {last} checkpoints can be imported"]
-    out = []
+    out = _size_problems(hf_cfg)
+    if out:  # the checks below compute with these sizes
+        return out
     if getattr(hf_cfg, "is_decoder", False) or getattr(hf_cfg, "add_cross_attention", False):
         out.append("is_decoder / add_cross_attention: TWilBERT is an encoder")
     if getattr(hf_cfg, "position_embedding_type", "absolute") != "absolute":
@@ -100,13 +102,34 @@ def import_problems(hf_cfg: Any, *, approximate_gelu: bool = False) -> list[str]
     return out
 
 
+# HF size keys -> the TWilBERT bounds they must meet (twilbert.model.size.MODEL_BOUNDS): checked before
+# transformers builds anything, so a crafted vocab_size of 1e12 is one line, not an allocation.
+_HF_SIZES = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_hidden_layers": "n_encoders",
+             "num_attention_heads": "n_heads", "max_position_embeddings": "max_positions", "embedding_size": "embedding_size",
+             "intermediate_size": "hidden_size", "type_vocab_size": "n_heads"}
+
+
+def _size_problems(hf_cfg: Any) -> list[str]:
+    from twilbert.model.size import MODEL_BOUNDS
+
+    out = []
+    for key, ours in _HF_SIZES.items():
+        if not hasattr(hf_cfg, key):
+            continue
+        value, (lo, hi) = getattr(hf_cfg, key), MODEL_BOUNDS[ours]
+        hi = 4 * hi if key == "intermediate_size" else hi
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            out.append(f"{key} {str(value)[:40]!r}: expected an integer in [{lo}, {hi}]")
+    return out
+
+
 def _load_checkpoint(hf_dir: Path, approximate_gelu: bool) -> tuple[Any, Family, torch.nn.Module, bool]:
     """(HF config, its family, the *ForMaskedLM model, whether it has an MLM head), after the refusals."""
     transformers = quiet_transformers()
     try:
         hf_cfg = transformers.AutoConfig.from_pretrained(str(hf_dir))
-    except (OSError, ValueError) as exc:
-        raise HFInteropError(f"{hf_dir}: not a transformers model directory ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # noqa: BLE001 - any failure to read an untrusted config.json (bad JSON, wrong types) is the directory's
+        raise HFInteropError(f"{hf_dir}: not a transformers model directory ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]})") from None
     refuse(f"{hf_dir}: cannot import into TWilBERT", import_problems(hf_cfg, approximate_gelu=approximate_gelu))
     family = FAMILIES[hf_cfg.model_type]
     if not any(hf_dir.glob("*.safetensors")):
@@ -115,7 +138,11 @@ def _load_checkpoint(hf_dir: Path, approximate_gelu: bool) -> tuple[Any, Family,
             f"{hf_dir}: no *.safetensors weights; TWilBERT loads weights only through safetensors "
             "(convert a trusted pytorch_model.bin first: AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True))"
         )
-    hf_model, loading = family.hf_class("ForMaskedLM").from_pretrained(str(hf_dir), output_loading_info=True, use_safetensors=True)
+    try:
+        hf_model, loading = family.hf_class("ForMaskedLM").from_pretrained(str(hf_dir), output_loading_info=True, use_safetensors=True)
+    except Exception as exc:  # noqa: BLE001 - damaged weights, shapes that disagree with config.json (safetensors' own error too)
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise HFInteropError(f"{hf_dir}: transformers cannot load its weights ({first.strip()[:200]})") from None
     hf_model.eval()
     has_head = not any(k.startswith(family.mlm_prefix) for k in loading["missing_keys"])
     return hf_cfg, family, hf_model, has_head

@@ -60,6 +60,16 @@ def _unicode_nfc(r: EffectiveRules) -> list:
     return [normalizers.NFC()] if r.unicode_nfc else []
 
 
+def _remove_invisible(r: EffectiveRules) -> list:
+    from twilbert.text.normalize.chars import INVISIBLE
+
+    if not r.remove_invisible:
+        return []
+    # A ZWJ stays between emoji (a ZWJ sequence); elsewhere it goes, like the other invisible characters.
+    stray_zwj = r"(?<![\p{Extended_Pictographic}\x{FE0F}\x{1F3FB}-\x{1F3FF}])\x{200D}|\x{200D}(?!\p{Extended_Pictographic})"
+    return [_replace(f"[{INVISIBLE}]", ""), _replace(stray_zwj, "")]
+
+
 def _html_unescape(r: EffectiveRules) -> list:
     if not r.html_unescape:
         return []
@@ -203,6 +213,7 @@ def _whitespace(r: EffectiveRules) -> list:
 
 # One builder per rule name of RULE_ORDERS (rule fields of EffectiveRules; "whitespace" covers both).
 RULES: dict[str, Callable[[EffectiveRules], list]] = {
+    "remove_invisible": _remove_invisible,
     "unicode_nfc": _unicode_nfc,
     "html_unescape": _html_unescape,
     "urls": _urls,
@@ -241,6 +252,8 @@ def tweet_normalizer(rules: EffectiveRules | NormalizeRules | dict[str, Any]):
 def inexact_rules(rules: EffectiveRules | NormalizeRules | dict[str, Any]) -> list[str]:
     """The switched-on rules :func:`tweet_normalizer` only approximates, each with what it misses."""
     r, out = effective(rules), []
+    if r.remove_invisible:
+        out.append("remove_invisible: a zero-width joiner between two emoji that form no known sequence is kept")
     if r.html_unescape:
         out.append("html_unescape: named and decimal references of Latin-1 only (no hexadecimal, no others)")
     if r.hashtags in ("split", "token_split") and r.hashtag_style == "pysentimiento":

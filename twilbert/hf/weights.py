@@ -177,11 +177,6 @@ def family_of(cfg: ModelConfig) -> Family:
     return ALBERT if (cfg.factorize_embeddings or cfg.cross_sharing) else BERT
 
 
-def hf_kind(cfg: ModelConfig) -> str:
-    """``"albert"`` for factorised embeddings or shared layers, else ``"bert"``."""
-    return family_of(cfg).model_type
-
-
 def hf_config_dict(cfg: ModelConfig, family: Family | None = None, type_rows: int = 2) -> dict[str, Any]:
     """The transformers config (BertConfig / AlbertConfig / RobertaConfig... keyword arguments) of ``cfg``
     (``family``: default :func:`family_of`; ``type_rows``: see :func:`export_type_rows`)."""

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from twilbert.config import check
-from twilbert.tokens import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,10 +5,13 @@ allocate terabytes inside ``TWilBERT(cfg)``; checked here, a bad params file or 
 ``config.json`` is refused in one line naming the keys, before torch allocates anything.
 ``parameter_count`` mirrors the modules of ``embeddings.py``, ``encoder.py``, ``pkm.py`` and
 ``heads.py`` (tested against ``sum(p.numel())`` of built models); edit it with them.
+``machine_memory_bytes`` is the RAM both the params check and model-directory loading compare against.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -89,3 +92,17 @@ def training_memory_bytes(cfg: ModelConfig) -> int:
     and the data come on top, so this is a lower bound of what pre-training needs."""
     return TRAINING_BYTES_PER_PARAMETER * sum(parameter_count(cfg).values())
 
+
+def machine_memory_bytes() -> int | None:
+    """Physical RAM, or the cgroup (container) limit when lower; None when unknown."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        ram = None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        limit = ""
+    if limit.isdigit():
+        ram = min(ram, int(limit)) if ram else int(limit)
+    return ram

@@ -11,7 +11,10 @@ Every file is written atomically (temp file in the same directory, fsync, ``os.r
 the directory), and ``checksums.json`` is removed first and written last, so a crash mid-save leaves
 a checkpoint that refuses to load (missing or mismatching checksums) instead of a silently torn one.
 ``trainer_state.pt`` holds only tensors and plain Python types, so it loads with
-``torch.load(weights_only=True)``: loading a checkpoint never runs pickled code.
+``torch.load(weights_only=True)``: loading a checkpoint never runs pickled code. Every JSON file is
+read through :func:`twilbert.metadata.read_json`: damage of any kind is a one-line
+:class:`CheckpointError`, which resumption treats as an unusable checkpoint. A model directory's
+``config.json`` is validated like params (:func:`model_config`) before anything is allocated.
 
 The original saved whole Keras models (``.hdf5``) every epoch and every hour (see docs/deviations.md), and
 resuming needed the step passed by hand (``initial_batch``).
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,8 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from twilbert.config import ConfigError, check_bounds, from_dict
+from twilbert.metadata import fields, read_json
 from twilbert.utils import atomic_write
 from twilbert.utils import sha256_file as _sha256
 
@@ -177,27 +183,76 @@ def verify_checkpoint(directory: str | os.PathLike, files: tuple[str, ...] = (MO
     checksums_path = directory / CHECKSUMS_FILE
     if not checksums_path.is_file():
         raise CheckpointError(f"{directory}: no {CHECKSUMS_FILE}; not a checkpoint, or an interrupted save")
-    try:
-        checksums = json.loads(checksums_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{checksums_path}: unreadable ({exc})") from exc
+    checksums = read_checksums(checksums_path)
     for name in files:
         path = directory / name
         if name not in checksums:
             raise CheckpointError(f"{path}: not listed in {CHECKSUMS_FILE} (not part of this checkpoint)")
         if not path.is_file():
             raise CheckpointError(f"{path}: missing")
-        actual = _sha256(path)
+        try:
+            actual = _sha256(path)
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
         if actual != checksums[name]:
             raise CheckpointError(f"{path}: sha256 {actual} does not match {CHECKSUMS_FILE} ({checksums[name]}); file corrupted")
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_checksums(checksums: dict) -> None:
+    for name, digest in checksums.items():
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ConfigError(f"{name!r}: not a file name of the checkpoint")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ConfigError(f"{name}: expected a sha256 (64 hex digits), got {str(digest)[:40]!r}")
+
+
+def read_checksums(path: str | os.PathLike) -> dict[str, str]:
+    """A ``checksums.json``: ``{file name: sha256}``; anything else is a :class:`CheckpointError`."""
+    return read_json(path, schema=_check_checksums, error=CheckpointError)
+
+
 def read_config(directory: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
-    """The stored ``config.json`` (checksum-verified unless ``verify=False``)."""
+    """The stored ``config.json`` (checksum-verified unless ``verify=False``): a JSON object, not
+    checked further (a model directory's: :func:`read_model_config`)."""
     directory = Path(directory)
     if verify:
         verify_checkpoint(directory, (CONFIG_FILE,))
-    return json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    return read_json(directory / CONFIG_FILE, error=CheckpointError)
+
+
+def model_config(stored: Mapping[str, Any], where: str | os.PathLike = CONFIG_FILE, *, memory: int | None = None):
+    """The ModelConfig a model directory's ``config.json`` holds (``{"model": {...}, ...}`` or the model
+    dict itself), checked as strictly as params: types, ranges (``MODEL_BOUNDS``), sizes resolved, and
+    the weights (fp32) within this machine's RAM (``memory``, default: detected). Raises a one-line
+    :class:`CheckpointError` naming ``where`` and the key: ``vocab_size: 1e12`` fails here, before
+    torch tries to allocate terabytes."""
+    from twilbert.model.config import ModelConfig
+    from twilbert.model.size import MODEL_BOUNDS, machine_memory_bytes, parameter_count
+
+    d = stored.get("model") if isinstance(stored.get("model"), dict) else stored
+    try:
+        cfg = from_dict(ModelConfig, dict(d), "model")
+        for key in ("vocab_size", "max_positions"):
+            if getattr(cfg, key) is None:
+                raise ConfigError(f"model.{key}: missing (a saved model stores it resolved)")
+        check_bounds(cfg, MODEL_BOUNDS, "model")
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: not a usable TWilBERT model config: {exc}") from None
+    memory = machine_memory_bytes() if memory is None else memory
+    n = sum(parameter_count(cfg).values())
+    if memory and 4 * n > memory:
+        raise CheckpointError(f"{where}: the model has {n:,} parameters ({4 * n / 2**30:,.1f} GiB in fp32), more than "
+                              f"this machine's {memory / 2**30:,.1f} GiB of RAM; refusing to load it")
+    return cfg
+
+
+def read_model_config(directory: str | os.PathLike, *, verify: bool = True):
+    """``(config.json as a dict, its ModelConfig)`` of a model directory, validated (:func:`model_config`)."""
+    stored = read_config(directory, verify=verify)
+    return stored, model_config(stored, Path(directory) / CONFIG_FILE)
 
 
 PRETRAIN_META = "pretrain.json"  # beside a pre-trained checkpoint's config.json: tokenizer, rules, provenance
@@ -207,7 +262,12 @@ def read_pretrain_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """A pre-trained checkpoint's ``pretrain.json`` (written by the pretrain stage or import-hf: tokenizer
     path and sha256, normalisation rules, where it was imported from), ``{}`` when it has none."""
     path = Path(directory) / PRETRAIN_META
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return read_json(path, schema=_PRETRAIN_FIELDS, error=CheckpointError) if path.is_file() or path.is_symlink() else {}
+
+
+_PRETRAIN_FIELDS = fields(optional={"tokenizer_path": (str, None), "tokenizer_sha256": (str, None), "normalize": (dict, None),
+                                    "step": int, "epochs": float, "fingerprint": str, "run_config": (dict, None),
+                                    "imported_from": str, "hf_model_type": str, "hf_hidden_act": str})
 
 
 def load_checkpoint(
@@ -283,7 +343,10 @@ __all__ = [
     "config_differences",
     "load_checkpoint",
     "load_trainer_state",
+    "model_config",
+    "read_checksums",
     "read_config",
+    "read_model_config",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",

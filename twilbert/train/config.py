@@ -1,8 +1,16 @@
-"""Training and implementation configs owned by the core (sections ``training`` and ``impl``).
+"""Training configs owned by the core (sections ``training``, ``impl`` and ``run``).
 
-``TrainingConfig`` is recipe: it changes results. ``ImplConfig`` is implementation: device, precision,
-compile, attention backend, threads and workers may only change speed (up to float rounding), as in
-Cramming's ``impl`` group, and is deliberately left out of DVC stage params.
+The section a key lives in says what it may change, and that one rule decides DVC invalidation, the
+run fingerprint and what MLflow logs as params (``pipeline/stage_params.py``):
+
+* ``TrainingConfig`` is recipe: it changes results, so it is in the stage's DVC params and hashed in
+  full into the run fingerprint.
+* ``ImplConfig`` is implementation: device, precision, compile, attention backend, threads, workers,
+  GPU count and prediction batch size may only change speed (up to float rounding), as in Cramming's
+  ``impl`` group.
+* ``RunConfig`` is bookkeeping: when to log and checkpoint, how many bad steps to tolerate before
+  giving up, and where to resume from. It decides what is recorded and whether a run stops, never the
+  weights a finished run produces.
 """
 
 from __future__ import annotations
@@ -29,22 +37,12 @@ class TrainingConfig:
     warmup_steps: int = 100
     accum_iters: int = 1  # micro-batches per optimizer step, over all processes (a multiple of the process count)
     clip_grad_norm: float = 1.0  # 0 = off
-    n_gpus: int = 1  # >1 means "launch with torchrun"; speed only: an update is batch_size x accum_iters sequences in all
     path_initial_weights: str | None = None  # continue from these weights (a checkpoint dir)
     seed: int = 1234
-    checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = only at epoch ends
-    log_every: int = 10  # optimizer steps between logged metrics
     bucket_width: int = 8  # length-bucket width in tokens (batches mix lengths within one bucket only)
-    max_bad_steps: int = 5  # consecutive NaN/inf (skipped) optimizer steps before the run stops with an error
-    # Resumption (see twilbert.train.pretrain, "Checkpoints and config changes"). Checkpoints live in
-    # one directory per run config, so a changed config never touches another config's checkpoints.
-    # restart: a config without checkpoints of its own trains from scratch (what `dvc exp run -S` needs);
-    # error: refuse that when the out dir holds checkpoints of another config, listing the differing keys.
-    on_config_change: Literal["restart", "error"] = "restart"
-    resume_from: str | None = None  # resume from this checkpoint (a step-* dir or a dir of them); must match the run config but for the code
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "accum_iters", "n_gpus", "log_every", "bucket_width", "max_bad_steps"):
+        for name in ("batch_size", "accum_iters", "bucket_width"):
             check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.epochs >= 1 or self.max_steps >= 1, "epochs", "need epochs >= 1 or max_steps >= 1")
         check(self.max_steps >= 0, "max_steps", "must be >= 0")
@@ -55,15 +53,11 @@ class TrainingConfig:
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         check(self.schedule != "noam" or self.warmup_steps >= 1, "warmup_steps", "noam needs warmup_steps >= 1")
         check(self.clip_grad_norm >= 0, "clip_grad_norm", "must be >= 0")
-        check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
-        unshared = accum_share_problem(self, self.n_gpus)
-        check(unshared is None, "accum_iters", unshared or "")
-        check(self.resume_from is None or bool(str(self.resume_from).strip()), "resume_from", "must be a path or null")
 
 
 def accum_share_problem(training: TrainingConfig, processes: int) -> str | None:
     """Why ``training.accum_iters`` cannot be shared by ``processes`` (it counts an update's
-    micro-batches over all of them, so it must be a multiple), or None. Checked for ``n_gpus`` when
+    micro-batches over all of them, so it must be a multiple), or None. Checked for ``impl.n_gpus`` when
     params load and for the real world size when pre-training starts (torchrun may be run by hand)."""
     if training.accum_iters % processes == 0:
         return None
@@ -87,7 +81,35 @@ class ImplConfig:
     tokenizer_threads: int = 0  # sentencepiece threads; 0 = all cores
     num_workers: int = 0  # data-loader worker processes
     progress: bool = True  # progress bars (also off when stderr is not a terminal)
+    # > 1: the pretrain stage relaunches itself under torchrun (DDP). Speed only: training.accum_iters
+    # counts an update's micro-batches over all processes, so an update is the same on any count.
+    n_gpus: int = 1
+    pred_batch_size: int = 64  # fine-tuning's evaluation/prediction batch (no gradients: speed only)
 
     def __post_init__(self) -> None:
         for name in ("num_threads", "tokenizer_threads", "num_workers"):
             check(getattr(self, name) >= 0, name, "must be >= 0")
+        for name in ("n_gpus", "pred_batch_size"):
+            check(getattr(self, name) >= 1, name, "must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Bookkeeping for pre-training and fine-tuning (section ``run``): never in a fingerprint or DVC
+    params, since changing it must neither retrain nor invalidate a model. One ``max_bad_steps`` for
+    both trainers: they share one update loop and one divergence error."""
+
+    log_every: int = 10  # optimizer steps between logged metrics
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0 = only at epoch ends
+    max_bad_steps: int = 5  # consecutive NaN/inf (skipped) optimizer steps before the run stops with an error
+    # Checkpoints live in one directory per run config (docs/pretraining.md, "Checkpoints and config
+    # changes"). restart: a config without checkpoints of its own trains from scratch (what `dvc exp
+    # run -S` needs); error: refuse that when the out dir holds checkpoints of another config.
+    on_config_change: Literal["restart", "error"] = "restart"
+    resume_from: str | None = None  # resume from this checkpoint (a step-* dir or a dir of them); must match the run config but for the code
+
+    def __post_init__(self) -> None:
+        for name in ("log_every", "max_bad_steps"):
+            check(getattr(self, name) >= 1, name, "must be >= 1")
+        check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        check(self.resume_from is None or bool(str(self.resume_from).strip()), "resume_from", "must be a path or null")

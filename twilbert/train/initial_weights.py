@@ -3,7 +3,6 @@ checkpoint of the same architecture and vocabulary."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import nn
@@ -12,30 +11,25 @@ from twilbert.config import ConfigError, to_dict
 from twilbert.model.config import ModelConfig
 from twilbert.train.checkpoint import ConfigMismatchError, config_differences, load_checkpoint, read_config, read_pretrain_meta
 
-# Model keys that may differ between `path_initial_weights` and the model being trained: they change
-# training, not the weights' structure (masking, loss weights, dropout, init of fresh weights).
-NON_ARCHITECTURE_KEYS = (
-    "masked_lm",
-    "rop.loss_weight",
-    "input_dropout",
-    "output_dropout",
-    "attention_dropout",
-    "initializer_range",
-    "pkm_params.input_dropout",
-    "pkm_params.output_dropout",
-)
+def training_only(key: str) -> bool:
+    """A model key that says how weights are trained, not which weights exist or what they compute:
+    masking (``masked_lm.*``), loss weights (``*loss_weight``), dropouts (``*dropout``) and the init
+    range of fresh weights. A rule, not a list, so a new dropout or loss weight follows it."""
+    leaf = key.rsplit(".", 1)[-1]
+    return key.startswith("masked_lm.") or leaf.endswith(("dropout", "loss_weight")) or leaf == "initializer_range"
 
 
-def _drop_keys(tree: dict, dotted: tuple[str, ...]) -> dict:
-    tree = json.loads(json.dumps(tree))
-    for key in dotted:
-        *parents, leaf = key.split(".")
-        node = tree
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return tree
+def architecture(tree: dict, prefix: str = "") -> dict:
+    """The model config ``tree`` without its :func:`training_only` keys."""
+    out = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if (sub := architecture(value, f"{dotted}.")) or not value:  # a section of training-only keys goes whole
+                out[key] = sub
+        elif not training_only(dotted):
+            out[key] = value
+    return out
 
 
 def _check_vocabulary(directory: Path, tokenizer_sha256: str) -> None:
@@ -59,7 +53,7 @@ def _check_vocabulary(directory: Path, tokenizer_sha256: str) -> None:
 def load_initial_weights(model: nn.Module, directory: str | Path, model_cfg: ModelConfig, tokenizer_sha256: str | None = None) -> None:
     """Load weights from a checkpoint directory (``final/`` or a ``step-*`` dir) into ``model``.
 
-    The stored config must match ``model_cfg`` on every architecture key; masking, loss weights,
+    The stored config must match ``model_cfg`` on its :func:`architecture`; masking, loss weights,
     dropouts and the init range may differ. Raises :class:`ConfigMismatchError` listing the differing keys.
     ``tokenizer_sha256``: the vocabulary training will use; when the checkpoint's ``pretrain.json``
     records another, that is an error -- same-sized vocabularies pass the shape checks, but every
@@ -68,7 +62,7 @@ def load_initial_weights(model: nn.Module, directory: str | Path, model_cfg: Mod
     """
     directory = Path(directory)
     stored = read_config(directory)
-    diffs = config_differences(_drop_keys(stored, NON_ARCHITECTURE_KEYS), _drop_keys(to_dict(model_cfg), NON_ARCHITECTURE_KEYS))
+    diffs = config_differences(architecture(stored), architecture(to_dict(model_cfg)))
     if diffs:
         raise ConfigMismatchError(directory, diffs)
     if tokenizer_sha256 is not None:
@@ -76,4 +70,4 @@ def load_initial_weights(model: nn.Module, directory: str | Path, model_cfg: Mod
     load_checkpoint(directory, model)
 
 
-__all__ = ["NON_ARCHITECTURE_KEYS", "load_initial_weights"]
+__all__ = ["architecture", "load_initial_weights", "training_only"]

@@ -13,12 +13,15 @@ nats, so it is comparable to the training loss (the original logged only ``acc_m
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from twilbert.tokens import IGNORE_INDEX
+from twilbert.train.objectives.base import Sums
+from twilbert.train.objectives.mlm import MLMStats
 
 if TYPE_CHECKING:
     from twilbert.model.twilbert import TWilBERT
@@ -71,14 +74,28 @@ def rop_f1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return f1_from_counts(tp, fp, fn)
 
 
+@dataclass
+class ROPConfusion(Sums):
+    """ROP evaluation sums: the summed CE and the confusion counts of class 1 (original order)."""
+
+    loss_sum: Any  # Σ CE over the labelled rows
+    tp: Any
+    fp: Any
+    fn: Any
+    tn: Any
+    denominator = "rows"
+
+    @property
+    def rows(self) -> Any:
+        return self.tp + self.fp + self.fn + self.tn
+
+
 class PretrainMetrics:
     """Streaming sums for MLM and ROP over many batches; ``compute()`` gives the corpus-level values.
 
     ``update(mlm_logits (N, V), mlm_targets (N,), rop_logits (B, 2) | None, rop_labels (B,) | None)``.
-    For data-parallel evaluation call ``all_reduce_()`` before ``compute()``.
+    The sums are the objectives' :class:`MLMStats` and a :class:`ROPConfusion`, as float64 0-dim tensors.
     """
-
-    _FIELDS = ("mlm_ce_sum", "mlm_count", "mlm_correct", "rop_ce_sum", "tp", "fp", "fn", "tn")
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
@@ -86,7 +103,8 @@ class PretrainMetrics:
 
     def reset(self) -> None:
         # float64 sums: 1e8 targets summed in float32 would lose the CE's low digits.
-        self.sums = torch.zeros(len(self._FIELDS), dtype=torch.float64, device=self.device)
+        self.mlm = MLMStats.zeros(self.device)
+        self.rop = ROPConfusion.zeros(self.device)
 
     @torch.no_grad()
     def update(
@@ -96,46 +114,39 @@ class PretrainMetrics:
         rop_logits: torch.Tensor | None = None,
         rop_labels: torch.Tensor | None = None,
     ) -> None:
-        add = torch.zeros_like(self.sums)
         if mlm_logits is not None and mlm_targets is not None and mlm_targets.numel() > 0:
             valid = _valid(mlm_targets)  # (N,)
             ce = F.cross_entropy(mlm_logits.float(), mlm_targets, ignore_index=IGNORE_INDEX, reduction="sum")
-            add[0] = ce.double()
-            add[1] = valid.sum()
-            add[2] = ((mlm_logits.argmax(dim=-1) == mlm_targets) & valid).sum()
+            correct = (mlm_logits.argmax(dim=-1) == mlm_targets) & valid  # (N,)
+            self.mlm = self.mlm + self._on_device(MLMStats(ce.double(), valid.sum(), correct.sum()))
         if rop_logits is not None and rop_labels is not None and rop_labels.numel() > 0:
             valid = _valid(rop_labels)  # (B,)
             ce = F.cross_entropy(rop_logits.float(), rop_labels, ignore_index=IGNORE_INDEX, reduction="sum")
-            p = rop_logits.argmax(dim=-1) == 1
-            y = rop_labels == 1
-            add[3] = ce.double()
-            add[4] = (p & y & valid).sum()
-            add[5] = (p & ~y & valid).sum()
-            add[6] = (~p & y & valid).sum()
-            add[7] = (~p & ~y & valid).sum()
-        self.sums += add.to(self.sums.device)
+            p = rop_logits.argmax(dim=-1) == 1  # (B,)
+            y = rop_labels == 1  # (B,)
+            batch = ROPConfusion(ce.double(), (p & y & valid).sum(), (p & ~y & valid).sum(), (~p & y & valid).sum(), (~p & ~y & valid).sum())
+            self.rop = self.rop + self._on_device(batch)
 
-    def all_reduce_(self) -> None:
-        """Sum the counters over data-parallel ranks (no-op without an initialised process group)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.sums, op=dist.ReduceOp.SUM)
+    def _on_device(self, sums: Sums) -> Sums:
+        return type(sums)(*[v.to(self.device, torch.float64) for v in sums.values()])
 
     def compute(self) -> dict[str, float]:
         """Corpus-level metrics; NaN for a head that saw no labels."""
-        s = dict(zip(self._FIELDS, self.sums.tolist()))
-        n_mlm = int(s["mlm_count"])
-        n_rop = int(s["tp"] + s["fp"] + s["fn"] + s["tn"])
-        tp, fp, fn, tn = (int(s[k]) for k in ("tp", "fp", "fn", "tn"))
+        host = torch.stack(self.mlm.values() + self.rop.values()).tolist()  # the one read of the sums
+        n_fields = len(self.mlm.values())
+        mlm = MLMStats.from_values(host[:n_fields])
+        rop = ROPConfusion.from_values(host[n_fields:])
+        n_mlm = int(mlm.targets)
+        tp, fp, fn, tn = int(rop.tp), int(rop.fp), int(rop.fn), int(rop.tn)
+        n_rop = int(rop.rows)
         nan = math.nan
-        mlm_loss = s["mlm_ce_sum"] / n_mlm if n_mlm else nan
+        mlm_loss = mlm.loss_sum / n_mlm if n_mlm else nan
         return {
             "mlm_loss": mlm_loss,
             "mlm_perplexity": math.exp(mlm_loss) if n_mlm else nan,
-            "mlm_accuracy": s["mlm_correct"] / n_mlm if n_mlm else nan,
+            "mlm_accuracy": mlm.correct / n_mlm if n_mlm else nan,
             "mlm_targets": n_mlm,
-            "rop_loss": s["rop_ce_sum"] / n_rop if n_rop else nan,
+            "rop_loss": rop.loss_sum / n_rop if n_rop else nan,
             "rop_accuracy": (tp + tn) / n_rop if n_rop else nan,
             "rop_precision": tp / (tp + fp) if tp + fp else 0.0,
             "rop_recall": tp / (tp + fn) if tp + fn else 0.0,
@@ -173,6 +184,7 @@ def useful_mfu(
 
 __all__ = [
     "PretrainMetrics",
+    "ROPConfusion",
     "binary_counts",
     "f1_from_counts",
     "mlm_accuracy",

@@ -187,19 +187,11 @@ def clip_grad_norm(parameters: Iterable[torch.Tensor], max_norm: float | None) -
     return torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False)
 
 
-def is_update_step(micro_step: int, accum_iters: int) -> bool:
-    """True after the last micro-batch of an accumulation window (``micro_step`` 0-based)."""
-    if accum_iters < 1:
-        raise ValueError(f"accum_iters must be >= 1, got {accum_iters}")
-    return (micro_step + 1) % accum_iters == 0
-
-
 __all__ = [
     "DEFAULTS",
     "Lamb",
     "OPTIMIZERS",
     "build_optimizer",
     "clip_grad_norm",
-    "is_update_step",
     "param_groups",
 ]

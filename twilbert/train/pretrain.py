@@ -28,7 +28,7 @@ from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import tokenizer_file
 from twilbert.train import distributed as D
 from twilbert.train import run_store as store
-from twilbert.train.config import ImplConfig, TrainingConfig
+from twilbert.train.config import ImplConfig, RunConfig, TrainingConfig
 from twilbert.train.initial_weights import load_initial_weights
 from twilbert.train.loop import StepCounters, TrainingDivergedError, UpdateLoop
 from twilbert.train.metrics import useful_mfu
@@ -38,18 +38,13 @@ from twilbert.train.pretrain_checkpoints import PretrainCheckpoints, TrainerHook
 from twilbert.train.pretrain_data import PretrainData
 from twilbert.train.pretrain_log import SUMMARY_METRICS, StatusLine, StepLog, finite_or_none, host_counts, interval_metrics
 from twilbert.train.pretrain_log import say as _say
-from twilbert.train.run_store import RunConfigMismatchError, fingerprint, list_checkpoints, list_runs, newest_usable
+from twilbert.train.run_store import RunConfigMismatchError, fingerprint, list_checkpoints
 from twilbert.train.runtime import H100_BF16_PEAK_FLOPS, autocast, autocast_dtype, enable_tf32, maybe_compile, mix_seed, set_num_threads
 from twilbert.train.schedules import build_schedule
 from twilbert.utils import atomic_write_text, sha256_file
 
 CHECKPOINTS_DIR = "checkpoints"
 SUMMARY_FILE = "summary.json"
-
-# Training keys that cannot change the trained weights: left out of the run fingerprint.
-FINGERPRINT_EXCLUDED = ("log_every", "checkpoint_every", "max_bad_steps", "on_config_change", "resume_from")
-
-NonFiniteLossError = TrainingDivergedError  # the name the tests and older callers use
 
 
 def training_code_sha256() -> str:
@@ -59,11 +54,11 @@ def training_code_sha256() -> str:
 
 
 def run_config(model_cfg: ModelConfig, training: TrainingConfig, world_size: int, shards_dir: Path, tokenizer_sha256: str) -> dict:
-    """Everything that determines the trained weights (``impl`` excluded: speed only)."""
-    train = {k: v for k, v in to_dict(training).items() if k not in FINGERPRINT_EXCLUDED}
+    """Everything that determines the trained weights: the recipe sections in full (``impl`` and
+    ``run`` are speed and bookkeeping, so they are not arguments here)."""
     return {
         "model": to_dict(model_cfg),
-        "training": train,
+        "training": to_dict(training),
         "world_size": world_size,
         "shards_manifest_sha256": sha256_file(Path(shards_dir) / "manifest.json"),
         "tokenizer_sha256": tokenizer_sha256,
@@ -73,9 +68,10 @@ def run_config(model_cfg: ModelConfig, training: TrainingConfig, world_size: int
 
 class Pretrainer(PretrainCheckpoints):
     """One pre-training run; ``pretrain()`` is the usual entry point. ``log_fn(metrics, step)`` is called
-    on rank 0 every ``log_every`` steps (and replayed for a resumed run's history); ``normalize``: the
+    on rank 0 every ``run.log_every`` steps (and replayed for a resumed run's history); ``normalize``: the
     normalisation rules the corpus went through, recorded in ``final/pretrain.json`` so that new text
-    is normalised as the model saw it; ``hooks``: :class:`TrainerHooks`."""
+    is normalised as the model saw it; ``hooks``: :class:`TrainerHooks`; ``run``: the bookkeeping
+    (log and checkpoint intervals, ``max_bad_steps``, resumption), outside the run config."""
 
     def __init__(
         self,
@@ -83,6 +79,7 @@ class Pretrainer(PretrainCheckpoints):
         model_cfg: ModelConfig,
         training: TrainingConfig,
         impl: ImplConfig,
+        run: RunConfig | None = None,
         shards_dir: str | Path,
         tokenizer_path: str | Path,
         out_dir: str | Path,
@@ -93,6 +90,7 @@ class Pretrainer(PretrainCheckpoints):
         hooks: TrainerHooks | None = None,
     ) -> None:
         self.model_cfg, self.training, self.impl = model_cfg, training, impl
+        self.bookkeeping = run or RunConfig()  # the ``run`` section (``self.run`` is the training loop)
         self.normalize = normalize  # recorded in final/pretrain.json only (not in the run config)
         self.shards_dir, self.tokenizer_path, self.out_dir = Path(shards_dir), Path(tokenizer_path), Path(out_dir)
         if self.tokenizer_path.is_dir():  # models/vocab: the file in it (pretrain.json records the file)
@@ -168,7 +166,7 @@ class Pretrainer(PretrainCheckpoints):
             scheduler=self.scheduler,
             params=list(self.raw_model.parameters()),
             clip=tr.clip_grad_norm,
-            max_bad_steps=tr.max_bad_steps,
+            max_bad_steps=self.bookkeeping.max_bad_steps,
             diverged_message=self._diverged,
             device=self.device,
             world_size=W,
@@ -209,7 +207,7 @@ class Pretrainer(PretrainCheckpoints):
         return (
             f"{st.consecutive_bad} consecutive optimizer steps had a NaN/inf loss or gradient norm (step {st.step}); "
             "lower training.lr, set training.clip_grad_norm, or try impl.precision=fp32 "
-            f"(training.max_bad_steps={self.training.max_bad_steps}). Last checkpoint: {last[-1] if last else 'none'}"
+            f"(run.max_bad_steps={self.bookkeeping.max_bad_steps}). Last checkpoint: {last[-1] if last else 'none'}"
         )
 
     # ------------------------------------------------------------------ logging
@@ -289,8 +287,8 @@ class Pretrainer(PretrainCheckpoints):
         return self._summary(stopped, final_dir, time.perf_counter() - t0, tokens0, last_metrics)
 
     def _after_step(self, epoch_end: bool, bar) -> dict | None:
-        """Log every ``log_every`` steps and checkpoint when due; returns the logged metrics, if any."""
-        st, tr = self.state, self.training
+        """Log every ``run.log_every`` steps and checkpoint when due; returns the logged metrics, if any."""
+        st, tr = self.state, self.bookkeeping
         done = self._budget_reached()
         metrics = None
         if st.step % tr.log_every == 0 or done:
@@ -342,7 +340,7 @@ def pretrain(*, stop_after_steps: int | None = None, **kwargs) -> dict:
     """Pre-train (or resume pre-training) into ``out_dir``; returns the flat summary (also ``summary.json``).
 
     ``kwargs`` are :class:`Pretrainer`'s. ``out_dir`` gets ``checkpoints/<fingerprint>/step-XXXXXXXX/``
-    (every epoch end, every ``checkpoint_every`` steps and at the end of the budget; the last two are
+    (every epoch end, every ``run.checkpoint_every`` steps and at the end of the budget; the last two are
     kept), ``final/`` (``model.safetensors``, ``config.json`` = the resolved model config,
     ``pretrain.json`` = tokenizer path/sha256, steps, run fingerprint, ``normalize``) and ``summary.json``.
     Under ``torchrun`` it joins the process group (DDP). ``stop_after_steps``: see :meth:`Pretrainer.run`.
@@ -359,17 +357,11 @@ def pretrain(*, stop_after_steps: int | None = None, **kwargs) -> dict:
 
 
 __all__ = [
-    "NonFiniteLossError",
     "Pretrainer",
     "RunConfigMismatchError",
     "TrainState",
     "TrainerHooks",
     "TrainingDivergedError",
-    "list_checkpoints",
-    "list_runs",
-    "load_initial_weights",
-    "newest_usable",
     "pretrain",
     "run_config",
-    "useful_mfu",
 ]

@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 
 from twilbert.config import to_dict
+from twilbert.metadata import parse_json
 from twilbert.train import distributed as D
 from twilbert.train import run_store as store
-from twilbert.train.checkpoint import PRETRAIN_META, CheckpointError, load_checkpoint, load_trainer_state, save_checkpoint
+from twilbert.train.checkpoint import PRETRAIN_META, TRAINER_FILE, CheckpointError, load_checkpoint, load_trainer_state, save_checkpoint
 from twilbert.train.loop import StepCounters, TrainingDivergedError
 from twilbert.train.pretrain_log import say as _say
 from twilbert.utils import atomic_write_text
@@ -50,10 +51,10 @@ class PretrainCheckpoints:
     """Needs the Pretrainer's attributes (state, model, optimizer, run store paths, ...)."""
 
     def _choose_resume(self) -> Path | None:
-        tr = self.training
+        bk = self.bookkeeping
         return D.on_main_then_broadcast(
             lambda: store.choose_resume_checkpoint(
-                self.checkpoints_root, self.run_config, resume_from=tr.resume_from, on_config_change=tr.on_config_change, say=_say
+                self.checkpoints_root, self.run_config, resume_from=bk.resume_from, on_config_change=bk.on_config_change, say=_say
             ),
             CheckpointError,
         )
@@ -61,9 +62,10 @@ class PretrainCheckpoints:
     def _load(self, directory: Path) -> None:
         load_checkpoint(directory, self.raw_model, to_dict(self.model_cfg))
         extra = load_trainer_state(directory, self.optimizer, self.scheduler, restore_rng=True)
-        self.state = TrainState(**json.loads(extra["state"]))
+        where = f"{directory / TRAINER_FILE} (extra.%s)"
+        self.state = TrainState(**parse_json(extra.get("state"), where % "state", schema=TrainState, error=CheckpointError))
         D.restore_rng_state(extra.get("rng_per_rank") or [], self.dist.rank, self.device)
-        self.history = json.loads(extra.get("history", "[]"))
+        self.history = parse_json(extra.get("history", "[]"), where % "history", kind=list, error=CheckpointError, allow_nan=True)
         if self.log_fn is not None and self.dist.is_main:
             for step, metrics in self.history:  # the new MLflow run and curves file get the whole run
                 self.log_fn(metrics, step)

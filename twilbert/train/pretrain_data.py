@@ -43,7 +43,7 @@ class PretrainData:
         # training.accum_iters counts the micro-batches of one update over *all* processes, so an update
         # is batch_size x accum_iters sequences however many GPUs run it, and the same params train the
         # same model on 1 or W processes (docs/pretraining.md). A per-process count would make
-        # `-S training.n_gpus=8` silently train with 8x larger updates.
+        # `-S impl.n_gpus=8` silently train with 8x larger updates.
         unshared = accum_share_problem(tr, world_size)
         if unshared:
             raise ConfigError(f"training.accum_iters: {unshared}")

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from twilbert.metadata import fields, parse_json, read_json
 from twilbert.train.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -158,14 +159,30 @@ def move_aside(root: Path, reason: str, keep_stale: int, say: Say = _stderr) -> 
 # choosing the checkpoint to resume
 
 
+_EXTRA_FIELDS = fields(required={"state": str, "fingerprint": str}, optional={"run_config": str, "history": str})
+_EXTRA_JSON = {"state": dict, "run_config": dict, "history": list}  # extra's JSON strings and their kinds
+
+
 def read_extra(directory: Path) -> dict:
-    """The ``extra`` dict of a verified checkpoint, without restoring anything (memory-mapped read)."""
+    """The ``extra`` dict of a verified checkpoint, without restoring anything (memory-mapped read),
+    with everything resuming reads from it checked: a checkpoint that fails is unusable."""
     verify_checkpoint(directory, (MODEL_FILE, CONFIG_FILE, TRAINER_FILE))
+    path = directory / TRAINER_FILE
     try:
-        state = torch.load(directory / TRAINER_FILE, map_location="cpu", weights_only=True, mmap=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
-        raise CheckpointError(f"{directory / TRAINER_FILE}: unreadable: {exc}") from exc
-    return state.get("extra") or {}
+        raise CheckpointError(f"{path}: unreadable: {' '.join(str(exc).split())[:200]}") from None
+    extra = state.get("extra") if isinstance(state, dict) else None
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: not a trainer state (no extra dict)")
+    try:
+        _EXTRA_FIELDS(extra)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: extra.{exc}") from None
+    for key, kind in _EXTRA_JSON.items():
+        if key in extra:
+            parse_json(extra[key], f"{path} (extra.{key})", kind=kind, error=CheckpointError, allow_nan=key == "history")
+    return extra
 
 
 def newest_usable(directory: Path, *, quiet: bool = False, say: Say = _stderr) -> tuple[Path, dict] | None:
@@ -181,22 +198,26 @@ def newest_usable(directory: Path, *, quiet: bool = False, say: Say = _stderr) -
 
 
 def _stored_run_config(extra: dict) -> dict | None:
-    return json.loads(extra["run_config"]) if extra.get("run_config") else None
+    """The run config in a checkpoint's ``extra`` (checked by :func:`read_extra`)."""
+    return parse_json(extra["run_config"], "extra.run_config", error=CheckpointError) if extra.get("run_config") else None
+
+
+_RUN_FIELDS = fields(required={"run_config": (dict, None)}, optional={"fingerprint": str})
 
 
 def _explicit(source: Path, want: str, expected: dict, say: Say) -> Path:
-    """The checkpoint ``training.resume_from`` names, checked against the run config."""
+    """The checkpoint ``run.resume_from`` names, checked against the run config."""
     if STEP_DIR.match(source.name):
         found = (source, read_extra(source))  # an unusable explicit checkpoint is an error, not a fallback
     else:
         found = newest_usable(source, say=say)
         if found is None:
-            raise CheckpointError(f"training.resume_from={str(source)!r}: no usable step-* checkpoint there")
+            raise CheckpointError(f"run.resume_from={str(source)!r}: no usable step-* checkpoint there")
     if found[1].get("fingerprint") != want:
         diffs = differences(_stored_run_config(found[1]), expected)
         if [k for k, _, _ in diffs] != ["code_sha256"]:
-            raise RunConfigMismatchError(found[0], diffs, "training.resume_from must name a checkpoint of the same run config")
-        say(f"training.resume_from={str(source)!r} was written by other training code (code_sha256 "
+            raise RunConfigMismatchError(found[0], diffs, "run.resume_from must name a checkpoint of the same run config")
+        say(f"run.resume_from={str(source)!r} was written by other training code (code_sha256 "
             f"{str(diffs[0][1])[:12]} -> {str(diffs[0][2])[:12]}); resuming it under this code, as asked")
     return found[0]
 
@@ -207,8 +228,9 @@ def _other_config(root: Path, want: str, expected: dict, on_config_change: str, 
     if other is None:
         return
     try:  # its run.json: no checkpoint hashing here
-        stored = json.loads((other / RUN_FILE).read_text())["run_config"]
-    except (OSError, ValueError, KeyError):
+        stored = read_json(other / RUN_FILE, schema=_RUN_FIELDS, error=CheckpointError)["run_config"]
+    except CheckpointError as exc:  # only used to list the differences
+        say(f"ignoring {exc}")
         stored = None
     diffs = differences(stored, expected)
     if on_config_change == "error":
@@ -216,9 +238,9 @@ def _other_config(root: Path, want: str, expected: dict, on_config_change: str, 
         raise RunConfigMismatchError(
             other,
             diffs,
-            "training.on_config_change is 'error': set it to 'restart' to train this config from scratch "
+            "run.on_config_change is 'error': set it to 'restart' to train this config from scratch "
             "(the other config's checkpoints are kept), or restore the params"
-            + (f"; only the code differs: to continue that run under this code, set training.resume_from={str(other)!r}" if code_only else ""),
+            + (f"; only the code differs: to continue that run under this code, set run.resume_from={str(other)!r}" if code_only else ""),
         )
     say(f"no checkpoint of this run config; the newest other one in {root} differs ({listing(diffs)}); starting fresh, keeping it")
 
@@ -242,7 +264,7 @@ def choose_resume_checkpoint(
     if resume_from:
         explicit = _explicit(Path(resume_from), want, expected, say)
         if own is not None and step_of(own[0]) >= step_of(explicit):
-            say(f"{own[0]} is newer than training.resume_from={str(resume_from)!r}; resuming from it")
+            say(f"{own[0]} is newer than run.resume_from={str(resume_from)!r}; resuming from it")
             return own[0]
         return explicit
     if own is not None:

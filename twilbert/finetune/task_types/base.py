@@ -48,6 +48,7 @@ class TaskType:
     name: ClassVar[str]  # the value of tasks.<name>.type
     losses: ClassVar[tuple[str, ...]]  # finetuning.loss values that fit, the first being the usual one
     baseline_model: ClassVar[str]  # the classical baseline's estimator, in words (reports)
+    hf_problem_type: ClassVar[str | None] = None  # transformers' config.problem_type (export-hf); None: not exportable
 
     def __repr__(self) -> str:
         return f"TaskType({self.name!r})"

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 @register
 class MultiLabel(ClassificationType):
     name = "multi_label"
+    hf_problem_type = "multi_label_classification"
     losses = ("bce", *SOFT_LOSSES)
     baseline_model = "logistic regression (one-vs-rest, liblinear)"
     min_categories = 1

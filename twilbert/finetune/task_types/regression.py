@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 @register
 class Regression(TaskType):
     name = "regression"
+    hf_problem_type = "regression"
     losses = ("mse",)
     baseline_model = "ridge regression"
 

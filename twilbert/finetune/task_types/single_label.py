@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 @register
 class SingleLabel(ClassificationType):
     name = "single_label"
+    hf_problem_type = "single_label_classification"
     losses = ("cross_entropy", *SOFT_LOSSES)
     baseline_model = "logistic regression (one-vs-rest, liblinear)"
 

@@ -24,7 +24,6 @@ from twilbert.text.corpus_layout import (
 )
 from twilbert.text.corpus.lines import max_line_bytes
 from twilbert.text.corpus.rows import check_header
-from twilbert.text.normalize.drop import few_words_expr
 
 __all__ = [
     "COLUMNS",
@@ -37,7 +36,6 @@ __all__ = [
     "CorpusKind",
     "IngestStats",
     "check_header",
-    "few_words_expr",
     "ingest",
     "max_line_bytes",
     "normalize_corpora",
