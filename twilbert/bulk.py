@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from twilbert.inference import InputError, InputTexts, Predictor, _fmt_of, read_input_file
+from twilbert.inference import InputError, InputTexts, OutputError, Predictor, _fmt_of, read_input_file
 
 CHUNK_ROWS = 8192  # rows per chunk: enough for length sorting to leave little padding
 PREFETCH = 2  # encoded chunks waiting for the model at most
@@ -66,8 +66,15 @@ def prefetch(items: Iterable[Any], depth: int = PREFETCH) -> Iterator[Any]:
 def predict_chunks(predictor: Predictor, chunks: Iterable[InputTexts], *, batch_size: int = 64) -> Iterator[tuple[list[dict[str, Any]], InputTexts]]:
     """(prediction rows, chunk) per chunk, in order; the next chunk is read and encoded meanwhile."""
     encoded = prefetch((chunk, predictor.encode(chunk.texts, chunk.aux)) for chunk in chunks)
+    start = 0
     for chunk, data in encoded:
-        yield predictor.format(predictor.outputs_of(data, batch_size=batch_size)), chunk
+        try:
+            rows = predictor.format(predictor.outputs_of(data, batch_size=batch_size))
+        except OutputError as exc:  # its row numbers count within the chunk
+            raise OutputError(f"{exc} (rows counted from 0-based input row {start}, where this chunk starts; "
+                              f"on stdout the {start} rows before it were written)") from None
+        yield rows, chunk
+        start += len(rows)
 
 
 def chunked(texts: Iterable[str], rows: int | None = None) -> Iterator[InputTexts]:

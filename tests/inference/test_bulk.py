@@ -136,3 +136,24 @@ def test_an_error_mid_file_leaves_no_output_file(models, tmp_path, monkeypatch):
     line = error_line(run_cli("predict", "--model", str(models["single"]), "-i", str(f), "-o", str(out)))
     assert "line(s) 13" in line
     assert not out.exists() and list(tmp_path.iterdir()) == [f]
+
+
+def test_a_non_finite_output_names_its_row_in_the_whole_input(models, monkeypatch):
+    import twilbert
+    from twilbert.inference import OutputError
+
+    p = twilbert.load(models["single"])
+    real, calls = p.outputs_of, []
+
+    def second_chunk_nan(data, **kw):
+        out = real(data, **kw)
+        calls.append(1)
+        if len(calls) == 2:
+            out[3] = np.nan
+        return p._finite(out, "output")
+
+    monkeypatch.setattr(p, "outputs_of", second_chunk_nan)
+    stream = bulk.predict_chunks(p, bulk.chunked(TWEETS[:20], rows=8))
+    assert len(next(stream)[0]) == 8
+    with pytest.raises(OutputError, match=r"row\(s\) 3.*from 0-based input row 8"):
+        next(stream)
