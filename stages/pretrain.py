@@ -14,9 +14,10 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import PARAMS_OPTION, load, load_tokenizer, progress_enabled, run_guarded, tracked
+from pipeline.common import PARAMS_OPTION, guarded, load, load_tokenizer, progress_enabled, run_guarded, tracked
 from pipeline.outlock import lock_outputs
 from pipeline.stage_params import stage_params
+from twilbert.utils import atomic_write_text
 
 CURVE_FIELDS = ("step", "epoch", "loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "lr", "tokens_per_s")
 
@@ -93,6 +94,9 @@ def main(
     training = replace(p.training, max_steps=max_steps) if max_steps else p.training
     rank = process_rank()
     rank0 = rank == 0
+    if rank0:  # the previous run's metrics go first: a failed run leaves none, not a stale one
+        with guarded():
+            (reports_dir / "metrics.json").unlink(missing_ok=True)
     curves = CurveWriter(reports_dir / "curves.csv") if rank0 else None
     fallback = Path("logs/tracking/pretrain.jsonl") if rank0 else None
     with tracked("pretrain", params, tracking_params(p, rank), stage_params("pretrain"), fallback=fallback) as t:
@@ -118,7 +122,8 @@ def main(
         if rank0:
             curves.close()
             final = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
-            (reports_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+            with guarded():
+                atomic_write_text(reports_dir / "metrics.json", json.dumps(final, indent=2) + "\n")
             t.log_metrics({f"final.{k}": v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             t.log_params({"model.resolved": json.dumps(to_dict(model_cfg))})
     if rank0:

@@ -21,6 +21,7 @@ import numpy as np
 from twilbert.config import ConfigError
 from twilbert.metadata import fields, read_json
 from twilbert.finetune.metrics import mean_sd
+from twilbert.utils import atomic_write_text
 
 _NUMBER = (int, float, np.integer, np.floating)
 SAMPLE_DIR = Path("data") / "sample"  # the bundled synthetic sample (data/README.md)
@@ -480,10 +481,10 @@ def write_summary(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "summary.json", out / "summary.md"
-    js.write_text(json.dumps(_strict(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    md.write_text(render_markdown(summary, timing, sample), encoding="utf-8")
+    atomic_write_text(js, json.dumps(_strict(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    atomic_write_text(md, render_markdown(summary, timing, sample))
     if timing is not None:
-        (out / TIMING_FILE).write_text(json.dumps(_strict(timing), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+        atomic_write_text(out / TIMING_FILE, json.dumps(_strict(timing), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return js, md
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from twilbert.finetune.config import TaskConfig
 from twilbert.finetune.data import TaskSplit
 from twilbert.finetune.metrics import predictions_from_outputs
+from twilbert.utils import atomic_write_text
 
 REPORT_FILES = ("metrics.json", "class_report.json", "class_report.md", "confusion.png", "confusion.csv", "predictions.tsv", "history.csv",
                 "rejects.tsv")
@@ -52,7 +53,7 @@ def _finite(obj: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     """Strict JSON (NaN/inf -> null), indented, UTF-8."""
-    path.write_text(json.dumps(_finite(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def write_rejects(out: Path, splits: dict[str, TaskSplit]) -> int:
