@@ -9,12 +9,12 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: install repro test bench clean mlflow-ui serve
+.PHONY: install repro test bench clean mlflow-ui serve plots
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e ".[dev,hf,onnx]"
+	$(PIP) -e ".[dev,hf,onnx,plots]"
 	# Test/benchmark peer only: pysentimiento's preprocessing module needs just `emoji`; --no-deps keeps
 	# its model stack (transformers, spacy, datasets) out. See twilbert/text/normalize/reference.py.
 	$(PIP) --no-deps pysentimiento
@@ -46,6 +46,11 @@ serve:
 	echo "Serving runs:/$(RUN)/model on http://127.0.0.1:$$port/invocations (Ctrl-C stops it)"; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 	exec $(BIN)/mlflow models serve -m runs:/$(RUN)/model --env-manager local --host 127.0.0.1 --port $$port
+
+# The DVC plots (pre-training and fine-tuning curves, confusion matrices) as dvc_plots/index.html, with the
+# chart libraries inlined so that it renders offline (plain `dvc plots show` loads them from a CDN).
+plots: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pipeline.plots
 
 clean:
 	rm -rf $(VENV)

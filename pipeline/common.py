@@ -115,7 +115,8 @@ def _record_config_failure(params_path: Path, message: str) -> None:
 
 
 def progress_enabled(params) -> bool:
-    return bool(params.impl.progress) and sys.stderr.isatty() and not os.environ.get("CI")
+    """``impl.progress``: a bar on a terminal, status lines otherwise (twilbert.progress decides which)."""
+    return bool(params.impl.progress)
 
 
 @contextmanager

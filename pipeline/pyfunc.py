@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 ARTIFACT = "model_dir"
 MODEL_NAME = "model"
@@ -41,9 +42,10 @@ class TWilBERTPyfunc(mlflow.pyfunc.PythonModel):
 
         self.predictor = load(context.artifacts[ARTIFACT])
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
-        import pandas as pd
-
+    # The DataFrame hint: MLflow infers no schema from it (the explicit signature, _signature, validates),
+    # and without a hint it prints an ANSI-coloured "Add type hints" warning into DVC's logs, which
+    # no warnings filter can stop (it forces "once").
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "text" not in df.columns:
             raise ValueError(f"input needs a 'text' column; got columns {list(df.columns)}")

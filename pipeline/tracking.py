@@ -45,6 +45,9 @@ SUMMARY_STAGES = ("evaluate", "report")
 UI_QUERY = "workflowType=machine_learning"
 
 _EXPS = (".dvc", "tmp", "exps")
+# MLflow's "Downloading artifacts" tqdm bars (logging a pyfunc model loads it back) are carriage-return
+# bars in a DVC log and say nothing a stage's own lines do not; MLflow reads this when it downloads.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 _MEMORY_CAP = 200_000  # records kept for replay when there is no fallback file
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, fail, guarded, load, load_tokenizer, run_guarded, tracked
+from pipeline.committed import rounded
 from pipeline.outlock import lock_outputs
 from pipeline.stage_params import stage_params
 from twilbert.utils import atomic_write_text
@@ -64,7 +65,7 @@ def main(
         with guarded():
             out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out_dir / "report.md", result.report_md)
-            atomic_write_text(out_dir / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
+            atomic_write_text(out_dir / "metrics.json", json.dumps(rounded(result.metrics), indent=2) + "\n")  # no float noise in git
         t.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
         t.log_artifact(out_dir / "report.md")
     typer.echo(f"evaluate: {json.dumps(result.metrics)}")

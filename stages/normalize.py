@@ -51,9 +51,9 @@ def main(
 
 def check_dvc_deps(params: Path, inputs: list[str]) -> None:
     """Under ``dvc repro`` (``DVC_STAGE`` is set), every corpus in ``data.pairs``/``data.tweets`` must be a
-    dependency of this stage in dvc.yaml: DVC cannot read a list from params into ``deps``, so the
-    files are listed there by hand, and a file missing from that list would never trigger a rerun when it
-    changes (stale models, silently)."""
+    dependency of this stage in dvc.yaml: DVC cannot read a list from params into ``deps``, so the stage
+    depends on the sample's files and on the directory ``data/corpora/``, and a file outside them would
+    never trigger a rerun when it changes (stale models, silently)."""
     import os
 
     stage = os.environ.get("DVC_STAGE")
@@ -65,8 +65,14 @@ def check_dvc_deps(params: Path, inputs: list[str]) -> None:
     deps = ((yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage, {}) or {}).get("deps", [])
     # Compared as absolute paths: either side may be relative (to dvc.yaml's folder, or to params.yaml's)
     # or absolute (a corpus outside the repo).
-    listed = {os.path.abspath(d) for d in deps if isinstance(d, str)}
-    missing = [f for f in inputs if os.path.abspath(params.parent / f) not in listed]
+    # A directory dep (data/corpora/) covers every file under it.
+    listed = [os.path.abspath(d) for d in deps if isinstance(d, str)]
+    missing = [f for f in inputs if not any(_under(os.path.abspath(params.parent / f), d) for d in listed)]
     if missing:
         fail(f"dvc.yaml: stages.{stage}.deps: add {', '.join(repr(m) for m in missing)} (the corpora of params "
-             "data.pairs / data.tweets), or DVC will not rerun the pipeline when they change")
+             "data.pairs / data.tweets), or put them under data/corpora/ (README: Train on your own tweets), "
+             "or DVC will not rerun the pipeline when they change")
+
+
+def _under(path: str, dep: str) -> bool:
+    return path == dep or path.startswith(dep.rstrip("/") + "/")

@@ -15,11 +15,12 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, guarded, load, load_tokenizer, progress_enabled, run_guarded, tracked
+from pipeline.committed import record_timing, rounded, split_timing
 from pipeline.outlock import lock_outputs
 from pipeline.stage_params import stage_params
 from twilbert.utils import atomic_write_text
 
-CURVE_FIELDS = ("step", "epoch", "loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "lr", "tokens_per_s")
+CURVE_FIELDS = ("step", "epoch", "loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "lr")  # tokens/s: MLflow only (it varies run to run)
 
 
 def process_rank() -> int:
@@ -122,8 +123,10 @@ def main(
         if rank0:
             curves.close()
             final = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
+            committed, timing = split_timing(final)  # wall time, tokens/s: MLflow and logs/timing.json only
             with guarded():
-                atomic_write_text(reports_dir / "metrics.json", json.dumps(final, indent=2) + "\n")
+                atomic_write_text(reports_dir / "metrics.json", json.dumps(rounded(committed), indent=2) + "\n")
+            record_timing({"pretrain": timing})
             t.log_metrics({f"final.{k}": v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             t.log_params({"model.resolved": json.dumps(to_dict(model_cfg))})
     if rank0:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from pipeline.common import PARAMS_OPTION, StageError, guarded, load, require_normalized, run_guarded, tracked
+from pipeline.committed import record_timing, split_timing
 from pipeline.outlock import lock_outputs
 from pipeline.stage_params import stage_params
 from twilbert.utils import atomic_write_text
@@ -49,9 +50,11 @@ def main(
         seconds = time.perf_counter() - start
         summary = run_guarded(read_json, out_dir / "vocab.json", error=StageError)
         stats = summarize(summary, seconds)
+        committed, timing = split_timing(stats)  # train_seconds: MLflow and logs/timing.json only
         with guarded():
             stats_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(stats_path, json.dumps(stats, indent=2) + "\n")
+            atomic_write_text(stats_path, json.dumps(committed, indent=2) + "\n")
+        record_timing({"vocab": timing})
         t.log_metrics(stats)
         t.log_artifact(out_dir / "vocab.json")
     if p.vocab.pretrained:
@@ -72,10 +75,10 @@ def main(
 
 
 def summarize(summary: dict, seconds: float) -> dict[str, float]:
-    """The scalar figures of ``vocab.json`` plus the training time: the stage's metrics (all numbers).
+    """The scalar figures of ``vocab.json`` plus the training time: the stage's MLflow metrics (all numbers).
 
-    ``train_seconds`` lives only here, not in ``vocab.json`` (a DVC output that must not change when
-    nothing but the clock did)."""
+    ``train_seconds`` goes to MLflow and ``logs/timing.json`` only, neither to ``vocab.json`` nor to the
+    stats file (DVC outputs, which must not change when nothing but the clock did)."""
     s = summary["stats"]
     return {
         "vocab_size": summary["vocab_size"],

@@ -149,18 +149,20 @@ class Predictor:
     def batches(self, data: EncodedSplit, batch_size: int, *, progress: bool = False, desc: str = "") -> Iterator[Batch]:
         """Length-sorted batches on the model's device; ``attention_mask`` is None when a batch has no
         padding (SDPA's fastest path). ``batch.index`` says where each row goes back."""
-        from tqdm.auto import tqdm
+        from twilbert.progress import Progress
 
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         lengths = data.lengths
         order = np.argsort(lengths, kind="stable")
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        for idx in tqdm(chunks, desc=desc or "batches", disable=not progress, leave=False, unit="batch"):
-            b = collate(data, idx).to(self.device)
-            if lengths[idx[0]] == lengths[idx[-1]]:  # sorted: equal ends = no padding in this batch
-                b.attention_mask = None
-            yield b
+        with Progress(len(data), desc or "batches", "texts", enabled=progress) as bar:
+            for idx in chunks:
+                b = collate(data, idx).to(self.device)
+                if lengths[idx[0]] == lengths[idx[-1]]:  # sorted: equal ends = no padding in this batch
+                    b.attention_mask = None
+                yield b
+                bar.update(len(idx))
 
     # -- outputs -----------------------------------------------------------------------------------
     def outputs(self, texts: Sequence[str], aux: Sequence[str] | None = None, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:

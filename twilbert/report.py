@@ -412,6 +412,9 @@ def _pretraining_lines(pre: dict[str, Any], timing: dict[str, Any] | None = None
 
 
 def _timing_lines(timing: dict[str, Any] | None) -> list[str]:
+    if timing is None:  # the pipeline's summary.md is committed: its run times live elsewhere
+        return ["", "Run times (wall clock, tokens/s) change on every run, so they are not in this file: see MLflow "
+                "and logs/timing.json."]
     tasks = {n: t for n, t in ((timing or {}).get("tasks") or {}).items() if t}
     if not tasks:
         return []

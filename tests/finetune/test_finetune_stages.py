@@ -107,12 +107,14 @@ def test_report_stage_on_two_tasks(tmp_path, tok_path, monkeypatch):
         acc = next(line for line in md.splitlines() if line.startswith(f"| {name} | ") and line.count("|") == 8 and sel not in line)
         assert f"{e['test']['accuracy']:.4f}" in acc and f"{e['baseline']['test']['accuracy']:.4f}" in acc
 
-    # C: no wall time in summary.json; it is in timing.json (and summary.md), and a rerun writes the same summary.json
+    # C: no wall time in summary.json or summary.md (both committed); they are in logs/timing.json (untracked),
+    # and a rerun writes the same summary.json
     assert not keys_anywhere(summary) & set(RUN_DETAIL_KEYS)
-    timing = json.loads((tmp_path / "reports" / "timing.json").read_text())
+    timing = json.loads((tmp_path / "logs" / "timing.json").read_text())
     assert timing["pretraining"] == {"wall_s": 77.1, "tokens_per_s": 1955.3}
     assert timing["tasks"]["senti"]["train_seconds"] > 0 and "train_tokens_per_s" in timing["tasks"]["stance"]
-    assert "| wall time (s) | 77.1 |" in md and "## Fine-tuning run times" in md
+    assert "| wall time (s) |" not in md and "## Fine-tuning run times" not in md and "logs/timing.json" in md
+    assert not (tmp_path / "reports" / "timing.json").exists()
     before = (tmp_path / "reports" / "summary.json").read_bytes()
     invoke(args)
     assert (tmp_path / "reports" / "summary.json").read_bytes() == before

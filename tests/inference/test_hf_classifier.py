@@ -26,7 +26,7 @@ def finetuned(tmp_path, collapse_mode: str) -> tuple[SequenceClassifier, object]
     clf = SequenceClassifier(randomised(tiny(Tokenizer.from_file(spm).vocab_size)), len(LABELS), collapse_mode=collapse_mode).eval()
     with torch.no_grad():
         clf.head.weight.normal_(0, 1.0)  # logits far enough apart that the labels mean something
-    model_dir = save_finetuned(tmp_path / collapse_mode, clf, spm, {"labels": LABELS, "task_type": "single_label"})
+    model_dir = save_finetuned(tmp_path / collapse_mode, clf, spm, {"labels": LABELS, "task_type": "single_label", "max_len": 16})
     return clf, model_dir
 
 
@@ -55,7 +55,7 @@ def test_multi_label_and_regression_get_their_problem_type(tmp_path):
     spm = make_tokenizer(tmp_path / "vocab")
     for task_type, n, labels in (("multi_label", 3, LABELS), ("regression", 1, {})):
         clf = SequenceClassifier(randomised(tiny(Tokenizer.from_file(spm).vocab_size)), n, collapse_mode="cls").eval()
-        model_dir = save_finetuned(tmp_path / task_type, clf, spm, {"labels": labels, "task_type": task_type})
+        model_dir = save_finetuned(tmp_path / task_type, clf, spm, {"labels": labels, "task_type": task_type, "max_len": 16})
         info = export_sequence_classifier(model_dir, tmp_path / f"hf-{task_type}")
         assert info["problem_type"] == {"multi_label": "multi_label_classification", "regression": "regression"}[task_type]
         assert info["max_abs_diff_probabilities"] <= 1e-4  # sigmoid / the value itself

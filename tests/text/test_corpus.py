@@ -506,3 +506,19 @@ def test_ingest_output_matches_the_eager_reference_pipeline(tmp_path):
     good = good.filter(pl.concat_str(["orig_text", "reply_text"], separator="\t").is_first_distinct())  # exact duplicates
     assert df.select(cols + ["line"]).equals(good.select(cols + ["line"]))
     assert stats.rejected["wrong_column_count"] == 1 and stats.dropped["duplicate"] >= 1 and stats.reconciles
+
+
+def test_normalize_under_dvc_accepts_corpora_under_a_directory_dep(tmp_path, monkeypatch):
+    """data/corpora/ is a directory dep of the normalize stage: any corpus under it is covered (no
+    dvc.yaml edit to train on your own tweets); a file beside it is still refused."""
+    import typer
+
+    from stages.normalize import check_dvc_deps
+
+    (tmp_path / "data" / "corpora" / "mine").mkdir(parents=True)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  normalize:\n    cmd: x\n    deps:\n      - data/corpora\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_STAGE", "normalize")
+    check_dvc_deps(tmp_path / "params.yaml", ["data/corpora/pairs.tsv", "data/corpora/mine/tweets.tsv"])
+    with pytest.raises(typer.Exit):
+        check_dvc_deps(tmp_path / "params.yaml", ["data/corpora2.tsv"])

@@ -192,7 +192,7 @@ def test_static_targets_train_exactly_like_dynamic_targets(inputs, tmp_path, mon
 
 def test_without_a_terminal_status_lines_replace_the_bar(inputs, tmp_path, monkeypatch, capsys):
     """No TTY (nohup, CI): no progress bar, but a status line per interval, so a log shows progress."""
-    import twilbert.train.pretrain_log as P
+    import twilbert.progress as P
 
     monkeypatch.setattr(P, "STATUS_EVERY_S", 0.0)
     trainer = make_trainer(inputs, tmp_path / "plain", max_steps=4, run={"log_every": 2})

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,10 +363,10 @@ def _open_inputs(
 
 def _write_rows(files, builder, writers, counts, negatives, chunk_rows: int, progress: bool) -> None:
     """Every input chunk through the builder into the split writers, then the last shards flushed."""
-    from tqdm import tqdm
+    from twilbert.progress import Progress
 
     total = sum(pf.metadata.num_rows for pf in files.values())
-    bar = tqdm(total=total, unit="rows", desc="pairs", disable=not (progress and sys.stderr.isatty()))
+    bar = Progress(total, "pairs", "rows", enabled=progress)
     with bar:
         for kind, pf in files.items():
             for chunk_no, chunk in enumerate(_chunks(pf, COLUMNS[kind], chunk_rows)):

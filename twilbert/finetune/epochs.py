@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from twilbert.finetune.checkpoint import EpochCheckpoints
 from twilbert.finetune.config import FinetuningConfig, TaskConfig
@@ -22,6 +21,7 @@ from twilbert.finetune.metrics import BestTracker, selection_metric, selection_s
 from twilbert.finetune.model import SequenceClassifier
 from twilbert.finetune.reports import scalar_metrics
 from twilbert.metadata import fields
+from twilbert.progress import Progress
 from twilbert.train.loop import StepCounters, TrainingDivergedError, UpdateLoop
 from twilbert.train.objectives import TaskLoss, TaskLossStats
 
@@ -99,16 +99,14 @@ class Trainer:
         self.model.train()
         loop = self._loop(data)
         sums = TaskLossStats.zeros(self.device)
-        bar = tqdm(total=len(batches), desc=desc, disable=not progress, leave=False)
+        bar = Progress(len(batches), desc, "batch", enabled=progress)
         try:
             for start in range(0, len(batches), self.accum_iters):
                 window = batches[start : start + self.accum_iters]  # the last window may be short
                 result = loop.step(window, self.steps)
                 sums = sums + result.sums["task"]  # kept for skipped updates too: their finite losses count
                 self.tokens += sum(int(data.lengths[idx].sum()) for idx in window)
-                bar.update(len(window))
-                if progress:
-                    bar.set_postfix(loss=f"{sums.mean_loss():.4f}")
+                bar.update(len(window), lambda: {"loss": f"{sums.mean_loss():.4f}"})  # called only when shown
         finally:
             bar.close()
             self.seconds += time.perf_counter() - t0

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from twilbert.config import ConfigError, to_dict
 from twilbert.finetune.checkpoint import EpochCheckpoints, all_finite, tensors_sha256
@@ -57,6 +56,7 @@ from twilbert.finetune.reports import (
 )
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
+from twilbert.progress import Progress
 from twilbert.text.normalize import EffectiveRules, NormalizeRules
 from twilbert.text.tokenizer import Tokenizer, tokenizer_file
 from twilbert.train.config import ImplConfig, RunConfig
@@ -95,11 +95,13 @@ def predict_batches(
     batches = list(eval_batches(data.lengths, batch_size))
     try:
         with torch.inference_mode():
-            for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
-                b = collate(data, idx).to(device)
-                with autocast():
-                    y = model(b.input_ids, b.token_type_ids, b.attention_mask)  # (B, C)
-                out[idx] = y.float().cpu().numpy()
+            with Progress(len(data), desc, "texts", enabled=progress) as bar:
+                for idx in batches:
+                    b = collate(data, idx).to(device)
+                    with autocast():
+                        y = model(b.input_ids, b.token_type_ids, b.attention_mask)  # (B, C)
+                    out[idx] = y.float().cpu().numpy()
+                    bar.update(len(idx))
     finally:
         model.train(was_training)
     return out

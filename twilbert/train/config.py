@@ -80,7 +80,7 @@ class ImplConfig:
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     tokenizer_threads: int = 0  # sentencepiece threads; 0 = all cores
     num_workers: int = 0  # data-loader worker processes
-    progress: bool = True  # progress bars (also off when stderr is not a terminal)
+    progress: bool = True  # a bar on a terminal, a status line every 30 s otherwise (twilbert.progress)
     # > 1: the pretrain stage relaunches itself under torchrun (DDP). Speed only: training.accum_iters
     # counts an update's micro-batches over all processes, so an update is the same on any count.
     n_gpus: int = 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import tokenizer_file
 from twilbert.train import distributed as D
+from twilbert.progress import Progress
 from twilbert.train import run_store as store
 from twilbert.train.config import ImplConfig, RunConfig, TrainingConfig
 from twilbert.train.initial_weights import load_initial_weights
@@ -36,7 +36,7 @@ from twilbert.train.objectives import pretraining_objectives
 from twilbert.train.optim import build_optimizer, param_groups
 from twilbert.train.pretrain_checkpoints import PretrainCheckpoints, TrainerHooks, TrainState
 from twilbert.train.pretrain_data import PretrainData
-from twilbert.train.pretrain_log import SUMMARY_METRICS, StatusLine, StepLog, finite_or_none, host_counts, interval_metrics
+from twilbert.train.pretrain_log import SUMMARY_METRICS, StepLog, finite_or_none, host_counts, interval_metrics
 from twilbert.train.pretrain_log import say as _say
 from twilbert.train.run_store import RunConfigMismatchError, fingerprint, list_checkpoints
 from twilbert.train.runtime import H100_BF16_PEAK_FLOPS, autocast, autocast_dtype, enable_tf32, maybe_compile, mix_seed, set_num_threads
@@ -250,13 +250,10 @@ class Pretrainer(PretrainCheckpoints):
     def run(self, stop_after_steps: int | None = None) -> dict:
         """Train until the budget (``epochs`` or ``max_steps``) is spent, or for ``stop_after_steps``
         optimizer steps in this call (then a checkpoint is saved and the summary has ``stopped``)."""
-        from tqdm import tqdm
-
         st = self.state
         start_step, t0, tokens0 = st.step, time.perf_counter(), st.tokens_real
-        show = self.progress and self.dist.is_main and sys.stderr.isatty()
-        bar = tqdm(total=self.total_steps, initial=st.step, unit="step", desc="pretrain", disable=not show, dynamic_ncols=True)
-        self._status = StatusLine(self.progress and self.dist.is_main and not show)  # no terminal: plain lines
+        # a bar on a terminal, else a status line at a log step at most every STATUS_EVERY_S seconds
+        bar = Progress(self.total_steps, "pretrain", "step", initial=st.step, enabled=self.progress and self.dist.is_main, lines_on_update=False)
         batches = None
         stopped, last_metrics, saved_at = False, (self.history[-1][1] if self.history else {}), -1
         with bar:
@@ -294,9 +291,8 @@ class Pretrainer(PretrainCheckpoints):
         if st.step % tr.log_every == 0 or done:
             metrics = self._flush_log()
             if metrics:
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
-                self._status.maybe(f"step {st.step}/{self.total_steps} (epoch {st.epoch}): loss {metrics['loss']:.4f}, mlm_accuracy "
-                                   f"{metrics.get('mlm_accuracy', math.nan):.4f}, {metrics['tokens_per_s']:.0f} real tokens/s", force=done)
+                bar.note({"epoch": st.epoch, "loss": f"{metrics['loss']:.4f}", "mlm_accuracy": f"{metrics.get('mlm_accuracy', math.nan):.4f}",
+                          "real tokens/s": f"{metrics['tokens_per_s']:.0f}"}, force=done)
         # `done` too: a budget that ends before an epoch end and a checkpoint_every multiple must
         # still leave a checkpoint (to resume a finished run, and for the DVC out to exist).
         self._saved_at_step = epoch_end or done or bool(tr.checkpoint_every and st.step % tr.checkpoint_every == 0)
@@ -332,7 +328,9 @@ class Pretrainer(PretrainCheckpoints):
         }
         summary = finite_or_none(summary)
         if self.dist.is_main:
-            atomic_write_text(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+            # without this call's wall time and throughput: a DVC output, it must not change on a rerun
+            kept = {k: v for k, v in summary.items() if k not in ("wall_s", "tokens_per_s", "mfu")}
+            atomic_write_text(self.out_dir / SUMMARY_FILE, json.dumps(kept, indent=2) + "\n")
         return summary
 
 

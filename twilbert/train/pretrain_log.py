@@ -4,8 +4,8 @@ Between two log lines, the good steps' objective statistics (named :class:`~twil
 gradient norms and host-side token counts are summed; :meth:`StepLog.reduce` all-reduces everything in
 one collective (one host sync) and :func:`interval_metrics` turns it into the logged row. Throughput
 counts real (non-pad) tokens; MFU (CUDA only) is :func:`twilbert.train.metrics.useful_mfu`.
-Without a terminal (nohup, CI, a cluster job's log) the progress bar is off and :class:`StatusLine`
-prints a line at most every ``STATUS_EVERY_S`` seconds, so the log reader sees the run is alive.
+Without a terminal (``dvc repro``, nohup, CI) :class:`twilbert.progress.Progress` prints a status line at a
+log step at most every ``STATUS_EVERY_S`` seconds (30), so the log reader sees the run is alive.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from twilbert.train import distributed as D
 from twilbert.train.loop import StepResult, reduce_sums
 from twilbert.train.objectives import Objective, Sums, pretraining_metric_names
 
-STATUS_EVERY_S = 30.0
 SUMMARY_METRICS = ("loss", "mlm_loss", "rop_loss", "mlm_accuracy", "rop_accuracy", "grad_norm", "mfu")
 HOST_COUNTS = ("sequences", "real", "padded", "real_sq", "padded_sq", "targets")  # see host_counts
 
@@ -126,19 +125,9 @@ def say(message: str) -> None:
         print(f"pretrain: {message}", file=sys.stderr, flush=True)
 
 
-class StatusLine:
-    def __init__(self, enabled: bool, prefix: str = "pretrain") -> None:
-        self.enabled, self.prefix, self.last = enabled, prefix, time.perf_counter()
-
-    def maybe(self, message: str, force: bool = False) -> None:
-        if self.enabled and (force or time.perf_counter() - self.last >= STATUS_EVERY_S):
-            self.last = time.perf_counter()
-            print(f"{self.prefix}: {message}", file=sys.stderr, flush=True)
-
-
 def finite_or_none(summary: dict) -> dict:
     """NaN (a head without labels, nothing trained in this call) -> None: valid JSON for DVC metrics."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
 
 
-__all__ = ["HOST_COUNTS", "SUMMARY_METRICS", "Interval", "StatusLine", "StepLog", "finite_or_none", "host_counts", "interval_metrics", "logged_loss", "say"]
+__all__ = ["HOST_COUNTS", "SUMMARY_METRICS", "Interval", "StepLog", "finite_or_none", "host_counts", "interval_metrics", "logged_loss", "say"]

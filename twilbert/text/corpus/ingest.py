@@ -190,8 +190,7 @@ def _ingest_file(
             if good.height:
                 out.writer.put(good.to_arrow().cast(out.schema))
             if out.bar is not None:
-                out.bar.update(chunk.n_bytes)
-                out.bar.set_postfix(rows=stats.rows_in)
+                out.bar.update(chunk.n_bytes, {"rows": stats.rows_in})
     finally:
         chunks.close()  # stops the reader thread
     if stats.rows_in == rows_before:
@@ -248,10 +247,10 @@ def ingest(
         rejects = open(rejects_path, "a", encoding="utf-8")
     out = _Outputs(schema, BackgroundWriter(_named(writer.write_table, out_parquet)), rejects, None)
     if progress:
-        from tqdm import tqdm
+        from twilbert.progress import Progress
 
         total = sum(p.stat().st_size for p in paths if p.exists())
-        out.bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"normalize {kind}")
+        out.bar = Progress(total, f"normalize {kind}", "B", unit_scale=True)
     try:
         for path in paths:
             if path.is_dir():
