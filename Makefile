@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e ".[dev,hf,plots]"
+	$(PIP) -e ".[dev,hf,onnx,plots]"
 	# Test/benchmark peer only: pysentimiento's preprocessing module needs just `emoji`; --no-deps keeps
 	# its model stack (transformers, spacy, datasets) out. See twilbert/text/normalize/reference.py.
 	$(PIP) --no-deps pysentimiento

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from stages import compare, embed, evaluate, finetune, hf, normalize, pairs, predict, preset, pretrain, report, vocab
+from stages import compare, embed, evaluate, finetune, hf, normalize, onnx, pairs, predict, preset, pretrain, report, vocab
 
 app = typer.Typer(
     name="twilbert",
     help="TWilBERT: pre-train, evaluate and fine-tune BERT-like models for Spanish Twitter.\n\n"
     "normalize, vocab, pairs, pretrain, evaluate, finetune and report are the stages of the DVC "
     "pipeline (`dvc repro` runs them in order) and read their settings from params.yaml; preset, "
-    "compare, predict, embed, export-hf and import-hf use what the pipeline made.",
+    "compare, predict, embed, export-hf, import-hf and export-onnx use what the pipeline made.",
     no_args_is_help=True,
     # Help texts are plain text: paths like models/pretrain[/final] must not be read as rich markup.
     rich_markup_mode=None,
@@ -56,6 +56,7 @@ app.command("predict")(predict.main)
 app.command("embed")(embed.main)
 app.command("export-hf")(hf.export_main)
 app.command("import-hf")(hf.import_main)
+app.command("export-onnx")(onnx.export_main)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def main(
     batch_size: int = typer.Option(64, min=1, help="Texts per forward pass (batches are sorted by length)."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | mps | auto (cuda if available, else cpu)."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the forward pass (a one-off compilation of tens of seconds, and on CPU no faster than eager, so it is off unless asked for; benchmarks/RESULTS.md#inference)."),
-    precision: str = typer.Option("fp32", help="fp32 | bf16: matrix products in bfloat16 (autocast). Much faster on a CPU with native bf16 (AVX512-BF16/AMX); outputs move slightly (benchmarks/RESULTS.md#inference)."),
+    precision: str = typer.Option("fp32", help="fp32 | bf16: matrix products in bfloat16 (autocast). Much faster on a CPU with native bf16 (AVX512-BF16/AMX); outputs move slightly (benchmarks/RESULTS.md#inference). | int8: dynamic int8 linears (CPU only)."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on when stderr is a terminal)."),
 ) -> None:
     """Embed texts with a TWilBERT encoder (cls or mean pooling) into .arrow or .npy."""

@@ -1,7 +1,8 @@
 """Command `predict`: labels for new texts with a fine-tuned model (not a DVC stage).
 
 Reads texts from stdin (one per line) or a TSV / CSV / JSON-lines file, and writes one JSON line per
-input (same order) to stdout or ``--output``. Everything the model needs (normalisation rules,
+input (same order) to stdout or ``--output``; a file is streamed in chunks, tokenised while the model
+computes (``twilbert.bulk``). Everything the model needs (normalisation rules,
 tokenizer, labels, max_len) comes from the model directory: ``twilbert.inference``.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.common import check_device, fail, refuse_columns_on_stdin, run_guarded
+from pipeline.common import check_device, fail, guarded, refuse_columns_on_stdin, run_guarded
 
 
 def main(
@@ -26,12 +27,12 @@ def main(
     batch_size: int = typer.Option(64, min=1, help="Texts per forward pass (batches are sorted by length)."),
     device: str = typer.Option("auto", help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the forward pass (a one-off 30-60 s compilation; on 2 CPU cores it ran 0.9-1.1x the eager speed, so it is off unless asked for)."),
-    precision: str = typer.Option("fp32", help="fp32 | bf16: matrix products in bfloat16 (autocast). On a CPU with native bf16 (AVX512-BF16/AMX) ~3x faster; probabilities move by ~1e-3."),
+    precision: str = typer.Option("fp32", help="fp32 | bf16: matrix products in bfloat16 (autocast). On a CPU with native bf16 (AVX512-BF16/AMX) ~3x faster; probabilities move by ~1e-3. | int8: dynamic int8 linears (CPU only), the fastest without native bf16."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on for files when stderr is a terminal)."),
 ) -> None:
     """Predict labels (or values) for texts: one JSON line per input,
     {"label": ..., "probabilities": {label: p}} (multi-label: "labels": [...]; regression: "value")."""
-    from twilbert.inference import InputError, OutputError, jsonl_text, load, read_input_file, read_lines
+    from twilbert.inference import InputError, OutputError, jsonl_text, load, read_lines
     from twilbert.utils import atomic_write_text
 
     if fmt not in ("auto", "tsv", "csv", "jsonl"):
@@ -42,6 +43,7 @@ def main(
     predictor = run_guarded(load, model, device=device, precision=precision)
     if not predictor.is_classifier:
         fail(f"{model}: a pre-trained encoder has no classifier head; predict needs a fine-tuned model (twilbert embed gives embeddings)")
+    predictor.compile = compile
     if input is None:
         if predictor.text_pair:
             fail(f"{model}: a text-pair model needs the second texts: use --input FILE with --aux-column")
@@ -49,9 +51,9 @@ def main(
     else:
         if predictor.text_pair and aux_column is None:
             fail(f"{model}: a text-pair model needs the second texts: give --aux-column")
-        data = run_guarded(read_input_file, input, text_column, aux_column, id_column, fmt)
-    show = progress if progress is not None else (input is not None and sys.stderr.isatty())
-    predictor.compile = compile
+        return _predict_file(predictor, input, text_column, aux_column, id_column, fmt, output, batch_size,
+                             progress if progress is not None else sys.stderr.isatty())
+    show = bool(progress)
     try:
         rows = predictor.predict(data.texts, data.aux, batch_size=batch_size, progress=show)
         text = jsonl_text(rows, data.ids)  # strict JSON, all of it, before a byte is written
@@ -64,3 +66,30 @@ def main(
     run_guarded(atomic_write_text, output, text)  # complete or absent, never half a file
     typer.echo(f"predict: {len(rows)} predictions -> {output}", err=True)
 
+
+
+def _predict_file(predictor, input: Path, text_column, aux_column, id_column, fmt, output: Path | None, batch_size: int, progress: bool) -> None:
+    """A file, streamed in chunks (twilbert/bulk.py): output lines are written as chunks are computed
+    (strict JSON per chunk); ``--output`` appears whole (atomic rename) once every row is predicted."""
+    from twilbert.bulk import count_rows, predict_file, read_file_chunks
+    from twilbert.inference import jsonl_text
+    from twilbert.utils import atomic_write
+
+    def stream(f) -> int:
+        chunks = read_file_chunks(input, text_column, aux_column, id_column, fmt)
+        total = count_rows(input, fmt) if progress else None
+        return predict_file(predictor, chunks, lambda rows, ids: f.write(jsonl_text(rows, ids)), batch_size=batch_size, total=total, progress=progress)
+
+    with guarded():
+        if output is None:
+            stream(sys.stdout)
+            return
+        output.parent.mkdir(parents=True, exist_ok=True)
+        counted: list[int] = []
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                counted.append(stream(f))
+
+        atomic_write(output, write)
+    typer.echo(f"predict: {counted[0]} predictions -> {output}", err=True)

@@ -97,6 +97,7 @@ CLI = {
               "--pooling", "--precision", "--progress", "--text-column", "--vocab-model", "-i", "-m", "-o", "-p"),
     "evaluate": ("--model-dir", "--out-dir", "--params", "--shards-dir", "--split", "--vocab-model", "-p"),
     "export-hf": ("--encoder-only", "--family", "--model", "--out", "--vocab-model", "-m", "-o"),
+    "export-onnx": ("--int8", "--model", "--out", "-m", "-o"),  # a deployment format (issue 26), not an experiment knob
     "finetune": ("--checkpoint-dir", "--model-out", "--params", "--pretrained-dir", "--report-out", "--task", "--vocab-model", "-p", "-t"),
     "import-hf": ("--approximate-gelu", "--max-len", "--model", "--out", "--seed", "-m", "-o"),
     "normalize": ("--out-dir", "--params", "-p"),

@@ -12,7 +12,8 @@ Speed comes from these, not from approximations: length-sorted batches (results 
 batch without padding runs mask-free, SDPA's fastest kernels), ``torch.inference_mode``, a ``cls``
 head's last layer computed for [CLS] alone (``first_only``), vectorised normalisation and tokenisation.
 Opt-in: ``precision="bf16"`` (autocast matrix products; several times faster on a CPU with native
-bf16, probabilities move by ~1e-3) and ``compile=True`` (``torch.compile(dynamic=True)``; on 2 CPU
+bf16, probabilities move by ~1e-3), ``precision="int8"`` (dynamic int8 linears, :mod:`twilbert.quantize`;
+the CPU's fastest path without native bf16) and ``compile=True`` (``torch.compile(dynamic=True)``; on 2 CPU
 cores it has not paid off, ``benchmarks/predict_throughput.py``). The defaults reproduce the evaluated model's
 outputs to float rounding.
 
@@ -50,7 +51,7 @@ from twilbert.text.tokenizer import Tokenizer
 from twilbert.train.runtime import autocast, autocast_dtype, resolve_device
 
 POOLINGS = ("cls", "mean")
-PRECISIONS = ("fp32", "bf16")  # the dtype of the matrix products (bf16: torch.autocast; see above)
+PRECISIONS = ("fp32", "bf16", "int8")  # the matrix products (bf16: torch.autocast; int8: twilbert/quantize.py)
 
 
 class InputError(ConfigError):
@@ -78,8 +79,14 @@ class Predictor:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     source: str = ""
     compile: bool = False  # run the forward pass through torch.compile (see the module docstring)
-    precision: str = "fp32"  # fp32 | bf16 (autocast matrix products; see the module docstring)
+    precision: str = "fp32"  # fp32 | bf16 (autocast matrix products) | int8 (set by load: int8 linears)
     _compiled: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self.precision == "int8":  # the encoder (shared with the classifier) gets its int8 linears
+            from twilbert.quantize import quantize_int8
+
+            quantize_int8(self.encoder)
 
     def _fn(self, name: str):
         """``classifier`` or ``encode``, compiled once on first use when ``compile`` is set."""
@@ -91,9 +98,9 @@ class Predictor:
         return self._compiled[name]
 
     def _autocast(self):
-        """bf16: autocast on the model's device; fp32: a no-op context."""
+        """bf16: autocast on the model's device; fp32 and int8 (its linears are int8 modules): a no-op context."""
         _check_precision(self.precision)
-        return autocast(self.device, autocast_dtype(self.precision, self.device))
+        return autocast(self.device, None if self.precision == "int8" else autocast_dtype(self.precision, self.device))
 
     # -- what the model is -------------------------------------------------------------------------
     @property
@@ -158,12 +165,15 @@ class Predictor:
                 bar.update(len(idx))
 
     # -- outputs -----------------------------------------------------------------------------------
-    @torch.inference_mode()
     def outputs(self, texts: Sequence[str], aux: Sequence[str] | None = None, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Raw head outputs (N, n_outputs) float32 (logits, or values for regression), input order."""
+        return self.outputs_of(self.encode(texts, aux), batch_size=batch_size, progress=progress)
+
+    @torch.inference_mode()
+    def outputs_of(self, data: EncodedSplit, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """:meth:`outputs` of already encoded texts (twilbert/bulk.py encodes the next chunk meanwhile)."""
         if self.classifier is None:
             raise InputError(f"{self.source}: a pre-trained encoder has no classifier head: use embed(), or a fine-tuned model")
-        data = self.encode(texts, aux)
         out = np.zeros((len(data), self.classifier.head.out_features), dtype=np.float32)
         forward = self._fn("classifier")
         with self._autocast():
@@ -278,7 +288,8 @@ def load(
     explicit rules. ``vocab_model``: the SentencePiece model of a pre-trained checkpoint (default: the
     one its ``pretrain.json`` records; a fine-tuned model always uses its own ``spm.model``).
     ``compile``: run the forward pass through ``torch.compile`` (opt-in; on CPU it has not paid off, see above).
-    ``precision``: ``fp32`` (default) or ``bf16`` (autocast matrix products; faster, ~1e-3 off; see above).
+    ``precision``: ``fp32`` (default), ``bf16`` (autocast matrix products; faster, ~1e-3 off) or ``int8``
+    (dynamic int8 linears, CPU only; :data:`twilbert.quantize.INT8_PROB_TOL`).
     """
     from twilbert.finetune.model import FORMAT, load_encoder, load_finetuned, pretrained_tokenizer_sha256, resolve_pretrained_dir
     from twilbert.train.checkpoint import CheckpointError, read_config
@@ -286,6 +297,11 @@ def load(
     _check_precision(precision)
     directory = resolve_pretrained_dir(path)
     dev = resolve_device(device, key="device", error=InputError)
+    if precision == "int8":
+        from twilbert.quantize import int8_problem
+
+        if (problem := int8_problem(dev)) is not None:
+            raise InputError(problem)
     stored = read_config(directory)
     if stored.get("format") == FORMAT:
         ft = load_finetuned(directory, attention=attention)  # config.json validated (model_dir.read_finetuned_config)

@@ -40,6 +40,7 @@ RUN = [
     "twilbert predict -m models/finetune/sentiment -i tweets.tsv --text-column text --id-column id -o preds.jsonl",
     "twilbert predict -m models/finetune/stance -i pairs.jsonl --text-column text --aux-column target",
     "twilbert predict -m models/finetune/sentiment -i tweets.tsv --text-column text --precision bf16 -o preds.jsonl",
+    "twilbert predict -m models/finetune/sentiment -i tweets.tsv --text-column text --precision int8 -o preds.jsonl",
     "twilbert embed -m models/pretrain/final -i tweets.tsv --text-column text --pooling mean -o vectors.arrow",
     "twilbert export-hf -m models/pretrain/final -o exports/twilbert-hf",
     # Parameters, Compare experiments

@@ -89,12 +89,14 @@ class SelfAttention(nn.Module):
         what a [CLS] classifier needs from the last layer (see :meth:`Encoder.forward`)."""
         B, T, _ = x.shape
         A, d = self.n_heads, self.head_dim
-        if first_only:
+        if first_only and isinstance(self.qkv, nn.Linear):
             w, b = self.qkv.weight, self.qkv.bias  # (3*A*d, H), (3*A*d,): rows are Q | K | V
             q = F.linear(x[:, :1], w[: A * d], None if b is None else b[: A * d])  # (B, 1, A*d)
             k, v = F.linear(x, w[A * d :], None if b is None else b[A * d :]).split(A * d, dim=-1)  # 2 x (B, T, A*d)
         else:
             q, k, v = self.qkv(x).split(A * d, dim=-1)  # 3 x (B, T, A*d)
+            if first_only:  # an int8 qkv (twilbert/quantize.py) has no weight rows to slice: keep query 0
+                q = q[:, :1]  # (B, 1, A*d)
         Tq = q.shape[1]  # T, or 1 with first_only
         q = q.view(B, Tq, A, d).transpose(1, 2)  # (B, A, Tq, d)
         k, v = (t.view(B, T, A, d).transpose(1, 2) for t in (k, v))  # 2 x (B, A, T, d)
