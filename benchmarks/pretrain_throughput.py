@@ -4,7 +4,7 @@ A step is one optimizer step (forward, loss, backward, clipping, optimizer, sche
 trains on the same examples with the same masked positions and labels; only the batching and the
 implementation differ:
 
-* **ours**: the product's code path, not a re-implementation: the real tweets of ``../shared/data``
+* **ours**: the product's code path, not a re-implementation: the real tweets of ``../shared/data`` (``--data-dir``)
   through the normalize, vocab and pairs stage cores into shards under ``--workdir`` (cached), then
   ``Pretrainer.setup()`` as ``twilbert pretrain`` does and ``Pretrainer.train_step`` on its own loader's
   micro-batches;
@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from twilbert.data.batching import IGNORE_INDEX  # noqa: E402
 from twilbert.model.config import ModelConfig  # noqa: E402
+from twilbert.tokens import PAD_ID  # noqa: E402
 from twilbert.train.config import ImplConfig, TrainingConfig  # noqa: E402
 from twilbert.train.metrics import useful_mfu  # noqa: E402
 from twilbert.train.optim import build_optimizer, clip_grad_norm, param_groups  # noqa: E402
@@ -374,6 +375,7 @@ def count(micro: list[list[dict]]) -> np.ndarray:
 
 
 def main() -> None:
+    global SHARED, REPLY_PAIRS  # --data-dir replaces them: the data helpers read these module paths
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -392,10 +394,13 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--no-longest", action="store_true", help="skip the 'hf longest' and 'hf bucketed' rows")
     ap.add_argument("--peak-flops", type=float, default=None, help="GPU peak for MFU (default: from the GPU's name)")
+    ap.add_argument("--data-dir", type=Path, default=SHARED,
+                    help="the tweets, laid out as ../shared/data (<task>/*.tsv, twilbert_reply_pairs_es/pairs.tsv)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/twilbert-bench-pretrain"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="impl.num_threads: torch CPU threads (0 = torch's default)")
     args = ap.parse_args()
+    SHARED, REPLY_PAIRS = args.data_dir, args.data_dir / REPLY_PAIRS.relative_to(SHARED)
     p = PRESETS[args.preset]
     args.steps = args.steps or p["steps"]
     args.batch_size = args.batch_size or p["batch"]
