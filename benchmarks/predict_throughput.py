@@ -21,7 +21,7 @@ against the gold labels and label agreement with our fp32 (what quantisation cos
 ``--repeats`` interleaved rounds after one warm-up round each; each figure is the best round. The full
 method: benchmarks/RESULTS.md#predict-throughput-method.
 
-Usage: ``python benchmarks/predict_throughput.py [--tweets 2000] [--preset base] [--threads 2]``
+Usage: ``python benchmarks/predict_throughput.py [--tweets 2000] [--preset base] [--threads 2] [--device cuda]``
 Prints a table (tweets/s, macro-F1, agreement), then a final JSON line with ``ort_fp32_tweets_per_s``,
 ``ort_int8_tweets_per_s``, ``best_ours_tweets_per_s`` / ``best_ours_precision``, ``ratio_vs_ort_int8``,
 ``macro_f1`` and ``label_agreement_vs_fp32`` per system, ``tweets_per_s``, ``hf_tweets_per_s`` (best peer setting)
@@ -52,7 +52,7 @@ SIZES = {
     "small": dict(hidden_size=256, embedding_size=256, n_encoders=4, n_heads=4),
     "base": dict(hidden_size=768, embedding_size=768, n_encoders=6, n_heads=6),  # TWilBERT-Base
 }
-TASK = SHARED / "tass2020_sentiment_es"
+TASK = "tass2020_sentiment_es"  # under --data-dir
 
 
 def read_tsv(path: Path):
@@ -61,16 +61,19 @@ def read_tsv(path: Path):
     return pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False, has_header=True)
 
 
-def gemm_rate(tokens: int, hidden: int, repeats: int = 20) -> float:
+def gemm_rate(tokens: int, hidden: int, device: str = "cpu", repeats: int = 20) -> float:
     """GFLOPS of one fp32 ``linear`` (tokens, hidden) -> (tokens, 4 * hidden): the machine's own ceiling
     for the FFN matmuls that dominate the encoder."""
-    x, w = torch.randn(tokens, hidden), torch.randn(4 * hidden, hidden)
+    x, w = torch.randn(tokens, hidden, device=device), torch.randn(4 * hidden, hidden, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(3):
         torch.nn.functional.linear(x, w)
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         torch.nn.functional.linear(x, w)
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * tokens * hidden * 4 * hidden / best / 1e9
 
@@ -96,7 +99,7 @@ def build_model(args) -> tuple[Path, Path]:
     spm = args.workdir / "spm.model"
     if not spm.is_file():
         texts = []
-        for f in sorted(SHARED.glob("*/*.tsv")):
+        for f in sorted(args.data_dir.glob("*/*.tsv")):
             df = read_tsv(f)
             texts += [t for t in df["TEXT"].to_list() if t] if "TEXT" in df.columns else []
         texts = [t for t in normalize_texts(texts, rules.effective()) if t]
@@ -106,7 +109,7 @@ def build_model(args) -> tuple[Path, Path]:
     small = work / "task"
     small.mkdir(exist_ok=True)
     for split, src, n in (("train", "train", args.train_tweets), ("dev", "dev", 128), ("test", "test", 128)):
-        read_tsv(TASK / f"{src}.tsv").head(n).write_csv(small / f"{split}.tsv", separator="\t", quote_style="never")
+        read_tsv(args.data_dir / TASK / f"{src}.tsv").head(n).write_csv(small / f"{split}.tsv", separator="\t", quote_style="never")
     task = TaskConfig(train_file=str(small / "train.tsv"), dev_file=str(small / "dev.tsv"), test_file=str(small / "test.tsv"),
                       categories={"N": 0, "NEU": 1, "P": 2})
     vocab = Tokenizer.from_file(spm).vocab_size
@@ -115,7 +118,7 @@ def build_model(args) -> tuple[Path, Path]:
     finetune_task(
         "bench", task, FinetuningConfig(epochs=args.epochs, batch_size=32, max_len=args.max_len, collapse_mode="cls", lr=1e-4),
         tokenizer_path=spm, rules=rules, model_out=model_dir, report_out=work / "report",
-        encoder_factory=lambda: TWilBERT(mc), impl=ImplConfig(device="cpu"), progress=False,
+        encoder_factory=lambda: TWilBERT(mc), impl=ImplConfig(device=args.device), progress=False,
     )
     export_sequence_classifier(model_dir, hf_dir, normalize_tweets=False)  # the peer gets normalised tweets
     return model_dir, hf_dir
@@ -191,18 +194,29 @@ def main() -> None:
     ap.add_argument("--vocab-size", type=int, default=16000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="ours and the pipeline (and the fine-tuning)")
+    ap.add_argument("--data-dir", type=Path, default=SHARED, help=f"the tweets, laid out as ../shared/data (needs {TASK}/)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/twilbert-bench-predict"))
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure --precision bf16")
     ap.add_argument("--hf-bf16", action=argparse.BooleanOptionalAction, default=True, help="with --bf16: the pipeline under the same autocast too")
-    ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True, help="also measure --precision int8")
-    ap.add_argument("--ort", action=argparse.BooleanOptionalAction, default=True,
-                    help="also measure ONNX Runtime fp32 and int8 (needs the onnx extra)")
+    ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                    help="also measure --precision int8 (CPU only; default: on with --device cpu)")
+    ap.add_argument("--ort", action=argparse.BooleanOptionalAction, default=None,
+                    help="also measure ONNX Runtime fp32 and int8 (needs the onnx extra; CPU only; default: on with --device cpu)")
     ap.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=False,
                     help="also measure --compile (a 30-60 s compilation in the warm-up round)")
     args = ap.parse_args()
-    if not SHARED.is_dir():
-        raise SystemExit(f"needs the real tweets in {SHARED}")
+    if not (args.data_dir / TASK).is_dir():
+        raise SystemExit(f"needs the real tweets in {args.data_dir} (no {TASK}/ there; see --data-dir)")
+    on_cpu = args.device == "cpu"
+    if not on_cpu and (args.int8 or args.ort):
+        # dynamic int8 linears are CPU kernels, and twilbert.onnx_export.session runs the CPU provider
+        raise SystemExit("--int8 and --ort measure CPU paths: leave them off with --device cuda")
+    if not on_cpu and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
+    args.int8 = on_cpu if args.int8 is None else args.int8
+    args.ort = on_cpu if args.ort is None else args.ort
     try:
         import transformers
     except ImportError:
@@ -216,11 +230,11 @@ def main() -> None:
     from twilbert.text.normalize import normalize_texts
 
     model_dir, hf_dir = build_model(args)
-    test = read_tsv(TASK / "test.tsv").filter(pl_nonempty("TEXT"))
+    test = read_tsv(args.data_dir / TASK / "test.tsv").filter(pl_nonempty("TEXT"))
     test = test.head(args.quality_tweets) if args.quality_tweets else test
     raw_all, gold = test["TEXT"].to_list(), test["CLASS"].to_list()
     n = min(args.tweets, len(raw_all))
-    ours = load(model_dir, device="cpu")
+    ours = load(model_dir, device=args.device)
     norm_all = normalize_texts(raw_all, ours.rules)
     labels = ours.labels
     hf_sizes = sorted(set(args.hf_batch_sizes))
@@ -233,13 +247,13 @@ def main() -> None:
 
     def pipe_system(bs: int | None):
         kw = {} if bs is None else {"batch_size": bs}  # None: the pipeline's default (one text at a time)
-        p = transformers.pipeline("text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device="cpu",
+        p = transformers.pipeline("text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device=args.device,
                                   top_k=None, truncation=True, max_length=args.max_len + 2, **kw)
         return lambda raw, norm: np.array([[{d["label"]: d["score"] for d in r}[k] for k in labels] for r in p(norm)])
 
     def in_bf16(fn):  # the peer gets the same autocast as ours (thread-local, so it reaches the pipeline's forward)
         def run(raw, norm):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(args.device, dtype=torch.bfloat16):
                 return fn(raw, norm)
         return run
 
@@ -248,7 +262,7 @@ def main() -> None:
     systems.update(peers)  # the pipeline runs its forward under no_grad
     bf16_peers = []
     if args.bf16:
-        systems["ours_bf16"] = ours_system(load(model_dir, device="cpu", precision="bf16"))
+        systems["ours_bf16"] = ours_system(load(model_dir, device=args.device, precision="bf16"))
         for name, run in peers.items() if args.hf_bf16 else ():
             bf16_peers.append(f"{name}_bf16")
             systems[f"{name}_bf16"] = in_bf16(run)
@@ -260,7 +274,7 @@ def main() -> None:
             run = ort_runner(path, tok, args.threads, args.batch_size, args.max_len)
             systems[name] = (lambda r: lambda raw, norm: r(norm))(run)
     if args.compiled:
-        systems["ours_compiled"] = ours_system(load(model_dir, device="cpu", compile=True))
+        systems["ours_compiled"] = ours_system(load(model_dir, device=args.device, compile=True))
     # Warm-up = quality: every system labels the whole test split once (compilation, if any, happens here).
     full, warmup_s = {}, {}
     for name, fn in systems.items():
@@ -289,12 +303,13 @@ def main() -> None:
         ours.predict(raw, batch_size=args.batch_size)
     ours_gflops = counter.get_total_flops() / min(times["ours"]) / 1e9
     lengths = ours.encode(raw).lengths
-    gemm_gflops = gemm_rate(int(args.batch_size * np.mean(lengths)), ours.hidden_size)
+    gemm_gflops = gemm_rate(int(args.batch_size * np.mean(lengths)), ours.hidden_size, args.device)
 
     p_mine, p_theirs = full["ours"], full[best_hf]
     # The headline is what `twilbert predict` runs by default: fp32, eager (bf16, int8 and compile are opt-in).
     result = {
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "preset": args.preset,
         "tweets": n,
         "quality_tweets": len(raw_all),
