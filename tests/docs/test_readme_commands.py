@@ -88,6 +88,9 @@ COVERED = {
         "tests/inference/test_hf_classifier.py::test_a_roberta_classifier_on_raw_tweets_in_pipeline_matches_twilbert_predict",
     "python -c \"from transformers import pipeline; print(pipeline('text-classification', model='exports/sentiment-hf', truncation=True)('@Pepe JAJAJA no me lo puedo creer 😂 https://t.co/x'))\"":
         "tests/inference/test_hf_classifier.py::test_a_roberta_classifier_on_raw_tweets_in_pipeline_matches_twilbert_predict",
+    "bash benchmarks/gpu_suite.sh --out gpu-suite-out": "needs a GPU (10 min); its dry run is tests/benchmarks/test_gpu_suite.py",
+    "bash benchmarks/gpu_suite.sh --dry-run --out /tmp/gpu-dry":
+        "tests/benchmarks/test_gpu_suite.py::test_dry_run_prints_one_json_line_per_part",
     "make plots": "needs the venv the Makefile makes; its recipe: tests/pipeline/test_plots.py::test_make_plots_page_renders_offline",
     "python3.11 -m venv .venv": "installation (what `make install` does; CI installs from a fresh clone)",
     '.venv/bin/pip install -c constraints.txt -e ".[dev]"': "installation (what `make install` does; CI installs from a fresh clone)",
