@@ -28,8 +28,9 @@ usage: bash benchmarks/gpu_suite.sh [--dry-run] [--out DIR] [--data DIR] [--work
                     OUT/work with --dry-run)
   --wheels DIR      pip-install these wheels (--no-index) into WORK/site first: packages the machine lacks
   --budget S        total time guard in seconds (default 570; a lent machine's call is 10 minutes)
-  --race-minutes M  time_to_quality.py --minutes, training budget per system (default 1.5: the race
-                    trains both systems, so 2*M minutes, beside the other parts in one call)
+  --race-minutes M  time_to_quality.py --minutes, training budget per system (default 1: the race trains
+                    both systems, 2*M minutes plus its data stages, after the other parts of a 10-minute
+                    call; for a longer race, a call of its own: --parts time_to_quality --race-minutes 3)
   --race-tasks L    time_to_quality.py --tasks (default '': no downstream fine-tuning, it does not fit)
   --parts L         comma list of parts to run (default: all four)
 
@@ -38,7 +39,7 @@ EOF
 }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DRY=0 OUTDIR=${OUT:-} DATA="" WORK="" WHEELS="" BUDGET=570 RACE_MIN=1.5 RACE_TASKS="" PARTS="cuda_tests,pretrain_throughput,predict_throughput,time_to_quality"
+DRY=0 OUTDIR=${OUT:-} DATA="" WORK="" WHEELS="" BUDGET=570 RACE_MIN=1 RACE_TASKS="" PARTS="cuda_tests,pretrain_throughput,predict_throughput,time_to_quality"
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;

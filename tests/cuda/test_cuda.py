@@ -31,6 +31,15 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _exact_fp32_matmuls():
+    """fp32 comparisons in full fp32: the Pretrainer turns TF32 on for the process (enable_tf32)."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
 def on_device(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t.to(DEVICE) for t in tensors)
 
