@@ -215,7 +215,7 @@ part_pretrain_throughput() {
     local result=$RESULT
     if ((RC != 0)) || [[ $result == null ]]; then
       [[ $status == ok ]] && status="failed: $variant: $(why "$RC" "$limit" "$log")"
-      result="{\"failed\": \"$(why "$RC" "$limit" "$log" | tr -d '"\\')\"}"
+      result=$("$PY" -c 'import json, sys; print(json.dumps({"failed": sys.argv[1]}))' "$(why "$RC" "$limit" "$log")")
     fi
     figures=$("$PY" -c 'import json, sys; f = json.loads(sys.argv[1]); f[sys.argv[2]] = json.loads(sys.argv[3]); print(json.dumps(f))' "$figures" "$variant" "$result")
   done
