@@ -20,6 +20,7 @@ from twilbert.text.normalize import NormalizeRules, normalize_texts
 
 LABELS = ["neg", "neu", "pos"]
 CUES = {"neg": ["horrible", "odio", "asco"], "neu": ["mesa", "martes", "informe"], "pos": ["genial", "amor", "feliz"]}
+MENTIONS = {"neg": "@pepe", "neu": "@juan", "pos": "@ana"}
 NOISE = "el la de que y en un por con para los se lo como más pero sus le ya o este sí porque esta entre".split()
 
 
@@ -35,8 +36,13 @@ def _write(path, header: list[str], rows: list[list[str]]) -> str:
     return path.name
 
 
-def make_task(tmp_path, kind: str = "single", n=(150, 60, 60), seed: int = 0, noise: float = 0.1, **kw) -> TaskConfig:
-    """Tweets with a label-revealing word (plus ``noise`` of examples whose word is random)."""
+def make_task(tmp_path, kind: str = "single", n=(150, 60, 60), seed: int = 0, noise: float = 0.1, mention: str | None = None,
+              **kw) -> TaskConfig:
+    """Tweets with a label-revealing word (plus ``noise`` of examples whose word is random).
+
+    ``mention`` (single text): each tweet starts with its label's user (:data:`MENTIONS`), which the
+    rules turn into ``user``; ``"shifted"``: dev/test mention the *next* label's user, a train-only
+    accident that normalising erases."""
     rng = np.random.default_rng(seed)
     files = {}
     for split, size in zip(("train", "dev", "test"), n):
@@ -45,7 +51,10 @@ def make_task(tmp_path, kind: str = "single", n=(150, 60, 60), seed: int = 0, no
             y = LABELS[i % 3]
             shown = y if rng.random() > noise else LABELS[int(rng.integers(3))]
             cue = str(rng.choice(CUES[shown]))
-            if kind == "single":
+            if kind == "single" and mention:
+                who = LABELS[(i + 1) % 3] if mention == "shifted" and split != "train" else y
+                rows.append([f"{split}{i}", f"{MENTIONS[who]} {_sentence(rng, cue)}", y])
+            elif kind == "single":
                 rows.append([f"{split}{i}", _sentence(rng, cue), y])
             elif kind == "pair":  # only the second text (aux) reveals the label
                 rows.append([f"{split}{i}", _sentence(rng, None), _sentence(rng, cue), y])
@@ -223,35 +232,10 @@ def test_deterministic_given_seed(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # text form: raw or normalised, chosen on dev like C
 
-MENTIONS = {"neg": "@pepe", "neu": "@juan", "pos": "@ana"}
-
-
-def make_mention_task(tmp_path, n=(150, 60, 60), seed: int = 0, shift_eval: bool = False, cue_noise: float | None = None) -> TaskConfig:
-    """Tweets of noise words with a mention (``@pepe``/``@juan``/``@ana``), which the rules turn into ``user``.
-
-    ``cue_noise=None``: the mention is the only signal. Otherwise a label word is there too (with
-    ``cue_noise`` of random ones) and, with ``shift_eval``, dev/test mention the *next* label's user:
-    the mention is a train-only accident, which normalising erases."""
-    rng = np.random.default_rng(seed)
-    files = {}
-    for split, size in zip(("train", "dev", "test"), n):
-        rows = []
-        for i in range(size):
-            y = LABELS[i % 3]
-            who = LABELS[(i + 1) % 3] if shift_eval and split != "train" else y
-            cue = None
-            if cue_noise is not None:
-                shown = y if rng.random() > cue_noise else LABELS[int(rng.integers(3))]
-                cue = str(rng.choice(CUES[shown]))
-            rows.append([f"{split}{i}", f"{MENTIONS[who]} {_sentence(rng, cue)}", y])
-        files[split] = str(tmp_path / _write(tmp_path / f"{split}.tsv", ["ID", "TEXT", "CLASS"], rows))
-    return TaskConfig(train_file=files["train"], dev_file=files["dev"], test_file=files["test"], categories={lab: i for i, lab in enumerate(LABELS)})
-
-
 def test_raw_text_is_chosen_when_only_a_mention_carries_the_label(tmp_path):
-    task = make_mention_task(tmp_path)
+    task = make_task(tmp_path, noise=1.0, mention="label")  # the label word is random: only the mention tells
     rules = NormalizeRules().effective()
-    assert set(pair_texts(load_task(task)["train"], rules)[0].split()) & {"user"}  # the rules erase who is mentioned
+    assert all(t.startswith("user ") and "pepe" not in t for t in pair_texts(load_task(task)["train"], rules))  # who is erased
     r = run_baseline(task, rules=rules, data_root=None)
     normalized_only = run_baseline(task, rules=rules, data_root=None, forms=("normalized",))
     assert r["best_params"]["text"] == "raw" and r["model"].startswith("tfidf") and " on raw text " in r["model"]
@@ -264,11 +248,13 @@ def test_raw_text_is_chosen_when_only_a_mention_carries_the_label(tmp_path):
 
 
 def test_normalized_text_is_kept_when_mentions_mislead(tmp_path):
-    task = make_mention_task(tmp_path, shift_eval=True, cue_noise=0.1)
+    task = make_task(tmp_path, mention="shifted")
     r = run_baseline(task, rules=NormalizeRules().effective(), data_root=None)
     by_form = {t: max(g["dev_selection"] for g in r["grid"] if g["params"]["text"] == t) for t in TEXT_FORMS}
     assert r["best_params"]["text"] == "normalized" and by_form["normalized"] > by_form["raw"] + 0.1
     assert r["test"]["f1_macro"] > 0.75  # the label words, not the train-only mentions
+    raw_only = run_baseline(task, rules=NormalizeRules().effective(), data_root=None, forms=("raw",))
+    assert raw_only["best_params"]["text"] == "raw" and raw_only["test"]["f1_macro"] < r["test"]["f1_macro"] - 0.3
 
 
 def test_a_tie_keeps_the_normalized_form_then_the_earlier_value(tmp_path):
@@ -298,7 +284,7 @@ def test_without_rules_only_raw_text_is_fitted(tmp_path, monkeypatch):
 
 
 def test_with_rules_test_is_predicted_once_in_the_chosen_form(tmp_path, monkeypatch):
-    task = make_mention_task(tmp_path)
+    task = make_task(tmp_path, noise=1.0, mention="label")
     rules = NormalizeRules().effective()
     splits = load_task(task)
     calls: list[list[str]] = []
@@ -310,7 +296,7 @@ def test_with_rules_test_is_predicted_once_in_the_chosen_form(tmp_path, monkeypa
 
 
 def test_the_chosen_form_is_in_the_summary(tmp_path):
-    task = make_mention_task(tmp_path)
+    task = make_task(tmp_path, noise=1.0, mention="label")
     r = run_baseline(task, rules=NormalizeRules().effective(), data_root=None)
     entry = build_summary({"t": None}, {"t": r})["tasks"]["t"]["baseline"]
     assert entry["best_params"]["text"] == "raw" and entry["grid"][0]["params"] == {"text": "normalized", "C": C_GRID[0]}
@@ -320,7 +306,7 @@ def test_the_chosen_form_is_in_the_summary(tmp_path):
 
 
 def test_deterministic_given_seed_with_both_forms(tmp_path):
-    task = make_mention_task(tmp_path, shift_eval=True, cue_noise=0.3)
+    task = make_task(tmp_path, noise=0.3, mention="shifted")
     rules = NormalizeRules().effective()
     a = run_baseline(task, rules=rules, data_root=None, seed=5)
     b = run_baseline(task, rules=rules, data_root=None, seed=5)
