@@ -121,36 +121,37 @@ def heldout_set(encoded: list[list[int]], *, max_len: int, vocab_size: int, seed
 
 @torch.no_grad()
 def evaluate(logits_fn, heldout: HeldOut, device: torch.device) -> dict:
-    """Mean MLM cross-entropy and accuracy over the held-out targets; ``logits_fn(input_ids,
-    attention_mask)`` returns MLM logits (B, T, V) for the whole batch."""
+    """Mean MLM cross-entropy and accuracy over the held-out targets. ``logits_fn(input_ids,
+    attention_mask, targets)`` returns the MLM logits (N, V) at the N ``targets`` (B, T) bool positions,
+    in row-major order: the decoder runs on the targets only (V x H per position is most of the cost)."""
     loss_sum, correct = 0.0, 0
     for ids, mask, labels in heldout.batches:
-        logits = logits_fn(ids.to(device), mask.to(device)).float()  # (B, T, V)
         labels = labels.to(device)
-        target = labels != IGNORE_INDEX  # (B, T)
-        picked, gold = logits[target], labels[target]  # (N, V), (N,)
-        loss_sum += float(torch.nn.functional.cross_entropy(picked, gold, reduction="sum"))
-        correct += int((picked.argmax(-1) == gold).sum())
+        targets = labels != IGNORE_INDEX  # (B, T)
+        logits = logits_fn(ids.to(device), mask.to(device), targets).float()  # (N, V)
+        gold = labels[targets]  # (N,)
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, gold, reduction="sum"))
+        correct += int((logits.argmax(-1) == gold).sum())
     n = max(heldout.n_targets, 1)
     return {"mlm_loss": loss_sum / n, "mlm_accuracy": correct / n}
 
 
 def ours_logits(model):
-    """Our model as an evaluator callable: every real position a target, scattered back to (B, T, V)."""
+    """Our model as an evaluator callable: its own MLM head gathers the targets."""
 
-    def fn(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        labels = torch.where(mask, torch.zeros_like(ids), torch.full_like(ids, IGNORE_INDEX))  # (B, T)
-        out = model(ids, None, mask, labels)  # mlm_logits (N, V), row-major over the real positions
-        full = out.mlm_logits.new_zeros((*ids.shape, out.mlm_logits.shape[-1]))  # (B, T, V)
-        full[mask] = out.mlm_logits
-        return full
+    def fn(ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        labels = torch.where(targets, torch.zeros_like(ids), torch.full_like(ids, IGNORE_INDEX))  # (B, T)
+        return model(ids, None, mask, labels).mlm_logits  # (N, V)
 
     return fn
 
 
 def hf_logits(model):
-    def fn(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return model(input_ids=ids, attention_mask=mask.long()).logits  # (B, T, V)
+    """A ``BertForMaskedLM`` as an evaluator callable: encoder, then its MLM head on the targets."""
+
+    def fn(ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        hidden = model.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, T, H)
+        return model.cls(hidden[targets])  # (N, V)
 
     return fn
 
