@@ -308,14 +308,13 @@ class HF:
 # the race
 
 
-def race(systems: list, heldout: HeldOut, args) -> list[dict]:
+def race(systems: list, heldout: HeldOut, args, device: torch.device) -> list[dict]:
     """Interleaved slices until each system's own clock reaches the budget; returns the curve rows."""
     budget = args.minutes * 60.0
     points = [k / args.evals for k in range(args.evals + 1)]
     clock = dict.fromkeys((s.name for s in systems), 0.0)
     steps, tokens, next_eval = dict.fromkeys(clock, 0), dict.fromkeys(clock, 0), dict.fromkeys(clock, 0)
     curve: list[dict] = []
-    device = systems[0].trainer.device if hasattr(systems[0], "trainer") else torch.device(args.device)
 
     def maybe_eval(s) -> None:
         """Evaluate once when the clock has passed the next point(s) (a slow step may pass several)."""
@@ -375,9 +374,11 @@ def plot(curve: list[dict], hf_final: float, path: Path) -> str:
 
 def export_hf(hf: HF, spm: Path, max_len: int, work: Path, out_dir: Path) -> Path:
     """HF's model as our pre-trained model dir, through the project's importer."""
+    from twilbert.hf.common import quiet_transformers
     from twilbert.hf.import_ import import_hf
     from twilbert.hf.tokenizer import save_hf_tokenizer
 
+    quiet_transformers().utils.logging.disable_progress_bar()
     hf_dir = work / "hf_transformers"
     hf.model.to("cpu").save_pretrained(str(hf_dir), safe_serialization=True)
     hf.model.to(hf.device)
@@ -477,7 +478,7 @@ def run(args, vocab_size: int) -> dict:
     n_hf = sum(q.numel() for q in hf.model.parameters())
     say(f"race: {args.minutes:g} min per system, slices of {args.slice_s:g}s, {torch.get_num_threads()} threads, "
         f"{device_name(trainer.device)}; params ours {n_ours:,}, hf {n_hf:,}; {trainer.plan.n_rows:,} train rows")
-    curve = race([ours, hf], heldout, args)
+    curve = race([ours, hf], heldout, args, trainer.device)
 
     budget = args.minutes * 60.0
     final = {name: [r for r in curve if r["system"] == name][-1] for name in ("ours", "hf")}
