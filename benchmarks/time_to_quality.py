@@ -444,7 +444,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     result = run(args, vocab_size=p["vocab"])
-    print(json.dumps(result))
+    print(json.dumps(result, default=str))
 
 
 def run(args, vocab_size: int) -> dict:
@@ -541,7 +541,7 @@ def run(args, vocab_size: int) -> dict:
                     result[f"f1_{task}_{s}"] = by[s]["mean"]
             result[f"f1_{task}_baseline"] = base
     result = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
-    (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")  # Paths as text
     return result
 
 
