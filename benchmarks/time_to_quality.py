@@ -399,6 +399,10 @@ def run_downstream(args, inits: dict, spm: Path, rules) -> dict:
                       epochs=args.ft_epochs, max_len=args.max_len, batch_size=args.ft_batch_size, lr=args.ft_lr, log=say)
 
 
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.4f}"  # sd is None with one seed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=None, help="training budget per system (default 15; dry run 0.05)")
@@ -533,9 +537,9 @@ def run(args, vocab_size: int) -> dict:
         result["downstream"] = scores
         say(f"\n{'task':<28}{'ours':>16}{'hf':>16}{'random':>16}{'baseline':>10}")
         for task, by in scores.items():
-            cells = [f"{by[s]['mean']:.4f}±{by[s]['sd']:.4f}" if s in by else "-" for s in ("ours", "hf", "random")]
+            cells = [f"{_num(by[s]['mean'])}±{_num(by[s]['sd'])}" if s in by else "-" for s in ("ours", "hf", "random")]
             base = by.get("baseline", {}).get("macro_f1")
-            say(f"{task:<28}{cells[0]:>16}{cells[1]:>16}{cells[2]:>16}{base if base is None else f'{base:.4f}':>10}")
+            say(f"{task:<28}{cells[0]:>16}{cells[1]:>16}{cells[2]:>16}{_num(base):>10}")
             for s in ("ours", "hf", "random"):
                 if s in by:
                     result[f"f1_{task}_{s}"] = by[s]["mean"]
