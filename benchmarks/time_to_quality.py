@@ -407,7 +407,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=None, help="training budget per system (default 15; dry run 0.05)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--tasks", default=None, help=f"downstream tasks, comma list ('' skips; default {DEFAULT_TASKS})")
+    ap.add_argument("--tasks", default=None, help=f"downstream tasks, comma list ('' skips; default {DEFAULT_TASKS}; dry run: "
+                    "the sample's sentiment task when benchmarks/race_downstream.py is there)")
     ap.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per task and system (default 3)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/twilbert-bench-race"))
     ap.add_argument("--out", type=Path, default=None, help="default: --workdir/race")
