@@ -20,6 +20,9 @@ one :class:`FinetuningConfig` built from the caller's ``epochs``, ``lr``, ``batc
 Usage: ``downstream({"ours": Path("models/pretrain/final"), "random": None}, data_dir=Path("../shared/data"),
 tasks=["tass2020_sentiment_es"], vocab_dir=Path("models/vocab"), rules_params=params["normalize"]["rules"],
 workdir=Path("/tmp/race"), seeds=[1, 2, 3], device="cpu", epochs=3, max_len=64, batch_size=32, lr=5e-5)``.
+Run as a script, it measures the race's unit of cost: ``python benchmarks/race_downstream.py
+[--task tass2020_sentiment_es --epochs 3 --hidden 256 --layers 4 --vocab-size 16000]`` trains a vocab
+on the tasks' train texts, fine-tunes a random init once and prints a JSON line (seconds per fine-tune).
 """
 
 from __future__ import annotations
@@ -102,17 +105,19 @@ def _finetune_system(name: str, task: TaskConfig, ft: FinetuningConfig, init: Pa
 
 def downstream(inits: dict[str, Path | None], *, data_dir: Path, tasks: list[str], vocab_dir: Path, rules_params: dict, workdir: Path,
                seeds: list[int], device: str, epochs: int, max_len: int, batch_size: int, lr: float,
-               log: Callable[[str], Any] = print) -> dict[str, dict[str, Any]]:
+               log: Callable[[str], Any] = print, model_config: ModelConfig | None = None) -> dict[str, dict[str, Any]]:
     """Fine-tune every init on every task with one recipe, and fit the baseline on the same splits.
 
     Returns ``{task: {system: {"mean", "sd", "runs", "seeds", "chosen_seed", "model_dir",
     "train_seconds"}, "baseline": {"macro_f1", "dev_selection", "best_params", "model", "seconds"}}}``:
     test macro-F1, ``runs`` in the order of ``seeds``, ``sd`` the sample sd (None for one seed, as in
-    the finetune stage's metrics.json).
+    the finetune stage's metrics.json). ``model_config``: the architecture of a None init when no
+    init is pre-trained (:func:`architecture` otherwise).
     """
     if not seeds:
         raise ConfigError("seeds: at least one seed")
-    model_config = architecture(inits) if any(p is None for p in inits.values()) else None
+    if model_config is None and any(p is None for p in inits.values()):
+        model_config = architecture(inits)
     rules = _rules(rules_params)
     impl = ImplConfig(device=device, progress=False)
     out: dict[str, dict[str, Any]] = {}
@@ -132,4 +137,82 @@ def downstream(inits: dict[str, Path | None], *, data_dir: Path, tasks: list[str
     return out
 
 
-__all__ = ["architecture", "downstream", "task_config"]
+# --------------------------------------------------------------------------------------------------
+# the cost of one fine-tune (sizes the race's defaults)
+
+
+def train_task_vocab(task_dirs: list[Path], rules: EffectiveRules, vocab_size: int, out_dir: Path) -> Path:
+    """A vocabulary trained by the product's vocab core on the tasks' normalised train texts (one
+    task's 4k tweets support ~7.8k pieces: a 16k vocabulary needs the seven tasks' train splits)."""
+    from twilbert.finetune.inputs import normalize_column
+    from twilbert.text.normalize import glued_placeholder_tokens, placeholder_tokens
+    from twilbert.text.vocab import VocabConfig, train_vocab
+
+    texts = [t for d in task_dirs for t in normalize_column(read_frame(d / "train.tsv", "\t")[0]["TEXT"].to_list(), rules)]
+    return train_vocab(texts, VocabConfig(vocab_size=vocab_size, input_sentence_size=0), out_dir / "spm", placeholder_tokens(rules),
+                       glued_placeholder_tokens(rules))
+
+
+def main() -> None:
+    import argparse
+    import json
+    import os
+    import platform
+    import tempfile
+
+    import torch
+    import yaml
+
+    from twilbert.text.tokenizer import Tokenizer
+
+    ap = argparse.ArgumentParser(description="Seconds per fine-tune of a random-init model on one real task (the race's unit of cost).")
+    ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--task", default="tass2020_sentiment_es")
+    ap.add_argument("--vocab-size", type=int, default=16000)
+    ap.add_argument("--vocab-tasks", default="", help="comma list of tasks whose train texts train the vocab; default: every task in --data-dir")
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--seeds", default="1", help="comma list")
+    ap.add_argument("--max-len", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    rules_params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["normalize"]["rules"]
+    rules = _rules(rules_params)
+    with tempfile.TemporaryDirectory(prefix="race-downstream-") as tmp:
+        t0 = time.perf_counter()
+        vocab_dirs = [a.data_dir / t for t in a.vocab_tasks.split(",")] if a.vocab_tasks else sorted(
+            d for d in a.data_dir.iterdir() if (d / "train.tsv").is_file())
+        spm_path = train_task_vocab(vocab_dirs, rules, a.vocab_size, Path(tmp) / "vocab")
+        vocab_seconds = time.perf_counter() - t0
+        vocab = Tokenizer.from_file(spm_path).vocab_size
+        cfg = ModelConfig(hidden_size=a.hidden, embedding_size=a.hidden, n_encoders=a.layers, n_heads=a.heads).resolved(
+            vocab_size=vocab, max_len=a.max_len)
+        seeds = [int(s) for s in a.seeds.split(",")]
+        t0 = time.perf_counter()
+        res = downstream({"random": None}, data_dir=a.data_dir, tasks=[a.task], vocab_dir=spm_path.parent, rules_params=rules_params,
+                         workdir=Path(tmp) / "work", seeds=seeds, device=a.device, epochs=a.epochs, max_len=a.max_len,
+                         batch_size=a.batch_size, lr=a.lr, model_config=cfg)
+        total = time.perf_counter() - t0
+    r, base = res[a.task]["random"], res[a.task]["baseline"]
+    print(json.dumps({
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}, {a.device}",
+        "task": a.task, "vocab_size": vocab, "vocab_tasks": [d.name for d in vocab_dirs], "hidden": a.hidden, "layers": a.layers, "epochs": a.epochs, "max_len": a.max_len,
+        "batch_size": a.batch_size, "vocab_seconds": round(vocab_seconds, 1), "baseline_seconds": base["seconds"],
+        "seconds_per_finetune": round((total - base["seconds"]) / len(seeds), 1),
+        "train_seconds_per_finetune": round(r["train_seconds"] / len(seeds), 1),
+        "test_macro_f1_random": r["runs"], "test_macro_f1_baseline": base["macro_f1"],
+    }))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["architecture", "downstream", "task_config", "train_task_vocab"]
