@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/data_pipeline.py
 
 mlflow-ui: $(STAMP)
-	@$(BIN)/python -c 'from pipeline.tracking import ui_url; print("MLflow UI: open", ui_url(), "(the runs table)")'
+	@$(BIN)/python -c 'from pipeline.tracking import ui_url; print("MLflow UI: open", ui_url(), "(the runs table; the bare address opens the GenAI pages)")'
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 # Serve a fine-tuned model: make serve RUN=<run id> [PORT=...]. The venv's bin goes on PATH because

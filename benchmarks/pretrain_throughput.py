@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
-import platform
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +47,8 @@ SHARED = REPO.parent / "shared" / "data"
 REPLY_PAIRS = SHARED / "twilbert_reply_pairs_es" / "pairs.tsv"
 sys.path.insert(0, str(REPO))
 
+from _bench_common import device_name, say, sync  # noqa: E402
+from _bench_common import prepare_data as _prepare_data  # noqa: E402
 from twilbert.data.batching import IGNORE_INDEX  # noqa: E402
 from twilbert.model.config import ModelConfig  # noqa: E402
 from twilbert.tokens import PAD_ID  # noqa: E402
@@ -75,107 +75,17 @@ PEAKS = (
     (("A100",), 312e12, "A100"),
 )
 DEFAULT_PEAK = (989.4e12, "H100 SXM (GPU not recognised: pass --peak-flops)")
-CACHE_KEY = "bench-key.json"
 MIN_REPRESENTATIVE_STEPS = 20  # below this, the measured rows sample too few length buckets
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# data: the product's stages, cached in --workdir
-
-
-def _cached(directory: Path, key: dict, build) -> bool:
-    """Run ``build()`` unless ``directory`` holds a finished build with this ``key``; True if it ran."""
-    key_file = directory / CACHE_KEY
-    want = json.dumps(key, sort_keys=True, default=str)
-    if key_file.is_file() and key_file.read_text() == want:
-        return False
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
-    build()
-    key_file.write_text(want)
-    return True
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def task_files() -> list[Path]:
     return [f for f in sorted(SHARED.glob("*/*.tsv")) if f.parent != REPLY_PAIRS.parent]
 
 
-def write_task_pairs(path: Path) -> int:
-    """Every task text paired with the next text of its file, as a pairs TSV; returns the pair count."""
-    import polars as pl
-
-    n = 0
-    with open(path, "w", encoding="utf-8") as out:
-        out.write("ORIG_ID\tORIG_TEXT\tREPLY_ID\tREPLY_TEXT\n")
-        for f in task_files():
-            df = pl.read_csv(f, separator="\t", quote_char=None, infer_schema=False, has_header=True)
-            texts = [t for t in df["TEXT"].to_list() if t]
-            tag = f"{f.parent.name}/{f.stem}"
-            for i in range(0, len(texts) - 1, 2):
-                out.write(f"{tag}:{i}\t{texts[i]}\t{tag}:{i + 1}\t{texts[i + 1]}\n")
-                n += 1
-    return n
-
-
 def prepare_data(args) -> tuple[Path, Path]:
-    """normalize -> vocab -> pairs, as the pipeline's stages run them; returns (spm model, shards dir)."""
-    from twilbert.data.pairs import PairsConfig, build_pair_shards
-    from twilbert.text.corpus import normalize_corpora
-    from twilbert.text.normalize import NormalizeConfig, placeholder_tokens
-    from twilbert.text.tokenizer import Tokenizer
-    from twilbert.text.vocab import VocabConfig, train_vocab
-
-    work = args.workdir
-    sources = [*task_files(), REPLY_PAIRS]
-    norm_cfg = NormalizeConfig()
-    norm_dir = work / "normalized"
-
-    def normalize() -> None:
-        t0 = time.perf_counter()
-        n = write_task_pairs(norm_dir / "task_pairs.tsv")
-        stats = normalize_corpora(pairs=[REPLY_PAIRS, norm_dir / "task_pairs.tsv"], tweets=[], cfg=norm_cfg, out_dir=norm_dir)
-        t = stats["total"]
-        say(f"normalize: {n} task pairs + {REPLY_PAIRS.name}: {t['rows_in']} in, {t['rows_out']} out, "
-            f"{t['rows_dropped']} dropped, {t['rows_rejected']} rejected ({time.perf_counter() - t0:.1f}s)")
-
-    sources_key = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sources]
-    _cached(norm_dir, {"sources": sources_key, "normalize": asdict(norm_cfg), "pairing": "next text, v1"}, normalize)
-    parquet = norm_dir / "pairs.parquet"
-
-    if args.spm:
-        spm = Path(args.spm)
-    else:
-        vocab_cfg = VocabConfig(vocab_size=args.vocab_size, input_sentence_size=0)
-        vocab_dir = work / f"vocab-{args.vocab_size}"
-
-        def vocab() -> None:
-            t0 = time.perf_counter()
-            train_vocab([parquet], vocab_cfg, vocab_dir / "spm", placeholder_tokens(norm_cfg.rules.effective()))
-            say(f"vocab: trained a {args.vocab_size}-piece SentencePiece model in {time.perf_counter() - t0:.1f}s")
-
-        _cached(vocab_dir, {"corpus": _sha256(parquet), "vocab": asdict(vocab_cfg)}, vocab)
-        spm = vocab_dir / "spm.model"
-    tok = Tokenizer.from_file(spm)
-
-    pairs_cfg = PairsConfig(negatives="swap")
-    shards = work / f"shards-{tok.sha256[:12]}-L{args.max_len}"
-
-    def pairs() -> None:
-        t0 = time.perf_counter()
-        m = build_pair_shards(parquet, None, tok, pairs_cfg, args.max_len, shards, progress=False)
-        say(f"pairs: {json.dumps(m['rows'])} ({time.perf_counter() - t0:.1f}s)")
-
-    _cached(shards, {"corpus": _sha256(parquet), "tokenizer": tok.sha256, "max_len": args.max_len, "pairs": asdict(pairs_cfg)}, pairs)
-    return spm, shards
+    """Every task text (all splits: a throughput benchmark) and the reply pairs through the stages."""
+    return _prepare_data(args.workdir, task_files=task_files(), reply_pairs=REPLY_PAIRS, vocab_size=args.vocab_size,
+                         max_len=args.max_len, spm=Path(args.spm) if args.spm else None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,25 +250,6 @@ def hf_stepper(model, trainer: Pretrainer, albert: bool):
 
 
 # --------------------------------------------------------------------------------------------------
-
-
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
 def gpu_peak(name: str) -> tuple[float, str]:

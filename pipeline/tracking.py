@@ -41,8 +41,18 @@ EXPERIMENT_KIND = "custom_model_development"
 # Their metrics are the pipeline's results: copied onto the pipeline parent, so that the collapsed parent
 # row and the compare views show them per variant without opening the stage runs.
 SUMMARY_STAGES = ("evaluate", "report")
-# MLflow 3's UI opens on its GenAI side unless the URL (or the user's toggle) says otherwise.
+# MLflow 3.17's UI takes the experiment kind from its GenAI / Model training switch (the URL's
+# `workflowType`, else the browser's localStorage, else GenAI), not from the tag above: only a URL can
+# open a fresh browser on the runs. No server flag, env var or tag sets it (checked in the 3.17.2 bundle).
 UI_QUERY = "workflowType=machine_learning"
+# The runs table's metric columns: a saved view ("Views" menu, MLflow >= 3.15), stored by the UI as an
+# experiment tag `mlflow.sharedViewState.<id>` = {"name", "createdAt", "updatedAt", "state": JSON text}
+# and opened by `?viewStateShareKey=<id>`. The UI has no other per-experiment default for columns.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+VIEW_ID = "twilbert-results"
+VIEW_NAME = "TWilBERT results"
+HEADLINE_METRICS = ("mlm_accuracy", "pseudo_perplexity")  # evaluate's, on the pipeline parent
+STAGE_METRICS = ("test.f1_macro",)  # a finetune stage run's own, seen when a parent row is expanded
 
 _EXPS = (".dvc", "tmp", "exps")
 # MLflow's "Downloading artifacts" tqdm bars (logging a pyfunc model loads it back) are carriage-return
@@ -215,7 +225,8 @@ def probe(uri: str, timeout: float | None = None) -> None:
 
 def ui_url(root: Path | None = None, host: str = "http://127.0.0.1:5000") -> str:
     """Where the MLflow UI shows this project's runs: the experiment of params.yaml's ``tracking.experiment``
-    (looked up in the sqlite store, without importing MLflow), opened on its runs table."""
+    (looked up in the sqlite store, without importing MLflow), opened on its runs table, in the results
+    view once a pipeline has saved it."""
     import sqlite3
 
     import yaml
@@ -230,11 +241,18 @@ def ui_url(root: Path | None = None, host: str = "http://127.0.0.1:5000") -> str
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
         try:
             row = con.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
+            view = row and con.execute(
+                "SELECT 1 FROM experiment_tags WHERE experiment_id = ? AND key = ?", (row[0], VIEW_TAG_PREFIX + VIEW_ID)
+            ).fetchone()
         finally:
             con.close()
     except (sqlite3.Error, TypeError):
-        row = None
-    return f"{host}/#/experiments/{row[0]}?{UI_QUERY}" if row else f"{host}/#/experiments?{UI_QUERY}"
+        row = view = None
+    if not row:
+        return f"{host}/#/experiments?{UI_QUERY}"
+    if view:
+        return f"{host}/#/experiments/{row[0]}/runs?{UI_QUERY}&viewStateShareKey={VIEW_ID}"
+    return f"{host}/#/experiments/{row[0]}?{UI_QUERY}"
 
 
 # --- pipeline identity -----------------------------------------------------------------------------
@@ -651,6 +669,47 @@ def _experiment_id(client: Any, ctx: _Context) -> str:
     return exp.experiment_id
 
 
+def results_columns(metric_keys: Any) -> list[str]:
+    """The metrics a user compares first, in reading order: per task the fine-tuned test F1 next to the
+    baseline's, then the pre-training headline, then a finetune stage run's own test F1."""
+    keys = set(metric_keys)
+    tasks = sorted({k.split(".")[0] for k in keys if k.count(".") == 2 and k.split(".")[1] == "test"})
+    cols = [f"{t}.{split}.f1_macro" for t in tasks for split in ("test", "baseline") if f"{t}.{split}.f1_macro" in keys]
+    return cols + [k for k in HEADLINE_METRICS if k in keys] + list(STAGE_METRICS)
+
+
+def _metric_column(key: str) -> str:
+    return f"metrics.`{key}`"  # the UI's column id (makeCanonicalSortKey)
+
+
+def _save_results_view(client: Any, exp_id: str, metric_keys: Any) -> None:
+    """Create or extend the saved view: its columns are :func:`results_columns` of every metric it has
+    shown so far plus ``metric_keys``; other columns and state in it are kept, and a view the UI has
+    rewritten (its state compressed) is not touched."""
+    tag = VIEW_TAG_PREFIX + VIEW_ID
+    old = client.get_experiment(exp_id).tags.get(tag)
+    now = int(time.time() * 1000)
+    envelope: dict[str, Any] = {"name": VIEW_NAME, "createdAt": now}
+    state: dict[str, Any] = {}
+    if old:
+        try:
+            envelope = json.loads(old)
+            state = json.loads(envelope["state"])
+        except (ValueError, KeyError, TypeError):
+            return  # compressed: saved from the UI ("Override saved view"), so the user's now; left alone
+        if not isinstance(state, dict):
+            return
+    selected = [c for c in state.get("selectedColumns", []) if isinstance(c, str)]
+    shown = {c[len("metrics.`") : -1] for c in selected if c.startswith("metrics.`") and c.endswith("`")}
+    ours = [_metric_column(k) for k in results_columns(shown | set(metric_keys))]
+    columns = ours + [c for c in selected if c not in ours]
+    if old and columns == selected and state.get("columnOrder") == columns:
+        return
+    state.update(selectedColumns=columns, columnOrder=columns)
+    envelope.update(state=json.dumps(state), updatedAt=now)
+    client.set_experiment_tag(exp_id, tag, json.dumps(envelope))
+
+
 def _find_or_create(client: Any, exp_id: str, key: str, name: str, tags: dict[str, str], params: dict[str, Any] | None) -> str:
     found = client.search_runs(
         [exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{key}'", max_results=1, order_by=["attributes.start_time ASC"]
@@ -750,6 +809,8 @@ def _close_parents(opened: _Opened, ctx: _Context, status: str) -> None:
         for i in range(0, len(metrics), 1000):
             client.log_batch(opened.parent_id, metrics=metrics[i : i + 1000])
     with FileLock(str(_lock_path(ctx.uri)), timeout=call_deadline()):
+        if ok and ctx.stage in SUMMARY_STAGES:
+            _save_results_view(client, opened.exp_id, [m.key for m in metrics])
         failed = _update_parent(client, opened.parent_id, ctx.stage, ok)
         client.set_terminated(opened.parent_id, "FAILED" if failed else "FINISHED")
         if opened.grid_id:

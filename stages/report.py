@@ -25,8 +25,8 @@ def main(
     evaluate_metrics: Path = typer.Option(Path("reports/evaluate/metrics.json"), help="Evaluate-stage metrics."),
     out_dir: Path = typer.Option(Path("reports"), help="Where summary.json and summary.md go (run times: logs/timing.json)."),
 ) -> None:
-    """Train a TF-IDF (word + char n-grams) + logistic-regression baseline per task, tuned on dev only,
-    and write reports/summary.json and reports/summary.md: every task, the fine-tuned model against the
+    """Train a TF-IDF (word + char n-grams) + logistic-regression baseline per task, tuned on dev only
+    (C, and raw or normalised text), and write reports/summary.json and reports/summary.md: every task, the fine-tuned model against the
     baseline on the same metrics (mean ± sd over seeds where finetuning.seeds is set), and the
     pre-training results. Run times go to MLflow and logs/timing.json, not to the committed summary."""
     p = load(params)

@@ -329,15 +329,27 @@ def _task_tables(tasks: dict[str, Any]) -> list[str]:
         for m in ("accuracy", "f1_macro"):
             cells += [_model_cell(e, "test", m), fmt(bt.get(m)), fmt(e["delta_test"].get(m), sign=True)]
         lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
-    lines += ["", "### Baseline choices (dev only)", "", "| task | best params | dev score per grid value | features |", "|---|---|---|---:|"]
+    lines += ["", "### Baseline choices (dev only)", "", "| task | text | best params | dev score per grid value | features |",
+              "|---|---|---|---|---:|"]
     for name, e in tasks.items():
         b = e.get("baseline")
         if not b:
-            lines.append(f"| {_cell(name)} | n/a | n/a | n/a |")
+            lines.append(f"| {_cell(name)} | n/a | n/a | n/a | n/a |")
             continue
-        grid = ", ".join(f"{_config_text(g['params'])}: {fmt(g['dev_selection'])}" for g in b.get("grid", []))
-        lines.append(f"| {_cell(name)} | {_cell(_config_text(b.get('best_params')))} | {_cell(grid or 'n/a')} | {b.get('features', 'n/a')} |")
+        best = dict(b.get("best_params") or {})
+        text = best.pop("text", "n/a")  # raw or normalized, chosen on dev beside C
+        lines.append(f"| {_cell(name)} | {_cell(text)} | {_cell(_config_text(best))} | {_cell(_grid_text(b.get('grid', [])))} | "
+                     f"{b.get('features', 'n/a')} |")
     return lines
+
+
+def _grid_text(grid: list[dict[str, Any]]) -> str:
+    """``normalized (C=0.1: 0.9500, C=1.0: 0.9667); raw (...)``: one group per text form, in grid order."""
+    groups: dict[Any, list[str]] = {}
+    for g in grid:
+        params = dict(g["params"])
+        groups.setdefault(params.pop("text", None), []).append(f"{_config_text(params)}: {fmt(g['dev_selection'])}")
+    return "; ".join(", ".join(v) if k is None else f"{k} ({', '.join(v)})" for k, v in groups.items()) or "n/a"
 
 
 def _runs_tables(tasks: dict[str, Any]) -> list[str]:

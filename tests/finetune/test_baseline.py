@@ -11,14 +11,16 @@ from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 from tests.conftest import SHARED_DATA
 from twilbert.finetune import baseline as bl
 from twilbert.finetune import baseline_models
-from twilbert.finetune.baseline import ALPHA_GRID, C_GRID, PAIR_SEPARATOR, fit_select, pair_texts, run_baseline
+from twilbert.finetune.baseline import ALPHA_GRID, C_GRID, PAIR_SEPARATOR, TEXT_FORMS, fit_select, pair_texts, run_baseline, text_forms
 from twilbert.finetune.config import TaskConfig
 from twilbert.finetune.data import load_task
 from twilbert.finetune.metrics import selection_score
+from twilbert.report import build_summary, render_markdown
 from twilbert.text.normalize import NormalizeRules, normalize_texts
 
 LABELS = ["neg", "neu", "pos"]
 CUES = {"neg": ["horrible", "odio", "asco"], "neu": ["mesa", "martes", "informe"], "pos": ["genial", "amor", "feliz"]}
+MENTIONS = {"neg": "@pepe", "neu": "@juan", "pos": "@ana"}
 NOISE = "el la de que y en un por con para los se lo como más pero sus le ya o este sí porque esta entre".split()
 
 
@@ -34,8 +36,13 @@ def _write(path, header: list[str], rows: list[list[str]]) -> str:
     return path.name
 
 
-def make_task(tmp_path, kind: str = "single", n=(150, 60, 60), seed: int = 0, noise: float = 0.1, **kw) -> TaskConfig:
-    """Tweets with a label-revealing word (plus ``noise`` of examples whose word is random)."""
+def make_task(tmp_path, kind: str = "single", n=(150, 60, 60), seed: int = 0, noise: float = 0.1, mention: str | None = None,
+              **kw) -> TaskConfig:
+    """Tweets with a label-revealing word (plus ``noise`` of examples whose word is random).
+
+    ``mention`` (single text): each tweet starts with its label's user (:data:`MENTIONS`), which the
+    rules turn into ``user``; ``"shifted"``: dev/test mention the *next* label's user, a train-only
+    accident that normalising erases."""
     rng = np.random.default_rng(seed)
     files = {}
     for split, size in zip(("train", "dev", "test"), n):
@@ -44,7 +51,10 @@ def make_task(tmp_path, kind: str = "single", n=(150, 60, 60), seed: int = 0, no
             y = LABELS[i % 3]
             shown = y if rng.random() > noise else LABELS[int(rng.integers(3))]
             cue = str(rng.choice(CUES[shown]))
-            if kind == "single":
+            if kind == "single" and mention:
+                who = LABELS[(i + 1) % 3] if mention == "shifted" and split != "train" else y
+                rows.append([f"{split}{i}", f"{MENTIONS[who]} {_sentence(rng, cue)}", y])
+            elif kind == "single":
                 rows.append([f"{split}{i}", _sentence(rng, cue), y])
             elif kind == "pair":  # only the second text (aux) reveals the label
                 rows.append([f"{split}{i}", _sentence(rng, None), _sentence(rng, cue), y])
@@ -217,6 +227,93 @@ def test_deterministic_given_seed(tmp_path):
         np.testing.assert_array_equal(a["outputs"][split], b["outputs"][split])
         assert a[split] == b[split]
     assert a["best_params"] == b["best_params"] and a["grid"] == b["grid"]
+
+
+# --------------------------------------------------------------------------------------------------
+# text form: raw or normalised, chosen on dev like C
+
+def test_raw_text_is_chosen_when_only_a_mention_carries_the_label(tmp_path):
+    task = make_task(tmp_path, noise=1.0, mention="label")  # the label word is random: only the mention tells
+    rules = NormalizeRules().effective()
+    assert all(t.startswith("user ") and "pepe" not in t for t in pair_texts(load_task(task)["train"], rules))  # who is erased
+    r = run_baseline(task, rules=rules, data_root=None)
+    normalized_only = run_baseline(task, rules=rules, data_root=None, forms=("normalized",))
+    assert r["best_params"]["text"] == "raw" and r["model"].startswith("tfidf") and " on raw text " in r["model"]
+    assert normalized_only["best_params"]["text"] == "normalized" and " on normalized text " in normalized_only["model"]
+    assert r["test"]["f1_macro"] > 0.95  # the mention is the label
+    assert normalized_only["test"]["f1_macro"] < 0.6  # every tweet reads "user <noise>": chance is 1/3
+    # the grid holds both forms, normalised first, each over the whole C grid; the chosen one is the dev best
+    assert [(g["params"]["text"], g["params"]["C"]) for g in r["grid"]] == [(t, c) for t in TEXT_FORMS for c in C_GRID]
+    assert r["dev_selection"] == max(g["dev_selection"] for g in r["grid"]) == selection_score(r["dev"], task)
+
+
+def test_normalized_text_is_kept_when_mentions_mislead(tmp_path):
+    task = make_task(tmp_path, mention="shifted")
+    r = run_baseline(task, rules=NormalizeRules().effective(), data_root=None)
+    by_form = {t: max(g["dev_selection"] for g in r["grid"] if g["params"]["text"] == t) for t in TEXT_FORMS}
+    assert r["best_params"]["text"] == "normalized" and by_form["normalized"] > by_form["raw"] + 0.1
+    assert r["test"]["f1_macro"] > 0.75  # the label words, not the train-only mentions
+    raw_only = run_baseline(task, rules=NormalizeRules().effective(), data_root=None, forms=("raw",))
+    assert raw_only["best_params"]["text"] == "raw" and raw_only["test"]["f1_macro"] < r["test"]["f1_macro"] - 0.3
+
+
+def test_a_tie_keeps_the_normalized_form_then_the_earlier_value(tmp_path):
+    task = make_task(tmp_path, noise=0.3)  # lower-case words, no mention, URL or emoji: both forms read the same
+    rules = NormalizeRules().effective()
+    splits = load_task(task)
+    assert pair_texts(splits["train"], rules) == pair_texts(splits["train"], None)
+    fitted, chosen = fit_select(task, splits["train"], splits["dev"], rules=rules, seed=0)
+    scores = {(g["params"]["text"], g["params"]["C"]): g["dev_selection"] for g in chosen["grid"]}
+    assert all(scores["normalized", c] == scores["raw", c] for c in C_GRID)
+    first_best = next(c for c in C_GRID if scores["normalized", c] == max(scores.values()))
+    assert chosen["best_params"] == {"text": "normalized", "C": first_best} and fitted.text == "normalized"
+
+
+def test_without_rules_only_raw_text_is_fitted(tmp_path, monkeypatch):
+    task = make_task(tmp_path)
+    built = []
+    original = bl.build_features
+    monkeypatch.setattr(bl, "build_features", lambda: built.append(1) or original())
+    r = run_baseline(task, rules=None, data_root=None)
+    assert len(built) == 1 and len(r["grid"]) == len(C_GRID) and r["best_params"]["text"] == "raw"
+    assert text_forms(None) == [("raw", None)]
+    with pytest.raises(ValueError, match="text_forms: 'normalized' needs"):
+        text_forms(None, ("normalized",))
+    with pytest.raises(ValueError, match=r"text_forms: \['lower'\]"):
+        text_forms(NormalizeRules().effective(), ("raw", "lower"))
+
+
+def test_with_rules_test_is_predicted_once_in_the_chosen_form(tmp_path, monkeypatch):
+    task = make_task(tmp_path, noise=1.0, mention="label")
+    rules = NormalizeRules().effective()
+    splits = load_task(task)
+    calls: list[list[str]] = []
+    original = bl.FittedBaseline.predict
+    monkeypatch.setattr(bl.FittedBaseline, "predict", lambda self, texts: calls.append(list(texts)) or original(self, texts))
+    run_baseline(task, rules=rules, data_root=None, splits=splits)
+    dev_forms = [pair_texts(splits["dev"], rules)] * len(C_GRID) + [pair_texts(splits["dev"], None)] * len(C_GRID)
+    assert calls == [*dev_forms, pair_texts(splits["test"], None)]  # dev per form and value, then test once, raw
+
+
+def test_the_chosen_form_is_in_the_summary(tmp_path):
+    task = make_task(tmp_path, noise=1.0, mention="label")
+    r = run_baseline(task, rules=NormalizeRules().effective(), data_root=None)
+    entry = build_summary({"t": None}, {"t": r})["tasks"]["t"]["baseline"]
+    assert entry["best_params"]["text"] == "raw" and entry["grid"][0]["params"] == {"text": "normalized", "C": C_GRID[0]}
+    md = render_markdown(build_summary({"t": None}, {"t": r}))
+    assert f"| t | raw | C={r['best_params']['C']} | normalized (C=0.1: " in md and "; raw (C=0.1: " in md
+    assert f"`{r['model']}`" in md and " on raw text " in md
+
+
+def test_deterministic_given_seed_with_both_forms(tmp_path):
+    task = make_task(tmp_path, noise=0.3, mention="shifted")
+    rules = NormalizeRules().effective()
+    a = run_baseline(task, rules=rules, data_root=None, seed=5)
+    b = run_baseline(task, rules=rules, data_root=None, seed=5)
+    for split in ("dev", "test"):
+        np.testing.assert_array_equal(a["outputs"][split], b["outputs"][split])
+        assert a[split] == b[split]
+    assert a["best_params"] == b["best_params"] and a["grid"] == b["grid"] and a["model"] == b["model"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -106,6 +106,10 @@ def test_report_stage_on_two_tasks(tmp_path, tok_path, monkeypatch):
         assert cells[6] == f"{e['test'][sel] - e['baseline']['test'][sel]:+.4f}"
         acc = next(line for line in md.splitlines() if line.startswith(f"| {name} | ") and line.count("|") == 8 and sel not in line)
         assert f"{e['test']['accuracy']:.4f}" in acc and f"{e['baseline']['test']['accuracy']:.4f}" in acc
+        # the baseline's text form, chosen on dev with the stage's rules, beside its chosen C
+        best = e["baseline"]["best_params"]
+        assert best["text"] in ("normalized", "raw") and {g["params"]["text"] for g in e["baseline"]["grid"]} == {"normalized", "raw"}
+        assert f"| {name} | {best['text']} | C={best['C']} | normalized (" in md
 
     # C: no wall time in summary.json or summary.md (both committed); they are in logs/timing.json (untracked),
     # and a rerun writes the same summary.json

@@ -149,3 +149,88 @@ def test_ui_url_opens_the_experiment_on_its_runs(tmp_path, monkeypatch):
     client.create_experiment("other")
     exp_id = client.create_experiment("mine")
     assert ui_url(tmp_path) == f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning"
+
+
+def test_results_columns_put_each_task_next_to_its_baseline():
+    from pipeline.tracking import results_columns
+
+    report = ["stance.test.f1_macro", "stance.baseline.f1_macro", "sentiment.test.f1_macro", "sentiment.baseline.f1_macro",
+              "sentiment.test.accuracy", "timing.sentiment.train_seconds"]
+    evaluate = ["mlm_loss", "pseudo_perplexity", "mlm_accuracy"]
+    assert results_columns(report + evaluate) == [
+        "sentiment.test.f1_macro", "sentiment.baseline.f1_macro", "stance.test.f1_macro", "stance.baseline.f1_macro",
+        "mlm_accuracy", "pseudo_perplexity", "test.f1_macro",
+    ]
+    assert results_columns(evaluate) == ["mlm_accuracy", "pseudo_perplexity", "test.f1_macro"]
+
+
+def _view(client, exp_name):
+    import json
+
+    from pipeline.tracking import VIEW_ID, VIEW_TAG_PREFIX
+
+    raw = client.get_experiment_by_name(exp_name).tags.get(VIEW_TAG_PREFIX + VIEW_ID)
+    if raw is None:
+        return None
+    envelope = json.loads(raw)  # the UI's saved-view envelope: name, createdAt (ms), updatedAt, state as JSON text
+    assert isinstance(envelope["name"], str) and isinstance(envelope["createdAt"], int)
+    return envelope, json.loads(envelope["state"])
+
+
+def test_summary_stages_save_the_results_view_and_ui_url_opens_it(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import VIEW_NAME, ui_url
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "params.yaml").write_text(PARAMS + "  experiment: res\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = tmp_path / "params.yaml"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with stage_run("pretrain", params, {}, experiment="res") as t:
+        t.log_metrics({"loss": 6.5}, step=1)
+    assert _view(client, "res") is None  # no results yet: no view, the plain runs URL
+    exp_id = client.get_experiment_by_name("res").experiment_id
+    assert ui_url(tmp_path) == f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning"
+
+    with stage_run("evaluate", params, {}, experiment="res") as t:
+        t.log_metrics({"mlm_accuracy": 0.2, "pseudo_perplexity": 900.0, "mlm_loss": 7.0})
+    _, state = _view(client, "res")
+    assert state["selectedColumns"] == ["metrics.`mlm_accuracy`", "metrics.`pseudo_perplexity`", "metrics.`test.f1_macro`"]
+    with stage_run("report", params, {}, experiment="res") as t:
+        t.log_metrics({"sentiment.test.f1_macro": 0.6, "sentiment.baseline.f1_macro": 0.7, "sentiment.test.accuracy": 0.65})
+    envelope, state = _view(client, "res")
+    expected = ["metrics.`sentiment.test.f1_macro`", "metrics.`sentiment.baseline.f1_macro`", "metrics.`mlm_accuracy`",
+                "metrics.`pseudo_perplexity`", "metrics.`test.f1_macro`"]
+    assert envelope["name"] == VIEW_NAME
+    assert state["selectedColumns"] == state["columnOrder"] == expected
+    assert ui_url(tmp_path) == (
+        f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey=twilbert-results"
+    )
+
+
+def test_results_view_keeps_what_a_user_saved(tmp_path, store):
+    import json
+
+    from pipeline.tracking import VIEW_ID, VIEW_TAG_PREFIX
+
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS)
+    tag = VIEW_TAG_PREFIX + VIEW_ID
+    mine = store.create_experiment("mine")
+    state = {"selectedColumns": ["metrics.`mlm_accuracy`", "attributes.`User`"], "orderByKey": "metrics.`mlm_accuracy`"}
+    store.set_experiment_tag(mine, tag, json.dumps({"name": "mine", "createdAt": 1, "state": json.dumps(state)}))
+    taken = store.create_experiment("taken")
+    compressed = json.dumps({"name": "taken", "createdAt": 1, "state": "deflate;eJwrSS0uAQAEXQHB"})  # rewritten by the UI
+    store.set_experiment_tag(taken, tag, compressed)
+    for name in ("mine", "taken"):
+        with stage_run("evaluate", params, {}, experiment=name) as t:
+            t.log_metrics({"mlm_accuracy": 0.2, "pseudo_perplexity": 900.0})
+    envelope, state = _view(store, "mine")
+    assert envelope["name"] == "mine" and envelope["createdAt"] == 1
+    assert state["orderByKey"] == "metrics.`mlm_accuracy`"
+    assert state["selectedColumns"] == [
+        "metrics.`mlm_accuracy`", "metrics.`pseudo_perplexity`", "metrics.`test.f1_macro`", "attributes.`User`",
+    ]
+    assert store.get_experiment(taken).tags[tag] == compressed

@@ -1,7 +1,6 @@
 """Pre-training metrics: MLM accuracy / perplexity, ROP accuracy / precision / recall / F1.
 
-Small functions for one batch, and :class:`PretrainMetrics`, a streaming accumulator for evaluation
-over many batches. The accumulator keeps *sums* (CE, counts, correct, confusion counts) as device
+A streaming accumulator for evaluation over many batches, :class:`PretrainMetrics`. It keeps *sums* (CE, counts, correct, confusion counts) as device
 tensors, so ``update`` never synchronises with the GPU; ``compute`` reads them once at the end. The
 results equal the same metric computed on the concatenated data (sklearn for accuracy/F1).
 
@@ -31,47 +30,10 @@ def _valid(targets: torch.Tensor) -> torch.Tensor:
     return targets != IGNORE_INDEX
 
 
-def mlm_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """Share of MLM targets whose argmax is right (the original's ``acc_m``). NaN with no targets."""
-    valid = _valid(targets)  # (N,)
-    n = int(valid.sum())
-    if n == 0:
-        return math.nan
-    return int(((logits.argmax(dim=-1) == targets) & valid).sum()) / n
-
-
-def mlm_perplexity(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """``exp(mean CE)`` over MLM targets (nats). NaN with no targets."""
-    valid = _valid(targets)
-    if not bool(valid.any()):
-        return math.nan
-    return math.exp(float(F.cross_entropy(logits.double(), targets, ignore_index=IGNORE_INDEX)))
-
-
-def binary_counts(preds: torch.Tensor, labels: torch.Tensor) -> tuple[int, int, int, int]:
-    """``(tp, fp, fn, tn)`` for class 1 over rows whose label is not -100."""
-    valid = _valid(labels)
-    p, y = preds[valid] == 1, labels[valid] == 1
-    return int((p & y).sum()), int((p & ~y).sum()), int((~p & y).sum()), int((~p & ~y).sum())
-
-
 def f1_from_counts(tp: int, fp: int, fn: int) -> float:
     """F1 of the positive class; 0.0 when undefined (no positives at all), as sklearn's default."""
     denom = 2 * tp + fp + fn
     return 2 * tp / denom if denom else 0.0
-
-
-def rop_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Share of labelled rows with the right order (the original's ``acc_r``). NaN with no labels."""
-    tp, fp, fn, tn = binary_counts(logits.argmax(dim=-1), labels)
-    n = tp + fp + fn + tn
-    return (tp + tn) / n if n else math.nan
-
-
-def rop_f1(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Binary F1 of ROP, class 1 (original order) positive."""
-    tp, fp, fn, _ = binary_counts(logits.argmax(dim=-1), labels)
-    return f1_from_counts(tp, fp, fn)
 
 
 @dataclass
@@ -185,11 +147,6 @@ def useful_mfu(
 __all__ = [
     "PretrainMetrics",
     "ROPConfusion",
-    "binary_counts",
     "f1_from_counts",
-    "mlm_accuracy",
-    "mlm_perplexity",
-    "rop_accuracy",
-    "rop_f1",
     "useful_mfu",
 ]
