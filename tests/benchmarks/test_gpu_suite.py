@@ -29,7 +29,7 @@ def json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in lines]  # every stdout line is one JSON object
 
 
-@pytest.mark.slow  # ~1 min on 2 busy cores: two small benchmarks and a pytest run
+@pytest.mark.slow  # ~1.5 min on 2 busy cores: three toy benchmarks and a pytest run
 def test_dry_run_prints_one_json_line_per_part(tmp_path):
     out = tmp_path / "out"
     done = suite("--dry-run", "--out", str(out))
