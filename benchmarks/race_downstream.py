@@ -116,6 +116,8 @@ def downstream(inits: dict[str, Path | None], *, data_dir: Path, tasks: list[str
     """
     if not seeds:
         raise ConfigError("seeds: at least one seed")
+    if "baseline" in inits:
+        raise ConfigError("inits.baseline: the name of the TF-IDF baseline's entry in the result; name the system otherwise")
     if model_config is None and any(p is None for p in inits.values()):
         model_config = architecture(inits)
     rules = _rules(rules_params)
