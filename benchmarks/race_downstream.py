@@ -116,6 +116,8 @@ def downstream(inits: dict[str, Path | None], *, data_dir: Path, tasks: list[str
     """
     if not seeds:
         raise ConfigError("seeds: at least one seed")
+    if "baseline" in inits:
+        raise ConfigError("inits.baseline: the name of the TF-IDF baseline's entry in the result; name the system otherwise")
     if model_config is None and any(p is None for p in inits.values()):
         model_config = architecture(inits)
     rules = _rules(rules_params)
@@ -123,7 +125,7 @@ def downstream(inits: dict[str, Path | None], *, data_dir: Path, tasks: list[str
     out: dict[str, dict[str, Any]] = {}
     for name in tasks:
         task = task_config(Path(data_dir) / name)
-        splits = load_task(task, name=name)  # the fine-tunes read the same files and quarantine the same rows
+        splits = load_task(task, name=name, warn=False)  # the rows the fine-tunes use (each warns of the quarantined ones)
         base = run_baseline(task, rules=rules, splits=splits, seed=seeds[0], name=name)
         out[name] = {"baseline": {"macro_f1": base["test"][METRIC], "dev_selection": base["dev_selection"], "best_params": base["best_params"],
                                   "model": base["model"], "seconds": base["seconds"]}}

@@ -13,7 +13,7 @@ import yaml
 
 from benchmarks.race_downstream import downstream, task_config
 from tests.finetune.test_finetune_data import make_tokenizer
-from twilbert.config import to_dict
+from twilbert.config import ConfigError, to_dict
 from twilbert.model.config import ModelConfig
 from twilbert.model.twilbert import TWilBERT
 from twilbert.text.tokenizer import Tokenizer
@@ -57,6 +57,14 @@ def run(root: Path, tok: Path, inits: dict, seeds: list[int], workdir: str) -> t
 
 def test_categories_are_the_sorted_train_labels():
     assert task_config(TASKS / "sentiment").categories == {"N": 0, "NEU": 1, "P": 2}
+
+
+def test_a_system_named_baseline_is_refused(setup):
+    root, tok, pre_a, _ = setup
+    with pytest.raises(ConfigError, match=r"^inits\.baseline: "):
+        run(root, tok, {"baseline": pre_a}, [1], "w0")
+    with pytest.raises(ConfigError, match=r"^inits: a random init needs"):
+        run(root, tok, {"random": None}, [1], "w0")
 
 
 def test_every_init_with_one_recipe_beside_the_baseline(setup):
