@@ -1,18 +1,22 @@
 """Prediction throughput: ``twilbert predict`` vs transformers' ``pipeline`` and ONNX Runtime (fp32, int8).
 
-Both systems run the *same fine-tuned model* on the *same real tweets* of ``../shared/data``: a
-classifier (``--preset``) is fine-tuned for a few steps on real labelled tweets, exported with
-:func:`twilbert.hf.classifier.export_sequence_classifier` to ``BertForSequenceClassification``, then
+Every system runs the *same fine-tuned model* on the *same raw real tweets* of ``../shared/data``:
+``--model DIR`` (a fine-tuned model directory, loaded with ``twilbert.load``; ``--task NAME`` names its
+task folder, whose real test split is labelled), or by default a classifier of ``--preset`` fine-tuned
+here on TASS 2020. It is exported with :func:`twilbert.hf.classifier.export_sequence_classifier` to
+``BertForSequenceClassification``, then
 
-* **ours**: :meth:`twilbert.inference.Predictor.predict` on the raw tweets, normalisation and
-  tokenisation inside the timed region (fp32 eager is the headline; ``--bf16`` and ``--compiled`` add
-  those paths);
-* **peer**: ``pipeline("text-classification", model=export, top_k=None)`` on the already-normalised
-  tweets at each of ``--hf-batch-sizes``; the headline ratio is against the fastest;
+* **ours**: :meth:`twilbert.inference.Predictor.predict` on the raw tweets (fp32 eager is the
+  headline; ``--bf16``, ``--int8`` and ``--compiled`` add those paths);
+* **peer**: ``pipeline("text-classification", model=export, top_k=None)`` at each of
+  ``--hf-batch-sizes``; the headline ratio is against the fastest;
 * **ONNX Runtime** (``--ort``, the ``onnx`` extra), as a user deploying on it would run the export:
   ``torch.onnx.export`` of the transformers model, ``ORT_ENABLE_ALL``, fp32 and ``quantize_dynamic``
-  (QInt8), the export's fast tokenizer on the normalised tweets, length-sorted batches of ``--batch-size``;
-* **ours** at every precision: fp32, bf16 (``--bf16``) and int8 (``--int8``).
+  (QInt8), the export's fast tokenizer, length-sorted batches of ``--batch-size``.
+
+Same work in the timed region: a deploying user receives raw tweets, so every system gets the raw
+tweets and normalises them there, the peers with the model's own rules through the same function
+ours uses (:func:`twilbert.text.normalize.normalize_texts`), before their own tokenizer.
 
 Quality: every system also labels the task's whole real test split once (the warm-up round): macro-F1
 against the gold labels and label agreement with our fp32 (what quantisation costs, not only speed).
@@ -52,7 +56,7 @@ SIZES = {
     "small": dict(hidden_size=256, embedding_size=256, n_encoders=4, n_heads=4),
     "base": dict(hidden_size=768, embedding_size=768, n_encoders=6, n_heads=6),  # TWilBERT-Base
 }
-TASK = SHARED / "tass2020_sentiment_es"
+TASK = SHARED / "tass2020_sentiment_es"  # the benchmark's own classifier is fine-tuned on it
 
 
 def read_tsv(path: Path):
@@ -121,6 +125,18 @@ def build_model(args) -> tuple[Path, Path]:
     return model_dir, hf_dir
 
 
+def export_model(args, model_dir: Path) -> Path:
+    """The transformers export of a given ``--model`` directory, cached in ``--workdir`` by its weights' hash."""
+    from twilbert.hf.classifier import export_sequence_classifier
+    from twilbert.train.checkpoint import MODEL_FILE
+    from twilbert.utils import sha256_file
+
+    hf_dir = args.workdir / f"model-{sha256_file(model_dir / MODEL_FILE)[:12]}" / "hf"
+    if not (hf_dir / "config.json").is_file():
+        export_sequence_classifier(model_dir, hf_dir, normalize_tweets=False)  # the peers normalise as ours does
+    return hf_dir
+
+
 def onnx_peers(args, hf_dir: Path) -> dict[str, Path]:
     """The transformers export as ONNX (fp32) and its dynamic int8 quantisation, cached beside it."""
     import transformers
@@ -180,6 +196,9 @@ def ort_runner(path: Path, tokenizer, threads: int, batch_size: int, max_len: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tweets", type=int, default=2000, help="real tweets to classify per timed round")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a fine-tuned model directory to measure (default: fine-tune one of --preset here)")
+    ap.add_argument("--task", default=TASK.name, help="task folder in ../shared/data whose test split --model is scored on")
     ap.add_argument("--preset", choices=list(SIZES), default="base")
     ap.add_argument("--train-tweets", type=int, default=1024, help="real training tweets the benchmark's classifier is fine-tuned on")
     ap.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of the benchmark's classifier")
@@ -215,32 +234,43 @@ def main() -> None:
     from twilbert.inference import load
     from twilbert.text.normalize import normalize_texts
 
-    model_dir, hf_dir = build_model(args)
-    test = read_tsv(TASK / "test.tsv").filter(pl_nonempty("TEXT"))
+    task_dir = SHARED / args.task
+    if not (task_dir / "test.tsv").is_file():
+        raise SystemExit(f"--task {args.task}: no {task_dir / 'test.tsv'}")
+    if args.model is None and task_dir != TASK:
+        raise SystemExit(f"--task {args.task} needs --model: the benchmark's own classifier is fine-tuned on {TASK.name}")
+    model_dir, hf_dir = (args.model, export_model(args, args.model)) if args.model else build_model(args)
+    test = read_tsv(task_dir / "test.tsv").filter(pl_nonempty("TEXT"))
     test = test.head(args.quality_tweets) if args.quality_tweets else test
     raw_all, gold = test["TEXT"].to_list(), test["CLASS"].to_list()
     n = min(args.tweets, len(raw_all))
     ours = load(model_dir, device="cpu")
-    norm_all = normalize_texts(raw_all, ours.rules)
     labels = ours.labels
+    if not ours.is_classifier or ours.task_type != "single_label":
+        raise SystemExit(f"{model_dir}: needs a single-label classifier, got {ours.task_type or 'a pre-trained encoder'}")
+    if unknown := sorted(set(gold) - set(labels)):
+        raise SystemExit(f"{task_dir}: gold labels {unknown[:5]} are not among {model_dir}'s labels {labels}")
     hf_sizes = sorted(set(args.hf_batch_sizes))
 
     def rows_probs(rows) -> np.ndarray:  # (N, C) in `labels` order
         return np.array([[r["probabilities"][k] for k in labels] for r in rows])
 
     def ours_system(pred):
-        return lambda raw, norm: rows_probs(pred.predict(raw, batch_size=args.batch_size))
+        return lambda raw: rows_probs(pred.predict(raw, batch_size=args.batch_size))
+
+    def normalising(fn):  # a peer as deployed: raw tweets in, the model's normalisation timed with it
+        return lambda raw: fn(normalize_texts(raw, ours.rules))
 
     def pipe_system(bs: int | None):
         kw = {} if bs is None else {"batch_size": bs}  # None: the pipeline's default (one text at a time)
         p = transformers.pipeline("text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device="cpu",
-                                  top_k=None, truncation=True, max_length=args.max_len + 2, **kw)
-        return lambda raw, norm: np.array([[{d["label"]: d["score"] for d in r}[k] for k in labels] for r in p(norm)])
+                                  top_k=None, truncation=True, max_length=ours.max_len + 2, **kw)
+        return normalising(lambda norm: np.array([[{d["label"]: d["score"] for d in r}[k] for k in labels] for r in p(norm)]))
 
     def in_bf16(fn):  # the peer gets the same autocast as ours (thread-local, so it reaches the pipeline's forward)
-        def run(raw, norm):
+        def run(raw):
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                return fn(raw, norm)
+                return fn(raw)
         return run
 
     systems = {"ours": ours_system(ours)}
@@ -256,23 +286,22 @@ def main() -> None:
         systems["ours_int8"] = ours_system(load(model_dir, device="cpu", precision="int8"))
     if args.ort:
         tok = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
-        for name, path in onnx_peers(args, hf_dir).items():  # the peer gets normalised tweets, as the pipeline
-            run = ort_runner(path, tok, args.threads, args.batch_size, args.max_len)
-            systems[name] = (lambda r: lambda raw, norm: r(norm))(run)
+        for name, path in onnx_peers(args, hf_dir).items():
+            systems[name] = normalising(ort_runner(path, tok, args.threads, args.batch_size, ours.max_len))
     if args.compiled:
         systems["ours_compiled"] = ours_system(load(model_dir, device="cpu", compile=True))
     # Warm-up = quality: every system labels the whole test split once (compilation, if any, happens here).
     full, warmup_s = {}, {}
     for name, fn in systems.items():
         t0 = time.perf_counter()
-        full[name] = fn(raw_all, norm_all)
+        full[name] = fn(raw_all)
         warmup_s[name] = time.perf_counter() - t0
     times: dict[str, list[float]] = {k: [] for k in systems}
-    raw, normalised = raw_all[:n], norm_all[:n]
+    raw = raw_all[:n]
     for _ in range(args.repeats):  # interleaved rounds: load from elsewhere falls on every system alike
         for name, fn in systems.items():
             t0 = time.perf_counter()
-            fn(raw, normalised)
+            fn(raw)
             times[name].append(time.perf_counter() - t0)
     rate = {k: n / min(v) for k, v in times.items()}
     pred = {k: np.array(labels)[p.argmax(1)] for k, p in full.items()}
