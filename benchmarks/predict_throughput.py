@@ -274,16 +274,19 @@ def main() -> None:
         return run
 
     systems = {"ours": ours_system(ours)}
+    ours_predictors = {"ours": ours}
     peers = {f"hf_bs{bs}": pipe_system(bs) for bs in hf_sizes}
     systems.update(peers)  # the pipeline runs its forward under no_grad
     bf16_peers = []
     if args.bf16:
-        systems["ours_bf16"] = ours_system(load(model_dir, device="cpu", precision="bf16"))
+        ours_predictors["ours_bf16"] = load(model_dir, device="cpu", precision="bf16")
+        systems["ours_bf16"] = ours_system(ours_predictors["ours_bf16"])
         for name, run in peers.items() if args.hf_bf16 else ():
             bf16_peers.append(f"{name}_bf16")
             systems[f"{name}_bf16"] = in_bf16(run)
     if args.int8:
-        systems["ours_int8"] = ours_system(load(model_dir, device="cpu", precision="int8"))
+        ours_predictors["ours_int8"] = load(model_dir, device="cpu", precision="int8")
+        systems["ours_int8"] = ours_system(ours_predictors["ours_int8"])
     if args.ort:
         tok = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
         for name, path in onnx_peers(args, hf_dir).items():
@@ -319,6 +322,21 @@ def main() -> None:
     ours_gflops = counter.get_total_flops() / min(times["ours"]) / 1e9
     lengths = ours.encode(raw).lengths
     gemm_gflops = gemm_rate(int(args.batch_size * np.mean(lengths)), ours.hidden_size)
+
+    # Where our time goes, per precision (best of 3 for each phase, same texts as a timed round).
+    from twilbert.finetune.inputs import normalize_column
+
+    phases = {}
+    for name, pred in ours_predictors.items():
+        norm = normalize_column(raw, pred.rules)
+        data = pred.encode(raw)
+        raw_out = pred.outputs_of(data, batch_size=args.batch_size)
+        phases[name] = {k: round(1e3 * best_of(f), 1) for k, f in {
+            "normalise": lambda: normalize_column(raw, pred.rules),
+            "tokenise": lambda: pred.tokenizer.encode_flat(norm),
+            "batches_and_model": lambda: pred.outputs_of(data, batch_size=args.batch_size),
+            "format": lambda: pred.format(raw_out),
+        }.items()}
 
     p_mine, p_theirs = full["ours"], full[best_hf]
     # The headline is what `twilbert predict` runs by default: fp32, eager (bf16, int8 and compile are opt-in).
@@ -385,6 +403,7 @@ def main() -> None:
             "max_abs_prob_diff_compiled": float(np.abs(p_mine - full["ours_compiled"]).max()),
         })
     result.update({
+        "ours_phases_ms": phases,
         "rounds_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
         "load_avg_1min": round(os.getloadavg()[0], 1),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
@@ -404,9 +423,21 @@ def main() -> None:
               f"(macro-F1 {f1[ours_names[best_prec]]:.4f} vs {f1['ort_int8']:.4f})", file=sys.stderr)
     print(f"fp32 path: {ours_gflops:.0f} GFLOPS of matmuls, against {gemm_gflops:.0f} GFLOPS for one FFN-shaped GEMM "
           f"here ({ours_gflops / gemm_gflops:.0%})", file=sys.stderr)
+    for k, ph in phases.items():
+        print(f"{k} phases (ms for {n} tweets): " + ", ".join(f"{a} {b}" for a, b in ph.items()), file=sys.stderr)
     if args.compiled:
         print(f"compiled: {result['ratio_vs_hf_compiled']:.2f}x (compilation {result['compile_warmup_s']} s once)", file=sys.stderr)
     print(json.dumps(result))
+
+
+def best_of(fn, repeats: int = 3) -> float:
+    """Seconds of the fastest of ``repeats`` calls."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def pl_nonempty(column: str):
