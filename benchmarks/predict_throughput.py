@@ -12,7 +12,9 @@ here on TASS 2020. It is exported with :func:`twilbert.hf.classifier.export_sequ
   ``--hf-batch-sizes``; the headline ratio is against the fastest;
 * **ONNX Runtime** (``--ort``, the ``onnx`` extra), as a user deploying on it would run the export:
   ``torch.onnx.export`` of the transformers model, ``ORT_ENABLE_ALL``, fp32 and ``quantize_dynamic``
-  (QInt8), the export's fast tokenizer, length-sorted batches of ``--batch-size``.
+  (QInt8), the export's fast tokenizer, length-sorted batches of ``--batch-size``; one session with
+  ``--threads`` intra-op threads, and (``--ort-parallel``) one intra-op thread with ``--threads``
+  batches at once, which is how ours runs on the CPU (``Predictor.workers``).
 
 Same work in the timed region: a deploying user receives raw tweets, so every system gets the raw
 tweets and normalises them there, the peers with the model's own rules through the same function
@@ -164,29 +166,34 @@ def onnx_peers(args, hf_dir: Path) -> dict[str, Path]:
     return {"ort_fp32": fp32, "ort_int8": int8}
 
 
-def ort_runner(path: Path, tokenizer, threads: int, batch_size: int, max_len: int):
-    """texts -> probabilities (N, C): the fast tokenizer, length-sorted padded batches, one ORT session."""
+def ort_runner(path: Path, tokenizer, threads: int, batch_size: int, max_len: int, *, parallel: bool = False):
+    """texts -> probabilities (N, C): the fast tokenizer, length-sorted padded batches, one ORT session
+    (``threads`` intra-op threads; ``parallel``: one intra-op thread, ``threads`` batches at once, as ours)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from twilbert.onnx_export import run_session, session
 
-    sess = session(path, threads)
+    sess = session(path, 1 if parallel else threads)
+    pool = ThreadPoolExecutor(threads) if parallel else None  # sess.run releases the GIL; a session is thread-safe
 
     def run(texts: list[str]) -> np.ndarray:
         enc = tokenizer(texts, truncation=True, max_length=max_len + 2)
         ids, types = enc["input_ids"], enc["token_type_ids"]
         lengths = np.array([len(x) for x in ids])
         order = np.argsort(lengths, kind="stable")
-        out = None
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
+        def one(idx: np.ndarray) -> np.ndarray:
             T = int(lengths[idx].max())
             a = np.zeros((len(idx), T), dtype=np.int64)
             t, m = np.zeros_like(a), np.zeros_like(a)
             for r, j in enumerate(idx):
                 n = lengths[j]
                 a[r, :n], t[r, :n], m[r, :n] = ids[j], types[j], 1
-            p = run_session(sess, a, t, m)  # (B, C)
-            if out is None:
-                out = np.zeros((len(texts), p.shape[1]), dtype=np.float32)
+            return run_session(sess, a, t, m)  # (B, C)
+
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        probs = list(pool.map(one, chunks)) if pool else [one(idx) for idx in chunks]
+        out = np.zeros((len(texts), probs[0].shape[1]), dtype=np.float32)
+        for idx, p in zip(chunks, probs):
             out[idx] = p
         return out
 
@@ -217,6 +224,8 @@ def main() -> None:
     ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True, help="also measure --precision int8")
     ap.add_argument("--ort", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure ONNX Runtime fp32 and int8 (needs the onnx extra)")
+    ap.add_argument("--ort-parallel", action=argparse.BooleanOptionalAction, default=True,
+                    help="with --ort: also ONNX Runtime with one intra-op thread and --threads batches at once (ort_*_parallel)")
     ap.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=False,
                     help="also measure --compile (a 30-60 s compilation in the warm-up round)")
     args = ap.parse_args()
@@ -291,6 +300,8 @@ def main() -> None:
         tok = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
         for name, path in onnx_peers(args, hf_dir).items():
             systems[name] = normalising(ort_runner(path, tok, args.threads, args.batch_size, ours.max_len))
+            if args.ort_parallel:  # the strongest way we know to run it: batches side by side, as ours
+                systems[f"{name}_parallel"] = normalising(ort_runner(path, tok, args.threads, args.batch_size, ours.max_len, parallel=True))
     if args.compiled:
         systems["ours_compiled"] = ours_system(load(model_dir, device="cpu", compile=True))
     # Warm-up = quality: every system labels the whole test split once (compilation, if any, happens here).
@@ -317,8 +328,10 @@ def main() -> None:
     # (tokens of an average batch x 768 -> 3072) timed here in the same process.
     from torch.utils.flop_counter import FlopCounterMode
 
+    ours.workers = 1  # the counter is thread-local: count on this thread
     with FlopCounterMode(display=False) as counter:
         ours.predict(raw, batch_size=args.batch_size)
+    ours.workers = 0
     ours_gflops = counter.get_total_flops() / min(times["ours"]) / 1e9
     lengths = ours.encode(raw).lengths
     gemm_gflops = gemm_rate(int(args.batch_size * np.mean(lengths)), ours.hidden_size)
@@ -374,6 +387,13 @@ def main() -> None:
             "ratio_vs_ort_int8_by_round": [round(o / b, 2) for o, b in zip(times["ort_int8"], times[ours_names[best_prec]])],
             "macro_f1_best_ours_minus_ort_int8": round(f1[ours_names[best_prec]] - f1["ort_int8"], 4),
         })
+        if args.ort_parallel:
+            result.update({
+                "ort_fp32_parallel_tweets_per_s": round(rate["ort_fp32_parallel"], 1),
+                "ort_int8_parallel_tweets_per_s": round(rate["ort_int8_parallel"], 1),
+                "ratio_vs_ort_int8_parallel": round(rate[ours_names[best_prec]] / rate["ort_int8_parallel"], 2),
+                "ratio_vs_ort_int8_parallel_by_round": [round(o / b, 2) for o, b in zip(times["ort_int8_parallel"], times[ours_names[best_prec]])],
+            })
     if args.bf16 and bf16_peers:
         best_hf16 = max(bf16_peers, key=lambda k: rate[k])
         result.update({
