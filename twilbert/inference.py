@@ -13,8 +13,9 @@ batch without padding runs mask-free, SDPA's fastest kernels), ``torch.inference
 head's last layer computed for [CLS] alone (``first_only``), vectorised normalisation and tokenisation,
 and on the CPU batch parallelism (``workers``): each of ``torch.get_num_threads()`` threads runs whole
 batches with one intra-op thread, instead of every op splitting over all cores. A tweet batch's ops
-are too small to split well (a 4 x 256 classifier spends most of its time in OpenMP barriers when
-another process holds a core: 4-6x slower on a loaded 2-core EPYC, benchmarks/RESULTS.md#inference).
+are too small to split well: each op waits at an OpenMP barrier for its slowest thread, which on a
+shared CPU is often descheduled (a 4 x 256 classifier ran 6-7x faster this way on a loaded 2-core
+EPYC, benchmarks/RESULTS.md#inference). ``workers=1`` is the plain PyTorch way.
 Opt-in: ``precision="bf16"`` (autocast matrix products; several times faster on a CPU with native
 bf16, probabilities move by ~1e-3), ``precision="int8"`` (dynamic int8 linears, :mod:`twilbert.quantize`;
 the CPU's fastest path without native bf16) and ``compile=True`` (``torch.compile(dynamic=True)``; on 2 CPU
