@@ -355,7 +355,9 @@ def main() -> None:
     # The headline is what `twilbert predict` runs by default: fp32, eager (bf16, int8 and compile are opt-in).
     result = {
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
-        "preset": args.preset,
+        "preset": args.preset if args.model is None else None,
+        "model": str(args.model or model_dir),
+        "task": args.task,
         "tweets": n,
         "quality_tweets": len(raw_all),
         "batch_size": args.batch_size,
