@@ -10,7 +10,12 @@ A text takes the path fine-tuning evaluated it on (:mod:`twilbert.finetune.input
 normalisation rules and SentencePiece model, ``[CLS] a [SEP] (b [SEP])`` cut to its ``max_len``.
 Speed comes from these, not from approximations: length-sorted batches (results scattered back; a
 batch without padding runs mask-free, SDPA's fastest kernels), ``torch.inference_mode``, a ``cls``
-head's last layer computed for [CLS] alone (``first_only``), vectorised normalisation and tokenisation.
+head's last layer computed for [CLS] alone (``first_only``), vectorised normalisation and tokenisation,
+and on the CPU batch parallelism (``workers``): each of ``torch.get_num_threads()`` threads runs whole
+batches with one intra-op thread, instead of every op splitting over all cores. A tweet batch's ops
+are too small to split well: each op waits at an OpenMP barrier for its slowest thread, which on a
+shared CPU is often descheduled (a 4 x 256 classifier ran 6-7x faster this way on a loaded 2-core
+EPYC, benchmarks/RESULTS.md#inference). ``workers=1`` is the plain PyTorch way.
 Opt-in: ``precision="bf16"`` (autocast matrix products; several times faster on a CPU with native
 bf16, probabilities move by ~1e-3), ``precision="int8"`` (dynamic int8 linears, :mod:`twilbert.quantize`;
 the CPU's fastest path without native bf16) and ``compile=True`` (``torch.compile(dynamic=True)``; on 2 CPU
@@ -80,6 +85,7 @@ class Predictor:
     source: str = ""
     compile: bool = False  # run the forward pass through torch.compile (see the module docstring)
     precision: str = "fp32"  # fp32 | bf16 (autocast matrix products) | int8 (set by load: int8 linears)
+    workers: int = 0  # batches run at once on the CPU, one intra-op thread each; 0 = torch.get_num_threads(), 1 = one at a time
     _compiled: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -101,6 +107,42 @@ class Predictor:
         """bf16: autocast on the model's device; fp32 and int8 (its linears are int8 modules): a no-op context."""
         _check_precision(self.precision)
         return autocast(self.device, None if self.precision == "int8" else autocast_dtype(self.precision, self.device))
+
+    def _workers(self) -> int:
+        """Threads that run batches side by side: CPU, eager; 1 elsewhere (a GPU, or a compiled forward)."""
+        if self.device.type != "cpu" or self.compile:
+            return 1
+        return self.workers if self.workers > 0 else torch.get_num_threads()
+
+    def _each_batch(self, batches: Iterator[Batch], step) -> None:
+        """``step(batch)`` for every batch, under inference mode and the precision's autocast, on
+        :meth:`_workers` threads (both modes are thread-local, so each worker enters them). At most two
+        batches per worker are collated ahead; the first error is raised here."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        def run(b: Batch) -> None:
+            with torch.inference_mode(), self._autocast():
+                step(b)
+
+        workers = self._workers()
+        if workers <= 1:
+            for b in batches:
+                run(b)
+            return
+        threads = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="twilbert-batch", initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                pending: set = set()
+                for b in batches:
+                    if len(pending) >= 2 * workers:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in done:
+                            f.result()
+                    pending.add(pool.submit(run, b))
+                for f in pending:
+                    f.result()
+        finally:  # a worker's setting also reaches MKL's process-wide count: give the caller its own back
+            torch.set_num_threads(threads)
 
     # -- what the model is -------------------------------------------------------------------------
     @property
@@ -176,9 +218,11 @@ class Predictor:
             raise InputError(f"{self.source}: a pre-trained encoder has no classifier head: use embed(), or a fine-tuned model")
         out = np.zeros((len(data), self.classifier.head.out_features), dtype=np.float32)
         forward = self._fn("classifier")
-        with self._autocast():
-            for b in self.batches(data, batch_size, progress=progress, desc="predict"):
-                out[b.index] = forward(b.input_ids, b.token_type_ids, b.attention_mask).float().cpu().numpy()  # (B, C)
+
+        def step(b: Batch) -> None:  # batches own disjoint rows of `out`
+            out[b.index] = forward(b.input_ids, b.token_type_ids, b.attention_mask).float().cpu().numpy()  # (B, C)
+
+        self._each_batch(self.batches(data, batch_size, progress=progress, desc="predict"), step)
         return self._finite(out, "output")
 
     def predict(self, texts: Sequence[str], aux: Sequence[str] | None = None, batch_size: int = 64, *, progress: bool = False) -> list[dict[str, Any]]:
@@ -204,12 +248,14 @@ class Predictor:
         data = self.encode(texts, aux)
         out = np.zeros((len(data), self.hidden_size), dtype=np.float32)
         encode = self._fn("encode")
-        with self._autocast():
-            for b in self.batches(data, batch_size, progress=progress, desc="embed"):
-                # cls: the last layer computes only [CLS] (TWilBERT.encode's first_only; same vectors)
-                hidden = encode(b.input_ids, b.token_type_ids, b.attention_mask, first_only=pooling == "cls")  # (B, T or 1, H)
-                vec = pool(hidden.float(), b.input_ids, b.attention_mask, "cls" if pooling == "cls" else "avg", use_special_tokens=True)  # (B, H)
-                out[b.index] = vec.cpu().numpy()
+
+        def step(b: Batch) -> None:
+            # cls: the last layer computes only [CLS] (TWilBERT.encode's first_only; same vectors)
+            hidden = encode(b.input_ids, b.token_type_ids, b.attention_mask, first_only=pooling == "cls")  # (B, T or 1, H)
+            vec = pool(hidden.float(), b.input_ids, b.attention_mask, "cls" if pooling == "cls" else "avg", use_special_tokens=True)  # (B, H)
+            out[b.index] = vec.cpu().numpy()
+
+        self._each_batch(self.batches(data, batch_size, progress=progress, desc="embed"), step)
         return self._finite(out, "embedding")
 
     def _finite(self, out: np.ndarray, what: str) -> np.ndarray:
@@ -279,6 +325,7 @@ def load(
     attention: str = "sdpa",
     compile: bool = False,
     precision: str = "fp32",
+    workers: int = 0,
 ) -> Predictor:
     """Load a fine-tuned model directory or a pre-trained checkpoint for prediction / embedding.
 
@@ -289,8 +336,12 @@ def load(
     one its ``pretrain.json`` records; a fine-tuned model always uses its own ``spm.model``).
     ``compile``: run the forward pass through ``torch.compile`` (opt-in; on CPU it has not paid off, see above).
     ``precision``: ``fp32`` (default), ``bf16`` (autocast matrix products; faster, ~1e-3 off) or ``int8``
-    (dynamic int8 linears, CPU only; :data:`twilbert.quantize.INT8_PROB_TOL`).
+    (dynamic int8 linears, CPU only; :data:`twilbert.quantize.INT8_PROB_TOL`). ``workers``: batches run
+    side by side on the CPU, one intra-op thread each (0 = ``torch.get_num_threads()``; 1 = one batch
+    at a time over every thread, the plain PyTorch way).
     """
+    if workers < 0:
+        raise InputError(f"workers must be >= 0 (0 = one per torch thread), got {workers}")
     from twilbert.finetune.model import FORMAT, load_encoder, load_finetuned, pretrained_tokenizer_sha256, resolve_pretrained_dir
     from twilbert.train.checkpoint import CheckpointError, read_config
 
@@ -318,6 +369,7 @@ def load(
             source=str(path),
             compile=compile,
             precision=precision,
+            workers=workers,
         )
     encoder = load_encoder(directory, attention=attention)
     _check_finite_weights(encoder, directory)
@@ -345,6 +397,7 @@ def load(
         source=str(path),
         compile=compile,
         precision=precision,
+        workers=workers,
     )
 
 
