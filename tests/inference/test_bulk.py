@@ -133,10 +133,28 @@ def test_freed_memory_is_released_after_every_chunk(models, monkeypatch):
     p = twilbert.load(models["single"])
     released = []
     monkeypatch.setattr(bulk, "release_freed_memory", lambda: released.append(len(released)) or True)
+    monkeypatch.setattr(bulk, "TRIM_EVERY_S", 3600.0)  # only the calls between chunks
     stream = bulk.predict_chunks(p, bulk.chunked(TWEETS[:25], rows=10), batch_size=4)
     for n, (rows, _) in enumerate(stream, start=1):
         assert len(released) == n  # before the chunk's rows are handed over
     assert len(released) == 3
+
+
+def test_freed_memory_is_released_periodically_while_a_chunk_computes(monkeypatch):
+    import threading
+    import time
+
+    if bulk._malloc_trim() is None:
+        pytest.skip("glibc malloc_trim only")
+    calls = []
+    monkeypatch.setattr(bulk, "release_freed_memory", lambda: calls.append(1) or True)
+    with bulk.releasing_freed_memory(every_s=0.01):
+        time.sleep(0.3)
+    assert len(calls) >= 3
+    seen = len(calls)
+    time.sleep(0.1)
+    assert len(calls) == seen  # the thread ends with the body
+    assert not any(t.name == "twilbert-trim" for t in threading.enumerate())
 
 
 def test_prefetch_hands_over_errors_and_stops_early():
