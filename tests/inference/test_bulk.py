@@ -140,6 +140,26 @@ def test_freed_memory_is_released_after_every_chunk(models, monkeypatch):
     assert len(released) == 3
 
 
+def test_only_the_first_chunk_is_trimmed_while_it_computes(models, monkeypatch):
+    """The first chunk creates oneDNN's per-shape primitives (the spike); later chunks only get the
+    call between chunks, so the trimming thread costs nothing once memory is steady."""
+    from contextlib import contextmanager
+
+    import twilbert
+
+    p = twilbert.load(models["single"])
+    timed = []
+
+    @contextmanager
+    def record():
+        timed.append(1)
+        yield
+
+    monkeypatch.setattr(bulk, "releasing_freed_memory", record)
+    assert sum(len(rows) for rows, _ in bulk.predict_chunks(p, bulk.chunked(TWEETS[:25], rows=10), batch_size=4)) == 25
+    assert timed == [1]
+
+
 def test_freed_memory_is_released_periodically_while_a_chunk_computes(monkeypatch):
     import threading
     import time
