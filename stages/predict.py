@@ -9,6 +9,7 @@ tokenizer, labels, max_len) comes from the model directory: ``twilbert.inference
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -40,7 +41,9 @@ def main(
     check_device(device)
     if input is None:
         refuse_columns_on_stdin(aux_column=aux_column, id_column=id_column)
+    started = time.perf_counter()
     predictor = run_guarded(load, model, device=device, precision=precision)
+    load_s = time.perf_counter() - started
     if not predictor.is_classifier:
         fail(f"{model}: a pre-trained encoder has no classifier head; predict needs a fine-tuned model (twilbert embed gives embeddings)")
     predictor.compile = compile
@@ -52,7 +55,7 @@ def main(
         if predictor.text_pair and aux_column is None:
             fail(f"{model}: a text-pair model needs the second texts: give --aux-column")
         return _predict_file(predictor, input, text_column, aux_column, id_column, fmt, output, batch_size,
-                             progress if progress is not None else sys.stderr.isatty())
+                             progress if progress is not None else sys.stderr.isatty(), load_s)
     show = bool(progress)
     try:
         rows = predictor.predict(data.texts, data.aux, batch_size=batch_size, progress=show)
@@ -68,9 +71,11 @@ def main(
 
 
 
-def _predict_file(predictor, input: Path, text_column, aux_column, id_column, fmt, output: Path | None, batch_size: int, progress: bool) -> None:
+def _predict_file(predictor, input: Path, text_column, aux_column, id_column, fmt, output: Path | None, batch_size: int, progress: bool,
+                  load_s: float) -> None:
     """A file, streamed in chunks (twilbert/bulk.py): output lines are written as chunks are computed
-    (strict JSON per chunk); ``--output`` appears whole (atomic rename) once every row is predicted."""
+    (strict JSON per chunk); ``--output`` appears whole (atomic rename) once every row is predicted, and
+    the summary line gives the rate apart from model loading (benchmarks/bulk_predict.py reads it)."""
     from twilbert.bulk import count_rows, predict_file, read_file_chunks
     from twilbert.inference import jsonl_text
     from twilbert.utils import atomic_write
@@ -80,6 +85,7 @@ def _predict_file(predictor, input: Path, text_column, aux_column, id_column, fm
         total = count_rows(input, fmt) if progress else None
         return predict_file(predictor, chunks, lambda rows, ids: f.write(jsonl_text(rows, ids)), batch_size=batch_size, total=total, progress=progress)
 
+    started = time.perf_counter()
     with guarded():
         if output is None:
             stream(sys.stdout)
@@ -92,4 +98,6 @@ def _predict_file(predictor, input: Path, text_column, aux_column, id_column, fm
                 counted.append(stream(f))
 
         atomic_write(output, write)
-    typer.echo(f"predict: {counted[0]} predictions -> {output}", err=True)
+    seconds = time.perf_counter() - started
+    typer.echo(f"predict: {counted[0]} predictions -> {output} ({counted[0] / seconds:.1f} texts/s over {seconds:.2f} s; "
+               f"the model loaded in {load_s:.2f} s)", err=True)
