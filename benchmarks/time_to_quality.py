@@ -426,6 +426,8 @@ def main() -> None:
     ap.add_argument("--ft-batch-size", type=int, default=32)
     ap.add_argument("--ft-lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--downstream-only", action="store_true",
+                    help="skip the race: fine-tune the checkpoints of the race whose result.json is in --out (after a failed downstream)")
     args = ap.parse_args()
     toy = args.dry_run
     p = PRESETS["toy" if toy else "race"]
@@ -448,7 +450,14 @@ def main() -> None:
         raise SystemExit("--device cuda: torch sees no CUDA device")
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = run(args, vocab_size=p["vocab"])
+    if args.downstream_only:
+        if not (args.out / "result.json").is_file():
+            raise SystemExit(f"--downstream-only: no {args.out / 'result.json'} (run the race first)")
+        race_part = {k: v for k, v in json.loads((args.out / "result.json").read_text()).items()
+                     if k != "downstream" and not k.startswith("f1_")}
+        result = finish(args, race_part)
+    else:
+        result = run(args, vocab_size=p["vocab"])
     print(json.dumps(result, default=str))
 
 
@@ -533,8 +542,20 @@ def run(args, vocab_size: int) -> dict:
         "transformers": transformers.__version__,
         "torch": torch.__version__,
     }
+    result.update(ours_dir=str(ours_dir), hf_dir=str(hf_dir), spm=str(spm))
+    return finish(args, result)
+
+
+def finish(args, result: dict) -> dict:
+    """The downstream part on the checkpoints ``result`` names, then ``result.json`` (written before it
+    too, so a failed fine-tune loses no race: ``--downstream-only`` resumes from that file)."""
+    from twilbert.text.normalize import NormalizeConfig
+
+    result = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
+    (args.out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")  # Paths as text
     if args.task_list:
-        scores = run_downstream(args, {"ours": ours_dir, "hf": hf_dir, "random": None}, spm, rules)
+        inits = {"ours": Path(result["ours_dir"]), "hf": Path(result["hf_dir"]), "random": None}
+        scores = run_downstream(args, inits, Path(result["spm"]), NormalizeConfig().rules)
         result["downstream"] = scores
         say(f"\n{'task':<28}{'ours':>16}{'hf':>16}{'random':>16}{'baseline':>10}")
         for task, by in scores.items():
@@ -545,8 +566,7 @@ def run(args, vocab_size: int) -> dict:
                 if s in by:
                     result[f"f1_{task}_{s}"] = by[s]["mean"]
             result[f"f1_{task}_baseline"] = base
-    result = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
-    (args.out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")  # Paths as text
+        (args.out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 

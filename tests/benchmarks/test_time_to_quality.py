@@ -128,3 +128,18 @@ def test_dry_run_writes_curve_plot_and_result(tmp_path):
     assert (out / "hf_model" / "model.safetensors").is_file()
     if downstream:
         assert {f"f1_sentiment_{s}" for s in ("ours", "hf", "random", "baseline")} <= result.keys()
+        # a failed downstream loses no race: result.json holds the race part, and --downstream-only
+        # fine-tunes the same checkpoints again (deterministic: the same F1s)
+        resumed = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--downstream-only", "--workdir", str(tmp_path),
+                                  "--tasks", tasks], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        again = json.loads(resumed.stdout.strip().splitlines()[-1])
+        assert again["ours_heldout_mlm_loss"] == result["ours_heldout_mlm_loss"]
+        for s in ("ours", "hf", "random", "baseline"):
+            assert again[f"f1_sentiment_{s}"] == result[f"f1_sentiment_{s}"], s
+
+
+def test_downstream_only_needs_a_race(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--downstream-only", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert proc.returncode != 0 and "run the race first" in proc.stderr
