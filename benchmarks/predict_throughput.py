@@ -30,6 +30,7 @@ method: benchmarks/RESULTS.md#predict-throughput-method.
 Usage: ``python benchmarks/predict_throughput.py [--tweets 2000] [--preset base] [--threads 2] [--device cuda]``
 Prints a table (tweets/s, macro-F1, agreement), then a final JSON line with ``ort_fp32_tweets_per_s``,
 ``ort_int8_tweets_per_s``, ``best_ours_tweets_per_s`` / ``best_ours_precision``, ``ratio_vs_ort_int8``,
+``macro_f1_best_ours_minus_ort_int8`` with its paired-bootstrap ``_ci95``,
 ``macro_f1`` and ``label_agreement_vs_fp32`` per system, ``tweets_per_s``, ``hf_tweets_per_s`` (best peer setting)
 and ``ratio_vs_hf`` (and ``ratio_vs_hf_by_round``, the same ratio within each round) for what
 ``twilbert predict`` runs by default, then the bf16 figures (``tweets_per_s_bf16``,
@@ -332,9 +333,9 @@ def main() -> None:
             fn(raw)
             times[name].append(time.perf_counter() - t0)
     rate = {k: n / min(v) for k, v in times.items()}
-    pred = {k: np.array(labels)[p.argmax(1)] for k, p in full.items()}
-    f1 = {k: float(f1_score(gold, p, labels=labels, average="macro")) for k, p in pred.items()}
-    agree_fp32 = {k: float(np.mean(p == pred["ours"])) for k, p in pred.items()}
+    labelled = {k: np.array(labels)[p.argmax(1)] for k, p in full.items()}  # system -> (N,) labels
+    f1 = {k: float(f1_score(gold, p, labels=labels, average="macro")) for k, p in labelled.items()}
+    agree_fp32 = {k: float(np.mean(p == labelled["ours"])) for k, p in labelled.items()}
     best_hf = max(peers, key=lambda k: rate[k])  # the strongest peer setting decides the headline ratio
 
     # How close the fp32 path is to this machine's ceiling: the matmul FLOPs it does (counted by torch's
@@ -403,6 +404,9 @@ def main() -> None:
             "ratio_vs_ort_int8": round(rate[ours_names[best_prec]] / rate["ort_int8"], 2),
             "ratio_vs_ort_int8_by_round": [round(o / b, 2) for o, b in zip(times["ort_int8"], times[ours_names[best_prec]])],
             "macro_f1_best_ours_minus_ort_int8": round(f1[ours_names[best_prec]] - f1["ort_int8"], 4),
+            "macro_f1_best_ours_minus_ort_int8_ci95": [round(x, 4) for x in macro_f1_diff_ci(
+                gold, labelled[ours_names[best_prec]], labelled["ort_int8"], labels)],
+            "tweets_labelled_differently_best_ours_vs_ort_int8": int(np.sum(labelled[ours_names[best_prec]] != labelled["ort_int8"])),
         })
         if args.ort_parallel:
             result.update({
@@ -457,7 +461,9 @@ def main() -> None:
     print(f"ratio vs the best HF setting ({best_hf}): {result['ratio_vs_hf']:.2f}x for twilbert predict (fp32, eager)", file=sys.stderr)
     if args.ort:
         print(f"best of ours ({best_prec}) vs ONNX Runtime int8: {result['ratio_vs_ort_int8']:.2f}x "
-              f"(macro-F1 {f1[ours_names[best_prec]]:.4f} vs {f1['ort_int8']:.4f})", file=sys.stderr)
+              f"(macro-F1 {f1[ours_names[best_prec]]:.4f} vs {f1['ort_int8']:.4f}; difference 95 % CI "
+              f"{result['macro_f1_best_ours_minus_ort_int8_ci95']}, "
+              f"{result['tweets_labelled_differently_best_ours_vs_ort_int8']} tweets labelled differently)", file=sys.stderr)
     print(f"fp32 path: {ours_gflops:.0f} GFLOPS of matmuls, against {gemm_gflops:.0f} GFLOPS for one FFN-shaped GEMM "
           f"here ({ours_gflops / gemm_gflops:.0%})", file=sys.stderr)
     for k, ph in phases.items():
@@ -465,6 +471,27 @@ def main() -> None:
     if args.compiled:
         print(f"compiled: {result['ratio_vs_hf_compiled']:.2f}x (compilation {result['compile_warmup_s']} s once)", file=sys.stderr)
     print(json.dumps(result))
+
+
+def macro_f1_diff_ci(gold, a, b, labels, *, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % paired-bootstrap interval of macro-F1(a) - macro-F1(b) on the same tweets: whether a gap
+    between two systems' labels is more than the few tweets they label differently."""
+    gold, a, b = (np.asarray(x) for x in (gold, a, b))
+    n = len(gold)
+    if not len(a) == len(b) == n:
+        raise ValueError(f"macro_f1_diff_ci: {len(a)} and {len(b)} labels for {n} gold ones")
+    w = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float64)  # (R, N)
+
+    def macro(pred) -> np.ndarray:  # (R,) macro-F1 of each resample, as sklearn's (a class absent from both: 0)
+        f1 = []
+        for c in labels:
+            tp = w @ ((pred == c) & (gold == c))
+            denom = w @ (pred == c) + w @ (gold == c)
+            f1.append(np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0))
+        return np.mean(f1, axis=0)
+
+    lo, hi = np.percentile(macro(a) - macro(b), [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def best_of(fn, repeats: int = 3) -> float:

@@ -78,3 +78,26 @@ def test_int8_cli_and_refusals(models, monkeypatch):
 
     with pytest.raises(InputError, match="no quantized CPU engine"):
         tw.load(models["single"], precision="int8")
+
+
+def test_activation_range_follows_the_cpu(models, monkeypatch):
+    """8-bit activations only where AVX512-VNNI sums into 32 bits; they are closer to fp32 than 7-bit ones."""
+    import twilbert
+    import twilbert.quantize as q
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    fp32 = twilbert.load(models["single"])
+    want = fp32.outputs(TEXTS * 3, batch_size=4)
+    err, kinds = {}, {}
+    for vnni in (False, True):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda vnni=vnni: {"avx512_vnni": vnni})
+        assert q.full_range() is vnni
+        p = twilbert.load(models["single"], precision="int8")
+        kinds[vnni] = {type(m) for m in p.encoder.modules() if q.is_int8(m)}
+        err[vnni] = np.abs(p.outputs(TEXTS * 3, batch_size=4) - want).mean()
+    assert kinds[False] == {DynamicLinear}  # torch's own module: 7-bit activations
+    assert kinds[True] == {q._full_range_linear()} and q._full_range_linear() is not DynamicLinear
+    monkeypatch.undo()
+    if not q.full_range():
+        pytest.skip("the accuracy comparison needs a CPU with AVX512-VNNI (8 bits could saturate on AVX2)")
+    assert 0 < err[True] < err[False], err
