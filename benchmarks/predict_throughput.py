@@ -396,25 +396,22 @@ def main() -> None:
     }
     ours_names = {"fp32": "ours", "bf16": "ours_bf16", "int8": "ours_int8"}
     best_prec = max((p for p, k in ours_names.items() if k in rate), key=lambda p: rate[ours_names[p]])
-    result.update({"best_ours_tweets_per_s": round(rate[ours_names[best_prec]], 1), "best_ours_precision": best_prec})
+    best = ours_names[best_prec]
+    result.update({"best_ours_tweets_per_s": round(rate[best], 1), "best_ours_precision": best_prec})
+
+    def versus(peer: str) -> dict:  # our best precision against an ONNX Runtime peer, overall and per round
+        return {f"{peer}_tweets_per_s": round(rate[peer], 1),
+                f"ratio_vs_{peer}": round(rate[best] / rate[peer], 2),
+                f"ratio_vs_{peer}_by_round": [round(o / b, 2) for o, b in zip(times[peer], times[best])]}
+
     if args.ort:
-        result.update({
-            "ort_fp32_tweets_per_s": round(rate["ort_fp32"], 1),
-            "ort_int8_tweets_per_s": round(rate["ort_int8"], 1),
-            "ratio_vs_ort_int8": round(rate[ours_names[best_prec]] / rate["ort_int8"], 2),
-            "ratio_vs_ort_int8_by_round": [round(o / b, 2) for o, b in zip(times["ort_int8"], times[ours_names[best_prec]])],
-            "macro_f1_best_ours_minus_ort_int8": round(f1[ours_names[best_prec]] - f1["ort_int8"], 4),
-            "macro_f1_best_ours_minus_ort_int8_ci95": [round(x, 4) for x in macro_f1_diff_ci(
-                gold, labelled[ours_names[best_prec]], labelled["ort_int8"], labels)],
-            "tweets_labelled_differently_best_ours_vs_ort_int8": int(np.sum(labelled[ours_names[best_prec]] != labelled["ort_int8"])),
+        result.update({"ort_fp32_tweets_per_s": round(rate["ort_fp32"], 1), **versus("ort_int8"),
+            "macro_f1_best_ours_minus_ort_int8": round(f1[best] - f1["ort_int8"], 4),
+            "macro_f1_best_ours_minus_ort_int8_ci95": [round(x, 4) for x in macro_f1_diff_ci(gold, labelled[best], labelled["ort_int8"], labels)],
+            "tweets_labelled_differently_best_ours_vs_ort_int8": int(np.sum(labelled[best] != labelled["ort_int8"])),
         })
         if args.ort_parallel:
-            result.update({
-                "ort_fp32_parallel_tweets_per_s": round(rate["ort_fp32_parallel"], 1),
-                "ort_int8_parallel_tweets_per_s": round(rate["ort_int8_parallel"], 1),
-                "ratio_vs_ort_int8_parallel": round(rate[ours_names[best_prec]] / rate["ort_int8_parallel"], 2),
-                "ratio_vs_ort_int8_parallel_by_round": [round(o / b, 2) for o, b in zip(times["ort_int8_parallel"], times[ours_names[best_prec]])],
-            })
+            result.update({"ort_fp32_parallel_tweets_per_s": round(rate["ort_fp32_parallel"], 1), **versus("ort_int8_parallel")})
     if args.bf16 and bf16_peers:
         best_hf16 = max(bf16_peers, key=lambda k: rate[k])
         result.update({
@@ -461,7 +458,7 @@ def main() -> None:
     print(f"ratio vs the best HF setting ({best_hf}): {result['ratio_vs_hf']:.2f}x for twilbert predict (fp32, eager)", file=sys.stderr)
     if args.ort:
         print(f"best of ours ({best_prec}) vs ONNX Runtime int8: {result['ratio_vs_ort_int8']:.2f}x "
-              f"(macro-F1 {f1[ours_names[best_prec]]:.4f} vs {f1['ort_int8']:.4f}; difference 95 % CI "
+              f"(macro-F1 {f1[best]:.4f} vs {f1['ort_int8']:.4f}; difference 95 % CI "
               f"{result['macro_f1_best_ours_minus_ort_int8_ci95']}, "
               f"{result['tweets_labelled_differently_best_ours_vs_ort_int8']} tweets labelled differently)", file=sys.stderr)
     print(f"fp32 path: {ours_gflops:.0f} GFLOPS of matmuls, against {gemm_gflops:.0f} GFLOPS for one FFN-shaped GEMM "
