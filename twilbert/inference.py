@@ -114,17 +114,19 @@ class Predictor:
             return 1
         return self.workers if self.workers > 0 else torch.get_num_threads()
 
-    def _each_batch(self, batches: Iterator[Batch], step) -> None:
-        """``step(batch)`` for every batch, under inference mode and the precision's autocast, on
-        :meth:`_workers` threads (both modes are thread-local, so each worker enters them). At most two
-        batches per worker are collated ahead; the first error is raised here."""
+    def _each_batch(self, data: EncodedSplit, batch_size: int, step, *, progress: bool, desc: str) -> None:
+        """``step(batch)`` for every batch of ``data``, under inference mode and the precision's autocast,
+        on :meth:`_workers` threads, no more than there are batches (one batch keeps the caller's thread
+        and all its intra-op threads). Both modes are thread-local, so each worker enters them. At most
+        two batches per worker are collated ahead; the first error is raised here."""
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         def run(b: Batch) -> None:
             with torch.inference_mode(), self._autocast():
                 step(b)
 
-        workers = self._workers()
+        batches = self.batches(data, batch_size, progress=progress, desc=desc)
+        workers = min(self._workers(), -(-len(data) // batch_size)) if batch_size >= 1 else 1  # (batches() refuses < 1)
         if workers <= 1:
             for b in batches:
                 run(b)
@@ -222,7 +224,7 @@ class Predictor:
         def step(b: Batch) -> None:  # batches own disjoint rows of `out`
             out[b.index] = forward(b.input_ids, b.token_type_ids, b.attention_mask).float().cpu().numpy()  # (B, C)
 
-        self._each_batch(self.batches(data, batch_size, progress=progress, desc="predict"), step)
+        self._each_batch(data, batch_size, step, progress=progress, desc="predict")
         return self._finite(out, "output")
 
     def predict(self, texts: Sequence[str], aux: Sequence[str] | None = None, batch_size: int = 64, *, progress: bool = False) -> list[dict[str, Any]]:
@@ -255,7 +257,7 @@ class Predictor:
             vec = pool(hidden.float(), b.input_ids, b.attention_mask, "cls" if pooling == "cls" else "avg", use_special_tokens=True)  # (B, H)
             out[b.index] = vec.cpu().numpy()
 
-        self._each_batch(self.batches(data, batch_size, progress=progress, desc="embed"), step)
+        self._each_batch(data, batch_size, step, progress=progress, desc="embed")
         return self._finite(out, "embedding")
 
     def _finite(self, out: np.ndarray, what: str) -> np.ndarray:

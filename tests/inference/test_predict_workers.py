@@ -80,3 +80,26 @@ def test_negative_workers_are_refused(models):
 
     with pytest.raises(InputError, match="workers"):
         twilbert.load(models["single"], workers=-1)
+
+
+def test_one_batch_keeps_the_callers_thread_and_its_intra_op_threads(models, two_threads, monkeypatch):
+    """Workers are capped by the batch count: a single batch (one text, a small pyfunc request) is not
+    sent to a one-thread worker while the other core idles."""
+    import threading
+
+    import twilbert
+
+    p = twilbert.load(models["single"])
+    seen = []
+    forward = p.classifier.forward
+
+    def spy(*args, **kwargs):
+        seen.append((threading.current_thread() is threading.main_thread(), torch.get_num_threads()))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(p.classifier, "forward", spy)
+    p.outputs(TEXTS, batch_size=len(TEXTS))
+    assert seen == [(True, 2)]
+    seen.clear()
+    p.outputs(TEXTS * 4, batch_size=len(TEXTS))  # four batches: two workers of one thread each
+    assert set(seen) == {(False, 1)}
