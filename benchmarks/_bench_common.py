@@ -8,7 +8,6 @@ their file (the pairs stage wants pairs); the reply pairs go in as they are.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -38,10 +37,6 @@ def cached(directory: Path, key: dict, build) -> bool:
     build()
     key_file.write_text(want)
     return True
-
-
-def sha256_bytes(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def write_task_pairs(files: list[Path], path: Path) -> int:
@@ -81,6 +76,7 @@ def prepare_data(
     from twilbert.text.normalize import NormalizeConfig, placeholder_tokens
     from twilbert.text.tokenizer import Tokenizer
     from twilbert.text.vocab import VocabConfig, train_vocab
+    from twilbert.utils import sha256_file
 
     sources = [*task_files, reply_pairs]
     norm_cfg = NormalizeConfig()
@@ -97,6 +93,7 @@ def prepare_data(
     sources_key = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sources]
     cached(norm_dir, {"sources": sources_key, "normalize": asdict(norm_cfg), "pairing": "next text, v1"}, normalize)
     parquet = norm_dir / "pairs.parquet"
+    corpus_sha = sha256_file(parquet)
 
     if spm is None:
         vocab_cfg = VocabConfig(vocab_size=vocab_size, input_sentence_size=0)
@@ -107,7 +104,7 @@ def prepare_data(
             train_vocab([parquet], vocab_cfg, vocab_dir / "spm", placeholder_tokens(norm_cfg.rules.effective()))
             say(f"vocab: trained a {vocab_size}-piece SentencePiece model in {time.perf_counter() - t0:.1f}s")
 
-        cached(vocab_dir, {"corpus": sha256_bytes(parquet), "vocab": asdict(vocab_cfg)}, vocab)
+        cached(vocab_dir, {"corpus": corpus_sha, "vocab": asdict(vocab_cfg)}, vocab)
         spm = vocab_dir / "spm.model"
     tok = Tokenizer.from_file(spm)
 
@@ -119,7 +116,7 @@ def prepare_data(
         m = build_pair_shards(parquet, None, tok, pairs_cfg, max_len, shards, progress=False)
         say(f"pairs: {json.dumps(m['rows'])} ({time.perf_counter() - t0:.1f}s)")
 
-    cached(shards, {"corpus": sha256_bytes(parquet), "tokenizer": tok.sha256, "max_len": max_len, "pairs": asdict(pairs_cfg)}, pairs)
+    cached(shards, {"corpus": corpus_sha, "tokenizer": tok.sha256, "max_len": max_len, "pairs": asdict(pairs_cfg)}, pairs)
     return Path(spm), shards
 
 

@@ -147,6 +147,12 @@ why() { # RC LIMIT LOG: the failure reason of a run
   if (($1 == 124 || $1 == 137)); then echo "timeout after $2 s"; else echo "exit $1: $(grep -v '^\s*$' "$3" | tail -n1 | cut -c1-160)"; fi
 }
 
+emit_run() { # PART LIMIT LOG: the JSON line of a part that is one run_logged run
+  local result=$RESULT status=ok
+  if ((RC != 0)) || [[ $result == null ]]; then status="failed: $(why "$RC" "$2" "$3")"; result='{}'; fi
+  emit "$1" "$status" "$TOOK" "$result"
+}
+
 wants() { [[ ",$PARTS," == *",$1,"* ]]; }
 
 budget_spent() { # PART
@@ -236,15 +242,12 @@ part_predict_throughput() {
   limit=$(allowance 150 120)
   ((limit > 10)) || { budget_spent predict_throughput; return; }
   run_logged "$limit" "$log" "$PY" benchmarks/predict_throughput.py "${args[@]}"
-  local result=$RESULT status=ok
-  if ((RC != 0)) || [[ $result == null ]]; then status="failed: $(why "$RC" "$limit" "$log")"; result='{}'; fi
-  emit predict_throughput "$status" "$TOOK" "$result"
+  emit_run predict_throughput "$limit" "$log"
 }
 
 # ---------------------------------------------------------------------------------------------- 3 (runs last: what is left)
 part_time_to_quality() {
-  local log=$OUTDIR/time_to_quality.log limit script=benchmarks/time_to_quality.py
-  [[ -f $script ]] || { emit time_to_quality "failed: script missing" 0 '{}'; return; }
+  local log=$OUTDIR/time_to_quality.log limit
   local args=(--workdir "$WORK/race")
   if ((DRY)); then
     args=(--dry-run "${args[@]}")
@@ -255,13 +258,11 @@ part_time_to_quality() {
   fi
   limit=$(allowance 600 0)
   ((limit > 10)) || { budget_spent time_to_quality; return; }
-  run_logged "$limit" "$log" "$PY" "$script" "${args[@]}"
-  local result=$RESULT status=ok
-  if ((RC != 0)) || [[ $result == null ]]; then status="failed: $(why "$RC" "$limit" "$log")"; result='{}'; fi
+  run_logged "$limit" "$log" "$PY" benchmarks/time_to_quality.py "${args[@]}"
   for f in "$WORK"/race/race/heldout_loss.png "$WORK"/race/race/curve.json; do  # the plot and curve come back with OUT
     [[ -f $f ]] && cp "$f" "$OUTDIR/time_to_quality_$(basename "$f")"
   done
-  emit time_to_quality "$status" "$TOOK" "$result"
+  emit_run time_to_quality "$limit" "$log"
 }
 
 for part in cuda_tests pretrain_throughput predict_throughput time_to_quality; do

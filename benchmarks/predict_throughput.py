@@ -18,7 +18,7 @@ here on TASS 2020. It is exported with :func:`twilbert.hf.classifier.export_sequ
 
 Same work in the timed region: a deploying user receives raw tweets, so every system gets the raw
 tweets and normalises them there, the peers with the model's own rules through the same function
-ours uses (:func:`twilbert.text.normalize.normalize_texts`), before their own tokenizer.
+ours uses (:func:`twilbert.finetune.inputs.normalize_column`), before their own tokenizer.
 
 Quality: every system also labels the task's whole real test split once (the warm-up round): macro-F1
 against the gold labels and label agreement with our fp32 (what quantisation costs, not only speed).
@@ -255,8 +255,8 @@ def main() -> None:
 
     from sklearn.metrics import f1_score
 
+    from twilbert.finetune.inputs import normalize_column
     from twilbert.inference import load
-    from twilbert.text.normalize import normalize_texts
 
     task_dir = args.data_dir / args.task
     if not (task_dir / "test.tsv").is_file():
@@ -283,7 +283,7 @@ def main() -> None:
         return lambda raw: rows_probs(pred.predict(raw, batch_size=args.batch_size))
 
     def normalising(fn):  # a peer as deployed: raw tweets in, the model's normalisation timed with it
-        return lambda raw: fn(normalize_texts(raw, ours.rules))
+        return lambda raw: fn(normalize_column(raw, ours.rules))
 
     def pipe_system(bs: int | None):
         kw = {} if bs is None else {"batch_size": bs}  # None: the pipeline's default (one text at a time)
@@ -352,8 +352,6 @@ def main() -> None:
     gemm_gflops = gemm_rate(int(args.batch_size * np.mean(lengths)), ours.hidden_size, args.device)
 
     # Where our time goes, per precision (best of 3 for each phase, same texts as a timed round).
-    from twilbert.finetune.inputs import normalize_column
-
     phases = {}
     for name, pred in ours_predictors.items():
         norm = normalize_column(raw, pred.rules)

@@ -44,7 +44,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-REPLY_PAIRS = SHARED / "twilbert_reply_pairs_es" / "pairs.tsv"
+REPLY_PAIRS = Path("twilbert_reply_pairs_es") / "pairs.tsv"  # under --data-dir
 sys.path.insert(0, str(REPO))
 
 from _bench_common import device_name, say, sync  # noqa: E402
@@ -78,13 +78,13 @@ DEFAULT_PEAK = (989.4e12, "H100 SXM (GPU not recognised: pass --peak-flops)")
 MIN_REPRESENTATIVE_STEPS = 20  # below this, the measured rows sample too few length buckets
 
 
-def task_files() -> list[Path]:
-    return [f for f in sorted(SHARED.glob("*/*.tsv")) if f.parent != REPLY_PAIRS.parent]
+def task_files(data_dir: Path) -> list[Path]:
+    return [f for f in sorted(data_dir.glob("*/*.tsv")) if f.parent != data_dir / REPLY_PAIRS.parent]
 
 
 def prepare_data(args) -> tuple[Path, Path]:
     """Every task text (all splits: a throughput benchmark) and the reply pairs through the stages."""
-    return _prepare_data(args.workdir, task_files=task_files(), reply_pairs=REPLY_PAIRS, vocab_size=args.vocab_size,
+    return _prepare_data(args.workdir, task_files=task_files(args.data_dir), reply_pairs=args.data_dir / REPLY_PAIRS, vocab_size=args.vocab_size,
                          max_len=args.max_len, spm=Path(args.spm) if args.spm else None)
 
 
@@ -266,7 +266,6 @@ def count(micro: list[list[dict]]) -> np.ndarray:
 
 
 def main() -> None:
-    global SHARED, REPLY_PAIRS  # --data-dir replaces them: the data helpers read these module paths
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -291,15 +290,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="impl.num_threads: torch CPU threads (0 = torch's default)")
     args = ap.parse_args()
-    SHARED, REPLY_PAIRS = args.data_dir, args.data_dir / REPLY_PAIRS.relative_to(SHARED)
     p = PRESETS[args.preset]
     args.steps = args.steps or p["steps"]
     args.batch_size = args.batch_size or p["batch"]
     args.vocab_size = args.vocab_size or p["vocab"]
     if 2 * args.max_len + 3 > args.hf_max_length:
         raise SystemExit(f"--max-len {args.max_len}: pairs may exceed --hf-max-length {args.hf_max_length}")
-    if not SHARED.is_dir():
-        raise SystemExit(f"needs the real tweets in {SHARED}")
+    if not args.data_dir.is_dir():
+        raise SystemExit(f"needs the real tweets in {args.data_dir}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -253,18 +252,13 @@ class HF:
         from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
 
         from twilbert.data.shards import ShardDataset
+        from twilbert.hf.weights import hf_config_dict
         from twilbert.train.optim import build_optimizer, param_groups
         from twilbert.train.runtime import autocast
 
         cfg, tr = trainer.model_cfg, trainer.training
         torch.manual_seed(args.seed)
-        self.model = BertForMaskedLM(BertConfig(
-            vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.n_encoders,
-            num_attention_heads=cfg.n_heads, intermediate_size=4 * cfg.hidden_size, hidden_act="gelu",
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=cfg.max_positions,
-            type_vocab_size=2, layer_norm_eps=cfg.layer_norm_eps, initializer_range=cfg.initializer_range,
-            pad_token_id=PAD_ID,
-        )).to(trainer.device)
+        self.model = BertForMaskedLM(BertConfig(**hf_config_dict(cfg))).to(trainer.device)  # the same model as ours
         self.device, self.amp, self.autocast = trainer.device, trainer.amp_dtype, autocast
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.opt = build_optimizer(tr.optimizer, param_groups(self.model, tr.weight_decay), lr=tr.lr, betas=tr.betas,
@@ -372,17 +366,13 @@ def plot(curve: list[dict], hf_final: float, path: Path) -> str:
     return f"matplotlib {matplotlib.__version__}"
 
 
-def export_hf(hf: HF, spm: Path, max_len: int, work: Path, out_dir: Path) -> Path:
-    """HF's model as our pre-trained model dir, through the project's importer."""
+def export_hf(hf: HF, hf_dir: Path, max_len: int, out_dir: Path) -> Path:
+    """HF's model, saved beside its tokenizer in ``hf_dir``, as our pre-trained model dir through the project's importer."""
     from twilbert.hf.common import quiet_transformers
     from twilbert.hf.import_ import import_hf
-    from twilbert.hf.tokenizer import save_hf_tokenizer
 
     quiet_transformers().utils.logging.disable_progress_bar()
-    hf_dir = work / "hf_transformers"
     hf.model.to("cpu").save_pretrained(str(hf_dir), safe_serialization=True)
-    hf.model.to(hf.device)
-    save_hf_tokenizer(spm, hf_dir, 2 * max_len + 3)
     import_hf(hf_dir, out_dir, max_len=max_len)
     return out_dir
 
@@ -390,10 +380,7 @@ def export_hf(hf: HF, spm: Path, max_len: int, work: Path, out_dir: Path) -> Pat
 def run_downstream(args, inits: dict, spm: Path, rules) -> dict:
     from twilbert.config import to_dict
 
-    try:
-        from race_downstream import downstream
-    except ImportError as e:
-        raise SystemExit(f"--tasks {args.tasks!r} needs benchmarks/race_downstream.py ({e}); pass --tasks '' to skip") from e
+    from race_downstream import downstream  # here: the race alone does not load the fine-tuning code
     return downstream(inits, data_dir=args.data_dir, tasks=args.task_list, vocab_dir=spm.parent, rules_params=to_dict(rules),
                       workdir=args.workdir / "downstream", seeds=list(range(args.seeds)), device=args.device,
                       epochs=args.ft_epochs, max_len=args.max_len, batch_size=args.ft_batch_size, lr=args.ft_lr, log=say)
@@ -408,7 +395,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=None, help="training budget per system (default 10; dry run 0.05)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--tasks", default=None, help=f"downstream tasks, comma list ('' skips; default {DEFAULT_TASKS}; dry run: "
-                    "the sample's sentiment task when benchmarks/race_downstream.py is there)")
+                    "the sample's sentiment task)")
     ap.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per task and system (default 3)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/twilbert-bench-race"))
     ap.add_argument("--out", type=Path, default=None, help="default: --workdir/race")
@@ -441,7 +428,7 @@ def main() -> None:
     args.ft_epochs = args.ft_epochs or 1
     args.data_dir = args.data_dir or (REPO / "data" / "sample" / "tasks" if toy else REPO.parent / "shared" / "data")
     if args.tasks is None:
-        args.tasks = ("sentiment" if (REPO / "benchmarks" / "race_downstream.py").is_file() else "") if toy else DEFAULT_TASKS
+        args.tasks = "sentiment" if toy else DEFAULT_TASKS
     args.task_list = [t for t in args.tasks.split(",") if t]
     args.out = args.out or args.workdir / "race"
     if not args.data_dir.is_dir():
@@ -503,7 +490,7 @@ def run(args, vocab_size: int) -> dict:
 
     trainer.sync_counts()
     ours_dir = trainer.save_final()
-    hf_dir = export_hf(hf, spm, args.max_len, args.out, args.out / "hf_model")
+    hf_dir = export_hf(hf, hf_tok_dir, args.max_len, args.out / "hf_model")
     # the importer's copy must score as HF's own model did: the downstream runs start from what raced
     from twilbert.finetune.model import load_encoder
 
@@ -550,8 +537,9 @@ def finish(args, result: dict) -> dict:
     """The downstream part on the checkpoints ``result`` names, then ``result.json`` (written before it
     too, so a failed fine-tune loses no race: ``--downstream-only`` resumes from that file)."""
     from twilbert.text.normalize import NormalizeConfig
+    from twilbert.train.pretrain_log import finite_or_none
 
-    result = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
+    result = finite_or_none(result)
     (args.out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")  # Paths as text
     if args.task_list:
         inits = {"ours": Path(result["ours_dir"]), "hf": Path(result["hf_dir"]), "random": None}

@@ -56,10 +56,7 @@ def test_dry_run_prints_one_json_line_per_part(tmp_path):
     assert predict["tweets_per_s"] > 0 and predict["hf_tweets_per_s"] > 0 and predict["tweets_per_s_bf16"] > 0
 
     race = by_name["time_to_quality"]
-    if (REPO / "benchmarks" / "time_to_quality.py").is_file():
-        assert race["status"] == "ok", (out / "time_to_quality.log").read_text()[-3000:]
-    else:
-        assert race["status"] == "failed: script missing"
+    assert race["status"] == "ok", (out / "time_to_quality.log").read_text()[-3000:]
 
 
 def test_spent_budget_fails_each_part_alone(tmp_path):
