@@ -801,16 +801,19 @@ def _close_parents(opened: _Opened, ctx: _Context, status: str) -> None:
     from filelock import FileLock
 
     client, ok = opened.client, status == "FINISHED"
-    if ok and ctx.stage in SUMMARY_STAGES:
+    summary = ok and ctx.stage in SUMMARY_STAGES
+    keys: list[str] = []
+    if summary:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in client.get_run(opened.run_id).data.metrics.items()]
         for i in range(0, len(metrics), 1000):
             client.log_batch(opened.parent_id, metrics=metrics[i : i + 1000])
+        keys = [m.key for m in metrics]
     with FileLock(str(_lock_path(ctx.uri)), timeout=call_deadline()):
-        if ok and ctx.stage in SUMMARY_STAGES:
-            _save_results_view(client, opened.exp_id, [m.key for m in metrics])
+        if summary:
+            _save_results_view(client, opened.exp_id, keys)
         failed = _update_parent(client, opened.parent_id, ctx.stage, ok)
         client.set_terminated(opened.parent_id, "FAILED" if failed else "FINISHED")
         if opened.grid_id:

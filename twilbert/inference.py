@@ -213,7 +213,6 @@ class Predictor:
         """Raw head outputs (N, n_outputs) float32 (logits, or values for regression), input order."""
         return self.outputs_of(self.encode(texts, aux), batch_size=batch_size, progress=progress)
 
-    @torch.inference_mode()
     def outputs_of(self, data: EncodedSplit, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """:meth:`outputs` of already encoded texts (twilbert/bulk.py encodes the next chunk meanwhile)."""
         if self.classifier is None:
@@ -238,7 +237,6 @@ class Predictor:
         probs = kind.probabilities(torch.from_numpy(raw)).numpy()
         return kind.predict_rows(probs, self.labels, self.threshold)
 
-    @torch.inference_mode()
     def embed(
         self, texts: Sequence[str], aux: Sequence[str] | None = None, pooling: str = "cls", batch_size: int = 64, *, progress: bool = False
     ) -> np.ndarray:
@@ -344,8 +342,8 @@ def load(
     """
     if workers < 0:
         raise InputError(f"workers must be >= 0 (0 = one per torch thread), got {workers}")
-    from twilbert.finetune.model import FORMAT, load_encoder, load_finetuned, pretrained_tokenizer_sha256, resolve_pretrained_dir
-    from twilbert.train.checkpoint import CheckpointError, read_config
+    from twilbert.finetune.model import FORMAT, load_encoder, load_finetuned, resolve_pretrained_dir
+    from twilbert.train.checkpoint import read_config
 
     _check_precision(precision)
     directory = resolve_pretrained_dir(path)
@@ -355,6 +353,7 @@ def load(
 
         if (problem := int8_problem(dev)) is not None:
             raise InputError(problem)
+    common = dict(device=dev, source=str(path), compile=compile, precision=precision, workers=workers)
     stored = read_config(directory)
     if stored.get("format") == FORMAT:
         ft = load_finetuned(directory, attention=attention)  # config.json validated (model_dir.read_finetuned_config)
@@ -367,15 +366,27 @@ def load(
             max_len=int(ft.config["max_len"]),
             classifier=ft.model,
             info=ft.config,
-            device=dev,
-            source=str(path),
-            compile=compile,
-            precision=precision,
-            workers=workers,
+            **common,
         )
     encoder = load_encoder(directory, attention=attention)
     _check_finite_weights(encoder, directory)
     encoder.to(dev).eval()
+    # the longest input that fits the position table: [CLS] a [SEP] (single text)
+    return Predictor(
+        encoder=encoder,
+        tokenizer=_pretrained_tokenizer(directory, path, vocab_model, encoder.config.vocab_size),
+        rules=_resolve_rules(normalize, pretrained_rules(directory) or NormalizeRules().effective()),
+        max_len=encoder.config.max_positions - 2,
+        **common,
+    )
+
+
+def _pretrained_tokenizer(directory: Path, path: str | Path, vocab_model: str | Path | None, vocab_size: int) -> Tokenizer:
+    """The tokenizer of a pre-trained checkpoint (``vocab_model``, else the one its ``pretrain.json``
+    records), refused unless it is the vocabulary the checkpoint was pre-trained with."""
+    from twilbert.finetune.model import pretrained_tokenizer_sha256
+    from twilbert.train.checkpoint import CheckpointError
+
     if vocab_model is None:
         from twilbert.hf import pretrained_tokenizer_path
 
@@ -383,24 +394,12 @@ def load(
         if vocab_model is None:
             raise CheckpointError(f"{path}: pretrain.json names no existing tokenizer; pass vocab_model (--vocab-model models/vocab)")
     tokenizer = Tokenizer.from_file(vocab_model)
-    if tokenizer.vocab_size != encoder.config.vocab_size:
-        raise CheckpointError(f"{vocab_model}: {tokenizer.vocab_size} pieces, but {path} has vocab_size={encoder.config.vocab_size}")
+    if tokenizer.vocab_size != vocab_size:
+        raise CheckpointError(f"{vocab_model}: {tokenizer.vocab_size} pieces, but {path} has vocab_size={vocab_size}")
     recorded = pretrained_tokenizer_sha256(directory)
     if recorded is not None and recorded != tokenizer.sha256:  # same size, another vocabulary: every row means another token
         raise CheckpointError(f"{vocab_model}: not the vocabulary {path} was pre-trained with (sha256 {tokenizer.sha256[:12]} vs {recorded[:12]})")
-    stored_rules = pretrained_rules(directory)
-    # the longest input that fits the position table: [CLS] a [SEP] (single text)
-    return Predictor(
-        encoder=encoder,
-        tokenizer=tokenizer,
-        rules=_resolve_rules(normalize, stored_rules or NormalizeRules().effective()),
-        max_len=encoder.config.max_positions - 2,
-        device=dev,
-        source=str(path),
-        compile=compile,
-        precision=precision,
-        workers=workers,
-    )
+    return tokenizer
 
 
 def _check_finite_weights(model: torch.nn.Module, directory: Path) -> None:

@@ -68,10 +68,10 @@ def quantized_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.endswith(QUANTIZED)]
 
 
-def quantize_int8(model: nn.Module, *, full: bool | None = None) -> nn.Module:
+def quantize_int8(model: nn.Module) -> nn.Module:
     """Replace the encoder blocks' linears of ``model`` (in eval mode, on the CPU) by dynamic int8 ones,
     in place (a second call changes nothing); returns ``model``. Weights: int8, symmetric, one scale per
-    output row; activations: 8 bits if ``full`` (default: :func:`full_range`), else 7."""
+    output row; activations: 8 bits where :func:`full_range`, else 7."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     names = quantized_names(model)
@@ -81,7 +81,7 @@ def quantize_int8(model: nn.Module, *, full: bool | None = None) -> nn.Module:
         raise ValueError("quantize_int8: the model has no encoder linears to quantise")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notices (see the module docstring)
-        mapping = {nn.Linear: _full_range_linear()} if (full_range() if full is None else full) else None
+        mapping = {nn.Linear: _full_range_linear()} if full_range() else None
         return quantize_dynamic(model.eval(), {n: per_channel_dynamic_qconfig for n in names}, dtype=torch.qint8,
                                 mapping=mapping, inplace=True)
 
